@@ -1,0 +1,198 @@
+"""Composition root: opens resources, runs the daemon's tasks, shuts down in reverse order.
+
+Tasks and their owner (this module): the sender's dispatcher, the file queue, the watcher and
+the HTTP server. SIGTERM/SIGINT stop taking files, let requests in flight finish within the
+grace period, checkpoint and exit 0; a second signal skips the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from .braze import HttpTransport, OutboxTransport, Transport
+from .config import LoadedConfig
+from .delivery import Sender
+from .journal import Journal, journal_path
+from .mapping import parse_path_pattern
+from .metrics import Metrics
+from .pipeline import FileQueue
+from .server import build_app, start_server
+from .watch import Snapshot, Watcher
+from .watchrules import ExportPath, classify_path
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    def __init__(self, config: LoadedConfig, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self._stop = asyncio.Event()
+        self._hard_stop = asyncio.Event()
+        self._pattern = parse_path_pattern(config.settings.watch.path_pattern)
+        self.journal: Journal | None = None
+        self.watcher: Watcher | None = None
+        self.sender: Sender | None = None
+
+    # --- wiring --------------------------------------------------------------------------
+
+    def _transport(self) -> Transport:
+        braze = self.config.settings.braze
+        if self.config.dry_run:
+            return OutboxTransport(self.config.state_directory / "outbox")
+        assert self.config.api_key is not None  # load_config refuses a live run without one
+        return HttpTransport(
+            braze.api_url, self.config.api_key, braze.request_timeout_seconds, braze.max_in_flight
+        )
+
+    def export_of(self, rel_path: str) -> ExportPath | None:
+        where = classify_path(rel_path, self._pattern, set(self.config.channels))
+        return where if isinstance(where, ExportPath) else None
+
+    def _first_start(self, journal: Journal, snapshot: Snapshot) -> Snapshot:
+        """The very first start: what is already on the share is history, not news."""
+        known = {r.rel_path: (r.size, r.mtime_ns) for r in journal.latest_by_path().values()}
+        if journal.initialized:
+            return known
+        if self.config.settings.watch.backfill:
+            journal.mark_initialized([])
+            log.info(
+                "first start with watch.backfill: the %d files already there will be sent",
+                len(snapshot),
+            )
+            return known
+        rows = []
+        for rel, (size, mtime) in snapshot.items():
+            export = self.export_of(rel)
+            rows.append((rel, export.channel if export else None, size, mtime))
+        journal.mark_initialized(rows)
+        log.info(
+            "first start: %d files already in %s recorded as pre-existing and not sent "
+            "(set watch.backfill: true to send them)",
+            len(rows),
+            self.config.base_output_directory,
+        )
+        return {**known, **snapshot}
+
+    def readiness(self) -> list[str]:
+        problems = []
+        if self.journal is None:
+            problems.append("the journal is not open")
+        if self.watcher is None or not self.watcher.running:
+            problems.append("the watcher is not running")
+        if self.sender is not None and self.sender.auth_failing:
+            problems.append(f"Braze refuses the API key or URL ({self.sender.auth_message})")
+        if self.watcher is not None and not self.watcher.share_available:
+            problems.append(
+                f"the export folder {self.config.base_output_directory} is not available"
+            )
+        return problems
+
+    # --- running -------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        if self._stop.is_set():
+            log.warning("second stop signal: stopping now; the journal resumes from its checkpoint")
+            self._hard_stop.set()
+        else:
+            log.info("stopping: no new files; requests in flight may finish")
+            self._stop.set()
+
+    async def run(self, install_signals: bool = True) -> int:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop)
+        config.state_directory.mkdir(parents=True, exist_ok=True)
+        journal = self.journal = Journal(journal_path(config.state_directory, config.dry_run))
+        transport = self._transport()
+        sender = self.sender = Sender(transport, config.settings.braze, self.metrics)
+        queue = FileQueue(config, journal, sender, self.metrics, self.export_of)
+        for record in journal.queued():
+            queue.put(record)  # interrupted sends resume first, in their order
+
+        def on_complete(rel: str, export: ExportPath, size: int, mtime_ns: int) -> None:
+            record = journal.record_complete(rel, export.channel, size, mtime_ns)
+            queue.put(record)
+
+        known = {r.rel_path: (r.size, r.mtime_ns) for r in journal.latest_by_path().values()}
+        self.watcher = Watcher(
+            config.base_output_directory,
+            config.settings.watch,
+            set(config.channels),
+            known,
+            on_complete,
+            self.metrics,
+            initialize=lambda snapshot: self._first_start(journal, snapshot),
+        )
+        runner = await start_server(
+            build_app(self.metrics, self.readiness), config.settings.http.listen
+        )
+        self._announce()
+        tasks = [
+            asyncio.create_task(sender.run(), name="sender"),
+            asyncio.create_task(queue.run(), name="file-queue"),
+            asyncio.create_task(self.watcher.run(), name="watcher"),
+        ]
+        stop_wait = asyncio.create_task(self._stop.wait())
+        await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        crashed = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]
+        for task in crashed:
+            log.critical("task %s failed", task.get_name(), exc_info=task.exception())
+        try:
+            await self._shut_down(tasks, sender, queue)
+        finally:
+            stop_wait.cancel()
+            await transport.close()
+            await runner.cleanup()
+            journal.close()
+        log.info("stopped")
+        return 1 if crashed else 0
+
+    async def _shut_down(
+        self, tasks: list[asyncio.Task[None]], sender: Sender, queue: FileQueue
+    ) -> None:
+        sender_task, queue_task, watcher_task = tasks
+        watcher_task.cancel()
+        queue_task.cancel()  # stops reading; the active file keeps its place
+        sender.stop_dispatching()
+        grace = self.config.settings.shutdown_grace_seconds
+        drain = asyncio.create_task(sender.drain(grace))
+        hard = asyncio.create_task(self._hard_stop.wait())
+        await asyncio.wait([drain, hard], return_when=asyncio.FIRST_COMPLETED)
+        if not drain.done():
+            drain.cancel()
+        hard.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drain
+        sender_task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if queue.active is not None:
+            queue.active.suspend()
+
+    def _announce(self) -> None:
+        config = self.config
+        base = config.base_output_directory
+        pattern = config.settings.watch.path_pattern.replace("{", "<").replace("}", ">")
+        log.info("watching %s: drop exports as %s/%s/<file>", base, base, pattern)
+        log.info(
+            "channels: %s",
+            ", ".join(f"{n!r} ({c.settings.mode})" for n, c in config.channels.items()),
+        )
+        if config.dry_run:
+            log.info(
+                "dry run: request bodies go to %s, nothing is sent",
+                config.state_directory / "outbox",
+            )
+        else:
+            log.info("sending to %s/users/track", config.settings.braze.api_url)
+        log.info("rejected rows: %s", config.state_directory / "rejects")
+        log.info("metrics: http://%s/metrics", config.settings.http.listen)
+
+
+async def serve(config: LoadedConfig) -> int:
+    return await Daemon(config).run()

@@ -1,0 +1,191 @@
+"""The only module that speaks HTTP to Braze, and the pure reading of what Braze answered.
+
+Transports take a request body and give back a `Reply`; failures of the network become
+`TransportError`. `classify` turns a reply into what the sender must do. The API key lives in
+the session's default headers only: it is never formatted into a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from .config import Secret
+
+USER_AGENT = "rpi-braze-sync"
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: Mapping[str, str]  # case-insensitive
+    body: bytes
+
+
+class TransportError(Exception):
+    """No answer: a timeout or a connection problem. The request may have been applied."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason  # a bounded label for metrics: "timeout" or "connection"
+        super().__init__(reason)
+
+
+class Transport(Protocol):
+    async def post(self, body: bytes, source: str) -> Reply:
+        """Send one /users/track body; `source` is the export's relative path (for the outbox)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class HttpTransport:
+    """POST {api_url}/users/track over one pooled aiohttp session."""
+
+    def __init__(self, api_url: str, api_key: Secret, timeout_s: float, pool_size: int) -> None:
+        self.url = f"{api_url}/users/track"
+        self._headers = {
+            "Authorization": f"Bearer {api_key.reveal()}",
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._pool_size = pool_size
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            # The pool is as large as the sender's own ceiling, so it never caps concurrency.
+            connector = aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=0)
+            self._session = aiohttp.ClientSession(
+                connector=connector, headers=self._headers, timeout=self._timeout
+            )
+        return self._session
+
+    async def post(self, body: bytes, source: str) -> Reply:
+        session = self._open()
+        try:
+            async with session.post(self.url, data=body) as response:
+                payload = await response.read()
+                return Reply(
+                    response.status, CIMultiDictProxy(CIMultiDict(response.headers)), payload
+                )
+        except TimeoutError:
+            raise TransportError("timeout") from None
+        except (aiohttp.ClientError, OSError):
+            # The exception text can hold the URL but never the key; still, keep it out.
+            raise TransportError("connection") from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class OutboxTransport:
+    """Dry run: each body becomes one JSON line in <outbox>/<relative path>.jsonl."""
+
+    def __init__(self, outbox: Path) -> None:
+        self.outbox = outbox
+        self._files: dict[str, Any] = {}
+
+    def path_for(self, source: str) -> Path:
+        return self.outbox / f"{source}.jsonl"
+
+    async def post(self, body: bytes, source: str) -> Reply:
+        handle = self._files.get(source)
+        if handle is None:
+            target = self.path_for(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Dry run only: a small local append, not worth a thread hop per request.
+            handle = self._files[source] = open(target, "ab")  # noqa: SIM115, ASYNC230
+        handle.write(body + b"\n")
+        handle.flush()
+        await asyncio.sleep(0)
+        count = body.count(b'"_update_existing_only"')
+        reply = orjson.dumps({"message": "success", "attributes_processed": count})
+        return Reply(201, CIMultiDictProxy(CIMultiDict()), reply)
+
+    def finish(self, source: str) -> None:
+        handle = self._files.pop(source, None)
+        if handle is not None:
+            os.fsync(handle.fileno())
+            handle.close()
+
+    async def close(self) -> None:
+        for source in list(self._files):
+            self.finish(source)
+
+
+# --- what an answer means (pure) ---------------------------------------------------------
+
+
+class Action(Enum):
+    SENT = "sent"  # some rows may still be listed as errors
+    REJECT_ALL = "reject_all"
+    SPLIT = "split"  # too large: smaller batches
+    BISECT = "bisect"  # a bad object somewhere: isolate it
+    AUTH = "auth"  # key, instance or URL wrong: pause everything
+    RATE_LIMITED = "rate_limited"
+    RETRY = "retry"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: Action
+    message: str = ""
+    errors: dict[int, str] = field(default_factory=dict)  # index in the batch -> reason
+
+
+def _json(body: bytes) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _row_errors(payload: Mapping[str, Any]) -> dict[int, str]:
+    errors: dict[int, str] = {}
+    for error in payload.get("errors") or ():
+        if not isinstance(error, dict):
+            continue
+        index = error.get("index")
+        if error.get("input_array", "attributes") == "attributes" and isinstance(index, int):
+            errors[index] = str(error.get("type") or error.get("message") or "rejected by Braze")
+    return errors
+
+
+def _text(body: bytes, limit: int = 200) -> str:
+    """A short printable excerpt of a body that may be HTML or binary."""
+    text = body[:limit].decode("utf-8", "replace")
+    return " ".join(text.split())
+
+
+def classify(reply: Reply) -> Verdict:
+    status = reply.status
+    if 200 <= status < 300:
+        return Verdict(Action.SENT, errors=_row_errors(_json(reply.body)))
+    payload = _json(reply.body)
+    message = str(payload.get("message") or _text(reply.body) or f"HTTP {status}")
+    if status == 400:
+        if "valid data must be provided" in message.lower():
+            return Verdict(Action.REJECT_ALL, message, _row_errors(payload))
+        if "max input length" in message.lower():
+            return Verdict(Action.SPLIT, message)
+        return Verdict(Action.BISECT, message)
+    if status == 413:
+        return Verdict(Action.SPLIT, message)
+    if status in (401, 403, 404, 405):  # a wrong key, instance or URL: configuration
+        return Verdict(Action.AUTH, message)
+    if status == 429:
+        return Verdict(Action.RATE_LIMITED, message)
+    return Verdict(Action.RETRY, message)

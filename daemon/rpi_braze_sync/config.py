@@ -1,0 +1,278 @@
+"""Load the YAML configuration: environment overrides, validation, errors with file:line.
+
+Everything wrong is reported at once, each problem naming the file, line, column and key path.
+The API key is read here (environment or file) and never comes from the YAML.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from .errors import ConfigError
+from .mapping import CompiledMapping, compile_mapping
+from .settings import ChannelSettings, Settings
+
+KeyPath = tuple[str | int, ...]
+
+# Environment variables named as the RPDM automation names them; they win over the YAML.
+ENV_OVERRIDES: dict[str, KeyPath] = {
+    "BRAZE_API_URL": ("braze", "api_url"),
+    "BASE_OUTPUT_DIRECTORY": ("watch", "base_output_directory"),
+}
+
+
+class Secret:
+    """A string that never prints itself: repr, str and format all show a mask."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class Channel:
+    name: str
+    settings: ChannelSettings
+    mapping: CompiledMapping
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    path: Path
+    settings: Settings
+    state_directory: Path
+    base_output_directory: Path
+    api_key: Secret | None
+    channels: dict[str, Channel] = field(default_factory=dict)
+
+    @property
+    def dry_run(self) -> bool:
+        return self.settings.braze.dry_run
+
+
+def format_key_path(path: KeyPath) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        text = part if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part) else f"'{part}'"
+        out += f".{text}" if out else text
+    return out or "(top level)"
+
+
+def _index_marks(node: yaml.Node, path: KeyPath, marks: dict[KeyPath, yaml.Mark]) -> list[str]:
+    """Record where each key path starts in the file; report duplicate keys on the way."""
+    problems: list[str] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                problems += _index_marks(value_node, path, marks)
+                continue
+            key = str(key_node.value)
+            child = (*path, key)
+            if key in seen:
+                m = key_node.start_mark
+                problems.append(
+                    f"{m.name}:{m.line + 1}:{m.column + 1}: {format_key_path(child)}: "
+                    "key appears twice (YAML would keep only the last)"
+                )
+            seen.add(key)
+            marks.setdefault(child, key_node.start_mark)
+            problems += _index_marks(value_node, child, marks)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            marks.setdefault((*path, i), item.start_mark)
+            problems += _index_marks(item, (*path, i), marks)
+    return problems
+
+
+def _locate(marks: Mapping[KeyPath, yaml.Mark], path: KeyPath, file_name: str) -> str:
+    for end in range(len(path), 0, -1):
+        mark = marks.get(path[:end])
+        if mark is not None:
+            return f"{file_name}:{mark.line + 1}:{mark.column + 1}"
+    return f"{file_name}:1:1"
+
+
+def _allowed_keys(model: type[BaseModel], loc: KeyPath) -> list[str] | None:
+    """The keys a model accepts at `loc`'s parent, to say what is allowed after a typo."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            info = current.model_fields.get(str(part))
+            if info is None:
+                return None
+            current = info.annotation
+        else:  # dict[str, Model] or Optional[Model]: take the model argument
+            args = [a for a in getattr(current, "__args__", ()) if isinstance(a, type)]
+            models = [a for a in args if issubclass(a, BaseModel)]
+            if not models:
+                return None
+            current = models[0]
+            if str(part) in current.model_fields:
+                current = current.model_fields[str(part)].annotation
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    args = [a for a in getattr(current, "__args__", ()) if isinstance(a, type)]
+    models = [a for a in args if issubclass(a, BaseModel)]
+    return list(models[0].model_fields) if models else None
+
+
+def _describe(error: Mapping[str, Any], loc: KeyPath) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(Settings, loc)
+        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        return f"unknown key{hint}"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "literal_error":
+        expected = str(error.get("ctx", {}).get("expected", "")).replace("'", "")
+        return f"{error['input']!r} is not one of {expected.replace(' or ', ', ')}"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def parse_settings(text: str, file_name: str, env: Mapping[str, str]) -> Settings:
+    """YAML text -> validated settings; raises ConfigError listing every problem."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{file_name}:{mark.line + 1}:{mark.column + 1}" if mark else file_name
+        raise ConfigError([f"{where}: invalid YAML: {exc.problem or exc}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{file_name}: invalid YAML: {exc}"]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{file_name}:1:1: the top level must be a mapping of keys"])
+    marks: dict[KeyPath, yaml.Mark] = {}
+    problems = _index_marks(root, (), marks) if root is not None else []
+
+    overridden: dict[KeyPath, str] = {}
+    for var, key_path in ENV_OVERRIDES.items():
+        if env.get(var):
+            section = raw.setdefault(key_path[0], {})
+            if isinstance(section, dict):
+                section[key_path[1]] = env[var]
+                overridden[key_path] = var
+
+    settings: Settings | None = None
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc: KeyPath = tuple(error["loc"])
+            where = _locate(marks, loc, file_name)
+            source = f" (from ${overridden[loc]})" if loc in overridden else ""
+            problems.append(f"{where}: {format_key_path(loc)}{source}: {_describe(error, loc)}")
+    if problems or settings is None:
+        raise ConfigError(problems)
+    return settings
+
+
+def compile_channels(settings: Settings, marks_file: str) -> dict[str, Channel]:
+    channels: dict[str, Channel] = {}
+    problems: list[str] = []
+    for name, channel in settings.channels.items():
+        try:
+            compiled = compile_mapping(channel.mapping, channel.mode, settings.watch.path_pattern)
+        except ValueError as exc:
+            problems.append(
+                f"{marks_file}: {format_key_path(('channels', name, 'mapping'))}: {exc}"
+            )
+            continue
+        channels[name] = Channel(name, channel, compiled)
+    if problems:
+        raise ConfigError(problems)
+    return channels
+
+
+def load_api_key(settings: Settings, env: Mapping[str, str], file_name: str) -> Secret | None:
+    """The key from braze.api_key_file (wins) or the named environment variable, or None."""
+    braze = settings.braze
+    if braze.api_key_file:
+        key_path = Path(braze.api_key_file)
+        if not key_path.is_absolute():
+            base = env.get("CREDENTIALS_DIRECTORY")
+            if not base:
+                raise ConfigError(
+                    [
+                        f"{file_name}: braze.api_key_file: {braze.api_key_file!r} is relative "
+                        "and $CREDENTIALS_DIRECTORY is not set"
+                    ]
+                )
+            key_path = Path(base) / key_path
+        try:
+            key = key_path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(
+                [f"{file_name}: braze.api_key_file: cannot read {str(key_path)!r}: {reason}"]
+            ) from None
+        if not key:
+            raise ConfigError([f"{file_name}: braze.api_key_file: {str(key_path)!r} is empty"])
+        return Secret(key)
+    value = env.get(braze.api_key_env, "").strip()
+    return Secret(value) if value else None
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    dry_run: bool | None = None,
+    state_directory: str | None = None,
+) -> LoadedConfig:
+    """Read, validate and compile a config file; ConfigError names file, line and key path."""
+    env = os.environ if env is None else env
+    config_path = Path(path)
+    file_name = str(config_path)
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError([f"{file_name}: cannot read the configuration: {reason}"]) from None
+    settings = parse_settings(text, file_name, env)
+    if dry_run is not None and dry_run != settings.braze.dry_run:
+        braze = settings.braze.model_copy(update={"dry_run": dry_run})
+        settings = settings.model_copy(update={"braze": braze})
+    channels = compile_channels(settings, file_name)
+    api_key = load_api_key(settings, env, file_name)
+    if api_key is None and not settings.braze.dry_run:
+        raise ConfigError(
+            [
+                f"{file_name}: braze: no API key: set ${settings.braze.api_key_env}, or "
+                "braze.api_key_file, or run with braze.dry_run: true"
+            ]
+        )
+    state = state_directory or settings.state_directory or env.get("STATE_DIRECTORY")
+    return LoadedConfig(
+        path=config_path,
+        settings=settings,
+        state_directory=Path(state or "./var/state").absolute(),
+        base_output_directory=Path(settings.watch.base_output_directory).absolute(),
+        api_key=api_key,
+        channels=channels,
+    )

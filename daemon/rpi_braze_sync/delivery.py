@@ -1,0 +1,267 @@
+"""Deliver batches to Braze: one shared rate limiter, derived concurrency, retries, triage.
+
+The Sender owns every request task. Items come in from file jobs; each item is settled
+exactly once, back to its job, as sent or rejected with a reason. Nothing else ends an item:
+a 429, a 5xx, a timeout or a refused key only delays it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from .batching import Item, Planner, build_body, split_batch
+from .braze import Action, Transport, TransportError, classify
+from .metrics import Metrics
+from .ratelimit import SlidingWindow, backoff_s, concurrency_for, exhausted_wait_s, retry_after_s
+from .settings import BrazeSettings
+
+log = logging.getLogger(__name__)
+RETRY_BASE_S = 0.5
+
+
+class Job(Protocol):
+    """What the sender needs from the file an item came from."""
+
+    source: str
+
+    def settle_sent(self, item: Item) -> None: ...
+
+    def settle_rejected(self, item: Item, reason: str) -> None: ...
+
+
+class Sender:
+    def __init__(
+        self,
+        transport: Transport,
+        settings: BrazeSettings,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.transport = transport
+        self.settings = settings
+        self.metrics = metrics
+        self.planner = Planner(settings.batch_size)
+        self.limiter = SlidingWindow(settings.rate_limit.requests, settings.rate_limit.seconds)
+        self._clock, self._wall, self._rand = clock, wall_clock, rand
+        self._resend: deque[tuple[list[Item], int]] = deque()  # batches that go before new ones
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._outstanding = 0  # requests in flight or waiting to be retried
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._latency_s = 0.1
+        self._dispatching = True
+        self.auth_failing = False
+        self.auth_message = ""
+        self._failing_since: float | None = None
+        self.rate_per_s = settings.rate_limit.requests / settings.rate_limit.seconds
+
+    # --- intake --------------------------------------------------------------------------
+
+    @property
+    def high_water(self) -> int:
+        """Items queued before readers pause: enough to keep every allowed request busy."""
+        return max(5000, 2 * self.planner.batch_size * self.concurrency())
+
+    def submit(self, item: Item) -> None:
+        self.planner.push(item)
+        self._wake.set()
+        if len(self.planner) >= self.high_water:
+            self._room.clear()
+
+    async def wait_room(self) -> None:
+        while len(self.planner) >= self.high_water:
+            self._room.clear()
+            await self._room.wait()
+
+    def drop_job(self, job: Job) -> list[Item]:
+        removed = self.planner.drop_job(job)
+        for batch, _ in list(self._resend):
+            if batch and batch[0].job is job:
+                self._resend.remove((batch, _))
+                self.planner.release(batch)
+                removed += batch
+        self._update_room()
+        return removed
+
+    def _update_room(self) -> None:
+        if len(self.planner) < self.high_water:
+            self._room.set()
+
+    def concurrency(self) -> int:
+        if self.auth_failing:
+            return 1  # one probe at a time until the key or URL works again
+        return concurrency_for(self.rate_per_s, self._latency_s, 4, self.settings.max_in_flight)
+
+    @property
+    def outstanding(self) -> int:
+        return self._outstanding
+
+    def idle(self) -> bool:
+        return not self._outstanding and not self._resend and not len(self.planner)
+
+    # --- dispatch ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Start requests as the rate limit and the concurrency allow; runs until cancelled."""
+        while True:
+            if (
+                not self._dispatching
+                or self._outstanding >= self.concurrency()
+                or not (self._resend or self.planner.has_ready)
+            ):
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            now = self._clock()
+            delay = self.limiter.delay(now)
+            if delay > 0:
+                source = "braze" if self.limiter.blocked_until > now else "local"
+                self.metrics.rate_limit_waits.labels(source).inc()
+                await asyncio.sleep(delay)
+                continue
+            if self._resend:
+                batch, attempt = self._resend.popleft()
+            else:
+                batch, attempt = self.planner.next_batch(), 0
+                self._update_room()
+            self.limiter.record(now)
+            self._outstanding += 1
+            self.metrics.in_flight.set(self._outstanding)
+            task = asyncio.create_task(self._send(batch, attempt))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def stop_dispatching(self) -> None:
+        self._dispatching = False
+
+    async def drain(self, grace_s: float) -> bool:
+        """Let requests in flight finish for up to `grace_s`, then cancel the rest."""
+        self.stop_dispatching()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+                return False
+        return True
+
+    # --- one request ---------------------------------------------------------------------
+
+    async def _send(self, batch: list[Item], attempt: int) -> None:
+        try:
+            await self._attempt(batch, attempt)
+        finally:
+            self._outstanding -= 1
+            self.metrics.in_flight.set(self._outstanding)
+            self._wake.set()
+
+    async def _attempt(self, batch: list[Item], attempt: int) -> None:
+        body = build_body(batch)
+        started = self._clock()
+        try:
+            reply = await self.transport.post(body, batch[0].job.source)
+        except TransportError as exc:
+            self.metrics.requests.labels(exc.reason).inc()
+            # Braze may have applied it: the resend is the only source of duplicates.
+            self.metrics.possible_duplicates.inc(len(batch))
+            await self._retry_later(batch, attempt, exc.reason)
+            return
+        elapsed = self._clock() - started
+        self.metrics.request_duration.observe(elapsed)
+        self.metrics.requests.labels(str(reply.status)).inc()
+        verdict = classify(reply)
+        action = verdict.action
+        if action is not Action.AUTH and self.auth_failing:
+            self.auth_failing = False
+            self.metrics.auth_failing.set(0)
+            log.info("Braze accepts the API key again; sending resumes")
+        if action is Action.SENT:
+            self._latency_s = 0.8 * self._latency_s + 0.2 * elapsed
+            self.metrics.last_success.set(self._wall())
+            if self._failing_since is not None:
+                log.info("Braze answers again after %.0f s", self._clock() - self._failing_since)
+                self._failing_since = None
+            for index, item in enumerate(batch):
+                reason = verdict.errors.get(index)
+                if reason is None:
+                    item.job.settle_sent(item)
+                else:
+                    item.job.settle_rejected(item, f"Braze: {reason}")
+            self.planner.release(batch)
+            wait = exhausted_wait_s(reply.headers, self._wall())
+            if wait:
+                self.limiter.block(self._clock() + wait)
+        elif action is Action.REJECT_ALL:
+            for index, item in enumerate(batch):
+                item.job.settle_rejected(
+                    item, f"Braze: {verdict.errors.get(index, verdict.message)}"
+                )
+            self.planner.release(batch)
+        elif action in (Action.SPLIT, Action.BISECT):
+            self._split(batch, attempt, action, verdict.message)
+        elif action is Action.AUTH:
+            self._pause_for_auth(batch, attempt, reply.status, verdict.message)
+        elif action is Action.RATE_LIMITED:
+            wait = retry_after_s(reply.headers, self._wall())
+            if wait is None:
+                wait = backoff_s(attempt, 1.0, self.settings.retry_max_delay_seconds, self._rand)
+            self.limiter.block(self._clock() + wait)
+            self.metrics.retries.labels("rate_limited").inc()
+            self._resend.appendleft((batch, attempt))
+        else:
+            await self._retry_later(batch, attempt, f"http_{reply.status // 100}xx")
+
+    def _split(self, batch: list[Item], attempt: int, action: Action, message: str) -> None:
+        if len(batch) == 1:
+            batch[0].job.settle_rejected(batch[0], f"Braze: {message}")
+            self.planner.release(batch)
+            return
+        if action is Action.SPLIT and len(batch) // 2 < self.planner.batch_size:
+            self.planner.batch_size = max(1, len(batch) // 2)
+            log.warning(
+                "Braze refused a request as too large (%s); batch size lowered to %d for this run",
+                message,
+                self.planner.batch_size,
+            )
+        self.metrics.retries.labels("too_large" if action is Action.SPLIT else "bisect").inc()
+        first, second = split_batch(batch)
+        self._resend.appendleft((second, attempt))
+        self._resend.appendleft((first, attempt))
+
+    def _pause_for_auth(self, batch: list[Item], attempt: int, status: int, message: str) -> None:
+        if not self.auth_failing:
+            self.auth_failing = True
+            self.auth_message = f"HTTP {status}: {message}"
+            self.metrics.auth_failing.set(1)
+            log.error(
+                "Braze refused the request (HTTP %d: %s): check braze.api_url and the API key "
+                "(it needs users.track). Sending is paused, files stay queued, retry every %.0f s",
+                status,
+                message,
+                self.settings.auth_retry_seconds,
+            )
+        self.metrics.retries.labels("auth").inc()
+        self.limiter.block(self._clock() + self.settings.auth_retry_seconds)
+        self._resend.appendleft((batch, attempt))
+
+    async def _retry_later(self, batch: list[Item], attempt: int, reason: str) -> None:
+        self.metrics.retries.labels(reason).inc()
+        if self._failing_since is None:
+            self._failing_since = self._clock()
+            log.warning(
+                "Braze did not answer well (%s); retrying with backoff, nothing is lost", reason
+            )
+        delay = backoff_s(attempt, RETRY_BASE_S, self.settings.retry_max_delay_seconds, self._rand)
+        await asyncio.sleep(delay)  # the users stay claimed meanwhile: no reordering
+        self._resend.append((batch, attempt + 1))

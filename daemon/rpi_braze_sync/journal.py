@@ -1,0 +1,201 @@
+"""SQLite journal: every export file seen, its state, its progress and its outcome.
+
+One row per file version (relative path + size + mtime, and the content hash once read). The
+checkpoint is the number of leading records settled (acknowledged by Braze or rejected), so a
+restart resumes there. All writes are single transactions: a kill at any moment leaves a
+consistent journal.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import JournalError
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY,
+    rel_path TEXT NOT NULL,
+    channel TEXT,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT,
+    state TEXT NOT NULL,
+    checkpoint INTEGER NOT NULL DEFAULT 0,
+    rows_sent INTEGER NOT NULL DEFAULT 0,
+    rows_rejected INTEGER NOT NULL DEFAULT 0,
+    fields_dropped INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    first_seen_at REAL NOT NULL,
+    completed_at REAL,
+    started_at REAL,
+    finished_at REAL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_by_path ON files (rel_path, id);
+CREATE INDEX IF NOT EXISTS files_by_state ON files (state, id);
+"""
+
+# States of a file version, in lifecycle order.
+PREEXISTING = "preexisting"  # on the share before the very first start; never sent
+COMPLETE = "complete"  # settled on disk, queued to send
+SENDING = "sending"
+DONE = "done"
+FAILED = "failed"
+VANISHED = "vanished"
+QUEUED_STATES = (COMPLETE, SENDING)
+STATES = (PREEXISTING, COMPLETE, SENDING, DONE, FAILED, VANISHED)
+
+
+def journal_path(state_directory: Path, dry_run: bool) -> Path:
+    # A dry run keeps its own journal, so a later live run still sends the same files.
+    return state_directory / ("journal-dry-run.sqlite" if dry_run else "journal.sqlite")
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    id: int
+    rel_path: str
+    channel: str | None
+    size: int
+    mtime_ns: int
+    sha256: str | None
+    state: str
+    checkpoint: int
+    rows_sent: int
+    rows_rejected: int
+    fields_dropped: int
+    reason: str | None
+    first_seen_at: float
+    completed_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    updated_at: float
+
+
+_COLUMNS = ", ".join(FileRecord.__dataclass_fields__)
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise JournalError(f"cannot open the journal {path}: {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _write(self, sql: str, args: tuple[object, ...]) -> int:
+        try:
+            cursor = self._db.execute(sql, args)
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal write failed: {exc}") from None
+        return cursor.lastrowid or 0
+
+    # --- first start ---------------------------------------------------------------------
+
+    @property
+    def initialized(self) -> bool:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'initialized_at'").fetchone()
+        return row is not None
+
+    def mark_initialized(self, preexisting: list[tuple[str, str | None, int, int]]) -> None:
+        """Record the files found at the very first start as pre-existing, atomically."""
+        now = time.time()
+        try:
+            with self._transaction():
+                self._db.executemany(
+                    "INSERT INTO files (rel_path, channel, size, mtime_ns, state, first_seen_at,"
+                    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (rel, ch, size, mtime, PREEXISTING, now, now)
+                        for rel, ch, size, mtime in preexisting
+                    ],
+                )
+                self._db.execute("INSERT INTO meta VALUES ('initialized_at', ?)", (str(now),))
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal write failed: {exc}") from None
+
+    def _transaction(self) -> sqlite3.Connection:
+        self._db.execute("BEGIN")
+        return self._db
+
+    # --- reading -------------------------------------------------------------------------
+
+    def _records(self, where: str = "", args: tuple[object, ...] = ()) -> Iterator[FileRecord]:
+        sql = f"SELECT {_COLUMNS} FROM files {where}"
+        for row in self._db.execute(sql, args):
+            yield FileRecord(*row)
+
+    def get(self, file_id: int) -> FileRecord:
+        for record in self._records("WHERE id = ?", (file_id,)):
+            return record
+        raise JournalError(f"no journal record {file_id}")
+
+    def latest_by_path(self) -> dict[str, FileRecord]:
+        """The newest record of every path: what the watcher compares the share against."""
+        latest: dict[str, FileRecord] = {}
+        for record in self._records("ORDER BY id"):
+            latest[record.rel_path] = record
+        return latest
+
+    def queued(self) -> list[FileRecord]:
+        """Files to send, in the order they became complete (a restart resumes these)."""
+        marks = ", ".join("?" * len(QUEUED_STATES))
+        return list(
+            self._records(f"WHERE state IN ({marks}) ORDER BY completed_at, id", QUEUED_STATES)
+        )
+
+    def all(self) -> list[FileRecord]:
+        return list(self._records("ORDER BY id"))
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def record_complete(self, rel_path: str, channel: str, size: int, mtime_ns: int) -> FileRecord:
+        now = time.time()
+        file_id = self._write(
+            "INSERT INTO files (rel_path, channel, size, mtime_ns, state, first_seen_at,"
+            " completed_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (rel_path, channel, size, mtime_ns, COMPLETE, now, now, now),
+        )
+        return self.get(file_id)
+
+    def start(self, file_id: int, sha256: str, size: int, mtime_ns: int) -> None:
+        now = time.time()
+        self._write(
+            "UPDATE files SET state = ?, sha256 = ?, size = ?, mtime_ns = ?,"
+            " started_at = COALESCE(started_at, ?), updated_at = ? WHERE id = ?",
+            (SENDING, sha256, size, mtime_ns, now, now, file_id),
+        )
+
+    def checkpoint(
+        self, file_id: int, checkpoint: int, sent: int, rejected: int, dropped: int
+    ) -> None:
+        self._write(
+            "UPDATE files SET checkpoint = ?, rows_sent = ?, rows_rejected = ?,"
+            " fields_dropped = ?, updated_at = ? WHERE id = ?",
+            (checkpoint, sent, rejected, dropped, time.time(), file_id),
+        )
+
+    def finish(self, file_id: int, state: str, reason: str | None = None) -> None:
+        now = time.time()
+        self._write(
+            "UPDATE files SET state = ?, reason = ?, finished_at = ?, updated_at = ? WHERE id = ?",
+            (state, reason, now, now, file_id),
+        )

@@ -1,0 +1,71 @@
+"""Logging set-up: readable lines for journald by default, JSON lines on request.
+
+Lines about one export carry its channel, offer, workflow id and file name, as fields in JSON
+and as a prefix in text.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import orjson
+
+FILE_FIELDS = ("channel", "offer", "workflow_id", "file_name")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        export = getattr(record, "export", None)
+        if export:
+            entry.update(export)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self, with_time: bool) -> None:
+        fmt = "%(asctime)s " if with_time else ""
+        super().__init__(fmt + "%(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        export = getattr(record, "export", None)
+        if export:
+            where = " ".join(f"{k}={export[k]!r}" for k in FILE_FIELDS if k in export)
+            record = logging.makeLogRecord({**record.__dict__, "msg": f"[{where}] {record.msg}"})
+        return super().format(record)
+
+
+class ExportLogger(logging.LoggerAdapter[logging.Logger]):
+    """A logger whose lines name one export file."""
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        kwargs.setdefault("extra", {})["export"] = self.extra
+        return msg, kwargs
+
+
+def export_logger(logger: logging.Logger, values: Mapping[str, str]) -> ExportLogger:
+    return ExportLogger(logger, {k: values[k] for k in FILE_FIELDS if k in values})
+
+
+def configure_logging(json_lines: bool, level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    # journald stamps each line itself; a terminal gets the time.
+    handler.setFormatter(
+        JsonFormatter() if json_lines else TextFormatter(with_time=sys.stderr.isatty())
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

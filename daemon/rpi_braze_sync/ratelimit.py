@@ -1,0 +1,89 @@
+"""Pure: the sliding-window request limiter, Braze's rate-limit headers, retry delays.
+
+Every function takes `now` (seconds, monotonic or epoch as stated) so tests need no clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping
+
+# A Reset value above this is an epoch timestamp, below it a number of seconds remaining.
+_EPOCH_THRESHOLD = 1_000_000_000
+
+
+class SlidingWindow:
+    """At most `limit` starts in any window of `window_s`: a log of the last `limit` starts.
+
+    A token bucket of the same size allows twice the rate across a window boundary; a log of
+    start times does not.
+    """
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._starts: deque[float] = deque(maxlen=limit)
+        self.blocked_until = 0.0  # set when Braze says stop; applies to every sender
+
+    def delay(self, now: float) -> float:
+        """Seconds to wait before a start at `now` is allowed (0 when it is)."""
+        wait = self.blocked_until - now
+        if len(self._starts) >= self.limit:
+            wait = max(wait, self._starts[0] + self.window_s - now)
+        return max(wait, 0.0)
+
+    def record(self, now: float) -> None:
+        self._starts.append(now)
+
+    def block(self, until: float) -> None:
+        self.blocked_until = max(self.blocked_until, until)
+
+
+def header_seconds(headers: Mapping[str, str], name: str) -> float | None:
+    value = headers.get(name)
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def retry_after_s(headers: Mapping[str, str], epoch_now: float) -> float | None:
+    """How long Braze asks us to wait, from its headers; None when it does not say.
+
+    `headers` must be case-insensitive (Braze sends lower case over HTTP/2).
+    """
+    for name in ("X-Ratelimit-Retry-After", "Retry-After"):
+        seconds = header_seconds(headers, name)
+        if seconds is not None:
+            return seconds
+    return reset_wait_s(headers, epoch_now)
+
+
+def reset_wait_s(headers: Mapping[str, str], epoch_now: float) -> float | None:
+    """Seconds until X-RateLimit-Reset, which Braze gives as epoch seconds or as a remainder."""
+    reset = header_seconds(headers, "X-RateLimit-Reset")
+    if reset is None:
+        return None
+    return max(reset - epoch_now, 0.0) if reset > _EPOCH_THRESHOLD else reset
+
+
+def exhausted_wait_s(headers: Mapping[str, str], epoch_now: float) -> float | None:
+    """When a success says Remaining is 0, the wait until Reset; else None."""
+    remaining = header_seconds(headers, "X-RateLimit-Remaining")
+    if remaining is None or remaining > 0:
+        return None
+    return reset_wait_s(headers, epoch_now)
+
+
+def backoff_s(attempt: int, base_s: float, cap_s: float, random: Callable[[], float]) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+    return float(random() * min(cap_s, base_s * 2.0 ** min(attempt, 30)))
+
+
+def concurrency_for(rate_per_s: float, latency_s: float, floor: int, ceiling: int) -> int:
+    """Requests that must be in flight to use the whole rate at this latency (Little's law)."""
+    needed = int(rate_per_s * latency_s * 1.5) + 1
+    return max(floor, min(ceiling, needed))

@@ -1,0 +1,207 @@
+"""Streaming CSV reading of export files: encoding checks, BOMs, gzip, delimiter sniffing.
+
+Blocking I/O: the pipeline runs these functions in a worker thread. Memory stays flat: a file
+is read in chunks, never whole. A file that is not valid in its encoding is refused before a
+single row is read, so it is never sent in part or with replacement characters.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import hashlib
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from .errors import ExportFileError, FileChangedError
+from .settings import FormatSettings
+
+CHUNK_BYTES = 1 << 20
+DELIMITERS = (",", "\t", "|", ";")
+GZIP_MAGIC = b"\x1f\x8b"
+csv.field_size_limit(16 << 20)  # a long cell is a value to reject, not a reason to stop reading
+
+
+@dataclass(frozen=True)
+class FileInspection:
+    """What a full read of the file established before anything is sent."""
+
+    size: int
+    mtime_ns: int
+    sha256: str
+    encoding: str
+    delimiter: str
+    used_fallback: bool
+
+
+def _open_raw(path: Path) -> IO[bytes]:
+    raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+    head = raw.read(2)
+    raw.seek(0)
+    if head == GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    return raw
+
+
+def _bom_encoding(head: bytes, configured: str) -> str:
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and not head.startswith(
+        codecs.BOM_UTF32_LE
+    ):
+        return "utf-16"
+    if codecs.lookup(configured).name == "utf-8":
+        return "utf-8-sig"  # strips a UTF-8 BOM when there is one, harmless when not
+    return configured
+
+
+def _first_bad_line(path: Path, encoding: str) -> tuple[int, int] | None:
+    """(line, byte offset) of the first byte that is not valid in `encoding`, or None."""
+    decoder = codecs.getincrementaldecoder(encoding)("strict")
+    newline = "\n".encode(encoding.replace("-sig", ""))
+    if encoding == "utf-16":
+        newline = b"\n"  # counted on the raw bytes only roughly; the offset stays exact
+    line, offset = 1, 0
+    with _open_raw(path) as raw:
+        while True:
+            chunk = raw.read(CHUNK_BYTES)
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                return line + chunk[: exc.start].count(newline), offset + exc.start
+            if not chunk:
+                return None
+            line += chunk.count(newline)
+            offset += len(chunk)
+
+
+def _content_digest(path: Path) -> tuple[int, int, str]:
+    """(size, mtime_ns, sha256) of the bytes on disk, read through one open descriptor."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        before = os.fstat(f.fileno())
+        while chunk := f.read(CHUNK_BYTES):
+            digest.update(chunk)
+        after = os.fstat(f.fileno())
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+        raise FileChangedError("the file changed while it was being read")
+    return after.st_size, after.st_mtime_ns, digest.hexdigest()
+
+
+def sniff_delimiter(header_line: str) -> str:
+    """The candidate that splits the header most; comma when the header has one column."""
+    counts = {d: header_line.count(d) for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def inspect_file(path: Path, fmt: FormatSettings) -> FileInspection:
+    """Hash the file, settle its encoding (or fail it whole) and find its delimiter."""
+    size, mtime_ns, sha256 = _content_digest(path)
+    with _open_raw(path) as raw:
+        head = raw.read(4)
+    encoding = _bom_encoding(head, fmt.encoding)
+    used_fallback = False
+    bad = _first_bad_line(path, encoding)
+    if bad is not None:
+        if fmt.fallback_encoding is None:
+            raise ExportFileError(
+                f"line {bad[0]} (byte {bad[1]}): not valid {fmt.encoding}; nothing was sent "
+                "(set format.fallback_encoding, e.g. cp1252, if the file comes from a Windows tool)"
+            )
+        encoding = fmt.fallback_encoding
+        used_fallback = True
+        bad = _first_bad_line(path, encoding)
+        if bad is not None:
+            raise ExportFileError(
+                f"line {bad[0]} (byte {bad[1]}): valid neither in {fmt.encoding} nor in "
+                f"{fmt.fallback_encoding}; nothing was sent"
+            )
+    delimiter: str = fmt.delimiter
+    if delimiter == "auto":
+        with _open_raw(path) as raw:
+            text = io.TextIOWrapper(raw, encoding=encoding, newline="")
+            delimiter = sniff_delimiter(text.readline())
+    return FileInspection(size, mtime_ns, sha256, encoding, delimiter, used_fallback)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    index: int  # 0-based position among the data rows; checkpoints count these
+    line_no: int  # physical line where the record starts, 1-based, as an editor shows it
+    cells: list[str]
+
+
+class ExportReader:
+    """Header first, then records from `start_index` on; a context manager that owns the file."""
+
+    def __init__(
+        self, path: Path, inspection: FileInspection, fmt: FormatSettings, start_index: int = 0
+    ) -> None:
+        self._raw = _open_raw(path)
+        self._inspection = inspection
+        self._text = io.TextIOWrapper(self._raw, encoding=inspection.encoding, newline="")
+        self._csv = csv.reader(
+            self._text, delimiter=inspection.delimiter, quotechar=fmt.quote_char, strict=False
+        )
+        self._start_index = start_index
+        self.header: list[str] = self._read_header()
+        self._records = self._iter_records()
+
+    def _read_header(self) -> list[str]:
+        try:
+            header = next(self._csv)
+        except StopIteration:
+            raise ExportFileError("the file is empty: no header row") from None
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise ExportFileError(f"line 1: unreadable header: {exc}") from None
+        return header
+
+    def _iter_records(self) -> Iterator[Record]:
+        index = 0
+        line_no = self._csv.line_num + 1
+        try:
+            for cells in self._csv:
+                if not cells:  # a blank line is no record
+                    line_no = self._csv.line_num + 1
+                    continue
+                if index >= self._start_index:
+                    yield Record(index, line_no, cells)
+                index += 1
+                line_no = self._csv.line_num + 1
+        except csv.Error as exc:
+            raise ExportFileError(f"line {line_no}: malformed CSV: {exc}") from None
+        except UnicodeDecodeError:
+            raise FileChangedError(
+                f"line {line_no}: bytes that were valid when checked are not any more: "
+                "the file changed while being sent"
+            ) from None
+        except OSError as exc:
+            raise FileChangedError(f"line {line_no}: read failed: {exc.strerror}") from None
+
+    def take(self, limit: int) -> list[Record]:
+        """Up to `limit` records; an empty list at the end of the file."""
+        out: list[Record] = []
+        for record in self._records:
+            out.append(record)
+            if len(out) >= limit:
+                break
+        return out
+
+    def check_unchanged(self) -> None:
+        """At the end: the bytes read must be the bytes hashed."""
+        st = os.fstat(self._raw.fileno())
+        if (st.st_size, st.st_mtime_ns) != (self._inspection.size, self._inspection.mtime_ns):
+            raise FileChangedError("the file changed while it was being sent")
+
+    def close(self) -> None:
+        self._text.close()
+
+    def __enter__(self) -> ExportReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,122 @@
+"""Pure decisions of the watcher: which paths are exports, which observer suits a mount, and
+when a file has settled. The watcher (watch.py) feeds these with what it reads from disk.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Filesystems whose writes by another host inotify cannot see: poll them.
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "sshfs", "9p", "afs", "ceph",
+        "glusterfs", "fuse.glusterfs", "fuse.s3fs", "fuse.rclone", "davfs", "fuse.davfs2",
+        "lustre", "gpfs", "beegfs", "fuse.ceph", "ocfs2", "gfs2", "virtiofs", "vboxsf",
+        "fuse.vmhgfs-fuse",
+    }
+)  # fmt: skip
+_SIDECAR = re.compile(r"_(summary|sample)(\.[A-Za-z0-9]+)?$", re.IGNORECASE)
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+def _unescape_mount_path(text: str) -> str:
+    return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), text)
+
+
+def filesystem_of(mounts: str, path: str) -> str | None:
+    """The filesystem type of the longest mount point that holds `path` (/proc/self/mounts)."""
+    best, best_type = "", None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = _unescape_mount_path(fields[1]).rstrip("/") or "/"
+        inside = point == "/" or path == point or path.startswith(point + "/")
+        if inside and len(point) >= len(best):
+            best, best_type = point, fields[2]
+    return best_type
+
+
+def choose_observer(setting: str, mounts: str, path: str) -> str:
+    """'native' or 'polling'. In 'auto', poll network filesystems: inotify misses their writes."""
+    if setting != "auto":
+        return setting
+    fs_type = filesystem_of(mounts, path)
+    return "polling" if fs_type in NETWORK_FILESYSTEMS else "native"
+
+
+def is_ignored_name(name: str) -> bool:
+    """Hidden, temporary and RPI sidecar files are never exports."""
+    return (
+        name.startswith((".", "~"))
+        or name.endswith((".tmp", ".part", "~"))
+        or bool(_SIDECAR.search(name))
+    )
+
+
+@dataclass(frozen=True)
+class ExportPath:
+    channel: str
+    values: dict[str, str]  # every named part of the path pattern, plus file_name
+
+
+@dataclass(frozen=True)
+class Ignored:
+    reason: str  # bounded set, used as a metric label: "layout", "channel"
+
+
+def classify_path(
+    rel_path: str, pattern: list[str | None], channels: set[str]
+) -> ExportPath | Ignored:
+    """'<channel>/<offer>/<workflow id>/<file>' -> its parts; anything else is ignored."""
+    parts = rel_path.split("/")
+    if len(parts) != len(pattern) + 1:
+        return Ignored("layout")
+    values = {name: part for name, part in zip(pattern, parts, strict=False) if name}
+    values["file_name"] = parts[-1]
+    channel = values.get("channel", "")
+    if channel not in channels:
+        return Ignored("channel")
+    return ExportPath(channel, values)
+
+
+class SettleTracker:
+    """A file is complete once its size and mtime have not changed for `settle_s`."""
+
+    def __init__(self, settle_s: float) -> None:
+        self.settle_s = settle_s
+        self._seen: dict[str, tuple[int, int, float]] = {}  # path -> size, mtime, stable since
+
+    def __contains__(self, path: str) -> bool:
+        return path in self._seen
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def paths(self) -> list[str]:
+        return list(self._seen)
+
+    def observe(self, path: str, size: int, mtime_ns: int, now: float) -> None:
+        previous = self._seen.get(path)
+        if previous is None or previous[:2] != (size, mtime_ns):
+            self._seen[path] = (size, mtime_ns, now)
+
+    def forget(self, path: str) -> None:
+        self._seen.pop(path, None)
+
+    def shorten(self, path: str, settle_s: float, now: float) -> None:
+        """A hint (the RPI post-execution call) that the file is finished: settle sooner."""
+        entry = self._seen.get(path)
+        if entry is not None:
+            size, mtime, since = entry
+            self._seen[path] = (size, mtime, min(since, now - self.settle_s + settle_s))
+
+    def due(self, now: float) -> list[tuple[str, int, int]]:
+        """Files stable for long enough, removed from tracking: (path, size, mtime_ns)."""
+        ready = [
+            (p, s, m) for p, (s, m, since) in self._seen.items() if now - since >= self.settle_s
+        ]
+        for path, _, _ in ready:
+            del self._seen[path]
+        return ready
