@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from .batching import Item, Planner, build_body, split_batch
-from .braze import Action, Transport, TransportError, classify
+from .braze import Action, Reply, Transport, TransportError, classify
 from .metrics import Metrics
 from .ratelimit import SlidingWindow, backoff_s, concurrency_for, exhausted_wait_s, retry_after_s
 from .settings import BrazeSettings
@@ -127,7 +127,11 @@ class Sender:
             if delay > 0:
                 source = "braze" if self.limiter.blocked_until > now else "local"
                 self.metrics.rate_limit_waits.labels(source).inc()
-                await asyncio.sleep(delay)
+                self._wake.clear()
+                if delay == float("inf"):  # every place is held by a request in flight
+                    await self._wake.wait()
+                else:
+                    await asyncio.sleep(delay)
                 continue
             if self._resend:
                 batch, attempt = self._resend.popleft()
@@ -170,12 +174,16 @@ class Sender:
         body = build_body(batch)
         started = self._clock()
         try:
-            reply = await self.transport.post(body, batch[0].job.source)
-        except TransportError as exc:
-            self.metrics.requests.labels(exc.reason).inc()
+            reply: Reply | TransportError = await self.transport.post(body, batch[0].job.source)
+        except TransportError as failure:
+            reply = failure
+        finally:
+            self.limiter.finish(self._clock())
+        if isinstance(reply, TransportError):
+            self.metrics.requests.labels(reply.reason).inc()
             # Braze may have applied it: the resend is the only source of duplicates.
             self.metrics.possible_duplicates.inc(len(batch))
-            await self._retry_later(batch, attempt, exc.reason)
+            await self._retry_later(batch, attempt, reply.reason)
             return
         elapsed = self._clock() - started
         self.metrics.request_duration.observe(elapsed)

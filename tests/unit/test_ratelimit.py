@@ -1,0 +1,221 @@
+"""The sliding-window limiter on a simulated clock, Braze's rate-limit headers, retry delays."""
+
+from __future__ import annotations
+
+import bisect
+import random
+
+import pytest
+from multidict import CIMultiDict
+
+from rpi_braze_sync.ratelimit import (
+    SlidingWindow,
+    backoff_s,
+    concurrency_for,
+    exhausted_wait_s,
+    retry_after_s,
+)
+
+NOW = 1_700_000_000.0  # an epoch "now" for header arithmetic
+
+
+def drive(window: SlidingWindow, arrivals: list[float]) -> list[float]:
+    """Start each request (FIFO) as soon as the limiter allows; returns the start times."""
+    now, starts = 0.0, []
+    for arrival in arrivals:
+        now = max(now, arrival)
+        while (wait := window.delay(now)) > 0:
+            now += wait
+        window.record(now)
+        starts.append(now)
+    return starts
+
+
+def max_in_any_window(starts: list[float], window_s: float) -> int:
+    """The most starts in a half-open window [t, t + window_s); a busiest one begins at a start."""
+    ordered = sorted(starts)
+    return max(
+        bisect.bisect_left(ordered, t + window_s) - bisect.bisect_left(ordered, t) for t in ordered
+    )
+
+
+@pytest.mark.parametrize(
+    ("limit", "window_s", "count"), [(1, 1.0, 10), (5, 1.0, 100), (3000, 3.0, 30_000)]
+)
+def test_greedy_starts_never_exceed_the_limit_and_use_the_whole_rate(
+    limit: int, window_s: float, count: int
+) -> None:
+    starts = drive(SlidingWindow(limit, window_s), [0.0] * count)
+    assert max_in_any_window(starts, window_s) == limit
+    # bursts of `limit` at 0, w, 2w, ...: exactly limit/window_s over the run
+    assert starts[-1] == (count // limit - 1) * window_s
+    assert starts[:limit] == [0.0] * limit
+    assert starts[limit] == window_s
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_random_arrivals_never_exceed_the_limit(seed: int) -> None:
+    rng = random.Random(seed)
+    limit, window_s = rng.randint(1, 8), rng.choice([0.5, 1.0, 3.0])
+    arrivals = sorted(rng.randrange(0, 400) / 8 for _ in range(300))  # exact binary fractions
+    starts = drive(SlidingWindow(limit, window_s), arrivals)
+    assert max_in_any_window(starts, window_s) <= limit
+    assert all(s >= a for s, a in zip(starts, arrivals, strict=True))
+    # nothing waits needlessly: a delayed start happens exactly when the window frees a slot
+    for n, (start, arrival) in enumerate(zip(starts, arrivals, strict=True)):
+        if start > arrival and n >= limit:
+            assert start in (starts[n - limit] + window_s, starts[n - 1])
+    # throughput: over a saturated stretch the rate is limit / window_s
+    span = starts[-1] - starts[0]
+    assert len(starts) <= limit * (span / window_s + 1)
+
+
+def test_delay_is_zero_until_the_log_is_full_then_the_oldest_start_plus_window() -> None:
+    window = SlidingWindow(3, 10.0)
+    for t in (1.0, 2.0, 4.0):
+        assert window.delay(t) == 0.0
+        window.record(t)
+    assert window.delay(5.0) == 6.0  # 1.0 + 10 - 5
+    assert window.delay(11.0) == 0.0
+    window.record(11.0)
+    assert window.delay(11.5) == 0.5  # the oldest is now 2.0
+
+
+def test_block_delays_everybody_and_only_lengthens() -> None:
+    window = SlidingWindow(100, 1.0)
+    window.block(10.0)
+    assert window.delay(4.0) == 6.0
+    window.block(7.0)  # an earlier deadline does not shorten the block
+    assert window.blocked_until == 10.0
+    assert window.delay(9.5) == 0.5
+    assert window.delay(10.0) == 0.0
+    assert window.delay(12.0) == 0.0
+
+
+def test_block_and_full_log_take_the_longer_wait() -> None:
+    window = SlidingWindow(1, 5.0)
+    window.record(0.0)
+    window.block(2.0)
+    assert window.delay(1.0) == 4.0
+    window.block(8.0)
+    assert window.delay(1.0) == 7.0
+
+
+def headers(**pairs: str) -> CIMultiDict[str]:
+    return CIMultiDict((name.replace("_", "-"), value) for name, value in pairs.items())
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (
+            {"x-ratelimit-retry-after": "7", "Retry-After": "30", "X-RateLimit-Reset": "100"},
+            7.0,
+        ),
+        ({"X-RATELIMIT-RETRY-AFTER": "0"}, 0.0),
+        ({"retry-after": "30", "x-ratelimit-reset": "100"}, 30.0),
+        ({"RETRY-AFTER": " 12 "}, 12.0),
+        ({"x-ratelimit-reset": "1700000060"}, 60.0),  # epoch seconds
+        ({"x-ratelimit-reset": "1699999990"}, 0.0),  # an epoch in the past: go now
+        ({"X-RateLimit-Reset": "45"}, 45.0),  # seconds remaining
+        ({"x-ratelimit-reset": "2.5"}, 2.5),
+        ({"x-ratelimit-retry-after": "soon", "retry-after": "12"}, 12.0),  # garbage skipped
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT", "x-ratelimit-reset": "9"}, 9.0),
+        ({}, None),
+        ({"X-RateLimit-Limit": "3000", "X-RateLimit-Remaining": "0"}, None),
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, None),
+        ({"x-ratelimit-retry-after": "soon"}, None),
+        ({"x-ratelimit-retry-after": ""}, None),
+        ({"x-ratelimit-retry-after": "-5"}, None),
+        ({"retry-after": "nan"}, None),
+        ({"x-ratelimit-reset": "12abc"}, None),
+        ({"x-ratelimit-reset": "-1"}, None),
+    ],
+)
+def test_retry_after(given: dict[str, str], expected: float | None) -> None:
+    assert retry_after_s(CIMultiDict(given), NOW) == expected
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: header_seconds accepts float('inf'): Retry-After: inf returns inf, "
+    "and the sender would block forever",
+)
+@pytest.mark.parametrize("value", ["inf", "Infinity", "1e999"])
+def test_retry_after_infinite_values_are_garbage(value: str) -> None:
+    assert retry_after_s(CIMultiDict({"Retry-After": value}), NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1700000030"}, 30.0),
+        ({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "12"}, 12.0),
+        ({"X-RateLimit-Remaining": "0.0", "X-RateLimit-Reset": "12"}, 12.0),
+        ({"X-RateLimit-Remaining": "1", "X-RateLimit-Reset": "12"}, None),
+        ({"X-RateLimit-Remaining": "2999", "X-RateLimit-Reset": "1700000030"}, None),
+        ({"X-RateLimit-Reset": "12"}, None),
+        ({"X-RateLimit-Remaining": "0"}, None),
+        ({"X-RateLimit-Remaining": "none", "X-RateLimit-Reset": "12"}, None),
+        ({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "later"}, None),
+        ({"X-RateLimit-Remaining": "0", "Retry-After": "12"}, None),  # only Reset counts
+    ],
+)
+def test_exhausted_wait(given: dict[str, str], expected: float | None) -> None:
+    assert exhausted_wait_s(CIMultiDict(given), NOW) == expected
+
+
+@pytest.mark.parametrize(
+    ("attempt", "base", "cap", "rand", "expected"),
+    [
+        (0, 1.0, 30.0, 1.0, 1.0),
+        (1, 1.0, 30.0, 1.0, 2.0),
+        (3, 1.0, 30.0, 1.0, 8.0),
+        (4, 0.5, 30.0, 1.0, 8.0),
+        (5, 1.0, 30.0, 1.0, 30.0),  # 32 capped
+        (10_000, 1.0, 30.0, 1.0, 30.0),  # no overflow
+        (3, 1.0, 30.0, 0.5, 4.0),
+        (0, 1.0, 30.0, 0.0, 0.0),
+        (10_000, 1.0, 30.0, 0.0, 0.0),
+    ],
+)
+def test_backoff_full_jitter(
+    attempt: int, base: float, cap: float, rand: float, expected: float
+) -> None:
+    assert backoff_s(attempt, base, cap, lambda: rand) == expected
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_backoff_stays_within_bounds(seed: int) -> None:
+    rng = random.Random(seed)
+    for attempt in range(40):
+        delay = backoff_s(attempt, 0.5, 60.0, rng.random)
+        assert 0.0 <= delay <= min(60.0, 0.5 * 2**attempt)
+
+
+@pytest.mark.parametrize(
+    ("rate", "latency", "floor", "ceiling", "expected"),
+    [
+        (10.0, 0.5, 1, 64, 8),  # 5 needed, 7.5 with headroom, +1
+        (1000.0, 0.25, 4, 1000, 376),
+        (1000.0, 0.25, 4, 64, 64),  # ceiling
+        (1.0, 0.5, 4, 64, 4),  # floor
+        (0.0, 1.0, 1, 10, 1),
+        (1000.0, 0.0, 2, 10, 2),
+    ],
+)
+def test_concurrency_for(
+    rate: float, latency: float, floor: int, ceiling: int, expected: int
+) -> None:
+    assert concurrency_for(rate, latency, floor, ceiling) == expected
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_concurrency_covers_littles_law_within_bounds(seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(200):
+        rate, latency = rng.uniform(0, 2000), rng.uniform(0, 2)
+        n = concurrency_for(rate, latency, 2, 256)
+        assert 2 <= n <= 256
+        if n < 256:
+            assert n >= rate * latency  # enough in flight to use the whole rate
