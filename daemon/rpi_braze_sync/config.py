@@ -21,6 +21,7 @@ from .mapping import CompiledMapping, compile_mapping
 from .settings import ChannelSettings, Settings
 
 KeyPath = tuple[str | int, ...]
+VALUE = "\0value"  # appended to a key path: where that key's value starts
 
 # Environment variables named as the RPDM automation names them; they win over the YAML.
 ENV_OVERRIDES: dict[str, KeyPath] = {
@@ -97,6 +98,7 @@ def _index_marks(node: yaml.Node, path: KeyPath, marks: dict[KeyPath, yaml.Mark]
                 )
             seen.add(key)
             marks.setdefault(child, key_node.start_mark)
+            marks.setdefault((*child, VALUE), value_node.start_mark)
             problems += _index_marks(value_node, child, marks)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
@@ -105,7 +107,13 @@ def _index_marks(node: yaml.Node, path: KeyPath, marks: dict[KeyPath, yaml.Mark]
     return problems
 
 
-def _locate(marks: Mapping[KeyPath, yaml.Mark], path: KeyPath, file_name: str) -> str:
+def _locate(
+    marks: Mapping[KeyPath, yaml.Mark], path: KeyPath, file_name: str, at_value: bool
+) -> str:
+    """file:line:col of the value at `path` (or of its key), else of its nearest parent."""
+    if at_value and (*path, VALUE) in marks:
+        mark = marks[(*path, VALUE)]
+        return f"{file_name}:{mark.line + 1}:{mark.column + 1}"
     for end in range(len(path), 0, -1):
         mark = marks.get(path[:end])
         if mark is not None:
@@ -184,7 +192,7 @@ def parse_settings(text: str, file_name: str, env: Mapping[str, str]) -> Setting
     except ValidationError as exc:
         for error in exc.errors():
             loc: KeyPath = tuple(error["loc"])
-            where = _locate(marks, loc, file_name)
+            where = _locate(marks, loc, file_name, at_value=error["type"] != "extra_forbidden")
             source = f" (from ${overridden[loc]})" if loc in overridden else ""
             problems.append(f"{where}: {format_key_path(loc)}{source}: {_describe(error, loc)}")
     if problems or settings is None:

@@ -148,7 +148,11 @@ class ExportReader:
             self._text, delimiter=inspection.delimiter, quotechar=fmt.quote_char, strict=False
         )
         self._start_index = start_index
-        self.header: list[str] = self._read_header()
+        try:
+            self.header: list[str] = self._read_header()
+        except BaseException:
+            self.close()
+            raise
         self._records = self._iter_records()
 
     def _read_header(self) -> list[str]:
