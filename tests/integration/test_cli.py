@@ -129,7 +129,8 @@ def test_status_lists_files_by_state(tmp_path: Path) -> None:
     journal.close()
     table = cli("status", "--config", str(config))
     assert table.returncode == 0, table.stderr
-    assert "failed" in table.stdout and "reason: line 3: not valid utf-8" in table.stdout
+    assert "failed" in table.stdout
+    assert "reason: line 3: not valid utf-8" in table.stdout
     as_json = cli("status", "--config", str(config), "--json")
     row = json.loads(as_json.stdout)
     assert (row["state"], row["rel_path"]) == ("failed", f"{UPSERT}/o/w/f.txt")

@@ -55,7 +55,8 @@ class InProcess:
         )
 
     async def stop(self) -> int:
-        assert self.daemon is not None and self.task is not None
+        assert self.daemon is not None
+        assert self.task is not None
         self.daemon.request_stop()
         return await asyncio.wait_for(self.task, 10)
 
