@@ -11,10 +11,13 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
+from dataclasses import replace
 
 from .braze import HttpTransport, OutboxTransport, Transport
 from .config import LoadedConfig
 from .delivery import Sender
+from .errors import ConfigError
 from .journal import Journal, journal_path
 from .mapping import parse_path_pattern
 from .metrics import Metrics
@@ -26,16 +29,40 @@ from .watchrules import ExportPath, classify_path
 log = logging.getLogger(__name__)
 
 
+# Keys read once at start; a reload that changes them says so and keeps the running values.
+RESTART_ONLY = (
+    "state_directory", "watch.base_output_directory", "watch.observer", "watch.path_pattern",
+    "http.listen", "braze.dry_run",
+)  # fmt: skip
+CONFIG_POLL_S = 2.0
+
+
+def _setting(config: LoadedConfig, dotted: str) -> object:
+    if dotted == "state_directory":
+        return config.state_directory
+    if dotted == "watch.base_output_directory":
+        return config.base_output_directory
+    section, key = dotted.split(".")
+    return getattr(getattr(config.settings, section), key)
+
+
 class Daemon:
-    def __init__(self, config: LoadedConfig, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        config: LoadedConfig,
+        metrics: Metrics | None = None,
+        load_again: Callable[[], LoadedConfig] | None = None,
+    ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
+        self._load_again = load_again
         self._stop = asyncio.Event()
         self._hard_stop = asyncio.Event()
         self._pattern = parse_path_pattern(config.settings.watch.path_pattern)
         self.journal: Journal | None = None
         self.watcher: Watcher | None = None
         self.sender: Sender | None = None
+        self.queue: FileQueue | None = None
 
     # --- wiring --------------------------------------------------------------------------
 
@@ -91,6 +118,78 @@ class Daemon:
             )
         return problems
 
+    # --- reload --------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Apply the configuration file again; files in progress keep the mapping they had."""
+        if self._load_again is None:
+            return False
+        try:
+            new = self._load_again()
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error(
+                    "configuration reload refused, still running on the previous one: %s", problem
+                )
+            self.metrics.config_reloads.labels("failed").inc()
+            self.metrics.config_last_reload_ok.set(0)
+            return False
+        old = self.config
+        kept = [key for key in RESTART_ONLY if _setting(new, key) != _setting(old, key)]
+        if kept:
+            log.warning("%s changed: takes effect at the next restart", ", ".join(kept))
+        watch = new.settings.watch.model_copy(
+            update={
+                k: getattr(old.settings.watch, k)
+                for k in ("base_output_directory", "observer", "path_pattern")
+            }
+        )
+        braze = new.settings.braze.model_copy(update={"dry_run": old.settings.braze.dry_run})
+        settings = new.settings.model_copy(
+            update={"watch": watch, "braze": braze, "http": old.settings.http}
+        )
+        self.config = replace(
+            new,
+            settings=settings,
+            state_directory=old.state_directory,
+            base_output_directory=old.base_output_directory,
+            api_key=new.api_key if not old.dry_run else old.api_key,
+        )
+        if self.queue is not None:
+            self.queue.config = self.config
+        if self.watcher is not None:
+            self.watcher.apply(watch, set(self.config.channels))
+        if self.sender is not None:
+            self.sender.apply(braze)
+            transport = self.sender.transport
+            if isinstance(transport, HttpTransport) and self.config.api_key is not None:
+                transport.set_endpoint(braze.api_url, self.config.api_key)
+        self.metrics.config_reloads.labels("applied").inc()
+        self.metrics.config_last_reload_ok.set(1)
+        log.info(
+            "configuration reloaded from %s: applies to files that start from now on", new.path
+        )
+        return True
+
+    async def _watch_config_file(self) -> None:
+        """Reload when the file changes, as after SIGHUP (editors and config management)."""
+        path = self.config.path
+
+        def stamp() -> tuple[int, int] | None:
+            try:
+                st = path.stat()
+            except OSError:
+                return None
+            return st.st_mtime_ns, st.st_size
+
+        last = stamp()
+        while True:
+            await asyncio.sleep(CONFIG_POLL_S)
+            current = stamp()
+            if current is not None and current != last:
+                last = current
+                self.reload()
+
     # --- running -------------------------------------------------------------------------
 
     def request_stop(self) -> None:
@@ -107,11 +206,12 @@ class Daemon:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
         config.state_directory.mkdir(parents=True, exist_ok=True)
         journal = self.journal = Journal(journal_path(config.state_directory, config.dry_run))
         transport = self._transport()
         sender = self.sender = Sender(transport, config.settings.braze, self.metrics)
-        queue = FileQueue(config, journal, sender, self.metrics, self.export_of)
+        queue = self.queue = FileQueue(config, journal, sender, self.metrics, self.export_of)
         for record in journal.queued():
             queue.put(record)  # interrupted sends resume first, in their order
 
@@ -138,11 +238,14 @@ class Daemon:
             asyncio.create_task(queue.run(), name="file-queue"),
             asyncio.create_task(self.watcher.run(), name="watcher"),
         ]
+        config_watch = asyncio.create_task(self._watch_config_file(), name="config-watch")
         stop_wait = asyncio.create_task(self._stop.wait())
         await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
         crashed = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]
         for task in crashed:
             log.critical("task %s failed", task.get_name(), exc_info=task.exception())
+        config_watch.cancel()
+        await asyncio.gather(config_watch, return_exceptions=True)
         try:
             await self._shut_down(tasks, sender, queue)
         finally:
@@ -194,5 +297,5 @@ class Daemon:
         log.info("metrics: http://%s/metrics", config.settings.http.listen)
 
 
-async def serve(config: LoadedConfig) -> int:
-    return await Daemon(config).run()
+async def serve(config: LoadedConfig, load_again: Callable[[], LoadedConfig]) -> int:
+    return await Daemon(config, load_again=load_again).run()

@@ -61,6 +61,13 @@ class HttpTransport:
         self._pool_size = pool_size
         self._session: aiohttp.ClientSession | None = None
 
+    def set_endpoint(self, api_url: str, api_key: Secret) -> None:
+        """A reloaded configuration (a rotated key, a corrected URL): used from the next request."""
+        self.url = f"{api_url}/users/track"
+        self._headers["Authorization"] = f"Bearer {api_key.reveal()}"
+        if self._session is not None:
+            self._session.headers["Authorization"] = self._headers["Authorization"]
+
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
             # The pool is as large as the sender's own ceiling, so it never caps concurrency.

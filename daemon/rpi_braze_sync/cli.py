@@ -23,6 +23,7 @@ from .journal import Journal, journal_path
 from .logs import configure_logging
 from .mapping import HeaderError, Rejection, RowMapper, parse_path_pattern
 from .reader import ExportReader, inspect_file
+from .settings import json_schema
 from .watchrules import ExportPath, classify_path
 
 EXIT_DATA = 65
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("export_files", nargs="*", type=Path)
     check.add_argument("--channel", help="channel to check exports against")
     check.add_argument("--sample-rows", type=int, default=1000)
+
+    sub.add_parser("schema", help="print the configuration's JSON Schema")
 
     status = sub.add_parser("status", help="files in the journal, by state")
     _config_arg(status)
@@ -189,17 +192,33 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
 
-    config = load_config(
-        args.config, dry_run=True if args.dry_run else None, state_directory=args.state_directory
-    )
+    def load() -> LoadedConfig:
+        return load_config(
+            args.config,
+            dry_run=True if args.dry_run else None,
+            state_directory=args.state_directory,
+        )
+
+    config = load()
     configure_logging(
         (args.log_format or config.settings.log_format) == "json",
         getattr(logging, args.log_level.upper()),
     )
-    return asyncio.run(serve(config))
+    return asyncio.run(serve(config, load))
 
 
-COMMANDS = {"run": cmd_run, "preview": cmd_preview, "check": cmd_check, "status": cmd_status}
+def cmd_schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "preview": cmd_preview,
+    "check": cmd_check,
+    "status": cmd_status,
+    "schema": cmd_schema,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from .errors import ConfigError
-from .mapping import CompiledMapping, compile_mapping
+from .mapping import CompiledMapping, MappingError, compile_mapping
 from .settings import ChannelSettings, Settings
 
 KeyPath = tuple[str | int, ...]
@@ -111,11 +111,10 @@ def _locate(
     marks: Mapping[KeyPath, yaml.Mark], path: KeyPath, file_name: str, at_value: bool
 ) -> str:
     """file:line:col of the value at `path` (or of its key), else of its nearest parent."""
-    if at_value and (*path, VALUE) in marks:
-        mark = marks[(*path, VALUE)]
-        return f"{file_name}:{mark.line + 1}:{mark.column + 1}"
-    for end in range(len(path), 0, -1):
-        mark = marks.get(path[:end])
+    candidates = [(*path, VALUE)] if at_value else []
+    candidates += [path[:end] for end in range(len(path), 0, -1)]
+    for candidate in candidates:
+        mark = marks.get(candidate)
         if mark is not None:
             return f"{file_name}:{mark.line + 1}:{mark.column + 1}"
     return f"{file_name}:1:1"
@@ -162,6 +161,12 @@ def _describe(error: Mapping[str, Any], loc: KeyPath) -> str:
 
 def parse_settings(text: str, file_name: str, env: Mapping[str, str]) -> Settings:
     """YAML text -> validated settings; raises ConfigError listing every problem."""
+    return _parse(text, file_name, env)[0]
+
+
+def _parse(
+    text: str, file_name: str, env: Mapping[str, str]
+) -> tuple[Settings, dict[KeyPath, yaml.Mark]]:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         raw = yaml.safe_load(text)
@@ -195,25 +200,31 @@ def parse_settings(text: str, file_name: str, env: Mapping[str, str]) -> Setting
             where = _locate(marks, loc, file_name, at_value=error["type"] != "extra_forbidden")
             source = f" (from ${overridden[loc]})" if loc in overridden else ""
             problems.append(f"{where}: {format_key_path(loc)}{source}: {_describe(error, loc)}")
+    if settings is not None:
+        try:
+            compile_channels(settings)
+        except MappingError as exc:
+            for path, message in exc.problems:
+                where = _locate(marks, path, file_name, at_value=True)
+                problems.append(f"{where}: {format_key_path(path)}: {message}")
     if problems or settings is None:
         raise ConfigError(problems)
-    return settings
+    return settings, marks
 
 
-def compile_channels(settings: Settings, marks_file: str) -> dict[str, Channel]:
+def compile_channels(settings: Settings) -> dict[str, Channel]:
+    """Compile every channel's mapping; MappingError lists problems with full key paths."""
     channels: dict[str, Channel] = {}
-    problems: list[str] = []
+    problems: list[tuple[tuple[str, ...], str]] = []
     for name, channel in settings.channels.items():
         try:
             compiled = compile_mapping(channel.mapping, channel.mode, settings.watch.path_pattern)
-        except ValueError as exc:
-            problems.append(
-                f"{marks_file}: {format_key_path(('channels', name, 'mapping'))}: {exc}"
-            )
+        except MappingError as exc:
+            problems += [(("channels", name, "mapping", *path), msg) for path, msg in exc.problems]
             continue
         channels[name] = Channel(name, channel, compiled)
     if problems:
-        raise ConfigError(problems)
+        raise MappingError(problems)
     return channels
 
 
@@ -266,7 +277,7 @@ def load_config(
     if dry_run is not None and dry_run != settings.braze.dry_run:
         braze = settings.braze.model_copy(update={"dry_run": dry_run})
         settings = settings.model_copy(update={"braze": braze})
-    channels = compile_channels(settings, file_name)
+    channels = compile_channels(settings)
     api_key = load_api_key(settings, env, file_name)
     if api_key is None and not settings.braze.dry_run:
         raise ConfigError(

@@ -50,6 +50,7 @@ class Sender:
         self.settings = settings
         self.metrics = metrics
         self.planner = Planner(settings.batch_size)
+        self._braze_batch_cap = settings.batch_size  # lowered for the run when Braze says so
         self.limiter = SlidingWindow(settings.rate_limit.requests, settings.rate_limit.seconds)
         self._clock, self._wall, self._rand = clock, wall_clock, rand
         self._resend: deque[tuple[list[Item], int]] = deque()  # batches that go before new ones
@@ -64,6 +65,15 @@ class Sender:
         self.auth_message = ""
         self._failing_since: float | None = None
         self.rate_per_s = settings.rate_limit.requests / settings.rate_limit.seconds
+
+    def apply(self, settings: BrazeSettings) -> None:
+        """A reloaded configuration: limits and timings apply to the next requests."""
+        self.settings = settings
+        self.planner.batch_size = min(settings.batch_size, self._braze_batch_cap)
+        self.limiter.limit = settings.rate_limit.requests
+        self.limiter.window_s = settings.rate_limit.seconds
+        self.rate_per_s = settings.rate_limit.requests / settings.rate_limit.seconds
+        self._wake.set()
 
     # --- intake --------------------------------------------------------------------------
 
@@ -236,7 +246,7 @@ class Sender:
             self.planner.release(batch)
             return
         if action is Action.SPLIT and len(batch) // 2 < self.planner.batch_size:
-            self.planner.batch_size = max(1, len(batch) // 2)
+            self._braze_batch_cap = self.planner.batch_size = max(1, len(batch) // 2)
             log.warning(
                 "Braze refused a request as too large (%s); batch size lowered to %d for this run",
                 message,

@@ -68,4 +68,5 @@ def configure_logging(json_lines: bool, level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.captureWarnings(True)  # library warnings (watchdog's thread) become log lines
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

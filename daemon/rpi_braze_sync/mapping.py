@@ -6,24 +6,25 @@ a value, never an exception. No I/O here: the reader hands in cells, the sender 
 
 from __future__ import annotations
 
-import datetime
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
-import pycountry
+from .settings import MappingSpec, SourceSpec, ValueSpec
+from .transforms import (
+    SKIP,
+    TYPE_PARSERS,
+    Compiled,
+    FieldValueError,
+    compile_value,
+    infer_value,
+)
 
-from .settings import FieldType, MappingSpec, SourceSpec
-
-MAX_STRING_CHARS = 255  # Braze truncates or refuses longer strings
 MAX_EXTERNAL_ID_BYTES = 987
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
-_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]{0,14})(\.[0-9]+)?")
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_EMAIL = re.compile(r"[^@\s\"(),:;<>\[\\\]]+@[^@\s\"(),:;<>\[\\\]]+\.[^@\s\"(),:;<>\[\\\]]+")
-_GENDERS = {"m": "M", "f": "F", "o": "O", "n": "N", "p": "P"}
-_GENDERS |= {"male": "M", "female": "F", "other": "O"}
+_NESTED_KEY = re.compile(r"[^.$\s]{1,255}")
+KeyPath = tuple[str, ...]
 
 
 def normalise_column(name: str) -> str:
@@ -31,12 +32,16 @@ def normalise_column(name: str) -> str:
     return _NON_ALNUM.sub("_", name.strip().lower()).strip("_")
 
 
-class FieldValueError(ValueError):
-    """A value that Braze would refuse or misread; the reason is shown to the operator."""
-
-
 class HeaderError(ValueError):
     """The file's header cannot be used with this mapping: the whole file fails."""
+
+
+class MappingError(ValueError):
+    """The mapping cannot be compiled; each problem has the key path it is about."""
+
+    def __init__(self, problems: list[tuple[KeyPath, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{'.'.join(p)}: {m}" for p, m in problems))
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,117 +60,9 @@ class Rejection:
 
 @dataclass(slots=True)
 class Mapped:
-    user: str
+    user: str  # the identity that orders this user's rows: one request at a time per user
     attributes: dict[str, Any]
     drops: list[Drop] | None = None
-
-
-def _check_length(value: str) -> str:
-    if len(value) > MAX_STRING_CHARS:
-        raise FieldValueError(f"longer than {MAX_STRING_CHARS} characters ({len(value)})")
-    return value
-
-
-def parse_date(value: str) -> str:
-    if not _DATE.fullmatch(value):
-        raise FieldValueError("not a yyyy-MM-dd date")
-    try:
-        datetime.date.fromisoformat(value)
-    except ValueError:
-        raise FieldValueError("not a real date") from None
-    return value
-
-
-def parse_integer(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise FieldValueError("not an integer") from None
-
-
-def parse_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise FieldValueError("not a number") from None
-    if number != number or number in (float("inf"), float("-inf")):
-        raise FieldValueError("not a finite number")
-    return number
-
-
-def parse_boolean(value: str) -> bool:
-    lowered = value.lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise FieldValueError("not a boolean (true/false, 1/0, yes/no)")
-
-
-def parse_email(value: str) -> str:
-    if not _EMAIL.fullmatch(value):
-        raise FieldValueError("not an email address")
-    return _check_length(value)
-
-
-def parse_gender(value: str) -> str:
-    letter = _GENDERS.get(value.lower())
-    if letter is None:
-        raise FieldValueError("not a gender (M, F, O, N, P, male, female, other)")
-    return letter
-
-
-def _country_index() -> dict[str, str]:
-    index: dict[str, str] = {}
-    for country in pycountry.countries:
-        for attr in ("name", "official_name", "common_name", "alpha_3", "alpha_2"):
-            text = getattr(country, attr, None)
-            if text:
-                index[text.lower()] = country.alpha_2
-    return index
-
-
-_COUNTRIES = _country_index()
-
-
-def parse_country(value: str) -> str:
-    """ISO alpha-2 only: Braze silently nulls a country it cannot map, so we map it here."""
-    code = _COUNTRIES.get(value.lower())
-    if code is None:
-        raise FieldValueError("not an ISO 3166 country code or name")
-    return code
-
-
-Converter = Callable[[str], Any]
-CONVERTERS: dict[FieldType, Converter] = {
-    "string": _check_length,
-    "integer": parse_integer,
-    "float": parse_float,
-    "boolean": parse_boolean,
-    "date": parse_date,
-    "email": parse_email,
-    "gender": parse_gender,
-    "country": parse_country,
-}
-
-
-def infer_nested_value(value: str) -> Any:
-    """Typed value for a nested key: integers, floats, booleans, dates as $time, else text."""
-    number = _NUMBER.fullmatch(value)
-    if number:
-        return float(value) if number.group(1) else int(value)
-    lowered = value.lower()
-    if lowered == "true":
-        return True
-    if lowered == "false":
-        return False
-    if _DATE.fullmatch(value):
-        try:
-            datetime.date.fromisoformat(value)
-            return {"$time": value}
-        except ValueError:
-            pass
-    return _check_length(value)
 
 
 def parse_path_pattern(pattern: str) -> list[str | None]:
@@ -181,24 +78,42 @@ def parse_path_pattern(pattern: str) -> list[str | None]:
 
 # --- compiled form ------------------------------------------------------------------------
 
-Reject = Literal["drop", "reject"]
-
 
 @dataclass(frozen=True)
-class _FieldRule:
-    name: str
+class ValueRule:
+    """One value of the mapping: where it comes from and its compiled transforms."""
+
+    name: str  # what the operator sees in drops and reasons: "dob", "rpi_cdp_attributes.income"
     source: SourceSpec
-    convert: Converter
+    convert: Compiled
+    reject_invalid: bool
     required: bool
-    on_invalid: Reject
+    # The common case (trim, skip empty, no case/values/default, default length): the row
+    # loop calls the type's parser directly, without the general transform's overhead.
+    plain: Callable[[str], Any] | None
 
-
-@dataclass(frozen=True)
-class _ArrayRule:
-    name: str
-    add: SourceSpec | None
-    remove: SourceSpec | None
-    warn_if_missing: bool
+    @classmethod
+    def build(cls, name: str, spec: ValueSpec, nested: bool = False) -> ValueRule:
+        is_plain = (
+            spec.trim
+            and spec.empty == "skip"
+            and spec.default is None
+            and not spec.required
+            and spec.case is None
+            and spec.values is None
+            and spec.max_length is None
+            and not spec.input_formats
+            and spec.type not in ("phone",)
+            and not (nested and spec.type in ("date", "time"))
+        )
+        return cls(
+            name,
+            spec,
+            compile_value(spec, nested),
+            spec.on_invalid == "reject",
+            spec.required,
+            TYPE_PARSERS[spec.type] if is_plain else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -206,12 +121,15 @@ class CompiledMapping:
     """A channel's mapping, checked once at load; `bind` fits it to one file's header."""
 
     mode: Literal["upsert", "append"]
-    identifier_column: str
-    fields: tuple[_FieldRule, ...]
-    arrays: tuple[_ArrayRule, ...]
-    nested: tuple[tuple[str, Literal["remaining"] | tuple[str, ...], bool], ...]
+    identifier_kind: str  # external_id, email, phone or user_alias
+    identifier: tuple[ValueRule, ...]  # one value, or alias name and label
+    fields: tuple[ValueRule, ...]
+    arrays: tuple[tuple[str, str, ValueRule, bool], ...]  # attribute, add|remove, value, warn
+    nested: tuple[
+        tuple[str, Literal["remaining"] | tuple[str, ...], tuple[ValueRule, ...], bool], ...
+    ]
     path_names: tuple[str, ...]
-    used_columns: frozenset[str] = field(default=frozenset())
+    used_columns: frozenset[str]
 
     def bind(self, header: Sequence[str], path_values: Mapping[str, str]) -> RowMapper:
         return RowMapper(self, header, path_values)
@@ -222,54 +140,97 @@ def compile_mapping(
 ) -> CompiledMapping:
     """Check references and constants now, so a mistake is a start-up error, not row 40,000."""
     path_names = (*(n for n in parse_path_pattern(path_pattern) if n), "file_name")
-    problems: list[str] = []
+    problems: list[tuple[KeyPath, str]] = []
     used: set[str] = set()
 
-    def check_source(where: str, source: SourceSpec) -> None:
-        if source.path is not None and source.path not in path_names:
-            problems.append(f"{where}.path: {source.path!r} is not one of {', '.join(path_names)}")
-        if source.column is not None:
-            used.add(normalise_column(source.column))
-
-    assert spec.identifier.external_id is not None  # the model guarantees it
-    if spec.identifier.external_id.column is None:
-        problems.append("identifier.external_id: must come from a column")
-    check_source("identifier.external_id", spec.identifier.external_id)
-    fields: list[_FieldRule] = []
-    for name, rule in spec.attributes.items():
-        check_source(f"attributes.{name}", rule)
-        convert = CONVERTERS[rule.type]
-        if rule.value is not None:
+    def rule(where: KeyPath, name: str, value: ValueSpec, nested: bool = False) -> ValueRule:
+        if value.path is not None and value.path not in path_names:
+            problems.append(
+                ((*where, "path"), f"{value.path!r} is not one of {', '.join(path_names)}")
+            )
+        if value.column is not None:
+            used.add(normalise_column(value.column))
+        if nested and (value.empty == "null"):
+            problems.append(
+                (
+                    (*where, "empty"),
+                    "null in a nested object makes Braze drop every nested update of the request",
+                )
+            )
+        built = ValueRule.build(name, value, nested)
+        if value.value is not None:
             try:
-                convert(str(rule.value))
+                built.convert(
+                    str(value.value).lower() if isinstance(value.value, bool) else str(value.value)
+                )
             except FieldValueError as exc:
-                problems.append(f"attributes.{name}.value: {rule.value!r} is {exc}")
-        fields.append(_FieldRule(name, rule, convert, rule.required, rule.on_invalid))
-    arrays: list[_ArrayRule] = []
-    for name, arr in spec.arrays.items():
-        for op, source in (("add", arr.add), ("remove", arr.remove)):
-            if source is not None:
-                check_source(f"arrays.{name}.{op}", source)
-        arrays.append(_ArrayRule(name, arr.add, arr.remove, arr.warn_if_missing))
-    nested: list[tuple[str, Literal["remaining"] | tuple[str, ...], bool]] = []
+                problems.append(((*where, "value"), f"{value.value!r} is {exc}"))
+        return built
+
+    ident = spec.identifier
+    kind = ident.kind
+    identifier: tuple[ValueRule, ...]
+    if ident.user_alias is not None:
+        identifier = (
+            rule(
+                ("identifier", "user_alias", "name"), "user_alias.alias_name", ident.user_alias.name
+            ),
+            rule(
+                ("identifier", "user_alias", "label"),
+                "user_alias.alias_label",
+                ident.user_alias.label,
+            ),
+        )
+    else:
+        value = getattr(ident, kind)
+        if value.column is None:
+            problems.append((("identifier", kind), "the identifier must come from a column"))
+        identifier = (rule(("identifier", kind), kind, value),)
+    if kind in spec.attributes:
+        problems.append((("attributes", kind), f"{kind} is the identifier; map it only there"))
+    fields = tuple(rule(("attributes", n), n, v) for n, v in spec.attributes.items())
+    arrays = tuple(
+        (name, op, rule(("arrays", name, op, str(i)), name, value), arr.warn_if_missing)
+        for name, arr in spec.arrays.items()
+        for op, values in arr.operations()
+        for i, value in enumerate(values)
+    )
+    nested = []
     for name, obj in spec.nested.items():
-        if obj.columns == "remaining":
-            nested.append((name, "remaining", obj.merge))
-        else:
-            columns = tuple(normalise_column(c) for c in obj.columns)
+        keys = []
+        for key, value in obj.keys.items():
+            if not _NESTED_KEY.fullmatch(key):
+                problems.append(
+                    (
+                        ("nested", name, "keys", key),
+                        "a nested key has no '.', '$' or spaces and at most 255 characters",
+                    )
+                )
+            keys.append(rule(("nested", name, "keys", key), f"{name}.{key}", value, nested=True))
+        columns: Literal["remaining"] | tuple[str, ...] = (
+            "remaining"
+            if obj.columns == "remaining"
+            else tuple(normalise_column(c) for c in obj.columns or ())
+        )
+        if columns != "remaining":
             used.update(columns)
-            nested.append((name, columns, obj.merge))
+        nested.append((name, columns, tuple(keys), obj.merge))
     if problems:
-        raise ValueError("; ".join(problems))
+        raise MappingError(problems)
     return CompiledMapping(
         mode=mode,
-        identifier_column=normalise_column(spec.identifier.external_id.column or ""),
-        fields=tuple(fields),
-        arrays=tuple(arrays),
+        identifier_kind=kind,
+        identifier=identifier,
+        fields=fields,
+        arrays=arrays,
         nested=tuple(nested),
         path_names=path_names,
         used_columns=frozenset(used),
     )
+
+
+# A value fitted to one file: (rule, column index or None, fixed value when not a column).
+_Bound = tuple[ValueRule, int | None, Any]
 
 
 class RowMapper:
@@ -289,123 +250,179 @@ class RowMapper:
                     f"columns {header[positions[key]]!r} and {name!r} both normalise to {key!r}"
                 )
             positions[key] = i
-        id_col = mapping.identifier_column
-        if id_col not in positions:
-            raise HeaderError(f"the identifier column {id_col!r} is missing from the header")
-        self._id_index = positions[id_col]
+        self._positions = positions
+        self._path_values = path_values
+        self._kind = mapping.identifier_kind
         self._update_existing_only = mapping.mode == "append"
-
-        def resolve(source: SourceSpec) -> tuple[int | None, str | None]:
-            """(column index, None) or (None, fixed text); (None, None) if the column is absent."""
-            if source.column is not None:
-                return positions.get(normalise_column(source.column)), None
-            if source.path is not None:
-                return None, path_values.get(source.path)
-            return None, str(source.value).lower() if isinstance(source.value, bool) else str(
-                source.value
-            )
-
-        # (name, column index or None, fixed value or None, converter, required, reject?)
-        self._fields: list[tuple[str, int, Converter, bool, bool]] = []
+        self._identifier = [self._bind_required(r) for r in mapping.identifier]
+        self._fields: list[_Bound] = []
         self._fixed: dict[str, Any] = {}
-        for rule in mapping.fields:
-            index, fixed = resolve(rule.source)
-            if index is not None:
-                self._fields.append(
-                    (rule.name, index, rule.convert, rule.required, rule.on_invalid == "reject")
-                )
-            elif fixed is not None and fixed.strip():
-                try:
-                    self._fixed[rule.name] = rule.convert(fixed.strip())
-                except FieldValueError as exc:
-                    self.warnings.append(f"{rule.name}: {fixed!r} is {exc}; not sent")
-            elif rule.required:
-                what = rule.source.column or rule.source.path
-                raise HeaderError(f"the required column {what!r} is missing from the header")
-
-        self._arrays: list[tuple[str, str, int | None, str | None]] = []
-        for arr in mapping.arrays:
-            for op, source in (("add", arr.add), ("remove", arr.remove)):
-                if source is None:
-                    continue
-                index, fixed = resolve(source)
-                if index is None and fixed is None:
-                    if arr.warn_if_missing:
-                        self.warnings.append(
-                            f"{arr.name}: the column {source.column!r} is missing; "
-                            f"{arr.name} is not sent"
-                        )
-                    continue
-                self._arrays.append((arr.name, op, index, fixed))
-
-        self._nested: list[tuple[str, list[tuple[str, int]]]] = []
+        for r in mapping.fields:
+            bound = self._bind(r, must_exist=r.required)
+            if bound is None:
+                continue
+            if bound[1] is None:
+                if bound[2] is not SKIP:
+                    self._fixed[r.name] = bound[2]
+            else:
+                self._fields.append(bound)
+        self._arrays: list[tuple[str, str, _Bound]] = []
+        for name, op, r, warn in mapping.arrays:
+            bound = self._bind(r, must_exist=False)
+            if bound is None:
+                if warn:
+                    self.warnings.append(
+                        f"{name}: the column {r.source.column!r} is missing; {name} is not sent"
+                    )
+                continue
+            self._arrays.append((name, op, bound))
+        self._nested: list[tuple[str, list[tuple[str, int]], list[tuple[str, _Bound]]]] = []
         self._merge = False
-        for name, columns, merge in mapping.nested:
+        for name, columns, keys, merge in mapping.nested:
             if columns == "remaining":
-                keys = [
+                inferred = [
                     (normalise_column(h), i)
                     for i, h in enumerate(header)
                     if normalise_column(h) not in mapping.used_columns
-                    and i != self._id_index
                     and not h.strip().startswith("_")
                     and normalise_column(h)
                 ]
             else:
-                keys = [(c, positions[c]) for c in columns if c in positions]
-            self._nested.append((name, keys))
+                inferred = [(c, positions[c]) for c in columns if c in positions]
+            explicit = []
+            for r in keys:
+                bound = self._bind(r, must_exist=r.required)
+                if bound is not None:
+                    explicit.append((r.name.split(".", 1)[1], bound))
+            self._nested.append((name, inferred, explicit))
             self._merge = self._merge or merge
+
+    def _bind_required(self, rule: ValueRule) -> _Bound:
+        bound = self._bind(rule, must_exist=True, what="identifier column")
+        assert bound is not None  # must_exist raises instead
+        return bound
+
+    def _bind(
+        self, rule: ValueRule, must_exist: bool, what: str = "required column"
+    ) -> _Bound | None:
+        """Resolve a column to its index, or a path part or constant to its final value."""
+        source = rule.source
+        if source.column is not None:
+            index = self._positions.get(normalise_column(source.column))
+            if index is None:
+                if must_exist:
+                    raise HeaderError(f"the {what} {source.column!r} is missing from the header")
+                return None
+            return rule, index, None
+        text = self._path_values.get(source.path, "") if source.path is not None else source.value
+        text = str(text).lower() if isinstance(text, bool) else str(text)
+        try:
+            return rule, None, rule.convert(text)
+        except FieldValueError as exc:
+            if must_exist:
+                raise HeaderError(f"{rule.name}: {text!r} is {exc}") from None
+            self.warnings.append(f"{rule.name}: {text!r} is {exc}; not sent")
+            return None
+
+    @staticmethod
+    def _value(bound: _Bound, cells: Sequence[str]) -> Any:
+        rule, index, fixed = bound
+        if index is None:
+            return fixed
+        plain = rule.plain
+        if plain is not None:
+            text = cells[index].strip()
+            return plain(text) if text else SKIP
+        return rule.convert(cells[index])
+
+    def _identify(
+        self, cells: Sequence[str], line_no: int
+    ) -> tuple[str, dict[str, Any]] | Rejection:
+        values = []
+        for bound in self._identifier:
+            try:
+                value = self._value(bound, cells)
+            except FieldValueError as exc:
+                raw = cells[bound[1]] if bound[1] is not None else ""
+                return Rejection(line_no, f"{bound[0].name}: {raw.strip()!r} is {exc}")
+            if value is SKIP or value is None or value == "":
+                return Rejection(line_no, f"{bound[0].name} is empty")
+            values.append(str(value))
+        if self._kind == "user_alias":
+            name, label = values
+            return f"alias:{label}:{name}", {
+                "user_alias": {"alias_name": name, "alias_label": label}
+            }
+        value = values[0]
+        if self._kind == "external_id" and len(value.encode("utf-8")) > MAX_EXTERNAL_ID_BYTES:
+            return Rejection(line_no, f"external_id is longer than {MAX_EXTERNAL_ID_BYTES} bytes")
+        return (value if self._kind == "external_id" else f"{self._kind}:{value}"), {
+            self._kind: value
+        }
 
     def map_row(self, cells: Sequence[str], line_no: int) -> Mapped | Rejection:
         if len(cells) != self.width:
             return Rejection(
                 line_no, f"the row has {len(cells)} fields where the header has {self.width}"
             )
-        user = cells[self._id_index].strip()
-        if not user:
-            return Rejection(line_no, "external_id is empty")
-        if len(user.encode("utf-8")) > MAX_EXTERNAL_ID_BYTES:
-            return Rejection(line_no, f"external_id is longer than {MAX_EXTERNAL_ID_BYTES} bytes")
-        attributes: dict[str, Any] = {"external_id": user}
+        identity = self._identify(cells, line_no)
+        if isinstance(identity, Rejection):
+            return identity
+        user, attributes = identity
         drops: list[Drop] | None = None
-        for name, index, convert, required, reject_invalid in self._fields:
-            raw = cells[index].strip()
-            if not raw:
-                if required:
-                    return Rejection(line_no, f"{name} is required and empty")
-                continue
+        value_of = self._value
+        for bound in self._fields:
             try:
-                attributes[name] = convert(raw)
+                value = value_of(bound, cells)
             except FieldValueError as exc:
-                if reject_invalid:
-                    return Rejection(line_no, f"{name}: {raw!r} is {exc}")
+                rule = bound[0]
+                raw = cells[bound[1]].strip()  # type: ignore[index]
+                if rule.reject_invalid or rule.required:
+                    return Rejection(line_no, f"{rule.name}: {raw!r} is {exc}")
                 drops = drops or []
-                drops.append(Drop(line_no, name, raw, str(exc)))
+                drops.append(Drop(line_no, rule.name, raw, str(exc)))
+                continue
+            if value is not SKIP:
+                attributes[bound[0].name] = value
         if self._fixed:
             attributes.update(self._fixed)
-        for name, op, column, fixed in self._arrays:
-            item = cells[column].strip() if column is not None else fixed
-            if not item:
-                continue
-            if len(item) > MAX_STRING_CHARS:
+        for name, op, bound in self._arrays:
+            try:
+                item = value_of(bound, cells)
+            except FieldValueError as exc:
+                if bound[0].reject_invalid:
+                    return Rejection(line_no, f"{name}.{op}: {exc}")
+                raw = cells[bound[1]].strip() if bound[1] is not None else ""
                 drops = drops or []
-                drops.append(
-                    Drop(line_no, name, item, f"longer than {MAX_STRING_CHARS} characters")
-                )
+                drops.append(Drop(line_no, name, raw, str(exc)))
                 continue
-            target = attributes.setdefault(name, {})
-            target.setdefault(op, []).append(item)
+            if item is SKIP or item is None:
+                continue
+            attributes.setdefault(name, {}).setdefault(op, []).append(item)
         has_nested = False
-        for name, keys in self._nested:
+        for name, inferred, explicit in self._nested:
             obj: dict[str, Any] = {}
-            for key, index in keys:
+            for key, index in inferred:
                 raw = cells[index].strip()
                 if not raw:
                     continue
                 try:
-                    obj[key] = infer_nested_value(raw)
+                    obj[key] = infer_value(raw)
                 except FieldValueError as exc:
                     drops = drops or []
                     drops.append(Drop(line_no, f"{name}.{key}", raw, str(exc)))
+            for key, bound in explicit:
+                try:
+                    value = value_of(bound, cells)
+                except FieldValueError as exc:
+                    if bound[0].reject_invalid:
+                        return Rejection(line_no, f"{name}.{key}: {exc}")
+                    raw = cells[bound[1]].strip() if bound[1] is not None else ""
+                    drops = drops or []
+                    drops.append(Drop(line_no, f"{name}.{key}", raw, str(exc)))
+                    continue
+                if value is not SKIP:
+                    obj[key] = value
             if obj:
                 attributes[name] = obj
                 has_nested = True

@@ -126,8 +126,11 @@ class FileJob:
         try:
             try:
                 mapper = self.channel.mapping.bind(reader.header, self.export.values)
+                stated = reader.stated_count(fmt.record_count) if fmt.record_count else None
             except HeaderError as exc:
                 return self._finish(FAILED, f"header: {exc}; nothing was sent")
+            except ExportFileError as exc:
+                return self._finish(FAILED, f"{exc}; nothing was sent")
             for warning in mapper.warnings:
                 self.log.warning("%s", warning)
             resumed = (
@@ -137,13 +140,13 @@ class FileJob:
             self._rejects = RejectsWriter(
                 self.rejects_root, self.source, reader.header, fresh=not self.progress.checkpoint
             )
-            return await self._send_all(reader, mapper, inspection.size)
+            return await self._send_all(reader, mapper, stated)
         finally:
             reader.close()
             if self._rejects is not None:
                 self._rejects.close()
 
-    async def _send_all(self, reader: ExportReader, mapper: RowMapper, size: int) -> str:
+    async def _send_all(self, reader: ExportReader, mapper: RowMapper, stated: int | None) -> str:
         checkpointer = asyncio.create_task(self._checkpoint_every())
         try:
             while True:
@@ -154,6 +157,12 @@ class FileJob:
                     break
             await asyncio.to_thread(reader.check_unchanged)
             await self._wait_settled()
+            if stated is not None and stated != reader.records_read:
+                return self._finish(
+                    FAILED,
+                    f"the file states {stated} records but holds {reader.records_read}: "
+                    f"truncated or padded? {self.sent} rows were sent, {self.rejected} rejected",
+                )
         except (FileChangedError, ExportFileError) as exc:
             # Stop reading; what is in flight still settles, what is queued stays unsent.
             unsent = self.sender.drop_job(self)

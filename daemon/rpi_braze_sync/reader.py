@@ -13,13 +13,14 @@ import gzip
 import hashlib
 import io
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from .errors import ExportFileError, FileChangedError
-from .settings import FormatSettings
+from .settings import FormatSettings, RecordCountSpec
 
 CHUNK_BYTES = 1 << 20
 DELIMITERS = (",", "\t", "|", ";")
@@ -124,6 +125,8 @@ def inspect_file(path: Path, fmt: FormatSettings) -> FileInspection:
     if delimiter == "auto":
         with _open_raw(path) as raw:
             text = io.TextIOWrapper(raw, encoding=encoding, newline="")
+            for _ in range(fmt.skip_lines):
+                text.readline()
             delimiter = sniff_delimiter(text.readline())
     return FileInspection(size, mtime_ns, sha256, encoding, delimiter, used_fallback)
 
@@ -144,6 +147,10 @@ class ExportReader:
         self._raw = _open_raw(path)
         self._inspection = inspection
         self._text = io.TextIOWrapper(self._raw, encoding=inspection.encoding, newline="")
+        # Lines before the header (a template's title or record count), kept for the caller.
+        self.preamble = [self._text.readline().rstrip("\r\n") for _ in range(fmt.skip_lines)]
+        self._line_offset = fmt.skip_lines
+        self.records_read = 0  # data records seen so far, including those skipped on resume
         self._csv = csv.reader(
             self._text, delimiter=inspection.delimiter, quotechar=fmt.quote_char, strict=False
         )
@@ -161,21 +168,25 @@ class ExportReader:
         except StopIteration:
             raise ExportFileError("the file is empty: no header row") from None
         except (csv.Error, UnicodeDecodeError) as exc:
-            raise ExportFileError(f"line 1: unreadable header: {exc}") from None
+            raise ExportFileError(
+                f"line {self._line_offset + 1}: unreadable header: {exc}"
+            ) from None
         return header
 
     def _iter_records(self) -> Iterator[Record]:
         index = 0
-        line_no = self._csv.line_num + 1
+        offset = self._line_offset
+        line_no = offset + self._csv.line_num + 1
         try:
             for cells in self._csv:
                 if not cells:  # a blank line is no record
-                    line_no = self._csv.line_num + 1
+                    line_no = offset + self._csv.line_num + 1
                     continue
                 if index >= self._start_index:
                     yield Record(index, line_no, cells)
                 index += 1
-                line_no = self._csv.line_num + 1
+                self.records_read = index
+                line_no = offset + self._csv.line_num + 1
         except csv.Error as exc:
             raise ExportFileError(f"line {line_no}: malformed CSV: {exc}") from None
         except UnicodeDecodeError:
@@ -194,6 +205,16 @@ class ExportReader:
             if len(out) >= limit:
                 break
         return out
+
+    def stated_count(self, spec: RecordCountSpec) -> int:
+        """The record count the file's preamble states; ExportFileError if it states none."""
+        line = self.preamble[spec.line - 1] if spec.line <= len(self.preamble) else ""
+        found = re.search(spec.pattern, line)
+        if found is None:
+            raise ExportFileError(
+                f"line {spec.line}: no record count matching {spec.pattern!r} in {line[:80]!r}"
+            )
+        return int(found.group(1))
 
     def check_unchanged(self) -> None:
         """At the end: the bytes read must be the bytes hashed."""

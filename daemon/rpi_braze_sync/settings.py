@@ -95,6 +95,22 @@ class HttpSettings(StrictModel):
         return value
 
 
+class RecordCountSpec(StrictModel):
+    line: Annotated[int, Field(ge=1, description="line (among format.skip_lines) with the count")]
+    pattern: str = Field(r"(\d+)", description="regular expression; its first group is the count")
+
+    @field_validator("pattern")
+    @classmethod
+    def _one_group(cls, value: str) -> str:
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        if compiled.groups < 1:
+            raise ValueError("the pattern needs a group around the count, e.g. '(\\d+)'")
+        return value
+
+
 class FormatSettings(StrictModel):
     delimiter: Literal["auto", ",", "\t", "|", ";"] = Field(
         "auto", description="'auto' picks among comma, tab, pipe and semicolon from the header"
@@ -104,6 +120,16 @@ class FormatSettings(StrictModel):
     fallback_encoding: str | None = Field(
         None, description="used for the whole file when it is not valid in `encoding`"
     )
+    skip_lines: Annotated[int, Field(ge=0)] = Field(0, description="lines before the header")
+    record_count: RecordCountSpec | None = Field(
+        None, description="a line that states the number of records, checked at the end"
+    )
+
+    @model_validator(mode="after")
+    def _count_line_skipped(self) -> FormatSettings:
+        if self.record_count is not None and self.record_count.line > self.skip_lines:
+            raise ValueError("record_count.line must be one of the skip_lines before the header")
+        return self
 
     @field_validator("encoding", "fallback_encoding")
     @classmethod
@@ -118,15 +144,21 @@ class FormatSettings(StrictModel):
         return value
 
 
-FieldType = Literal["string", "integer", "float", "boolean", "date", "email", "gender", "country"]
+FieldType = Literal[
+    "string", "integer", "float", "boolean", "date", "time", "email", "gender", "country", "phone"
+]  # fmt: skip
 
 
 class SourceSpec(StrictModel):
     """Where a value comes from: exactly one of a column, a path part or a constant."""
 
-    column: str | None = None
-    path: str | None = None
-    value: Scalar | None = None
+    column: str | None = Field(None, description="header name (compared normalised)")
+    path: str | None = Field(
+        None,
+        description="a named part of watch.path_pattern (channel, offer, workflow_id…)"
+        " or file_name",
+    )
+    value: Scalar | None = Field(None, description="a constant")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SourceSpec:
@@ -136,48 +168,112 @@ class SourceSpec(StrictModel):
         return self
 
 
-class FieldSpec(SourceSpec):
+class ValueSpec(SourceSpec):
+    """A source and what to do with its text, applied in this order: trim, empty, case,
+    values, type, max_length."""
+
+    trim: bool = Field(True, description="strip surrounding spaces")
+    empty: Literal["skip", "null"] = Field(
+        "skip", description="an empty cell sends nothing (skip) or null, which clears the attribute"
+    )
+    default: Scalar | None = Field(None, description="used when the cell is empty")
+    required: bool = Field(False, description="an empty value is invalid (see on_invalid)")
+    case: Literal["lower", "upper"] | None = None
+    values: dict[str, Scalar] | None = Field(
+        None, description="replace these values (after case); others pass unchanged"
+    )
     type: FieldType = "string"
-    required: bool = Field(False, description="an empty or missing value rejects the row")
+    input_formats: list[str] | None = Field(
+        None, description="strptime formats for type date or time, e.g. '%d/%m/%Y'"
+    )
+    phone_region: str | None = Field(
+        None, description="type phone: region of national numbers (ISO alpha-2), for E.164"
+    )
+    max_length: Annotated[int, Field(ge=1, le=255)] | None = None
+    too_long: Literal["drop", "truncate"] = "drop"
     on_invalid: Literal["drop", "reject"] = Field(
         "drop", description="a bad value drops the field (default) or rejects the row"
     )
 
-
-class IdentifierSpec(StrictModel):
-    external_id: SourceSpec | None = None
-
     @model_validator(mode="after")
-    def _one_identifier(self) -> IdentifierSpec:
-        if self.external_id is None:
-            raise ValueError("name the identifier: external_id")
+    def _consistent(self) -> ValueSpec:
+        if self.input_formats and self.type not in ("date", "time"):
+            raise ValueError("input_formats needs type date or time")
+        if self.phone_region is not None:
+            if self.type != "phone":
+                raise ValueError("phone_region needs type phone")
+            if not re.fullmatch(r"[A-Z]{2}", self.phone_region):
+                raise ValueError(f"phone_region {self.phone_region!r} is not an ISO alpha-2 code")
         return self
 
 
+class AliasSpec(StrictModel):
+    name: ValueSpec = Field(description="alias_name")
+    label: ValueSpec = Field(description="alias_label")
+
+
+class IdentifierSpec(StrictModel):
+    """Exactly one: external_id (default in RPI), email, phone or user_alias."""
+
+    external_id: ValueSpec | None = None
+    email: ValueSpec | None = None
+    phone: ValueSpec | None = None
+    user_alias: AliasSpec | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> IdentifierSpec:
+        given = [k for k in ("external_id", "email", "phone", "user_alias") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one identifier of external_id, email, phone, user_alias"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("external_id", "email", "phone", "user_alias") if getattr(self, k))
+
+
 class ArraySpec(StrictModel):
-    add: SourceSpec | None = None
-    remove: SourceSpec | None = None
+    add: ValueSpec | list[ValueSpec] = Field([], description="values added: a source or a list")
+    remove: ValueSpec | list[ValueSpec] = Field(
+        [], description="values removed: a source or a list"
+    )
     warn_if_missing: bool = Field(
-        False, description="log a warning when a file lacks the source column"
+        False, description="log a warning when a file lacks a source column"
     )
 
     @model_validator(mode="after")
     def _has_operation(self) -> ArraySpec:
-        if self.add is None and self.remove is None:
+        if not self.add and not self.remove:
             raise ValueError("give add, remove or both")
         return self
 
+    def operations(self) -> list[tuple[str, list[ValueSpec]]]:
+        return [
+            (op, values if isinstance(values, list) else [values])
+            for op, values in (("add", self.add), ("remove", self.remove))
+        ]
+
 
 class NestedSpec(StrictModel):
-    columns: Literal["remaining"] | list[str] = Field(
-        "remaining", description="'remaining': every column no other rule uses"
+    columns: Literal["remaining"] | list[str] | None = Field(
+        None, description="'remaining': every column no other rule uses; or a list of columns"
     )
+    keys: dict[str, ValueSpec] = Field({}, description="explicit keys, each with its source")
     merge: bool = Field(True, description="send _merge_objects: true (deep merge)")
+
+    @model_validator(mode="after")
+    def _has_content(self) -> NestedSpec:
+        if self.columns is None and not self.keys:
+            raise ValueError("give columns, keys or both")
+        return self
 
 
 class MappingSpec(StrictModel):
     identifier: IdentifierSpec
-    attributes: dict[str, FieldSpec] = {}
+    attributes: dict[str, ValueSpec] = {}
     arrays: dict[str, ArraySpec] = {}
     nested: dict[str, NestedSpec] = {}
 
@@ -187,7 +283,7 @@ class MappingSpec(StrictModel):
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"attribute(s) mapped twice: {', '.join(twice)}")
-        if len([n for n in self.nested if self.nested[n].columns == "remaining"]) > 1:
+        if len([n for n in self.nested.values() if n.columns == "remaining"]) > 1:
             raise ValueError("only one nested object can take the remaining columns")
         return self
 
@@ -210,3 +306,12 @@ class Settings(StrictModel):
         20.0, description="on SIGTERM, how long requests in flight may take to finish"
     )
     channels: Annotated[dict[str, ChannelSettings], Field(min_length=1)]
+
+
+def json_schema() -> dict[str, object]:
+    """The configuration's JSON Schema, for editors (config/rpi-braze-sync.schema.json)."""
+    return {
+        **Settings.model_json_schema(),
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "rpi-braze-sync configuration",
+    }

@@ -246,6 +246,17 @@ class Watcher:
                 self.known[rel] = (size, mtime)
                 self.on_complete(rel, where, size, mtime)
 
+    def apply(self, settings: WatchSettings, channels: set[str]) -> None:
+        """A reloaded configuration: new channels and timings (the folder and observer stay)."""
+        self.settings = settings.model_copy(
+            update={"base_output_directory": self.settings.base_output_directory,
+                    "observer": self.settings.observer, "path_pattern": self.settings.path_pattern}
+        )  # fmt: skip
+        self.channels = channels
+        self._tracker.settle_s = settings.settle_seconds
+        self._logged_ignored.clear()
+        self._rescan_now = True  # a newly configured channel's files are found now
+
     def hint_folder(self, prefix: str, settle_s: float) -> None:
         """The post-execution call: files under `prefix` settle after `settle_s` instead."""
         now = time.monotonic()

@@ -1,0 +1,237 @@
+"""Pure: value transforms of the mapping language, compiled once into one callable per value.
+
+A compiled value takes the raw cell text and returns the value to send, `SKIP` (nothing to
+send), or raises `FieldValueError` with a reason an operator can act on.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Callable
+from typing import Any, Final
+
+import phonenumbers
+import pycountry
+
+from .settings import FieldType, ValueSpec
+
+MAX_STRING_CHARS: Final = 255  # Braze's limit for string attributes and nested strings
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]{0,14})(\.[0-9]+)?")
+_INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_EMAIL = re.compile(r"[^@\s\"(),:;<>\[\\\]]+@[^@\s\"(),:;<>\[\\\]]+\.[^@\s\"(),:;<>\[\\\]]+")
+_GENDERS = {"m": "M", "f": "F", "o": "O", "n": "N", "p": "P"}
+_GENDERS |= {"male": "M", "female": "F", "other": "O"}
+
+
+class FieldValueError(ValueError):
+    """A value Braze would refuse or misread; the message says why."""
+
+
+class _Skip:
+    def __repr__(self) -> str:
+        return "SKIP"
+
+
+SKIP: Final = _Skip()  # the field is not sent for this row (an empty cell, by default)
+
+
+def check_length(value: str, limit: int = MAX_STRING_CHARS) -> str:
+    if len(value) > limit:
+        raise FieldValueError(f"longer than {limit} characters ({len(value)})")
+    return value
+
+
+def _strict_date(value: str) -> datetime.date:
+    if not _DATE.fullmatch(value):
+        raise FieldValueError("not a yyyy-MM-dd date")
+    try:
+        return datetime.date.fromisoformat(value)
+    except ValueError:
+        raise FieldValueError("not a real date") from None
+
+
+def parse_date(value: str) -> str:
+    return _strict_date(value).isoformat()
+
+
+def parse_time(value: str) -> str:
+    """ISO 8601 date-time (a date alone is midnight); a time without a zone is UTC."""
+    try:
+        moment = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise FieldValueError("not an ISO 8601 date-time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def parse_integer(value: str) -> int:
+    if not _INTEGER.fullmatch(value):
+        raise FieldValueError("not an integer")
+    return int(value)
+
+
+def parse_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise FieldValueError("not a number") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise FieldValueError("not a finite number")
+    return number
+
+
+def parse_boolean(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("true", "1", "yes", "y"):
+        return True
+    if lowered in ("false", "0", "no", "n"):
+        return False
+    raise FieldValueError("not a boolean (true/false, yes/no, 1/0)")
+
+
+def parse_email(value: str) -> str:
+    if not _EMAIL.fullmatch(value):
+        raise FieldValueError("not an email address")
+    return check_length(value)
+
+
+def parse_gender(value: str) -> str:
+    letter = _GENDERS.get(value.lower())
+    if letter is None:
+        raise FieldValueError("not a gender (M, F, O, N, P, male, female, other)")
+    return letter
+
+
+def _country_index() -> dict[str, str]:
+    index: dict[str, str] = {}
+    for country in pycountry.countries:
+        for attr in ("name", "official_name", "common_name", "alpha_3", "alpha_2"):
+            text = getattr(country, attr, None)
+            if text:
+                index[text.lower()] = country.alpha_2
+    return index
+
+
+_COUNTRIES = _country_index()
+
+
+def parse_country(value: str) -> str:
+    """ISO alpha-2: Braze silently nulls a country it cannot map, so we map it here."""
+    code = _COUNTRIES.get(value.lower())
+    if code is None:
+        raise FieldValueError("not an ISO 3166 country code or name")
+    return code
+
+
+def phone_parser(region: str | None) -> Callable[[str], str]:
+    def parse_phone(value: str) -> str:
+        try:
+            number = phonenumbers.parse(value, region)
+        except phonenumbers.NumberParseException:
+            raise FieldValueError(
+                "not a phone number" + ("" if region else " (no phone_region for national numbers)")
+            ) from None
+        if not phonenumbers.is_valid_number(number):
+            raise FieldValueError("not a valid phone number")
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+    return parse_phone
+
+
+def formats_parser(formats: list[str], as_time: bool) -> Callable[[str], str]:
+    """Dates or times written in other formats (strptime), to yyyy-MM-dd or ISO 8601."""
+
+    def parse_with_formats(value: str) -> str:
+        for fmt in formats:
+            try:
+                moment = datetime.datetime.strptime(value, fmt)
+            except ValueError:
+                continue
+            if not as_time:
+                return moment.date().isoformat()
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=datetime.UTC)
+            return moment.isoformat().replace("+00:00", "Z")
+        raise FieldValueError(f"matches none of the formats {', '.join(formats)}")
+
+    return parse_with_formats
+
+
+TYPE_PARSERS: dict[FieldType, Callable[[str], Any]] = {
+    "string": check_length,
+    "integer": parse_integer,
+    "float": parse_float,
+    "boolean": parse_boolean,
+    "date": parse_date,
+    "time": parse_time,
+    "email": parse_email,
+    "gender": parse_gender,
+    "country": parse_country,
+}
+
+
+def infer_value(value: str) -> Any:
+    """Typed value for an unmapped column: integer, float, boolean, date ($time), else text."""
+    number = _NUMBER.fullmatch(value)
+    if number:
+        return float(value) if number.group(1) else int(value)
+    lowered = value.lower()
+    if lowered == "true":
+        return True
+    if lowered == "false":
+        return False
+    if _DATE.fullmatch(value):
+        try:
+            datetime.date.fromisoformat(value)
+            return {"$time": value}
+        except ValueError:
+            pass
+    return check_length(value)
+
+
+Compiled = Callable[[str], Any]
+
+
+def compile_value(spec: ValueSpec, nested: bool = False) -> Compiled:
+    """One callable: trim, empty handling, case, value map, type, length, in that order."""
+    if spec.type == "phone":
+        parse: Callable[[str], Any] = phone_parser(spec.phone_region)
+    elif spec.input_formats and spec.type in ("date", "time"):
+        parse = formats_parser(spec.input_formats, as_time=spec.type == "time")
+    else:
+        parse = TYPE_PARSERS[spec.type]
+    wrap_time = nested and spec.type in ("date", "time")
+    trim, case, mapped = spec.trim, spec.case, spec.values
+    default = None if spec.default is None else str(spec.default)
+    required, empty_null = spec.required, spec.empty == "null"
+    limit, truncate = spec.max_length or MAX_STRING_CHARS, spec.too_long == "truncate"
+
+    def compiled(raw: str) -> Any:
+        text = raw.strip() if trim else raw
+        if not text:
+            if default is not None:
+                text = default
+            elif required:
+                raise FieldValueError("required and empty")
+            else:
+                return None if empty_null else SKIP
+        if case == "lower":
+            text = text.lower()
+        elif case == "upper":
+            text = text.upper()
+        if mapped is not None and text in mapped:
+            value = mapped[text]
+            if not isinstance(value, str):
+                return value
+            text = value
+        value = parse(text)
+        if isinstance(value, str) and len(value) > limit:
+            if not truncate:
+                raise FieldValueError(f"longer than {limit} characters ({len(value)})")
+            value = value[:limit]
+        return {"$time": value} if wrap_time else value
+
+    return compiled
