@@ -56,6 +56,7 @@ class Daemon:
         self.config = config
         self.metrics = metrics or Metrics()
         self._load_again = load_again
+        self._loaded_stamp = self._config_stamp()
         self._stop = asyncio.Event()
         self._hard_stop = asyncio.Event()
         self._pattern = parse_path_pattern(config.settings.watch.path_pattern)
@@ -124,6 +125,7 @@ class Daemon:
         """Apply the configuration file again; files in progress keep the mapping they had."""
         if self._load_again is None:
             return False
+        self._loaded_stamp = self._config_stamp()  # this version, good or bad, is handled
         try:
             new = self._load_again()
         except ConfigError as exc:
@@ -171,23 +173,19 @@ class Daemon:
         )
         return True
 
+    def _config_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = self.config.path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
     async def _watch_config_file(self) -> None:
         """Reload when the file changes, as after SIGHUP (editors and config management)."""
-        path = self.config.path
-
-        def stamp() -> tuple[int, int] | None:
-            try:
-                st = path.stat()
-            except OSError:
-                return None
-            return st.st_mtime_ns, st.st_size
-
-        last = stamp()
         while True:
             await asyncio.sleep(CONFIG_POLL_S)
-            current = stamp()
-            if current is not None and current != last:
-                last = current
+            current = self._config_stamp()
+            if current is not None and current != self._loaded_stamp:
                 self.reload()
 
     # --- running -------------------------------------------------------------------------

@@ -11,8 +11,10 @@ import asyncio
 import logging
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 import orjson
 
@@ -21,7 +23,7 @@ from .config import Channel, LoadedConfig, load_config
 from .errors import EXIT_CONFIG, ConfigError, ExportFileError, JournalError
 from .journal import Journal, journal_path
 from .logs import configure_logging
-from .mapping import HeaderError, Rejection, RowMapper, parse_path_pattern
+from .mapping import HeaderError, Mapped, Rejection, RowMapper, parse_path_pattern
 from .reader import ExportReader, inspect_file
 from .settings import json_schema
 from .watchrules import ExportPath, classify_path
@@ -53,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(preview)
     preview.add_argument("export_file", type=Path)
     preview.add_argument("--channel", help="channel to map with (default: from the file's path)")
+    preview.add_argument(
+        "--explain",
+        action="store_true",
+        help="show sample rows beside their Braze objects, and counts of rejects by reason",
+    )
+    preview.add_argument("--sample", type=int, default=5, help="rows shown with --explain")
 
     check = sub.add_parser("check", help="validate the configuration and, optionally, exports")
     _config_arg(check)
@@ -110,33 +118,60 @@ def _open_mapped(
 def cmd_preview(args: argparse.Namespace) -> int:
     config = load_config(args.config, dry_run=True)
     reader, mapper = _open_mapped(config, args.export_file, args.channel)
-    out, err = sys.stdout.buffer, sys.stderr
+    out, err = sys.stdout, sys.stderr
     for warning in mapper.warnings:
         print(f"warning: {warning}", file=err)
-    counts = {"objects": 0, "rejected": 0, "dropped": 0}
+    objects = 0
+    rejected: Counter[str] = Counter()
+    dropped: Counter[str] = Counter()
     with reader:
         while records := reader.take(1000):
             for record in records:
                 result = mapper.map_row(record.cells, record.line_no)
+                shown = args.explain and objects + rejected.total() < args.sample
+                if shown:
+                    _explain(out, reader.header, record.cells, record.line_no, result)
                 if isinstance(result, Rejection):
-                    counts["rejected"] += 1
-                    print(f"line {result.line_no}: rejected: {result.reason}", file=err)
+                    rejected[result.reason] += 1
+                    if not args.explain:
+                        print(f"line {result.line_no}: rejected: {result.reason}", file=err)
                     continue
-                counts["objects"] += 1
-                out.write(orjson.dumps(result.attributes) + b"\n")
+                objects += 1
+                if not args.explain:
+                    out.write(orjson.dumps(result.attributes).decode() + "\n")
                 for drop in result.drops or ():
-                    counts["dropped"] += 1
-                    print(
-                        f"line {drop.line_no}: dropped {drop.field}={drop.value!r}: {drop.reason}",
-                        file=err,
-                    )
-    out.flush()
+                    dropped[f"{drop.field}: {drop.reason}"] += 1
+                    if not args.explain:
+                        what = f"{drop.field}={drop.value!r}: {drop.reason}"
+                        print(f"line {drop.line_no}: dropped {what}", file=err)
+    summary = err if not args.explain else out
     print(
-        f"{counts['objects']} objects, {counts['rejected']} rows rejected,"
-        f" {counts['dropped']} fields dropped",
-        file=err,
+        f"{objects} objects, {rejected.total()} rows rejected, {dropped.total()} fields dropped",
+        file=summary,
     )
+    if args.explain:
+        for title, counts in (("rejected", rejected), ("dropped", dropped)):
+            for reason, count in counts.most_common():
+                print(f"  {title} {count} x {reason}", file=out)
+    out.flush()
     return 0
+
+
+def _explain(
+    out: TextIO, header: list[str], cells: list[str], line_no: int, result: Mapped | Rejection
+) -> None:
+    """One source row beside what Braze would receive for it."""
+    print(f"line {line_no}:", file=out)
+    width = max((len(h) for h in header), default=0)
+    for name, cell in zip(header, cells, strict=False):
+        print(f"  {name:<{width}} = {cell!r}", file=out)
+    if isinstance(result, Rejection):
+        print(f"  -> rejected: {result.reason}\n", file=out)
+        return
+    print(f"  -> {orjson.dumps(result.attributes).decode()}", file=out)
+    for drop in result.drops or ():
+        print(f"  -> dropped {drop.field}={drop.value!r}: {drop.reason}", file=out)
+    print(file=out)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

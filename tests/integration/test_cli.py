@@ -66,6 +66,25 @@ def test_preview_prints_objects_and_reasons_without_network_or_state(tmp_path: P
     assert list(workdir.iterdir()) == []  # no state written
 
 
+def test_preview_explain_shows_rows_beside_objects_and_counts_reasons(tmp_path: Path) -> None:
+    rows = "".join(f"u{i},{'bad' if i % 3 == 0 else '1990-01-01'},Spring\n" for i in range(1, 10))
+    path = export(tmp_path, UPSERT, "external_id,dob,Output Name\n" + rows + ",1990-01-01,Spring\n")
+    result = cli(
+        "preview", "--config", str(SHIPPED_CONFIG), "--explain", "--sample", "2", str(path)
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert (
+        "line 2:\n  external_id = 'u1'\n  dob         = '1990-01-01'\n  Output Name = 'Spring'\n  -> {"
+        in out
+    )
+    assert "line 3:" in out
+    assert "line 4:" not in out  # only the sample is shown
+    assert "9 objects, 1 rows rejected, 3 fields dropped" in out
+    assert "  rejected 1 x external_id is empty" in out
+    assert "  dropped 3 x dob: not a yyyy-MM-dd date" in out
+
+
 def test_preview_of_a_file_outside_the_layout_needs_a_channel(tmp_path: Path) -> None:
     path = tmp_path / "loose.csv"
     path.write_text("external_id,output_name\nu1,A\n")

@@ -1,0 +1,91 @@
+"""Reloading the configuration under a running daemon: SIGHUP or an edit of the file."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import yaml
+
+from tests.e2e.conftest import UPSERT, DaemonProcess, wait_until
+from tests.fakebraze import FakeBraze
+
+
+def rows(prefix: str, count: int) -> str:
+    return "external_id,first_name\n" + "".join(f"{prefix}{i},N{i}\n" for i in range(count))
+
+
+def tag_upsert_rows(daemon: DaemonProcess, tag: str) -> None:
+    """The upsert mapping gains a constant attribute: visible in every object sent after."""
+    loaded = yaml.safe_load(daemon.config.read_text())
+    loaded["channels"][UPSERT]["mapping"]["attributes"]["sync_tag"] = {"value": tag}
+    daemon.config.write_text(yaml.safe_dump(loaded, sort_keys=False))
+
+
+async def test_sighup_applies_to_new_files_while_the_current_one_finishes(
+    daemon: DaemonProcess, fake_braze: FakeBraze
+) -> None:
+    fake_braze.latency_s = 0.05
+    daemon.settings["braze"].update({"batch_size": 1, "rate_limit": {"requests": 25, "seconds": 1}})
+    await daemon.start()
+    daemon.export_path(UPSERT, "Offer", "wf-1", "first.txt").write_text(rows("a", 60))
+    await wait_until(lambda: len(fake_braze.objects()) >= 5, what="the first file to start")
+    tag_upsert_rows(daemon, "v2")
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    await wait_until(lambda: "configuration reloaded" in daemon.log_text(), what="the reload")
+    assert len(fake_braze.objects()) < 60  # the reload came while the first file was sending
+    daemon.export_path(UPSERT, "Offer", "wf-2", "second.txt").write_text(rows("b", 5))
+    await wait_until(lambda: len(fake_braze.objects()) == 65, what="both files", timeout_s=30)
+    assert await daemon.stop() == 0
+    first = [o for o in fake_braze.objects() if o["external_id"].startswith("a")]
+    second = [o for o in fake_braze.objects() if o["external_id"].startswith("b")]
+    assert len(first) == 60
+    assert all("sync_tag" not in o for o in first)  # finished under the mapping it started with
+    assert [o["sync_tag"] for o in second] == ["v2"] * 5
+    assert "reload refused" not in daemon.log_text()
+
+
+async def test_a_broken_reload_is_refused_and_the_old_config_keeps_working(
+    daemon: DaemonProcess, fake_braze: FakeBraze
+) -> None:
+    await daemon.start()
+    good = daemon.config.read_text()
+    broken = good.replace("mode: append", "mode: apend")
+    assert broken != good
+    daemon.config.write_text(broken)
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    await wait_until(lambda: "reload refused" in daemon.log_text(), what="the refusal")
+    assert "channels.'Braze Append'.mode: 'apend' is not one of upsert, append" in daemon.log_text()
+    assert await daemon.metric("rpi_braze_sync_config_last_reload_successful") == 0
+    assert await daemon.metric("rpi_braze_sync_config_reloads_total", {"outcome": "failed"}) >= 1
+    status, _ = await daemon.get("/healthz")
+    assert status == 200
+    daemon.export_path(UPSERT, "Offer", "wf-1", "f.txt").write_text(rows("c", 3))
+    await wait_until(lambda: len(fake_braze.objects()) == 3, what="sending on the old config")
+
+    # Fixing the file is enough: the daemon notices the edit without a signal.
+    daemon.config.write_text(good + "\n# fixed\n")
+    await wait_until(
+        lambda: "configuration reloaded" in daemon.log_text(), timeout_s=10, what="reload"
+    )
+    assert await daemon.metric("rpi_braze_sync_config_last_reload_successful") == 1
+    assert await daemon.stop() == 0
+
+
+async def test_restart_only_keys_are_kept_and_reported(daemon: DaemonProcess) -> None:
+    await daemon.start()
+    loaded = yaml.safe_load(daemon.config.read_text())
+    loaded["http"]["listen"] = "127.0.0.1:1"
+    daemon.config.write_text(yaml.safe_dump(loaded, sort_keys=False))
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    await wait_until(
+        lambda: "takes effect at the next restart" in daemon.log_text(), what="warning"
+    )
+    assert "http.listen changed" in daemon.log_text()
+    status, _ = await daemon.get("/healthz")  # still served where it was
+    assert status == 200
+    await asyncio.sleep(0)
+    assert await daemon.stop() == 0
