@@ -18,13 +18,13 @@ from .braze import HttpTransport, OutboxTransport, Transport
 from .config import LoadedConfig
 from .delivery import Sender
 from .errors import ConfigError
-from .journal import Journal, journal_path
+from .journal import SEEN, VANISHED, Journal, journal_path
 from .mapping import parse_path_pattern
 from .metrics import Metrics
 from .pipeline import FileQueue
 from .server import build_app, start_server
-from .watch import Snapshot, Watcher
-from .watchrules import ExportPath, classify_path
+from .watch import Snapshot, Watcher, read_mounts
+from .watchrules import NETWORK_FILESYSTEMS, ExportPath, classify_path, filesystem_of
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,61 @@ def _setting(config: LoadedConfig, dotted: str) -> object:
         return config.base_output_directory
     section, key = dotted.split(".")
     return getattr(getattr(config.settings, section), key)
+
+
+class JournalListener:
+    """What the watcher finds, written to the journal; complete files go to the queue."""
+
+    def __init__(self, daemon: Daemon, journal: Journal, queue: FileQueue) -> None:
+        self.daemon = daemon
+        self.journal = journal
+        self.queue = queue
+
+    def initialize(self, snapshot: Snapshot) -> Snapshot:
+        """The very first start: what is already on the share is history, not news."""
+        journal, config = self.journal, self.daemon.config
+        # A file only 'seen' before a restart is compared afresh, so it still completes.
+        known = {
+            r.rel_path: (r.size, r.mtime_ns)
+            for r in journal.latest_by_path().values()
+            if r.state != SEEN
+        }
+        if journal.initialized:
+            return known
+        if config.settings.watch.backfill:
+            journal.mark_initialized([])
+            log.info(
+                "first start with watch.backfill: the %d files there will be sent", len(snapshot)
+            )
+            return known
+        rows = []
+        for rel, (size, mtime) in snapshot.items():
+            export = self.daemon.export_of(rel)
+            rows.append((rel, export.channel if export else None, size, mtime))
+        journal.mark_initialized(rows)
+        log.info(
+            "first start: %d files already in %s recorded as pre-existing and not sent "
+            "(set watch.backfill: true to send them)",
+            len(rows),
+            config.base_output_directory,
+        )
+        return {**known, **snapshot}
+
+    def seen(self, rel: str, export: ExportPath, size: int, mtime_ns: int) -> None:
+        if self.journal.seen_id(rel) is None:
+            self.journal.record_seen(rel, export.channel, size, mtime_ns)
+
+    def gone(self, rel: str) -> None:
+        file_id = self.journal.seen_id(rel)
+        if file_id is not None:
+            self.journal.finish(file_id, VANISHED, "deleted before it was complete")
+
+    def complete(self, rel: str, export: ExportPath, size: int, mtime_ns: int) -> None:
+        self.queue.put(self.journal.record_complete(rel, export.channel, size, mtime_ns))
+
+    def scanned(self, snapshot: Snapshot) -> None:
+        retention_s = self.daemon.config.settings.journal.retention_days * 86400
+        self.journal.sweep(set(snapshot), retention_s)
 
 
 class Daemon:
@@ -79,31 +134,6 @@ class Daemon:
     def export_of(self, rel_path: str) -> ExportPath | None:
         where = classify_path(rel_path, self._pattern, set(self.config.channels))
         return where if isinstance(where, ExportPath) else None
-
-    def _first_start(self, journal: Journal, snapshot: Snapshot) -> Snapshot:
-        """The very first start: what is already on the share is history, not news."""
-        known = {r.rel_path: (r.size, r.mtime_ns) for r in journal.latest_by_path().values()}
-        if journal.initialized:
-            return known
-        if self.config.settings.watch.backfill:
-            journal.mark_initialized([])
-            log.info(
-                "first start with watch.backfill: the %d files already there will be sent",
-                len(snapshot),
-            )
-            return known
-        rows = []
-        for rel, (size, mtime) in snapshot.items():
-            export = self.export_of(rel)
-            rows.append((rel, export.channel if export else None, size, mtime))
-        journal.mark_initialized(rows)
-        log.info(
-            "first start: %d files already in %s recorded as pre-existing and not sent "
-            "(set watch.backfill: true to send them)",
-            len(rows),
-            self.config.base_output_directory,
-        )
-        return {**known, **snapshot}
 
     def readiness(self) -> list[str]:
         problems = []
@@ -206,26 +236,19 @@ class Daemon:
                 loop.add_signal_handler(sig, self.request_stop)
             loop.add_signal_handler(signal.SIGHUP, self.reload)
         config.state_directory.mkdir(parents=True, exist_ok=True)
+        self._warn_if_network_state(config)
         journal = self.journal = Journal(journal_path(config.state_directory, config.dry_run))
         transport = self._transport()
         sender = self.sender = Sender(transport, config.settings.braze, self.metrics)
         queue = self.queue = FileQueue(config, journal, sender, self.metrics, self.export_of)
         for record in journal.queued():
             queue.put(record)  # interrupted sends resume first, in their order
-
-        def on_complete(rel: str, export: ExportPath, size: int, mtime_ns: int) -> None:
-            record = journal.record_complete(rel, export.channel, size, mtime_ns)
-            queue.put(record)
-
-        known = {r.rel_path: (r.size, r.mtime_ns) for r in journal.latest_by_path().values()}
         self.watcher = Watcher(
             config.base_output_directory,
             config.settings.watch,
             set(config.channels),
-            known,
-            on_complete,
+            JournalListener(self, journal, queue),
             self.metrics,
-            initialize=lambda snapshot: self._first_start(journal, snapshot),
         )
         runner = await start_server(
             build_app(self.metrics, self.readiness), config.settings.http.listen
@@ -236,14 +259,18 @@ class Daemon:
             asyncio.create_task(queue.run(), name="file-queue"),
             asyncio.create_task(self.watcher.run(), name="watcher"),
         ]
-        config_watch = asyncio.create_task(self._watch_config_file(), name="config-watch")
+        helpers = [
+            asyncio.create_task(self._watch_config_file(), name="config-watch"),
+            asyncio.create_task(queue.watch_journal(), name="journal-watch"),
+        ]
         stop_wait = asyncio.create_task(self._stop.wait())
         await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
         crashed = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]
         for task in crashed:
             log.critical("task %s failed", task.get_name(), exc_info=task.exception())
-        config_watch.cancel()
-        await asyncio.gather(config_watch, return_exceptions=True)
+        for helper in helpers:
+            helper.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
         try:
             await self._shut_down(tasks, sender, queue)
         finally:
@@ -274,6 +301,17 @@ class Daemon:
         await asyncio.gather(*tasks, return_exceptions=True)
         if queue.active is not None:
             queue.active.suspend()
+
+    @staticmethod
+    def _warn_if_network_state(config: LoadedConfig) -> None:
+        fs_type = filesystem_of(read_mounts(), str(config.state_directory.resolve()))
+        if fs_type in NETWORK_FILESYSTEMS:
+            log.warning(
+                "the state directory %s is on a network filesystem (%s): SQLite's locking is "
+                "unreliable there; put state_directory on a local disk",
+                config.state_directory,
+                fs_type,
+            )
 
     def _announce(self) -> None:
         config = self.config

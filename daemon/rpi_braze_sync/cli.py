@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--channel", help="channel to check exports against")
     check.add_argument("--sample-rows", type=int, default=1000)
 
+    retry = sub.add_parser("retry", help="send a failed or partly rejected file again")
+    _config_arg(retry)
+    retry.add_argument("path", help="the export, relative to the base folder or absolute")
+    retry.add_argument("--dry-run", action="store_true", help="queue it in the dry run's journal")
+    retry.add_argument("--state-directory", help="overrides state_directory")
+
     sub.add_parser("schema", help="print the configuration's JSON Schema")
 
     status = sub.add_parser("status", help="files in the journal, by state")
@@ -242,6 +248,41 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(serve(config, load))
 
 
+def cmd_retry(args: argparse.Namespace) -> int:
+    config = load_config(args.config, dry_run=True, state_directory=args.state_directory)
+    base = config.base_output_directory
+    path = Path(args.path)
+    full = path if path.is_absolute() else base / path
+    try:
+        rel = full.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        raise ConfigError([f"{args.path}: not under the export folder {base}"]) from None
+    try:
+        st = full.stat()
+    except OSError as exc:
+        print(f"{full}: {exc.strerror}", file=sys.stderr)
+        return EXIT_DATA
+    journal = Journal(journal_path(config.state_directory, dry_run=args.dry_run))
+    try:
+        record = journal.latest(rel)
+        if record is None:
+            print(
+                f"{rel}: not in the journal; the daemon sends new files by itself", file=sys.stderr
+            )
+            return EXIT_DATA
+        if record.state in ("complete", "sending", "seen"):
+            print(f"{rel}: already queued ({record.state})")
+            return 0
+        queued = journal.request_retry(record, st.st_size, st.st_mtime_ns)
+    finally:
+        journal.close()
+    print(
+        f"{rel}: queued again (record {queued.id}, after {record.state} record {record.id});"
+        " a running daemon sends it within seconds, otherwise at its next start"
+    )
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     sys.stdout.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0
@@ -253,6 +294,7 @@ COMMANDS = {
     "check": cmd_check,
     "status": cmd_status,
     "schema": cmd_schema,
+    "retry": cmd_retry,
 }
 
 

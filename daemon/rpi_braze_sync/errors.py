@@ -25,5 +25,13 @@ class FileChangedError(ExportFileError):
     """The file shrank, changed or vanished while it was being read."""
 
 
+class FileVanishedError(FileChangedError):
+    """The file was deleted (RPI deletes an export when its run is stopped)."""
+
+
+class ShareUnavailableError(RpiBrazeSyncError):
+    """The export folder cannot be read right now (a network share that dropped): wait."""
+
+
 class JournalError(RpiBrazeSyncError):
     """The state database cannot be opened or written."""

@@ -36,7 +36,10 @@ CREATE TABLE IF NOT EXISTS files (
     completed_at REAL,
     started_at REAL,
     finished_at REAL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    gone_at REAL,
+    rpi_call TEXT,
+    retry INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS files_by_path ON files (rel_path, id);
 CREATE INDEX IF NOT EXISTS files_by_state ON files (state, id);
@@ -44,13 +47,15 @@ CREATE INDEX IF NOT EXISTS files_by_state ON files (state, id);
 
 # States of a file version, in lifecycle order.
 PREEXISTING = "preexisting"  # on the share before the very first start; never sent
+SEEN = "seen"  # found, still being written (or not yet settled)
 COMPLETE = "complete"  # settled on disk, queued to send
 SENDING = "sending"
 DONE = "done"
 FAILED = "failed"
 VANISHED = "vanished"
 QUEUED_STATES = (COMPLETE, SENDING)
-STATES = (PREEXISTING, COMPLETE, SENDING, DONE, FAILED, VANISHED)
+FINAL_STATES = (PREEXISTING, DONE, FAILED, VANISHED)
+STATES = (PREEXISTING, SEEN, COMPLETE, SENDING, DONE, FAILED, VANISHED)
 
 
 def journal_path(state_directory: Path, dry_run: bool) -> Path:
@@ -77,6 +82,9 @@ class FileRecord:
     started_at: float | None
     finished_at: float | None
     updated_at: float
+    gone_at: float | None
+    rpi_call: str | None
+    retry: int  # 1: asked for by `rpi-braze-sync retry`: sent whole, whatever was sent before
 
 
 _COLUMNS = ", ".join(FileRecord.__dataclass_fields__)
@@ -155,11 +163,14 @@ class Journal:
             latest[record.rel_path] = record
         return latest
 
-    def queued(self) -> list[FileRecord]:
+    def queued(self, after_id: int = 0) -> list[FileRecord]:
         """Files to send, in the order they became complete (a restart resumes these)."""
         marks = ", ".join("?" * len(QUEUED_STATES))
         return list(
-            self._records(f"WHERE state IN ({marks}) ORDER BY completed_at, id", QUEUED_STATES)
+            self._records(
+                f"WHERE state IN ({marks}) AND id > ? ORDER BY completed_at, id",
+                (*QUEUED_STATES, after_id),
+            )
         )
 
     def all(self) -> list[FileRecord]:
@@ -167,14 +178,109 @@ class Journal:
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    def record_complete(self, rel_path: str, channel: str, size: int, mtime_ns: int) -> FileRecord:
+    def record_seen(self, rel_path: str, channel: str, size: int, mtime_ns: int) -> int:
+        now = time.time()
+        return self._write(
+            "INSERT INTO files (rel_path, channel, size, mtime_ns, state, first_seen_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (rel_path, channel, size, mtime_ns, SEEN, now, now),
+        )
+
+    def seen_id(self, rel_path: str) -> int | None:
+        row = self._db.execute(
+            "SELECT id FROM files WHERE rel_path = ? AND state = ? ORDER BY id DESC LIMIT 1",
+            (rel_path, SEEN),
+        ).fetchone()
+        return int(row[0]) if row else None
+
+    def record_complete(
+        self, rel_path: str, channel: str, size: int, mtime_ns: int, rpi_call: str | None = None
+    ) -> FileRecord:
+        """The file settled: its 'seen' record (or a new one) becomes complete, queued to send."""
+        now = time.time()
+        file_id = self.seen_id(rel_path)
+        if file_id is None:
+            file_id = self._write(
+                "INSERT INTO files (rel_path, channel, size, mtime_ns, state, first_seen_at,"
+                " completed_at, updated_at, rpi_call) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (rel_path, channel, size, mtime_ns, COMPLETE, now, now, now, rpi_call),
+            )
+        else:
+            self._write(
+                "UPDATE files SET state = ?, size = ?, mtime_ns = ?, completed_at = ?,"
+                " updated_at = ?, rpi_call = COALESCE(?, rpi_call) WHERE id = ?",
+                (COMPLETE, size, mtime_ns, now, now, rpi_call, file_id),
+            )
+        return self.get(file_id)
+
+    def previous_done(self, rel_path: str, before_id: int) -> FileRecord | None:
+        """The last finished send of this path before `before_id`: what a new version is
+        compared with (same content: not resent; appended to: continue)."""
+        for record in self._records(
+            "WHERE rel_path = ? AND id < ? AND state = ? AND sha256 IS NOT NULL"
+            " ORDER BY id DESC LIMIT 1",
+            (rel_path, before_id, DONE),
+        ):
+            return record
+        return None
+
+    def restart_from(self, file_id: int, checkpoint: int) -> None:
+        """Send a version from `checkpoint` (0: from scratch), forgetting earlier counts."""
+        self._write(
+            "UPDATE files SET checkpoint = ?, rows_sent = 0, rows_rejected = 0,"
+            " fields_dropped = 0, updated_at = ? WHERE id = ?",
+            (checkpoint, time.time(), file_id),
+        )
+
+    def request_retry(self, record: FileRecord, size: int, mtime_ns: int) -> FileRecord:
+        """A new version of a finished file, queued to be sent again from its first row."""
         now = time.time()
         file_id = self._write(
             "INSERT INTO files (rel_path, channel, size, mtime_ns, state, first_seen_at,"
-            " completed_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (rel_path, channel, size, mtime_ns, COMPLETE, now, now, now),
-        )
+            " completed_at, updated_at, reason, retry) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+            (record.rel_path, record.channel, size, mtime_ns, COMPLETE, now, now, now,
+             f"retry requested (after record {record.id})"),
+        )  # fmt: skip
         return self.get(file_id)
+
+    def latest(self, rel_path: str) -> FileRecord | None:
+        for record in self._records("WHERE rel_path = ? ORDER BY id DESC LIMIT 1", (rel_path,)):
+            return record
+        return None
+
+    def set_rpi_call(self, file_id: int, rpi_call: str) -> None:
+        self._write("UPDATE files SET rpi_call = ? WHERE id = ?", (rpi_call, file_id))
+
+    def sweep(self, present: set[str], retention_s: float) -> int:
+        """Note which finished files left the share; forget those gone for `retention_s`.
+
+        A record lives as long as its file plus the retention, so a rescan never resends.
+        """
+        now = time.time()
+        removed = 0
+        try:
+            with self._transaction():
+                marks = ", ".join("?" * len(FINAL_STATES))
+                rows = self._db.execute(
+                    f"SELECT id, rel_path, gone_at FROM files WHERE state IN ({marks})",
+                    FINAL_STATES,
+                ).fetchall()
+                for file_id, rel_path, gone_at in rows:
+                    if rel_path in present:
+                        if gone_at is not None:
+                            self._db.execute(
+                                "UPDATE files SET gone_at = NULL WHERE id = ?", (file_id,)
+                            )
+                    elif gone_at is None:
+                        self._db.execute(
+                            "UPDATE files SET gone_at = ? WHERE id = ?", (now, file_id)
+                        )
+                    elif now - gone_at > retention_s:
+                        self._db.execute("DELETE FROM files WHERE id = ?", (file_id,))
+                        removed += 1
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal write failed: {exc}") from None
+        return removed
 
     def start(self, file_id: int, sha256: str, size: int, mtime_ns: int) -> None:
         now = time.time()
@@ -192,6 +298,10 @@ class Journal:
             " fields_dropped = ?, updated_at = ? WHERE id = ?",
             (checkpoint, sent, rejected, dropped, time.time(), file_id),
         )
+
+    def max_id(self) -> int:
+        row = self._db.execute("SELECT MAX(id) FROM files").fetchone()
+        return int(row[0] or 0)
 
     def finish(self, file_id: int, state: str, reason: str | None = None) -> None:
         now = time.time()

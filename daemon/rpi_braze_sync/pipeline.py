@@ -9,26 +9,45 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
 
 from .batching import Item, Progress
 from .config import Channel, LoadedConfig
 from .delivery import Sender
-from .errors import ExportFileError, FileChangedError
+from .errors import ExportFileError, FileVanishedError, ShareUnavailableError
 from .journal import DONE, FAILED, VANISHED, FileRecord, Journal
 from .logs import export_logger
 from .mapping import Drop, HeaderError, Rejection, RowMapper
 from .metrics import Metrics
-from .reader import ExportReader, Record, inspect_file
+from .reader import (
+    ExportReader,
+    FileInspection,
+    Record,
+    inspect_file,
+    prefix_sha256,
+    share_available,
+)
 from .rejects import RejectsWriter
 from .watchrules import ExportPath
 
 log = logging.getLogger(__name__)
 CHUNK_ROWS = 2000
+WAIT_FOR_SHARE = "wait_for_share"  # not a journal state: the file stays 'sending'
+SHARE_WAIT_S = 5.0
+
+
+def _move(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(source, target)
+
+
 ExportOf = Callable[[str], ExportPath | None]
 
 
@@ -56,7 +75,9 @@ class FileJob:
     ) -> None:
         self.record = record
         self.source = record.rel_path
-        self.path = config.base_output_directory / record.rel_path
+        self.base = config.base_output_directory
+        self.path = self.base / record.rel_path
+        self.archive_root = Path(config.settings.watch.archive_directory or self.base / ".archive")
         self.export = export
         self.channel = channel
         self.journal = journal
@@ -102,18 +123,25 @@ class FileJob:
     # --- the run -------------------------------------------------------------------------
 
     async def run(self) -> str:
-        """Send the file; returns its final state (done, failed or vanished)."""
+        """Send the file; returns its final state (done, failed, vanished), or WAIT_FOR_SHARE
+        when the share dropped: the file keeps its checkpoint and is tried again."""
         fmt = self.channel.settings.format
         try:
             inspection = await asyncio.to_thread(inspect_file, self.path, fmt)
         except FileNotFoundError:
+            if not await asyncio.to_thread(share_available, self.base):
+                return WAIT_FOR_SHARE
             return self._finish(VANISHED, "the file vanished before it was read")
-        except FileChangedError as exc:
-            return self._finish(FAILED, str(exc))
+        except OSError as exc:
+            self.log.warning("cannot read the file (%s); will try again", exc.strerror)
+            return WAIT_FOR_SHARE
         except ExportFileError as exc:
             return self._finish(FAILED, str(exc))
         if inspection.used_fallback:
             self.log.warning("not valid %s: read as %s", fmt.encoding, fmt.fallback_encoding)
+        settled = await self._settle_identity(inspection)
+        if settled is not None:
+            return settled
         self.journal.start(self.record.id, inspection.sha256, inspection.size, inspection.mtime_ns)
         try:
             reader = await asyncio.to_thread(
@@ -121,6 +149,8 @@ class FileJob:
             )
         except FileNotFoundError:
             return self._finish(VANISHED, "the file vanished before it was read")
+        except OSError:
+            return WAIT_FOR_SHARE
         except ExportFileError as exc:
             return self._finish(FAILED, str(exc))
         try:
@@ -140,11 +170,54 @@ class FileJob:
             self._rejects = RejectsWriter(
                 self.rejects_root, self.source, reader.header, fresh=not self.progress.checkpoint
             )
-            return await self._send_all(reader, mapper, stated)
+            state = await self._send_all(reader, mapper, stated)
         finally:
             reader.close()
             if self._rejects is not None:
                 self._rejects.close()
+        if state == DONE:
+            await self._after_done()
+        return state
+
+    async def _settle_identity(self, inspection: FileInspection) -> str | None:
+        """Compare this version with what was sent before under the same path.
+
+        Same content: not sent again. The earlier content followed by more rows (RPI appended
+        after it was done): continue from the earlier checkpoint. Anything else is new content,
+        sent from its first row. Returns a final state when nothing is to be sent.
+        """
+        record = self.record
+        if record.retry:
+            return None  # the operator asked for the whole file again
+        if record.sha256 is not None and record.sha256 != inspection.sha256:
+            # Resuming a send, but the file changed while the daemon was down.
+            base = record
+        else:
+            base = self.journal.previous_done(record.rel_path, record.id)  # type: ignore[assignment]
+            if base is None or record.sha256 is not None:
+                return None
+        if base.sha256 == inspection.sha256:
+            self.log.info(
+                "same content as the version sent before (record %d): not sent again", base.id
+            )
+            return self._finish(DONE, f"same content as record {base.id}; not sent again")
+        grew = inspection.size > base.size and base.sha256 == await asyncio.to_thread(
+            prefix_sha256, self.path, base.size
+        )
+        if grew:
+            self.log.warning(
+                "the file grew after %s: continuing from row %d",
+                "it was sent" if base is not record else "its send began",
+                base.checkpoint + 1,
+            )
+            start = base.checkpoint
+        else:
+            self.log.warning("new content under a path sent before: sending it from its first row")
+            start = 0
+        self.journal.restart_from(record.id, start)
+        self.progress = Progress(start)
+        self.sent = self.rejected = self.dropped = 0
+        return None
 
     async def _send_all(self, reader: ExportReader, mapper: RowMapper, stated: int | None) -> str:
         checkpointer = asyncio.create_task(self._checkpoint_every())
@@ -155,7 +228,6 @@ class FileJob:
                 self._take(chunk)
                 if chunk.at_end:
                     break
-            await asyncio.to_thread(reader.check_unchanged)
             await self._wait_settled()
             if stated is not None and stated != reader.records_read:
                 return self._finish(
@@ -163,18 +235,21 @@ class FileJob:
                     f"the file states {stated} records but holds {reader.records_read}: "
                     f"truncated or padded? {self.sent} rows were sent, {self.rejected} rejected",
                 )
-        except (FileChangedError, ExportFileError) as exc:
+        except (ExportFileError, ShareUnavailableError) as exc:
             # Stop reading; what is in flight still settles, what is queued stays unsent.
             unsent = self.sender.drop_job(self)
             self._outstanding -= len(unsent)
             self.metrics.backlog_rows.dec(len(unsent))
             await self._wait_settled()
-            vanished = not self.path.exists()
+            self.write_checkpoint()
+            if isinstance(exc, ShareUnavailableError):
+                self.log.warning("%s: waiting for the share; %d rows sent so far", exc, self.sent)
+                return WAIT_FOR_SHARE
             reason = (
-                f"{exc}; {self.sent} rows were sent,"
-                f" rows from {self.progress.checkpoint + 1} on were not"
+                f"{exc} while being sent; {self.sent} rows were sent, {self.rejected} rejected,"
+                f" rows from {self.progress.checkpoint + 1} on were not sent"
             )
-            return self._finish(VANISHED if vanished else FAILED, reason)
+            return self._finish(VANISHED if isinstance(exc, FileVanishedError) else FAILED, reason)
         finally:
             checkpointer.cancel()
             self.write_checkpoint()
@@ -182,8 +257,25 @@ class FileJob:
         self.log.info("done: %s", counts)
         return self._finish(DONE)
 
+    async def _after_done(self) -> None:
+        """keep, archive or delete the file, as the channel says; only once it is done."""
+        action = self.channel.settings.after_done
+        if action == "keep":
+            return
+        try:
+            if action == "delete":
+                await asyncio.to_thread(self.path.unlink)
+            else:
+                target = self.archive_root / self.source
+                await asyncio.to_thread(_move, self.path, target)
+        except OSError as exc:
+            self.log.error("could not %s the file after it was sent: %s", action, exc.strerror)
+            return
+        self.log.info("%s after it was sent", "deleted" if action == "delete" else "archived")
+
     def _read_chunk(self, reader: ExportReader, mapper: RowMapper) -> _Chunk:
         """Worker thread: read, map and serialise a chunk of rows (no shared state touched)."""
+        reader.verify_source(self.path, self.base)
         records = reader.take(CHUNK_ROWS)
         items: list[Item] = []
         rejected: list[tuple[Record, str]] = []
@@ -265,6 +357,7 @@ class FileQueue:
 
     An append file waits a moment after the last upsert file: Braze applies updates
     asynchronously and silently ignores an update-only row for a user it does not have yet.
+    A file whose share dropped keeps its place at the head of the queue until it is back.
     """
 
     def __init__(
@@ -280,36 +373,60 @@ class FileQueue:
         self.sender = sender
         self.metrics = metrics
         self._export_of = export_of
-        self._queue: asyncio.Queue[FileRecord] = asyncio.Queue()
+        self._queue: deque[FileRecord] = deque()
+        self._queued_ids: set[int] = set()
+        self._added = asyncio.Event()
         self.active: FileJob | None = None
         self._last_upsert_done = 0.0
+        self.share_wait_s = SHARE_WAIT_S
 
     def put(self, record: FileRecord) -> None:
-        self._queue.put_nowait(record)
-        self.metrics.backlog_files.set(self._queue.qsize())
+        if record.id in self._queued_ids:
+            return
+        self._queued_ids.add(record.id)
+        self._queue.append(record)
+        self._added.set()
+        self.metrics.backlog_files.set(len(self._queue))
 
     def waiting(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
+
+    async def watch_journal(self, interval_s: float = 2.0) -> None:
+        """Pick up files queued by another process (`rpi-braze-sync retry`)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            for record in self.journal.queued():
+                self.put(record)
 
     async def run(self) -> None:
         while True:
-            record = await self._queue.get()
-            self.metrics.backlog_files.set(self._queue.qsize())
-            export = self._export_of(record.rel_path)
-            channel = self.config.channels.get(export.channel) if export else None
-            if export is None or channel is None:
-                self.journal.finish(record.id, FAILED, "its channel is no longer configured")
+            while not self._queue:
+                self._added.clear()
+                await self._added.wait()
+            record = self._queue[0]
+            state = await self._run_one(record)
+            if state == WAIT_FOR_SHARE:
+                await asyncio.sleep(self.share_wait_s)  # the same file, from its checkpoint
+                self._queue[0] = self.journal.get(record.id)
                 continue
-            if channel.settings.mode == "append":
-                pause = self.config.settings.braze.append_delay_seconds
-                wait = self._last_upsert_done + pause - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-            job = FileJob(
-                record, export, channel, self.config, self.journal, self.sender, self.metrics
-            )
-            self.active = job  # stays set if cancelled: shutdown checkpoints it after draining
-            await job.run()
-            self.active = None
-            if channel.settings.mode == "upsert":
-                self._last_upsert_done = time.monotonic()
+            self._queue.popleft()
+            self.metrics.backlog_files.set(len(self._queue))
+
+    async def _run_one(self, record: FileRecord) -> str:
+        export = self._export_of(record.rel_path)
+        channel = self.config.channels.get(export.channel) if export else None
+        if export is None or channel is None:
+            self.journal.finish(record.id, FAILED, "its channel is no longer configured")
+            return FAILED
+        if channel.settings.mode == "append":
+            pause = self.config.settings.braze.append_delay_seconds
+            wait = self._last_upsert_done + pause - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        job = FileJob(record, export, channel, self.config, self.journal, self.sender, self.metrics)
+        self.active = job  # stays set if cancelled: shutdown checkpoints it after draining
+        state = await job.run()
+        self.active = None
+        if channel.settings.mode == "upsert" and state == DONE:
+            self._last_upsert_done = time.monotonic()
+        return state

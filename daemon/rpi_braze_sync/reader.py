@@ -17,9 +17,9 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from .errors import ExportFileError, FileChangedError
+from .errors import ExportFileError, FileChangedError, FileVanishedError, ShareUnavailableError
 from .settings import FormatSettings, RecordCountSpec
 
 CHUNK_BYTES = 1 << 20
@@ -40,10 +40,39 @@ class FileInspection:
     used_fallback: bool
 
 
-def _open_raw(path: Path) -> IO[bytes]:
-    raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+class _Bounded(io.RawIOBase):
+    """Reads a file only up to `limit` bytes: what was hashed is what is sent, even if RPI
+    appends meanwhile (the appended part is a new version, sent from where this one ended)."""
+
+    def __init__(self, raw: IO[bytes], limit: int) -> None:
+        self._raw = raw
+        self._left = limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._left <= 0:
+            return 0
+        view = memoryview(buffer)[: self._left]
+        count = self._raw.readinto(view)  # type: ignore[attr-defined]
+        self._left -= count or 0
+        return count or 0
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def _open_raw(path: Path, limit: int | None = None) -> IO[bytes]:
+    raw: IO[bytes] = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
     head = raw.read(2)
     raw.seek(0)
+    if limit is not None:
+        raw = io.BufferedReader(_Bounded(raw, limit), CHUNK_BYTES)
     if head == GZIP_MAGIC:
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
     return raw
@@ -90,6 +119,25 @@ def _content_digest(path: Path) -> tuple[int, int, str]:
     if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
         raise FileChangedError("the file changed while it was being read")
     return after.st_size, after.st_mtime_ns, digest.hexdigest()
+
+
+def prefix_sha256(path: Path, length: int) -> str:
+    """sha256 of the first `length` bytes: is an earlier version a prefix of this one?"""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        left = length
+        while left > 0 and (chunk := f.read(min(CHUNK_BYTES, left))):
+            digest.update(chunk)
+            left -= len(chunk)
+    return digest.hexdigest()
+
+
+def share_available(base: Path) -> bool:
+    try:
+        os.listdir(base)
+    except OSError:
+        return False
+    return True
 
 
 def sniff_delimiter(header_line: str) -> str:
@@ -144,7 +192,7 @@ class ExportReader:
     def __init__(
         self, path: Path, inspection: FileInspection, fmt: FormatSettings, start_index: int = 0
     ) -> None:
-        self._raw = _open_raw(path)
+        self._raw = _open_raw(path, limit=inspection.size)
         self._inspection = inspection
         self._text = io.TextIOWrapper(self._raw, encoding=inspection.encoding, newline="")
         # Lines before the header (a template's title or record count), kept for the caller.
@@ -195,7 +243,7 @@ class ExportReader:
                 "the file changed while being sent"
             ) from None
         except OSError as exc:
-            raise FileChangedError(f"line {line_no}: read failed: {exc.strerror}") from None
+            raise ShareUnavailableError(f"line {line_no}: read failed: {exc.strerror}") from None
 
     def take(self, limit: int) -> list[Record]:
         """Up to `limit` records; an empty list at the end of the file."""
@@ -216,11 +264,25 @@ class ExportReader:
             )
         return int(found.group(1))
 
-    def check_unchanged(self) -> None:
-        """At the end: the bytes read must be the bytes hashed."""
+    def verify_source(self, path: Path, base: Path) -> None:
+        """Between chunks: the file must still be the one inspected. Growth is allowed (only the
+        inspected bytes are read); shrinking, rewriting, replacing or deleting it is not."""
+        size, mtime = self._inspection.size, self._inspection.mtime_ns
         st = os.fstat(self._raw.fileno())
-        if (st.st_size, st.st_mtime_ns) != (self._inspection.size, self._inspection.mtime_ns):
-            raise FileChangedError("the file changed while it was being sent")
+        if st.st_size < size:
+            raise FileChangedError(f"the file shrank from {size} to {st.st_size} bytes")
+        if st.st_size == size and st.st_mtime_ns != mtime:
+            raise FileChangedError("the file was rewritten in place")
+        try:
+            on_disk = os.stat(path)
+        except FileNotFoundError:
+            if not share_available(base):
+                raise ShareUnavailableError(f"{base} is not available") from None
+            raise FileVanishedError("the file was deleted") from None
+        except OSError as exc:
+            raise ShareUnavailableError(f"cannot stat the file: {exc.strerror}") from None
+        if (on_disk.st_dev, on_disk.st_ino) != (st.st_dev, st.st_ino):
+            raise FileChangedError("the file was replaced by another one")
 
     def close(self) -> None:
         self._text.close()

@@ -70,6 +70,11 @@ class WatchSettings(StrictModel):
     path_pattern: str = Field(
         "{channel}/{offer}/{workflow_id}", description="folders between the base and the file"
     )
+    archive_directory: str | None = Field(
+        None,
+        description="where after_done: archive moves files (same relative path);"
+        " default <base_output_directory>/.archive",
+    )
 
     @field_validator("path_pattern")
     @classmethod
@@ -290,8 +295,17 @@ class MappingSpec(StrictModel):
 
 class ChannelSettings(StrictModel):
     mode: Literal["upsert", "append"]
+    after_done: Literal["keep", "archive", "delete"] = Field(
+        "keep", description="what becomes of a file once every row is sent or rejected"
+    )
     format: FormatSettings = FormatSettings()
     mapping: MappingSpec
+
+
+class JournalSettings(StrictModel):
+    retention_days: Annotated[float, Field(gt=0)] = Field(
+        30.0, description="how long a finished file's record outlives the file itself"
+    )
 
 
 class Settings(StrictModel):
@@ -301,6 +315,7 @@ class Settings(StrictModel):
         None, description="journal, rejects and outbox; default $STATE_DIRECTORY or ./var/state"
     )
     http: HttpSettings = HttpSettings()
+    journal: JournalSettings = JournalSettings()
     log_format: Literal["text", "json"] = "text"
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = Field(
         20.0, description="on SIGTERM, how long requests in flight may take to finish"

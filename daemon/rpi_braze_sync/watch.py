@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -34,7 +35,24 @@ from .watchrules import (
 
 log = logging.getLogger(__name__)
 Snapshot = dict[str, tuple[int, int]]  # relative path -> (size, mtime_ns)
-OnComplete = Callable[[str, ExportPath, int, int], None]
+
+
+class WatchListener(Protocol):
+    """What the watcher reports, in the event loop's thread."""
+
+    def initialize(self, snapshot: Snapshot) -> Snapshot:
+        """First successful scan; returns the versions already handled (the journal's)."""
+        ...
+
+    def seen(self, rel: str, export: ExportPath, size: int, mtime_ns: int) -> None: ...
+
+    def gone(self, rel: str) -> None:
+        """A file seen but not yet complete disappeared."""
+        ...
+
+    def complete(self, rel: str, export: ExportPath, size: int, mtime_ns: int) -> None: ...
+
+    def scanned(self, snapshot: Snapshot) -> None: ...
 
 
 def scan_tree(base: Path, max_depth: int) -> Snapshot | None:
@@ -114,18 +132,16 @@ class Watcher:
         base: Path,
         settings: WatchSettings,
         channels: set[str],
-        known: Snapshot,
-        on_complete: OnComplete,
+        listener: WatchListener,
         metrics: Metrics,
-        initialize: Callable[[Snapshot], Snapshot] | None = None,
     ) -> None:
         self.base = base
         self.settings = settings
         self.channels = channels
-        self.known = known
-        self.on_complete = on_complete
+        self.known: Snapshot = {}
+        self.listener = listener
         self.metrics = metrics
-        self._initialize = initialize
+        self._initialized = False
         self._pattern = parse_path_pattern(settings.path_pattern)
         self._tracker = SettleTracker(settings.settle_seconds)
         self._observer: BaseObserver | None = None
@@ -200,7 +216,10 @@ class Watcher:
                 )
                 log.info("ignoring %s: it %s (%s/<file>)", rel, why, self.settings.path_pattern)
             return
+        first_sight = rel not in self._tracker
         self._tracker.observe(rel, size, mtime_ns, now)
+        if first_sight:
+            self.listener.seen(rel, where, size, mtime_ns)
 
     def _rel(self, path: str) -> str | None:
         try:
@@ -216,9 +235,10 @@ class Watcher:
         if snapshot is None:
             log.warning("the export folder %s is not available; will retry", self.base)
             return False
-        if self._initialize is not None:
-            self.known = self._initialize(snapshot)
-            self._initialize = None
+        if not self._initialized:
+            self.known = self.listener.initialize(snapshot)
+            self._initialized = True
+        self.listener.scanned(snapshot)
         now = time.monotonic()
         for rel, (size, mtime) in snapshot.items():
             self._consider(rel, size, mtime, now)
@@ -237,14 +257,16 @@ class Watcher:
         now = time.monotonic()
         for rel, stat in stats.items():
             if stat is None:
-                self._tracker.forget(rel)
+                if rel in self._tracker:
+                    self._tracker.forget(rel)
+                    self.listener.gone(rel)
             else:
                 self._consider(rel, stat[0], stat[1], now)
         for rel, size, mtime in self._tracker.due(now):
             where = classify_path(rel, self._pattern, self.channels)
             if isinstance(where, ExportPath):
                 self.known[rel] = (size, mtime)
-                self.on_complete(rel, where, size, mtime)
+                self.listener.complete(rel, where, size, mtime)
 
     def apply(self, settings: WatchSettings, channels: set[str]) -> None:
         """A reloaded configuration: new channels and timings (the folder and observer stay)."""
@@ -280,7 +302,7 @@ class Watcher:
                         if ok
                         else min(5.0, self.settings.rescan_interval_seconds)
                     )
-                if self._initialize is None:
+                if self._initialized:
                     await self._recheck()
                 self._wake.clear()
                 try:
