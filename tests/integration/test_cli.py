@@ -126,7 +126,7 @@ def test_check_reports_every_config_error_with_its_line(tmp_path: Path) -> None:
         in problems
     )
     assert (
-        f"configuration error: {config}:{settle_line + 1}:3: watch.settle_minutes: unknown key (allowed: base_output_directory, settle_seconds, observer, backfill, poll_interval_seconds, rescan_interval_seconds, path_pattern)"
+        f"configuration error: {config}:{settle_line + 1}:3: watch.settle_minutes: unknown key (allowed: base_output_directory, settle_seconds, observer, backfill, poll_interval_seconds, rescan_interval_seconds, path_pattern, archive_directory)"
         in problems
     )
     assert (
