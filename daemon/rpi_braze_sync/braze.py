@@ -162,7 +162,8 @@ def _json(body: bytes) -> dict[str, Any]:
 
 def _row_errors(payload: Mapping[str, Any]) -> dict[int, str]:
     errors: dict[int, str] = {}
-    for error in payload.get("errors") or ():
+    listed = payload.get("errors")
+    for error in listed if isinstance(listed, list) else ():
         if not isinstance(error, dict):
             continue
         index = error.get("index")

@@ -45,6 +45,12 @@ CREATE INDEX IF NOT EXISTS files_by_path ON files (rel_path, id);
 CREATE INDEX IF NOT EXISTS files_by_state ON files (state, id);
 """
 
+_ADDED_COLUMNS = {  # since the first schema: name -> declaration
+    "gone_at": "REAL",
+    "rpi_call": "TEXT",
+    "retry": "INTEGER NOT NULL DEFAULT 0",
+}
+
 # States of a file version, in lifecycle order.
 PREEXISTING = "preexisting"  # on the share before the very first start; never sent
 SEEN = "seen"  # found, still being written (or not yet settled)
@@ -100,11 +106,19 @@ class Journal:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
+            self._add_missing_columns()
             self._db.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
         except (sqlite3.Error, OSError) as exc:
             raise JournalError(f"cannot open the journal {path}: {exc}") from None
+
+    def _add_missing_columns(self) -> None:
+        """A journal written by an earlier version gains the columns added since."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(files)")}
+        for column, declaration in _ADDED_COLUMNS.items():
+            if column not in have:
+                self._db.execute(f"ALTER TABLE files ADD COLUMN {column} {declaration}")
 
     def close(self) -> None:
         self._db.close()
@@ -148,7 +162,11 @@ class Journal:
 
     def _records(self, where: str = "", args: tuple[object, ...] = ()) -> Iterator[FileRecord]:
         sql = f"SELECT {_COLUMNS} FROM files {where}"
-        for row in self._db.execute(sql, args):
+        try:
+            rows = self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal read failed: {exc}") from None
+        for row in rows:
             yield FileRecord(*row)
 
     def get(self, file_id: int) -> FileRecord:

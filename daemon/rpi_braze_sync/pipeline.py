@@ -91,6 +91,7 @@ class FileJob:
         self.rejected = record.rows_rejected
         self.dropped = record.fields_dropped
         self._outstanding = 0
+        self._checkpoint_due = False
         self._settled = asyncio.Event()
         self._rejects: RejectsWriter | None = None
         self._rows_label = metrics.rows.labels(channel.name, "sent")
@@ -108,7 +109,13 @@ class FileJob:
         self._settle(item.index)
 
     def _settle(self, index: int) -> None:
+        before = self.progress.checkpoint
         self.progress.settle(index)
+        if self.progress.checkpoint != before and not self._checkpoint_due:
+            # Checkpoint as soon as the settled prefix grows (once per loop turn, however many
+            # acks it brought): after a kill, only rows in flight are sent again.
+            self._checkpoint_due = True
+            asyncio.get_running_loop().call_soon(self._checkpoint_soon)
         self._outstanding -= 1
         self.metrics.backlog_rows.dec()
         if self._outstanding == 0:
@@ -322,15 +329,23 @@ class FileJob:
             self._settled.clear()
             await self._settled.wait()
 
+    def _checkpoint_soon(self) -> None:
+        self._checkpoint_due = False
+        self.write_checkpoint(durable=False)
+
     async def _checkpoint_every(self) -> None:
         while True:
             await asyncio.sleep(self.checkpoint_interval_s)
             self.write_checkpoint()
 
-    def write_checkpoint(self) -> None:
-        """Rejects first, then the journal: a checkpoint never covers a reject not on disk."""
+    def write_checkpoint(self, durable: bool = True) -> None:
+        """Rejects first, then the journal: a checkpoint never covers a reject not written.
+
+        Every checkpoint reaches the OS (enough for a killed process); `durable` ones are also
+        fsynced (a power cut), once a second.
+        """
         if self._rejects is not None:
-            self._rejects.flush()
+            self._rejects.flush(durable)
         self.journal.checkpoint(
             self.record.id, self.progress.checkpoint, self.sent, self.rejected, self.dropped
         )

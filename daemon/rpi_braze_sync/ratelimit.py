@@ -63,7 +63,8 @@ def header_seconds(headers: Mapping[str, str], name: str) -> float | None:
         seconds = float(value.strip())
     except ValueError:
         return None
-    return seconds if seconds >= 0 else None
+    # 'inf', 'nan' or a negative number is no instruction: ignore it rather than stall.
+    return seconds if 0 <= seconds < float("inf") else None
 
 
 def retry_after_s(headers: Mapping[str, str], epoch_now: float) -> float | None:

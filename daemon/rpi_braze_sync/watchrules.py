@@ -16,7 +16,9 @@ NETWORK_FILESYSTEMS = frozenset(
         "fuse.vmhgfs-fuse",
     }
 )  # fmt: skip
-_SIDECAR = re.compile(r"_(summary|sample)(\.[A-Za-z0-9]+)?$", re.IGNORECASE)
+# RPI writes RPI_Export_1.txt_summary.xml and RPI_Export_1.txt_sample beside an export: the
+# export's own extension comes before the suffix (weekly_summary.csv is an export).
+_SIDECAR = re.compile(r"\.[A-Za-z0-9]+_(summary|sample)(\.[A-Za-z0-9]+)?$", re.IGNORECASE)
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
