@@ -219,7 +219,6 @@ async def test_restart_while_the_share_is_missing(
 async def test_retry_sends_a_failed_file_again(
     daemon: DaemonProcess, fake_braze: FakeBraze
 ) -> None:
-    import subprocess
     import sys
 
     await daemon.start()
@@ -237,12 +236,13 @@ async def test_retry_sends_a_failed_file_again(
     await wait_until(lambda: "configuration reloaded" in daemon.log_text(), what="reload")
     await asyncio.sleep(2.5)
     assert fake_braze.users() == []  # a failed file is not retried by itself
-    result = subprocess.run(
-        [sys.executable, "-m", "rpi_braze_sync.cli", "retry", "--config", str(daemon.config), str(bad)],
-        capture_output=True, text=True, env=daemon.env(), check=False, timeout=30,
+    retry = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "rpi_braze_sync.cli", "retry", "--config", str(daemon.config), str(bad),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=daemon.env(),
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "queued again" in result.stdout
+    out, err = await retry.communicate()
+    assert retry.returncode == 0, err
+    assert b"queued again" in out
     await wait_until(lambda: fake_braze.users() == ["u1"], what="the retried file")
     assert await daemon.stop() == 0
 
