@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rpi_braze_sync.journal import Journal, journal_path  # noqa: E402
-from tests.e2e.conftest import UPSERT, DaemonProcess  # noqa: E402
-from tests.fakebraze import FakeBraze  # noqa: E402
+from rpi_braze_sync.journal import Journal, journal_path
+from tests.e2e.conftest import UPSERT, DaemonProcess
+from tests.fakebraze import FakeBraze
 
 
 @dataclass
