@@ -103,4 +103,4 @@ def backoff_s(attempt: int, base_s: float, cap_s: float, random: Callable[[], fl
 def concurrency_for(rate_per_s: float, latency_s: float, floor: int, ceiling: int) -> int:
     """Requests that must be in flight to use the whole rate at this latency (Little's law)."""
     needed = int(rate_per_s * latency_s * 1.5) + 1
-    return max(floor, min(ceiling, needed))
+    return min(ceiling, max(floor, needed))

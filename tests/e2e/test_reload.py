@@ -89,3 +89,30 @@ async def test_restart_only_keys_are_kept_and_reported(daemon: DaemonProcess) ->
     assert status == 200
     await asyncio.sleep(0)
     assert await daemon.stop() == 0
+
+
+async def test_a_refused_key_pauses_sending_until_a_reload_brings_the_right_one(
+    daemon: DaemonProcess, fake_braze: FakeBraze
+) -> None:
+    key_file = daemon.tmp / "braze-key"
+    key_file.write_text("wrong-key\n")
+    daemon.settings["braze"].update({"api_key_file": str(key_file), "auth_retry_seconds": 0.5})
+    await daemon.start()
+    daemon.export_path(UPSERT, "Offer", "wf-1", "f.txt").write_text(rows("k", 10))
+    await wait_until(lambda: 401 in fake_braze.statuses, what="a refusal")
+    await asyncio.sleep(1.5)  # retried periodically, still refused
+    status, text = await daemon.get("/readyz")
+    assert status == 503
+    assert "Braze refuses the API key or URL (HTTP 401" in text
+    assert await daemon.metric("rpi_braze_sync_braze_auth_failing") == 1
+    assert fake_braze.statuses.count(401) >= 2
+    assert fake_braze.objects() == []
+    key_file.write_text(fake_braze.api_key + "\n")  # the operator rotates the key
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    await wait_until(lambda: len(fake_braze.objects()) == 10, what="sending to resume")
+    await daemon.wait_http("/readyz")
+    assert await daemon.metric("rpi_braze_sync_braze_auth_failing") == 0
+    assert await daemon.stop() == 0
+    assert "wrong-key" not in daemon.log_text()
+    assert fake_braze.api_key not in daemon.log_text()

@@ -190,3 +190,32 @@ async def test_refused_key_pauses_then_resumes_without_rejecting(fake_braze: Fak
     assert not sender.auth_failing
     assert metrics.registry.get_sample_value("rpi_braze_sync_braze_auth_failing") == 0
     assert all(API_KEY not in h or h == f"Bearer {API_KEY}" for h in fake_braze.auth_headers)
+
+
+async def test_a_long_outage_only_delays_rows(fake_braze: FakeBraze) -> None:
+    fake_braze.script.extend([html_error(503)] * 40)  # forty failures in a row
+    metrics = Metrics()
+    job, _ = await deliver(fake_braze, [f"u{i}" for i in range(200)], settings(), metrics)
+    assert_each_row_once(job, 200)
+    assert not job.rejected
+    assert (
+        metrics.registry.get_sample_value("rpi_braze_sync_retries_total", {"reason": "http_5xx"})
+        == 40
+    )
+    assert metrics.registry.get_sample_value("rpi_braze_sync_requests_total", {"code": "503"}) == 40
+
+
+async def test_remaining_zero_makes_every_sender_wait_for_the_reset(fake_braze: FakeBraze) -> None:
+    # A success that says the window is used up: the next request waits for the reset.
+    fake_braze.script.append(
+        Scripted(
+            "status",
+            201,
+            b'{"message":"success"}',
+            {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "0.6"},
+        )
+    )
+    job, _ = await deliver(fake_braze, ["a", "b"], settings(batch_size=1, max_in_flight=1))
+    assert sorted(job.sent) == [0, 1]
+    first, second = fake_braze.starts
+    assert second - first >= 0.55
