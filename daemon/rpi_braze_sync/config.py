@@ -93,7 +93,7 @@ def _index_marks(node: yaml.Node, path: KeyPath, marks: dict[KeyPath, yaml.Mark]
             if key in seen:
                 m = key_node.start_mark
                 problems.append(
-                    f"{m.name}:{m.line + 1}:{m.column + 1}: {format_key_path(child)}: "
+                    f"{{file}}:{m.line + 1}:{m.column + 1}: {format_key_path(child)}: "
                     "key appears twice (YAML would keep only the last)"
                 )
             seen.add(key)
@@ -159,6 +159,49 @@ def _describe(error: Mapping[str, Any], loc: KeyPath) -> str:
     return message.removeprefix("Value error, ")
 
 
+def _is_branch_tag(part: str | int) -> bool:
+    """pydantic names the alternative of a union field in the error's location."""
+    return isinstance(part, str) and (
+        "[" in part or part in ("str", "int", "float", "bool", "list", "dict")
+    )
+
+
+def _without_union_branches(
+    errors: list[Any],
+) -> list[tuple[KeyPath, Mapping[str, Any]]]:
+    """One problem per place, in the YAML's own terms.
+
+    A field that accepts several forms (one value or a list; text, number or boolean) gets one
+    error per form from pydantic, each under the form's internal name. Keep, per field, the
+    form that got furthest into the input (the deepest location), and drop the names.
+    """
+    plain: list[tuple[KeyPath, Mapping[str, Any]]] = []
+    branches: dict[KeyPath, list[tuple[KeyPath, Mapping[str, Any]]]] = {}
+    for error in errors:
+        loc = tuple(error["loc"])
+        cut = next((i for i, part in enumerate(loc) if _is_branch_tag(part)), None)
+        if cut is None:
+            plain.append((loc, error))
+            continue
+        clean = tuple(p for p in loc if not _is_branch_tag(p))
+        branches.setdefault(loc[:cut], []).append((clean, error))
+    for field_loc, found in branches.items():
+        deepest = max(len(clean) for clean, _ in found)
+        kept = [(clean, e) for clean, e in found if len(clean) == deepest]
+        if deepest == len(field_loc) and len(kept) > 1:
+            kinds = sorted(
+                {str(e["msg"]).removeprefix("Input should be a valid ") for _, e in kept}
+            )
+            merged = dict(kept[0][1], msg=f"Input should be a valid {' or '.join(kinds)}")
+            kept = [(field_loc, merged)]
+        seen: set[tuple[KeyPath, str]] = set()
+        for clean, error in kept:
+            if (clean, str(error["msg"])) not in seen:
+                seen.add((clean, str(error["msg"])))
+                plain.append((clean, error))
+    return plain
+
+
 def parse_settings(text: str, file_name: str, env: Mapping[str, str]) -> Settings:
     """YAML text -> validated settings; raises ConfigError listing every problem."""
     return _parse(text, file_name, env)[0]
@@ -181,7 +224,10 @@ def _parse(
     if not isinstance(raw, dict):
         raise ConfigError([f"{file_name}:1:1: the top level must be a mapping of keys"])
     marks: dict[KeyPath, yaml.Mark] = {}
-    problems = _index_marks(root, (), marks) if root is not None else []
+    problems = [
+        p.replace("{file}", file_name, 1)
+        for p in (_index_marks(root, (), marks) if root is not None else [])
+    ]
 
     overridden: dict[KeyPath, str] = {}
     for var, key_path in ENV_OVERRIDES.items():
@@ -195,8 +241,7 @@ def _parse(
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        for error in exc.errors():
-            loc: KeyPath = tuple(error["loc"])
+        for loc, error in _without_union_branches(exc.errors()):
             where = _locate(marks, loc, file_name, at_value=error["type"] != "extra_forbidden")
             source = f" (from ${overridden[loc]})" if loc in overridden else ""
             problems.append(f"{where}: {format_key_path(loc)}{source}: {_describe(error, loc)}")
@@ -215,7 +260,7 @@ def _parse(
 def compile_channels(settings: Settings) -> dict[str, Channel]:
     """Compile every channel's mapping; MappingError lists problems with full key paths."""
     channels: dict[str, Channel] = {}
-    problems: list[tuple[tuple[str, ...], str]] = []
+    problems: list[tuple[tuple[str | int, ...], str]] = []
     for name, channel in settings.channels.items():
         try:
             compiled = compile_mapping(channel.mapping, channel.mode, settings.watch.path_pattern)

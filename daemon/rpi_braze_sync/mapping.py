@@ -24,7 +24,10 @@ from .transforms import (
 MAX_EXTERNAL_ID_BYTES = 987
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 _NESTED_KEY = re.compile(r"[^.$\s]{1,255}")
-KeyPath = tuple[str, ...]
+KeyPath = tuple[str | int, ...]
+MAX_NESTED_KEY_CHARS = 255
+# Keys of an attributes object that a mapped attribute must never set.
+_RESERVED = frozenset({"external_id", "braze_id", "user_alias", "push_token_import"})
 
 
 def normalise_column(name: str) -> str:
@@ -41,7 +44,7 @@ class MappingError(ValueError):
 
     def __init__(self, problems: list[tuple[KeyPath, str]]) -> None:
         self.problems = problems
-        super().__init__("; ".join(f"{'.'.join(p)}: {m}" for p, m in problems))
+        super().__init__("; ".join(f"{'.'.join(map(str, p))}: {m}" for p, m in problems))
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +96,10 @@ class ValueRule:
     plain: Callable[[str], Any] | None
 
     @classmethod
-    def build(cls, name: str, spec: ValueSpec, nested: bool = False) -> ValueRule:
-        is_plain = (
+    def build(
+        cls, name: str, spec: ValueSpec, nested: bool = False, identifier: bool = False
+    ) -> ValueRule:
+        is_plain = not identifier and (
             spec.trim
             and spec.empty == "skip"
             and spec.default is None
@@ -109,7 +114,7 @@ class ValueRule:
         return cls(
             name,
             spec,
-            compile_value(spec, nested),
+            compile_value(spec, nested, identifier),
             spec.on_invalid == "reject",
             spec.required,
             TYPE_PARSERS[spec.type] if is_plain else None,
@@ -143,7 +148,9 @@ def compile_mapping(
     problems: list[tuple[KeyPath, str]] = []
     used: set[str] = set()
 
-    def rule(where: KeyPath, name: str, value: ValueSpec, nested: bool = False) -> ValueRule:
+    def rule(
+        where: KeyPath, name: str, value: ValueSpec, nested: bool = False, ident: bool = False
+    ) -> ValueRule:
         if value.path is not None and value.path not in path_names:
             problems.append(
                 ((*where, "path"), f"{value.path!r} is not one of {', '.join(path_names)}")
@@ -157,7 +164,7 @@ def compile_mapping(
                     "null in a nested object makes Braze drop every nested update of the request",
                 )
             )
-        built = ValueRule.build(name, value, nested)
+        built = ValueRule.build(name, value, nested, ident)
         if value.value is not None:
             try:
                 built.convert(
@@ -171,28 +178,56 @@ def compile_mapping(
     kind = ident.kind
     identifier: tuple[ValueRule, ...]
     if ident.user_alias is not None:
+        alias = ident.user_alias
+        if alias.name.column is None:
+            where = ("identifier", "user_alias", "name")
+            problems.append((where, "the alias name must come from a column"))
         identifier = (
             rule(
-                ("identifier", "user_alias", "name"), "user_alias.alias_name", ident.user_alias.name
+                ("identifier", "user_alias", "name"),
+                "user_alias.alias_name",
+                alias.name,
+                ident=True,
             ),
             rule(
                 ("identifier", "user_alias", "label"),
                 "user_alias.alias_label",
-                ident.user_alias.label,
+                alias.label,
+                ident=True,
             ),
         )
     else:
         value = getattr(ident, kind)
         if value.column is None:
             problems.append((("identifier", kind), "the identifier must come from a column"))
-        identifier = (rule(("identifier", kind), kind, value),)
-    if kind in spec.attributes:
-        problems.append((("attributes", kind), f"{kind} is the identifier; map it only there"))
+        identifier = (rule(("identifier", kind), kind, value, ident=True),)
+    # Braze identifies a user by these: mapped as attributes they would change who is updated.
+    reserved = _RESERVED | {kind} | ({"email"} if kind == "phone" else set())
+    for section, names in (
+        ("attributes", spec.attributes),
+        ("arrays", spec.arrays),
+        ("nested", spec.nested),
+    ):
+        for name in names:
+            if name in reserved or name.startswith("_"):
+                why = (
+                    f"{name} is the identifier; map it only there"
+                    if name == kind
+                    else f"{name!r} is reserved: Braze would read it as an identifier or a flag"
+                    if name != "email"
+                    else "email beside a phone identifier would make Braze identify users by email"
+                )
+                problems.append(((section, name), why))
     fields = tuple(rule(("attributes", n), n, v) for n, v in spec.attributes.items())
     arrays = tuple(
-        (name, op, rule(("arrays", name, op, str(i)), name, value), arr.warn_if_missing)
+        (
+            name,
+            op,
+            rule(("arrays", name, op, *((i,) if listed else ())), name, value),
+            arr.warn_if_missing,
+        )
         for name, arr in spec.arrays.items()
-        for op, values in arr.operations()
+        for op, values, listed in arr.operations()
         for i, value in enumerate(values)
     )
     nested = []
@@ -244,6 +279,8 @@ class RowMapper:
         self.width = len(header)
         positions: dict[str, int] = {}
         for i, name in enumerate(header):
+            if name.strip().startswith("_"):
+                continue  # _line, _reason and other "_" columns are never mapped
             key = normalise_column(name)
             if key in positions:
                 raise HeaderError(
@@ -276,26 +313,34 @@ class RowMapper:
                     )
                 continue
             self._arrays.append((name, op, bound))
-        self._nested: list[tuple[str, list[tuple[str, int]], list[tuple[str, _Bound]]]] = []
-        self._merge = False
+        self._nested: list[tuple[str, bool, list[tuple[str, int]], list[tuple[str, _Bound]]]] = []
         for name, columns, keys, merge in mapping.nested:
             if columns == "remaining":
                 inferred = [
-                    (normalise_column(h), i)
-                    for i, h in enumerate(header)
-                    if normalise_column(h) not in mapping.used_columns
-                    and not h.strip().startswith("_")
-                    and normalise_column(h)
+                    (key, i)
+                    for key, i in positions.items()
+                    if key
+                    and key not in mapping.used_columns
+                    and i not in self._identifier_columns()
                 ]
             else:
                 inferred = [(c, positions[c]) for c in columns if c in positions]
+            too_long = [key for key, _ in inferred if len(key) > MAX_NESTED_KEY_CHARS]
+            if too_long:
+                self.warnings.append(
+                    f"{name}: columns with names over {MAX_NESTED_KEY_CHARS} characters are not"
+                    f" sent: {', '.join(k[:40] + '...' for k in too_long)}"
+                )
+                inferred = [(key, i) for key, i in inferred if len(key) <= MAX_NESTED_KEY_CHARS]
             explicit = []
             for r in keys:
                 bound = self._bind(r, must_exist=r.required)
                 if bound is not None:
                     explicit.append((r.name.split(".", 1)[1], bound))
-            self._nested.append((name, inferred, explicit))
-            self._merge = self._merge or merge
+            self._nested.append((name, merge, inferred, explicit))
+
+    def _identifier_columns(self) -> set[int]:
+        return {index for _, index, _ in self._identifier if index is not None}
 
     def _bind_required(self, rule: ValueRule) -> _Bound:
         bound = self._bind(rule, must_exist=True, what="identifier column")
@@ -399,8 +444,8 @@ class RowMapper:
             if item is SKIP or item is None:
                 continue
             attributes.setdefault(name, {}).setdefault(op, []).append(item)
-        has_nested = False
-        for name, inferred, explicit in self._nested:
+        merge = False
+        for name, merge_this, inferred, explicit in self._nested:
             obj: dict[str, Any] = {}
             for key, index in inferred:
                 raw = cells[index].strip()
@@ -425,8 +470,8 @@ class RowMapper:
                     obj[key] = value
             if obj:
                 attributes[name] = obj
-                has_nested = True
-        if has_nested and self._merge:
+                merge = merge or merge_this
+        if merge:
             attributes["_merge_objects"] = True
         attributes["_update_existing_only"] = self._update_existing_only
         return Mapped(user, attributes, drops)

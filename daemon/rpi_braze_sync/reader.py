@@ -74,8 +74,22 @@ def _open_raw(path: Path, limit: int | None = None) -> IO[bytes]:
     if limit is not None:
         raw = io.BufferedReader(_Bounded(raw, limit), CHUNK_BYTES)
     if head == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        return _OwningGzipFile(raw)  # type: ignore[return-value]
     return raw
+
+
+class _OwningGzipFile(gzip.GzipFile):
+    """gzip.GzipFile leaves the file it was given open; this one closes it too."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__(fileobj=raw, mode="rb")
+        self._owned = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._owned.close()
 
 
 def _bom_encoding(head: bytes, configured: str) -> str:
@@ -98,10 +112,13 @@ def _first_bad_line(path: Path, encoding: str) -> tuple[int, int] | None:
     with _open_raw(path) as raw:
         while True:
             chunk = raw.read(CHUNK_BYTES)
+            held = len(decoder.getstate()[0])  # bytes of a character split across chunks
             try:
                 decoder.decode(chunk, final=not chunk)
             except UnicodeDecodeError as exc:
-                return line + chunk[: exc.start].count(newline), offset + exc.start
+                # exc.start counts the held bytes first: they belong to the previous chunk.
+                start = max(exc.start - held, 0)
+                return line + chunk[:start].count(newline), offset + start
             if not chunk:
                 return None
             line += chunk.count(newline)
@@ -219,6 +236,8 @@ class ExportReader:
             raise ExportFileError(
                 f"line {self._line_offset + 1}: unreadable header: {exc}"
             ) from None
+        if not any(cell.strip() for cell in header):
+            raise ExportFileError(f"line {self._line_offset + 1}: the header row is empty")
         return header
 
     def _iter_records(self) -> Iterator[Record]:

@@ -255,9 +255,10 @@ class ArraySpec(StrictModel):
             raise ValueError("give add, remove or both")
         return self
 
-    def operations(self) -> list[tuple[str, list[ValueSpec]]]:
+    def operations(self) -> list[tuple[str, list[ValueSpec], bool]]:
+        """(add|remove, its values, whether the YAML gave a list)."""
         return [
-            (op, values if isinstance(values, list) else [values])
+            (op, values, True) if isinstance(values, list) else (op, [values], False)
             for op, values in (("add", self.add), ("remove", self.remove))
         ]
 
@@ -290,6 +291,10 @@ class MappingSpec(StrictModel):
             raise ValueError(f"attribute(s) mapped twice: {', '.join(twice)}")
         if len([n for n in self.nested.values() if n.columns == "remaining"]) > 1:
             raise ValueError("only one nested object can take the remaining columns")
+        if len({n.merge for n in self.nested.values()}) > 1:
+            raise ValueError(
+                "nested objects must agree on merge (_merge_objects applies to the whole row)"
+            )
         return self
 
 

@@ -131,9 +131,9 @@ def phone_parser(region: str | None) -> Callable[[str], str]:
         try:
             number = phonenumbers.parse(value, region)
         except phonenumbers.NumberParseException:
-            raise FieldValueError(
-                "not a phone number" + ("" if region else " (no phone_region for national numbers)")
-            ) from None
+            national = not value.startswith("+")
+            hint = " (set phone_region for national numbers)" if national and not region else ""
+            raise FieldValueError("not a phone number" + hint) from None
         if not phonenumbers.is_valid_number(number):
             raise FieldValueError("not a valid phone number")
         return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
@@ -155,7 +155,7 @@ def formats_parser(formats: list[str], as_time: bool) -> Callable[[str], str]:
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=datetime.UTC)
             return moment.isoformat().replace("+00:00", "Z")
-        raise FieldValueError(f"matches none of the formats {', '.join(formats)}")
+        raise FieldValueError(f"in none of the formats {', '.join(formats)}")
 
     return parse_with_formats
 
@@ -195,10 +195,19 @@ def infer_value(value: str) -> Any:
 Compiled = Callable[[str], Any]
 
 
-def compile_value(spec: ValueSpec, nested: bool = False) -> Compiled:
-    """One callable: trim, empty handling, case, value map, type, length, in that order."""
-    if spec.type == "phone":
-        parse: Callable[[str], Any] = phone_parser(spec.phone_region)
+def _text(value: str) -> str:
+    return value
+
+
+def compile_value(spec: ValueSpec, nested: bool = False, identifier: bool = False) -> Compiled:
+    """One callable: trim, empty handling, case, value map, type, length, in that order.
+
+    An identifier has no 255-character limit (external_id may take 987 bytes).
+    """
+    if spec.type == "string":
+        parse: Callable[[str], Any] = _text  # the length is checked last, to truncate or not
+    elif spec.type == "phone":
+        parse = phone_parser(spec.phone_region)
     elif spec.input_formats and spec.type in ("date", "time"):
         parse = formats_parser(spec.input_formats, as_time=spec.type == "time")
     else:
@@ -207,7 +216,8 @@ def compile_value(spec: ValueSpec, nested: bool = False) -> Compiled:
     trim, case, mapped = spec.trim, spec.case, spec.values
     default = None if spec.default is None else str(spec.default)
     required, empty_null = spec.required, spec.empty == "null"
-    limit, truncate = spec.max_length or MAX_STRING_CHARS, spec.too_long == "truncate"
+    limit = spec.max_length or (None if identifier else MAX_STRING_CHARS)
+    truncate = spec.too_long == "truncate"
 
     def compiled(raw: str) -> Any:
         text = raw.strip() if trim else raw
@@ -228,7 +238,7 @@ def compile_value(spec: ValueSpec, nested: bool = False) -> Compiled:
                 return value
             text = value
         value = parse(text)
-        if isinstance(value, str) and len(value) > limit:
+        if limit is not None and isinstance(value, str) and len(value) > limit:
             if not truncate:
                 raise FieldValueError(f"longer than {limit} characters ({len(value)})")
             value = value[:limit]
