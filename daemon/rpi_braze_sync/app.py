@@ -11,18 +11,23 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import replace
+
+import orjson
 
 from .braze import HttpTransport, OutboxTransport, Transport
 from .config import LoadedConfig
 from .delivery import Sender
 from .errors import ConfigError
+from .hook import RpiCall, call_for, parse_rpi_call
 from .journal import SEEN, VANISHED, Journal, journal_path
 from .mapping import parse_path_pattern
 from .metrics import Metrics
+from .notify import Notifier
 from .pipeline import FileQueue
-from .server import build_app, start_server
+from .server import HookRoute, build_app, start_server
 from .watch import Snapshot, Watcher, read_mounts
 from .watchrules import NETWORK_FILESYSTEMS, ExportPath, classify_path, filesystem_of
 
@@ -94,7 +99,14 @@ class JournalListener:
             self.journal.finish(file_id, VANISHED, "deleted before it was complete")
 
     def complete(self, rel: str, export: ExportPath, size: int, mtime_ns: int) -> None:
-        self.queue.put(self.journal.record_complete(rel, export.channel, size, mtime_ns))
+        call = self.daemon.rpi_call_for(export)
+        body = orjson.dumps(dict(call.fields)).decode() if call else None
+        self.queue.put(self.journal.record_complete(rel, export.channel, size, mtime_ns, body))
+
+    def fast_settle_s(self, export: ExportPath) -> float | None:
+        if self.daemon.rpi_call_for(export) is None:
+            return None
+        return self.daemon.config.settings.hook.recheck_seconds
 
     def scanned(self, snapshot: Snapshot) -> None:
         retention_s = self.daemon.config.settings.journal.retention_days * 86400
@@ -112,6 +124,8 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self._load_again = load_again
         self._loaded_stamp = self._config_stamp()
+        self._rpi_calls: list[RpiCall] = []
+        self.notifier = Notifier()
         self._stop = asyncio.Event()
         self._hard_stop = asyncio.Event()
         self._pattern = parse_path_pattern(config.settings.watch.path_pattern)
@@ -135,6 +149,44 @@ class Daemon:
         where = classify_path(rel_path, self._pattern, set(self.config.channels))
         return where if isinstance(where, ExportPath) else None
 
+    # --- RPI's post-execution call --------------------------------------------------------
+
+    def rpi_call_for(self, export: ExportPath) -> RpiCall | None:
+        hook = self.config.settings.hook
+        return call_for(export.values, self._rpi_calls, time.time(), hook.call_ttl_seconds)
+
+    def accept_rpi_call(self, payload: object) -> tuple[int, str]:
+        """Store the call (before answering), then let matching files settle sooner."""
+        call = parse_rpi_call(payload, time.time())
+        if isinstance(call, str):
+            self.metrics.hook_calls.labels("invalid").inc()
+            return 400, call
+        if self.journal is None:
+            self.metrics.hook_calls.labels("unavailable").inc()
+            return 503, "not started yet"
+        new = self.journal.store_rpi_call(orjson.dumps(dict(call.fields)).decode())
+        if not new:
+            self.metrics.hook_calls.labels("duplicate").inc()
+            return 200, "already known"
+        self._rpi_calls.append(call)
+        self.metrics.hook_calls.labels("accepted").inc()
+        log.info(
+            "RPI says channel %r, offer %r finished (channel execution %s)",
+            call.channel,
+            call.offer,
+            call.channel_execution_id or "?",
+        )
+        if self.watcher is not None:
+            self.watcher.reconsider()
+        return 202, "accepted"
+
+    def _load_rpi_calls(self, journal: Journal) -> None:
+        ttl = self.config.settings.hook.call_ttl_seconds
+        for received_at, body in journal.rpi_calls_since(time.time() - ttl):
+            call = parse_rpi_call(orjson.loads(body), received_at)
+            if not isinstance(call, str):
+                self._rpi_calls.append(call)
+
     def readiness(self) -> list[str]:
         problems = []
         if self.journal is None:
@@ -155,6 +207,14 @@ class Daemon:
         """Apply the configuration file again; files in progress keep the mapping they had."""
         if self._load_again is None:
             return False
+        self.notifier.reloading()
+        try:
+            return self._reload()
+        finally:
+            self.notifier.ready(self._status_line())
+
+    def _reload(self) -> bool:
+        assert self._load_again is not None
         self._loaded_stamp = self._config_stamp()  # this version, good or bad, is handled
         try:
             new = self._load_again()
@@ -220,7 +280,23 @@ class Daemon:
 
     # --- running -------------------------------------------------------------------------
 
+    def _status_line(self) -> str:
+        queued = self.queue.waiting() if self.queue else 0
+        active = self.queue.active.source if self.queue and self.queue.active else "nothing"
+        return f"sending {active}; {queued} files queued"
+
+    async def _keep_systemd_informed(self, tasks: list[asyncio.Task[None]]) -> None:
+        """WATCHDOG=1 every half period while every task is alive, and a STATUS line."""
+        period = (self.notifier.watchdog_s or 10.0) / 2
+        while True:
+            if all(not t.done() for t in tasks):
+                if self.notifier.watchdog_s:
+                    self.notifier.watchdog()
+                self.notifier.status(self._status_line())
+            await asyncio.sleep(period)
+
     def request_stop(self) -> None:
+        self.notifier.stopping()
         if self._stop.is_set():
             log.warning("second stop signal: stopping now; the journal resumes from its checkpoint")
             self._hard_stop.set()
@@ -238,6 +314,7 @@ class Daemon:
         config.state_directory.mkdir(parents=True, exist_ok=True)
         self._warn_if_network_state(config)
         journal = self.journal = Journal(journal_path(config.state_directory, config.dry_run))
+        self._load_rpi_calls(journal)
         transport = self._transport()
         sender = self.sender = Sender(transport, config.settings.braze, self.metrics)
         queue = self.queue = FileQueue(config, journal, sender, self.metrics, self.export_of)
@@ -250,8 +327,9 @@ class Daemon:
             JournalListener(self, journal, queue),
             self.metrics,
         )
+        hook = HookRoute(self.accept_rpi_call, config.hook_token)
         runner = await start_server(
-            build_app(self.metrics, self.readiness), config.settings.http.listen
+            build_app(self.metrics, self.readiness, hook), config.settings.http.listen
         )
         self._announce()
         tasks = [
@@ -262,7 +340,9 @@ class Daemon:
         helpers = [
             asyncio.create_task(self._watch_config_file(), name="config-watch"),
             asyncio.create_task(queue.watch_journal(), name="journal-watch"),
+            asyncio.create_task(self._keep_systemd_informed(tasks), name="sd-notify"),
         ]
+        self.notifier.ready(f"watching {config.base_output_directory}")
         stop_wait = asyncio.create_task(self._stop.wait())
         await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
         crashed = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]
@@ -278,6 +358,7 @@ class Daemon:
             await transport.close()
             await runner.cleanup()
             journal.close()
+            self.notifier.close()
         log.info("stopped")
         return 1 if crashed else 0
 

@@ -122,7 +122,7 @@ def _open_mapped(
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    config = load_config(args.config, dry_run=True)
+    config = load_config(args.config, dry_run=True, secrets=False)
     reader, mapper = _open_mapped(config, args.export_file, args.channel)
     out, err = sys.stdout, sys.stderr
     for warning in mapper.warnings:
@@ -181,7 +181,7 @@ def _explain(
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    config = load_config(args.config, dry_run=True)
+    config = load_config(args.config, dry_run=True, secrets=False)
     print(f"{args.config}: configuration is valid ({len(config.channels)} channels)")
     status = 0
     for export_file in args.export_files:
@@ -206,7 +206,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     # Only the journal is read, so a live configuration needs no API key here.
-    config = load_config(args.config, dry_run=True, state_directory=args.state_directory)
+    config = load_config(
+        args.config, dry_run=True, state_directory=args.state_directory, secrets=False
+    )
     path = journal_path(config.state_directory, dry_run=args.dry_run)
     if not path.exists():
         print(f"no journal at {path}: the daemon has not run with this state directory")
@@ -249,7 +251,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    config = load_config(args.config, dry_run=True, state_directory=args.state_directory)
+    config = load_config(
+        args.config, dry_run=True, state_directory=args.state_directory, secrets=False
+    )
     base = config.base_output_directory
     path = Path(args.path)
     full = path if path.is_absolute() else base / path

@@ -62,6 +62,7 @@ class LoadedConfig:
     base_output_directory: Path
     api_key: Secret | None
     channels: dict[str, Channel] = field(default_factory=dict)
+    hook_token: Secret | None = None
 
     @property
     def dry_run(self) -> bool:
@@ -273,33 +274,50 @@ def compile_channels(settings: Settings) -> dict[str, Channel]:
     return channels
 
 
+def _read_secret_file(
+    name: str, env: Mapping[str, str], file_name: str, key_path_text: str
+) -> Secret:
+    path = Path(name)
+    if not path.is_absolute():
+        base = env.get("CREDENTIALS_DIRECTORY")
+        if not base:
+            why = f"{name!r} is relative and $CREDENTIALS_DIRECTORY is not set"
+            raise ConfigError([f"{file_name}: {key_path_text}: {why}"])
+        path = Path(base) / path
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(
+            [f"{file_name}: {key_path_text}: cannot read {str(path)!r}: {reason}"]
+        ) from None
+    if not value:
+        raise ConfigError([f"{file_name}: {key_path_text}: {str(path)!r} is empty"])
+    return Secret(value)
+
+
 def load_api_key(settings: Settings, env: Mapping[str, str], file_name: str) -> Secret | None:
     """The key from braze.api_key_file (wins) or the named environment variable, or None."""
     braze = settings.braze
     if braze.api_key_file:
-        key_path = Path(braze.api_key_file)
-        if not key_path.is_absolute():
-            base = env.get("CREDENTIALS_DIRECTORY")
-            if not base:
-                raise ConfigError(
-                    [
-                        f"{file_name}: braze.api_key_file: {braze.api_key_file!r} is relative "
-                        "and $CREDENTIALS_DIRECTORY is not set"
-                    ]
-                )
-            key_path = Path(base) / key_path
-        try:
-            key = key_path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise ConfigError(
-                [f"{file_name}: braze.api_key_file: cannot read {str(key_path)!r}: {reason}"]
-            ) from None
-        if not key:
-            raise ConfigError([f"{file_name}: braze.api_key_file: {str(key_path)!r} is empty"])
-        return Secret(key)
+        return _read_secret_file(braze.api_key_file, env, file_name, "braze.api_key_file")
     value = env.get(braze.api_key_env, "").strip()
     return Secret(value) if value else None
+
+
+def load_hook_token(settings: Settings, env: Mapping[str, str], file_name: str) -> Secret | None:
+    """The post-execution hook's shared token (file wins over the environment), or None."""
+    hook = settings.hook
+    if hook.token_file:
+        return _read_secret_file(hook.token_file, env, file_name, "hook.token_file")
+    if hook.token_env:
+        value = env.get(hook.token_env, "").strip()
+        if not value:
+            raise ConfigError(
+                [f"{file_name}: hook.token_env: ${hook.token_env} is not set or empty"]
+            )
+        return Secret(value)
+    return None
 
 
 def load_config(
@@ -308,8 +326,12 @@ def load_config(
     *,
     dry_run: bool | None = None,
     state_directory: str | None = None,
+    secrets: bool = True,
 ) -> LoadedConfig:
-    """Read, validate and compile a config file; ConfigError names file, line and key path."""
+    """Read, validate and compile a config file; ConfigError names file, line and key path.
+
+    `secrets=False` skips the API key and hook token (commands that only read files).
+    """
     env = os.environ if env is None else env
     config_path = Path(path)
     file_name = str(config_path)
@@ -323,8 +345,9 @@ def load_config(
         braze = settings.braze.model_copy(update={"dry_run": dry_run})
         settings = settings.model_copy(update={"braze": braze})
     channels = compile_channels(settings)
-    api_key = load_api_key(settings, env, file_name)
-    if api_key is None and not settings.braze.dry_run:
+    api_key = load_api_key(settings, env, file_name) if secrets else None
+    hook_token = load_hook_token(settings, env, file_name) if secrets else None
+    if secrets and api_key is None and not settings.braze.dry_run:
         raise ConfigError(
             [
                 f"{file_name}: braze: no API key: set ${settings.braze.api_key_env}, or "
@@ -339,4 +362,5 @@ def load_config(
         base_output_directory=Path(settings.watch.base_output_directory).absolute(),
         api_key=api_key,
         channels=channels,
+        hook_token=hook_token,
     )

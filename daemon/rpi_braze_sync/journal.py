@@ -41,6 +41,11 @@ CREATE TABLE IF NOT EXISTS files (
     rpi_call TEXT,
     retry INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS rpi_calls (
+    id INTEGER PRIMARY KEY,
+    received_at REAL NOT NULL,
+    body TEXT NOT NULL UNIQUE
+);
 CREATE INDEX IF NOT EXISTS files_by_path ON files (rel_path, id);
 CREATE INDEX IF NOT EXISTS files_by_state ON files (state, id);
 """
@@ -316,6 +321,24 @@ class Journal:
             " fields_dropped = ?, updated_at = ? WHERE id = ?",
             (checkpoint, sent, rejected, dropped, time.time(), file_id),
         )
+
+    def store_rpi_call(self, body: str) -> bool:
+        """Keep a post-execution call (its JSON text); False if the same call was kept before."""
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO rpi_calls (received_at, body) VALUES (?, ?)", (time.time(), body)
+        )
+        return cursor.rowcount == 1
+
+    def rpi_calls_since(self, since: float) -> list[tuple[float, str]]:
+        """Calls received after `since` (epoch seconds), oldest first; older ones are dropped."""
+        try:
+            self._db.execute("DELETE FROM rpi_calls WHERE received_at < ?", (since,))
+            rows = self._db.execute(
+                "SELECT received_at, body FROM rpi_calls ORDER BY id"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal read failed: {exc}") from None
+        return [(float(at), str(body)) for at, body in rows]
 
     def max_id(self) -> int:
         row = self._db.execute("SELECT MAX(id) FROM files").fetchone()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from .settings import MappingSpec, SourceSpec, ValueSpec
@@ -26,6 +26,9 @@ _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 _NESTED_KEY = re.compile(r"[^.$\s]{1,255}")
 KeyPath = tuple[str | int, ...]
 MAX_NESTED_KEY_CHARS = 255
+# Values known about every file besides its path pattern's parts. rpi_channel_execution_id
+# comes from RPI's post-execution call for the file (empty when none matched).
+EXTRA_PATH_VALUES = ("file_name", "rpi_channel_execution_id")
 # Keys of an attributes object that a mapped attribute must never set.
 _RESERVED = frozenset({"external_id", "braze_id", "user_alias", "push_token_import"})
 
@@ -144,17 +147,18 @@ def compile_mapping(
     spec: MappingSpec, mode: Literal["upsert", "append"], path_pattern: str
 ) -> CompiledMapping:
     """Check references and constants now, so a mistake is a start-up error, not row 40,000."""
-    path_names = (*(n for n in parse_path_pattern(path_pattern) if n), "file_name")
+    path_names = (*(n for n in parse_path_pattern(path_pattern) if n), *EXTRA_PATH_VALUES)
     problems: list[tuple[KeyPath, str]] = []
     used: set[str] = set()
 
     def rule(
         where: KeyPath, name: str, value: ValueSpec, nested: bool = False, ident: bool = False
     ) -> ValueRule:
-        if value.path is not None and value.path not in path_names:
-            problems.append(
-                ((*where, "path"), f"{value.path!r} is not one of {', '.join(path_names)}")
-            )
+        sources = [(where, value), ((*where, "if_column_missing"), value.if_column_missing)]
+        for at, source in sources:
+            if source is not None and source.path is not None and source.path not in path_names:
+                allowed = ", ".join(path_names)
+                problems.append(((*at, "path"), f"{source.path!r} is not one of {allowed}"))
         if value.column is not None:
             used.add(normalise_column(value.column))
         if nested and (value.empty == "null"):
@@ -351,9 +355,12 @@ class RowMapper:
         self, rule: ValueRule, must_exist: bool, what: str = "required column"
     ) -> _Bound | None:
         """Resolve a column to its index, or a path part or constant to its final value."""
-        source = rule.source
+        source: SourceSpec = rule.source
         if source.column is not None:
             index = self._positions.get(normalise_column(source.column))
+            fallback = getattr(rule.source, "if_column_missing", None)
+            if index is None and fallback is not None:
+                return self._bind(replace(rule, source=fallback), must_exist, what)
             if index is None:
                 if must_exist:
                     raise HeaderError(f"the {what} {source.column!r} is missing from the header")

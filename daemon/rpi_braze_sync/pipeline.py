@@ -162,7 +162,7 @@ class FileJob:
             return self._finish(FAILED, str(exc))
         try:
             try:
-                mapper = self.channel.mapping.bind(reader.header, self.export.values)
+                mapper = self.channel.mapping.bind(reader.header, self._path_values())
                 stated = reader.stated_count(fmt.record_count) if fmt.record_count else None
             except HeaderError as exc:
                 return self._finish(FAILED, f"header: {exc}; nothing was sent")
@@ -185,6 +185,14 @@ class FileJob:
         if state == DONE:
             await self._after_done()
         return state
+
+    def _path_values(self) -> dict[str, str]:
+        """The path's parts, and what RPI's post-execution call said about this file."""
+        values = dict(self.export.values)
+        if self.record.rpi_call:
+            call = orjson.loads(self.record.rpi_call)
+            values["rpi_channel_execution_id"] = str(call.get("channelExecutionID", ""))
+        return values
 
     async def _settle_identity(self, inspection: FileInspection) -> str | None:
         """Compare this version with what was sent before under the same path.

@@ -177,6 +177,11 @@ class ValueSpec(SourceSpec):
     """A source and what to do with its text, applied in this order: trim, empty, case,
     values, type, max_length."""
 
+    if_column_missing: SourceSpec | None = Field(
+        None,
+        description="used for files without the column, e.g. {path: rpi_channel_execution_id}"
+        " (from RPI's post-execution call)",
+    )
     trim: bool = Field(True, description="strip surrounding spaces")
     empty: Literal["skip", "null"] = Field(
         "skip", description="an empty cell sends nothing (skip) or null, which clears the attribute"
@@ -202,6 +207,8 @@ class ValueSpec(SourceSpec):
 
     @model_validator(mode="after")
     def _consistent(self) -> ValueSpec:
+        if self.if_column_missing is not None and self.column is None:
+            raise ValueError("if_column_missing needs a column")
         if self.input_formats and self.type not in ("date", "time"):
             raise ValueError("input_formats needs type date or time")
         if self.phone_region is not None:
@@ -307,6 +314,21 @@ class ChannelSettings(StrictModel):
     mapping: MappingSpec
 
 
+class HookSettings(StrictModel):
+    """POST /rpi/post-execution: RPI says a channel run finished writing its export."""
+
+    token_env: str | None = Field(None, description="environment variable holding the shared token")
+    token_file: str | None = Field(
+        None, description="file holding the token (relative: in $CREDENTIALS_DIRECTORY); wins"
+    )
+    recheck_seconds: Annotated[float, Field(ge=0)] = Field(
+        2.0, description="after a call, a matching file is complete once stable this long"
+    )
+    call_ttl_seconds: Annotated[float, Field(gt=0)] = Field(
+        900.0, description="how long a call keeps matching files that appear after it"
+    )
+
+
 class JournalSettings(StrictModel):
     retention_days: Annotated[float, Field(gt=0)] = Field(
         30.0, description="how long a finished file's record outlives the file itself"
@@ -321,6 +343,7 @@ class Settings(StrictModel):
     )
     http: HttpSettings = HttpSettings()
     journal: JournalSettings = JournalSettings()
+    hook: HookSettings = HookSettings()
     log_format: Literal["text", "json"] = "text"
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = Field(
         20.0, description="on SIGTERM, how long requests in flight may take to finish"

@@ -54,6 +54,10 @@ class WatchListener(Protocol):
 
     def scanned(self, snapshot: Snapshot) -> None: ...
 
+    def fast_settle_s(self, export: ExportPath) -> float | None:
+        """A shorter settle time for this file (RPI said its run finished), or None."""
+        ...
+
 
 def scan_tree(base: Path, max_depth: int) -> Snapshot | None:
     """Every visible file down to `max_depth` folders below `base`; None if the share is gone."""
@@ -220,6 +224,9 @@ class Watcher:
         self._tracker.observe(rel, size, mtime_ns, now)
         if first_sight:
             self.listener.seen(rel, where, size, mtime_ns)
+        fast = self.listener.fast_settle_s(where)
+        if fast is not None:
+            self._tracker.shorten(rel, fast, now)
 
     def _rel(self, path: str) -> str | None:
         try:
@@ -279,12 +286,15 @@ class Watcher:
         self._logged_ignored.clear()
         self._rescan_now = True  # a newly configured channel's files are found now
 
-    def hint_folder(self, prefix: str, settle_s: float) -> None:
-        """The post-execution call: files under `prefix` settle after `settle_s` instead."""
+    def reconsider(self) -> None:
+        """Something changed what settles fast (an RPI call came): look again now."""
         now = time.monotonic()
         for rel in self._tracker.paths():
-            if rel.startswith(prefix):
-                self._tracker.shorten(rel, settle_s, now)
+            where = classify_path(rel, self._pattern, self.channels)
+            fast = self.listener.fast_settle_s(where) if isinstance(where, ExportPath) else None
+            if fast is not None:
+                self._tracker.shorten(rel, fast, now)
+        self._rescan_now = True  # files written before the call but not yet seen
         self._wake.set()
 
     async def run(self) -> None:
@@ -305,8 +315,14 @@ class Watcher:
                 if self._initialized:
                     await self._recheck()
                 self._wake.clear()
+                # Wake when the next file could be complete, so a short settle is not
+                # rounded up to the poll interval.
+                due_in = self._tracker.next_due_in(time.monotonic())
+                timeout = self.settings.poll_interval_seconds
+                if due_in is not None:
+                    timeout = min(timeout, due_in + 0.01)
                 try:
-                    await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval_seconds)
+                    await asyncio.wait_for(self._wake.wait(), timeout)
                 except TimeoutError:
                     pass
                 else:

@@ -114,6 +114,12 @@ class SettleTracker:
             size, mtime, since = entry
             self._seen[path] = (size, mtime, min(since, now - self.settle_s + settle_s))
 
+    def next_due_in(self, now: float) -> float | None:
+        """Seconds until the next file could be complete, if nothing changes; None if none."""
+        if not self._seen:
+            return None
+        return max(0.0, min(since for _, _, since in self._seen.values()) + self.settle_s - now)
+
     def due(self, now: float) -> list[tuple[str, int, int]]:
         """Files stable for long enough, removed from tracking: (path, size, mtime_ns)."""
         ready = [
