@@ -40,6 +40,7 @@ RESTART_ONLY = (
     "http.listen", "braze.dry_run",
 )  # fmt: skip
 CONFIG_POLL_S = 2.0
+UNREACHABLE_AFTER_S = 60.0  # retries through shorter blips stay "ready"
 
 
 def _setting(config: LoadedConfig, dotted: str) -> object:
@@ -195,6 +196,10 @@ class Daemon:
             problems.append("the watcher is not running")
         if self.sender is not None and self.sender.auth_failing:
             problems.append(f"Braze refuses the API key or URL ({self.sender.auth_message})")
+        if self.sender is not None and self.sender.failing_for_s() > UNREACHABLE_AFTER_S:
+            problems.append(
+                f"Braze has not answered well for {self.sender.failing_for_s():.0f} s (retrying)"
+            )
         if self.watcher is not None and not self.watcher.share_available:
             problems.append(
                 f"the export folder {self.config.base_output_directory} is not available"

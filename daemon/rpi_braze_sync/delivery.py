@@ -112,6 +112,10 @@ class Sender:
             return 1  # one probe at a time until the key or URL works again
         return concurrency_for(self.rate_per_s, self._latency_s, 4, self.settings.max_in_flight)
 
+    def failing_for_s(self) -> float:
+        """How long Braze has answered only with errors or not at all (0 when it answers)."""
+        return 0.0 if self._failing_since is None else self._clock() - self._failing_since
+
     @property
     def outstanding(self) -> int:
         return self._outstanding

@@ -241,6 +241,7 @@ class FileJob:
                 await self.sender.wait_room()
                 chunk = await asyncio.to_thread(self._read_chunk, reader, mapper)
                 self._take(chunk)
+                self.metrics.current_file_progress.set(reader.progress())
                 if chunk.at_end:
                     break
             await self._wait_settled()
@@ -365,6 +366,7 @@ class FileJob:
             self._rejects.close()
 
     def _finish(self, state: str, reason: str | None = None) -> str:
+        self.metrics.current_file_progress.set(0)
         if state != DONE:
             self.log.error("%s: %s", state, reason)
         self.journal.finish(self.record.id, state, reason)

@@ -273,6 +273,14 @@ class ExportReader:
                 break
         return out
 
+    def progress(self) -> float:
+        """Share of the file's bytes read so far (read-ahead makes it a little early)."""
+        try:
+            position = os.lseek(self._raw.fileno(), 0, os.SEEK_CUR)
+        except OSError:
+            return 0.0
+        return min(1.0, position / self._inspection.size) if self._inspection.size else 1.0
+
     def stated_count(self, spec: RecordCountSpec) -> int:
         """The record count the file's preamble states; ExportFileError if it states none."""
         line = self.preamble[spec.line - 1] if spec.line <= len(self.preamble) else ""

@@ -57,6 +57,7 @@ class DaemonProcess:
         self.config = tmp / "config.yaml"
         self.log = tmp / "daemon.log"
         self.proc: asyncio.subprocess.Process | None = None
+        self.extra_env: dict[str, str] = {}
         self.settings: dict[str, Any] = {
             "braze": {
                 "api_url": fake.url,
@@ -81,6 +82,7 @@ class DaemonProcess:
             if k not in ("BRAZE_API_URL", "BASE_OUTPUT_DIRECTORY")
         }
         env["BRAZE_API_KEY"] = API_KEY
+        env.update(self.extra_env)
         return env
 
     async def start(self, *extra: str, wait_ready: bool = True) -> None:
@@ -93,6 +95,16 @@ class DaemonProcess:
         log.close()
         if wait_ready:
             await self.wait_http("/readyz")
+
+    async def post(
+        self, path: str, body: object, headers: dict[str, str] | None = None
+    ) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{self.port}{path}"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, json=body, headers=headers) as response,
+        ):
+            return response.status, await response.text()
 
     async def get(self, path: str) -> tuple[int, str]:
         url = f"http://127.0.0.1:{self.port}{path}"
