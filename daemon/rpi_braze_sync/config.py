@@ -189,9 +189,17 @@ def _without_union_branches(
     for field_loc, found in branches.items():
         deepest = max(len(clean) for clean, _ in found)
         kept = [(clean, e) for clean, e in found if len(clean) == deepest]
+        own_rule = [(clean, e) for clean, e in kept if e["type"] == "value_error"]
+        if own_rule:  # a form's own rule (a model validator) says more than a type mismatch
+            kept = own_rule
         if deepest == len(field_loc) and len(kept) > 1:
             kinds = sorted(
-                {str(e["msg"]).removeprefix("Input should be a valid ") for _, e in kept}
+                {
+                    re.sub(r" or instance of \w+", "", str(e["msg"])).removeprefix(
+                        "Input should be a valid "
+                    )
+                    for _, e in kept
+                }
             )
             merged = dict(kept[0][1], msg=f"Input should be a valid {' or '.join(kinds)}")
             kept = [(field_loc, merged)]

@@ -116,9 +116,10 @@ def _first_bad_line(path: Path, encoding: str) -> tuple[int, int] | None:
             try:
                 decoder.decode(chunk, final=not chunk)
             except UnicodeDecodeError as exc:
-                # exc.start counts the held bytes first: they belong to the previous chunk.
-                start = max(exc.start - held, 0)
-                return line + chunk[:start].count(newline), offset + start
+                # exc.start counts the held bytes first: they belong to the previous chunk
+                # (start < 0: the bad sequence began there, on the line already counted).
+                start = exc.start - held
+                return line + chunk[: max(start, 0)].count(newline), offset + start
             if not chunk:
                 return None
             line += chunk.count(newline)
