@@ -185,10 +185,63 @@ class FakeBraze:
             await self.runner.cleanup()
 
 
+class CountingBraze:
+    """For benchmarks: answers 201 as cheaply as possible and only counts (no JSON parsing),
+    so that the fake is not what limits the measured rate. GET /stats reports."""
+
+    def __init__(self, latency_s: float, rate_limit: tuple[int, float] | None) -> None:
+        self.latency_s = latency_s
+        self.rate_limit = rate_limit
+        self.starts: list[float] = []
+        self.objects = 0
+        self.refused = 0
+        self.first = self.last = 0.0
+
+    async def track(self, request: web.Request) -> web.Response:
+        now = time.monotonic()
+        self.starts.append(now)
+        body = await request.read()
+        if self.rate_limit is not None:
+            limit, window = self.rate_limit
+            recent = self.starts[-limit - 1 :]
+            if len(recent) > limit and now - recent[0] < window:
+                self.refused += 1
+                return web.Response(status=429, headers={"X-Ratelimit-Retry-After": "1"})
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        self.objects += body.count(b'"_update_existing_only"')
+        self.first = self.first or now
+        self.last = time.monotonic()
+        return web.Response(
+            status=201, body=b'{"message":"success"}', content_type="application/json"
+        )
+
+    async def stats(self, _: web.Request) -> web.Response:
+        window = self.rate_limit[1] if self.rate_limit else 3.0
+        probe = FakeBraze()
+        probe.starts = self.starts
+        return web.json_response(
+            {
+                "requests": len(self.starts),
+                "objects": self.objects,
+                "refused": self.refused,
+                "first": self.first,
+                "last": self.last,
+                "max_in_window": probe.max_in_window(window),
+                "window_s": window,
+            }
+        )
+
+
 async def _serve(port: int, latency_ms: float, rate: int | None) -> None:
-    fake = FakeBraze(latency_s=latency_ms / 1000, rate_limit=(rate, 3.0) if rate else None)
-    url = await fake.start(port)
-    print(f"fake Braze at {url}", flush=True)
+    fake = CountingBraze(latency_ms / 1000, (rate, 3.0) if rate else None)
+    app = web.Application(client_max_size=8 << 20)
+    app.router.add_post("/users/track", fake.track)
+    app.router.add_get("/stats", fake.stats)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+    print(f"fake Braze at http://127.0.0.1:{port}", flush=True)
     await asyncio.Event().wait()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -50,6 +51,14 @@ def _setting(config: LoadedConfig, dotted: str) -> object:
         return config.base_output_directory
     section, key = dotted.split(".")
     return getattr(getattr(config.settings, section), key)
+
+
+def _tune_garbage_collector() -> None:
+    """Rows make many short-lived dicts and lists and no reference cycles to speak of: the
+    default collector ran every 700 allocations and took half the mapping time. Collect
+    young objects less often, and never rescan what start-up loaded (modules, config)."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 50)
 
 
 class JournalListener:
@@ -311,6 +320,7 @@ class Daemon:
 
     async def run(self, install_signals: bool = True) -> int:
         config = self.config
+        _tune_garbage_collector()
         loop = asyncio.get_running_loop()
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -30,7 +30,7 @@ class Job(Protocol):
 
     source: str
 
-    def settle_sent(self, item: Item) -> None: ...
+    def settle_sent(self, items: list[Item]) -> None: ...
 
     def settle_rejected(self, item: Item, reason: str) -> None: ...
 
@@ -82,8 +82,10 @@ class Sender:
         """Items queued before readers pause: enough to keep every allowed request busy."""
         return max(5000, 2 * self.planner.batch_size * self.concurrency())
 
-    def submit(self, item: Item) -> None:
-        self.planner.push(item)
+    def submit(self, items: list[Item]) -> None:
+        push = self.planner.push
+        for item in items:
+            push(item)
         self._wake.set()
         if len(self.planner) >= self.high_water:
             self._room.clear()
@@ -214,12 +216,16 @@ class Sender:
             if self._failing_since is not None:
                 log.info("Braze answers again after %.0f s", self._clock() - self._failing_since)
                 self._failing_since = None
-            for index, item in enumerate(batch):
-                reason = verdict.errors.get(index)
-                if reason is None:
-                    item.job.settle_sent(item)
-                else:
-                    item.job.settle_rejected(item, f"Braze: {reason}")
+            errors = verdict.errors
+            if errors:
+                for index, reason in errors.items():
+                    if 0 <= index < len(batch):
+                        batch[index].job.settle_rejected(batch[index], f"Braze: {reason}")
+                sent = [item for index, item in enumerate(batch) if index not in errors]
+            else:
+                sent = batch
+            if sent:
+                sent[0].job.settle_sent(sent)  # one file per request
             self.planner.release(batch)
             wait = exhausted_wait_s(reply.headers, self._wall())
             if wait:

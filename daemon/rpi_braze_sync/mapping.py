@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from .rowcode import compile_row_function
 from .settings import MappingSpec, SourceSpec, ValueSpec
 from .transforms import (
     SKIP,
@@ -294,20 +295,20 @@ class RowMapper:
         self._positions = positions
         self._path_values = path_values
         self._kind = mapping.identifier_kind
-        self._update_existing_only = mapping.mode == "append"
+        self.update_existing_only = mapping.mode == "append"
         self._identifier = [self._bind_required(r) for r in mapping.identifier]
-        self._fields: list[_Bound] = []
-        self._fixed: dict[str, Any] = {}
+        self.fields: list[_Bound] = []
+        self.fixed: dict[str, Any] = {}
         for r in mapping.fields:
             bound = self._bind(r, must_exist=r.required)
             if bound is None:
                 continue
             if bound[1] is None:
                 if bound[2] is not SKIP:
-                    self._fixed[r.name] = bound[2]
+                    self.fixed[r.name] = bound[2]
             else:
-                self._fields.append(bound)
-        self._arrays: list[tuple[str, str, _Bound]] = []
+                self.fields.append(bound)
+        self.arrays: list[tuple[str, str, _Bound]] = []
         for name, op, r, warn in mapping.arrays:
             bound = self._bind(r, must_exist=False)
             if bound is None:
@@ -316,8 +317,8 @@ class RowMapper:
                         f"{name}: the column {r.source.column!r} is missing; {name} is not sent"
                     )
                 continue
-            self._arrays.append((name, op, bound))
-        self._nested: list[tuple[str, bool, list[tuple[str, int]], list[tuple[str, _Bound]]]] = []
+            self.arrays.append((name, op, bound))
+        self.nested: list[tuple[str, bool, list[tuple[str, int]], list[tuple[str, _Bound]]]] = []
         for name, columns, keys, merge in mapping.nested:
             if columns == "remaining":
                 inferred = [
@@ -341,7 +342,8 @@ class RowMapper:
                 bound = self._bind(r, must_exist=r.required)
                 if bound is not None:
                     explicit.append((r.name.split(".", 1)[1], bound))
-            self._nested.append((name, merge, inferred, explicit))
+            self.nested.append((name, merge, inferred, explicit))
+        self.map_row: Callable[[list[str], int], Mapped | Rejection] = compile_row_function(self)
 
     def _identifier_columns(self) -> set[int]:
         return {index for _, index, _ in self._identifier if index is not None}
@@ -387,7 +389,7 @@ class RowMapper:
             return plain(text) if text else SKIP
         return rule.convert(cells[index])
 
-    def _identify(
+    def identify(
         self, cells: Sequence[str], line_no: int
     ) -> tuple[str, dict[str, Any]] | Rejection:
         values = []
@@ -412,18 +414,19 @@ class RowMapper:
             self._kind: value
         }
 
-    def map_row(self, cells: Sequence[str], line_no: int) -> Mapped | Rejection:
+    def map_row_generic(self, cells: Sequence[str], line_no: int) -> Mapped | Rejection:
+        """The reference row loop; `map_row` is its compiled equivalent (rowcode.py)."""
         if len(cells) != self.width:
             return Rejection(
                 line_no, f"the row has {len(cells)} fields where the header has {self.width}"
             )
-        identity = self._identify(cells, line_no)
+        identity = self.identify(cells, line_no)
         if isinstance(identity, Rejection):
             return identity
         user, attributes = identity
         drops: list[Drop] | None = None
         value_of = self._value
-        for bound in self._fields:
+        for bound in self.fields:
             try:
                 value = value_of(bound, cells)
             except FieldValueError as exc:
@@ -436,9 +439,9 @@ class RowMapper:
                 continue
             if value is not SKIP:
                 attributes[bound[0].name] = value
-        if self._fixed:
-            attributes.update(self._fixed)
-        for name, op, bound in self._arrays:
+        if self.fixed:
+            attributes.update(self.fixed)
+        for name, op, bound in self.arrays:
             try:
                 item = value_of(bound, cells)
             except FieldValueError as exc:
@@ -452,7 +455,7 @@ class RowMapper:
                 continue
             attributes.setdefault(name, {}).setdefault(op, []).append(item)
         merge = False
-        for name, merge_this, inferred, explicit in self._nested:
+        for name, merge_this, inferred, explicit in self.nested:
             obj: dict[str, Any] = {}
             for key, index in inferred:
                 raw = cells[index].strip()
@@ -480,5 +483,5 @@ class RowMapper:
                 merge = merge or merge_this
         if merge:
             attributes["_merge_objects"] = True
-        attributes["_update_existing_only"] = self._update_existing_only
+        attributes["_update_existing_only"] = self.update_existing_only
         return Mapped(user, attributes, drops)

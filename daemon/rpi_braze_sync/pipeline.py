@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import time
 from collections import deque
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 CHUNK_ROWS = 2000
 WAIT_FOR_SHARE = "wait_for_share"  # not a journal state: the file stays 'sending'
 SHARE_WAIT_S = 5.0
+# Benchmarks only (tests/benchmarks measure the journal's cost): no checkpoint while sending.
+CHECKPOINTS = not os.environ.get("RPI_BRAZE_SYNC_BENCH_NO_CHECKPOINTS")
 
 
 def _move(source: Path, target: Path) -> None:
@@ -99,25 +102,31 @@ class FileJob:
 
     # --- settlement (called by the sender) -----------------------------------------------
 
-    def settle_sent(self, item: Item) -> None:
-        self.sent += 1
-        self._rows_label.inc()
-        self._settle(item.index)
+    def settle_sent(self, items: list[Item]) -> None:
+        self.sent += len(items)
+        self._rows_label.inc(len(items))
+        for item in items:
+            self._settle(item.index, count=False)
+        self._count_settled(len(items))
 
     def settle_rejected(self, item: Item, reason: str) -> None:
         self._write_reject(item.line_no, item.cells, reason)
         self._settle(item.index)
 
-    def _settle(self, index: int) -> None:
+    def _settle(self, index: int, count: bool = True) -> None:
         before = self.progress.checkpoint
         self.progress.settle(index)
-        if self.progress.checkpoint != before and not self._checkpoint_due:
+        if self.progress.checkpoint != before and not self._checkpoint_due and CHECKPOINTS:
             # Checkpoint as soon as the settled prefix grows (once per loop turn, however many
             # acks it brought): after a kill, only rows in flight are sent again.
             self._checkpoint_due = True
             asyncio.get_running_loop().call_soon(self._checkpoint_soon)
-        self._outstanding -= 1
-        self.metrics.backlog_rows.dec()
+        if count:
+            self._count_settled(1)
+
+    def _count_settled(self, count: int) -> None:
+        self._outstanding -= count
+        self.metrics.backlog_rows.dec(count)
         if self._outstanding == 0:
             self._settled.set()
 
@@ -330,8 +339,7 @@ class FileJob:
         for record, reason in chunk.rejected:
             self._write_reject(record.line_no, record.cells, reason)
             self._settle(record.index)
-        for item in chunk.items:
-            self.sender.submit(item)
+        self.sender.submit(chunk.items)
 
     async def _wait_settled(self) -> None:
         if self._outstanding:
@@ -343,7 +351,7 @@ class FileJob:
         self.write_checkpoint(durable=False)
 
     async def _checkpoint_every(self) -> None:
-        while True:
+        while CHECKPOINTS:
             await asyncio.sleep(self.checkpoint_interval_s)
             self.write_checkpoint()
 

@@ -14,7 +14,6 @@ import hashlib
 import io
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -226,7 +225,8 @@ class ExportReader:
         except BaseException:
             self.close()
             raise
-        self._records = self._iter_records()
+        self._next_index = 0
+        self._next_line = self._line_offset + self._csv.line_num + 1
 
     def _read_header(self) -> list[str]:
         try:
@@ -241,20 +241,25 @@ class ExportReader:
             raise ExportFileError(f"line {self._line_offset + 1}: the header row is empty")
         return header
 
-    def _iter_records(self) -> Iterator[Record]:
-        index = 0
+    def take(self, limit: int) -> list[Record]:
+        """Up to `limit` records from where the last call stopped; [] at the end of the file.
+
+        One tight loop (no generator, no per-row attribute look-ups): this is the hot path.
+        """
+        out: list[Record] = []
+        append = out.append
+        reader = self._csv
         offset = self._line_offset
-        line_no = offset + self._csv.line_num + 1
+        index, start, line_no = self._next_index, self._start_index, self._next_line
         try:
-            for cells in self._csv:
-                if not cells:  # a blank line is no record
-                    line_no = offset + self._csv.line_num + 1
-                    continue
-                if index >= self._start_index:
-                    yield Record(index, line_no, cells)
-                index += 1
-                self.records_read = index
-                line_no = offset + self._csv.line_num + 1
+            for cells in reader:
+                if cells:  # a blank line is no record
+                    if index >= start:
+                        append(Record(index, line_no, cells))
+                    index += 1
+                line_no = offset + reader.line_num + 1
+                if len(out) >= limit:
+                    break
         except csv.Error as exc:
             raise ExportFileError(f"line {line_no}: malformed CSV: {exc}") from None
         except UnicodeDecodeError:
@@ -264,14 +269,9 @@ class ExportReader:
             ) from None
         except OSError as exc:
             raise ShareUnavailableError(f"line {line_no}: read failed: {exc.strerror}") from None
-
-    def take(self, limit: int) -> list[Record]:
-        """Up to `limit` records; an empty list at the end of the file."""
-        out: list[Record] = []
-        for record in self._records:
-            out.append(record)
-            if len(out) >= limit:
-                break
+        finally:
+            self._next_index, self._next_line = index, line_no
+            self.records_read = index
         return out
 
     def progress(self) -> float:

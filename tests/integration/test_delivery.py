@@ -28,8 +28,8 @@ class RecordingJob:
         self.done = asyncio.Event()
         self.expected = 0
 
-    def settle_sent(self, item: Item) -> None:
-        self.sent.append(item.index)
+    def settle_sent(self, items: list[Item]) -> None:
+        self.sent.extend(item.index for item in items)
         self._check()
 
     def settle_rejected(self, item: Item, reason: str) -> None:
@@ -63,7 +63,7 @@ async def deliver(
     try:
         for index, user in enumerate(users):
             body = orjson.dumps({"external_id": user, "seq": index, "_update_existing_only": False})
-            sender.submit(Item(job, index, index + 2, user, body, [user]))
+            sender.submit([Item(job, index, index + 2, user, body, [user])])
             if index % 500 == 0:
                 await sender.wait_room()
         await asyncio.wait_for(job.done.wait(), 30)

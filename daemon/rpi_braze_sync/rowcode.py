@@ -1,0 +1,173 @@
+"""Pure: turn a mapping fitted to one file's header into one plain Python function.
+
+The generic row loop (`RowMapper.map_row_generic`) walks rule tuples and calls a function per
+value; this writes the same steps out as straight-line code, with column indexes and keys
+inlined and the common text check done in place. The generic loop stays the reference: the
+tests compare both on random rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .transforms import MAX_STRING_CHARS, SKIP, FieldValueError, check_length, infer_value
+
+if TYPE_CHECKING:
+    from .mapping import Mapped, Rejection, RowMapper, ValueRule
+
+RowFunction = Callable[[list[str], int], "Mapped | Rejection"]
+Reject = tuple[str, bool] | None  # (message prefix, whether the bad text is shown), or drop
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.names: dict[str, Any] = {}
+
+    def emit(self, depth: int, line: str) -> None:
+        self.lines.append("    " * depth + line)
+
+    def constant(self, value: Any) -> str:
+        """A name in the generated function's globals, bound to `value`."""
+        name = f"K{len(self.names)}"
+        self.names[name] = value
+        return name
+
+    def bad(self, depth: int, drop_name: str, reject: Reject) -> None:
+        """A bad value, its text in `_v` and its reason in `_r`: reject the row or drop it."""
+        if reject is not None:
+            prefix, with_value = reject
+            tail = ' + ": " + repr(_v) + " is " + _r' if with_value else ' + ": " + _r'
+            self.emit(depth, f"return Rejection(line_no, {self.constant(prefix)}{tail})")
+        else:
+            self.emit(depth, "if drops is None: drops = []")
+            self.emit(depth, f"drops.append(Drop(line_no, {self.constant(drop_name)}, _v, _r))")
+
+    def value(
+        self,
+        depth: int,
+        rule: ValueRule,
+        index: int,
+        store: Callable[[str], str],
+        drop_name: str,
+        reject: Reject,
+        skip_none: bool = False,
+    ) -> None:
+        """Column `index` through `rule`; `store(expr)` is the statement that keeps it."""
+        d = depth
+        if rule.plain is check_length:  # the common case: text within Braze's 255 characters
+            self.emit(d, f"v = cells[{index}].strip()")
+            self.emit(d, "if v:")
+            self.emit(d + 1, f"if len(v) <= {MAX_STRING_CHARS}: {store('v')}")
+            self.emit(d + 1, "else:")
+            self.emit(
+                d + 2, f'_v = v; _r = f"longer than {MAX_STRING_CHARS} characters ({{len(v)}})"'
+            )
+            self.bad(d + 2, drop_name, reject)
+        elif rule.plain is not None:
+            parse = self.constant(rule.plain)
+            self.emit(d, f"v = cells[{index}].strip()")
+            self.emit(d, "if v:")
+            self.emit(d + 1, f"try: x = {parse}(v)")
+            self.emit(d + 1, "except FieldValueError as e:")
+            self.emit(d + 2, "_v = v; _r = str(e)")
+            self.bad(d + 2, drop_name, reject)
+            self.emit(d + 1, f"else: {store('x')}")
+        else:
+            convert = self.constant(rule.convert)
+            self.emit(d, f"try: x = {convert}(cells[{index}])")
+            self.emit(d, "except FieldValueError as e:")
+            self.emit(d + 1, f"_v = cells[{index}].strip(); _r = str(e)")
+            self.bad(d + 1, drop_name, reject)
+            self.emit(d, "else:")
+            keep = "x is not SKIP and x is not None" if skip_none else "x is not SKIP"
+            self.emit(d + 1, f"if {keep}: {store('x')}")
+
+
+def compile_row_function(mapper: RowMapper) -> RowFunction:
+    """The generated equivalent of `mapper.map_row_generic`."""
+    from .mapping import Drop, Mapped, Rejection  # mapping imports this module
+
+    w = _Writer()
+    w.emit(0, "def map_row(cells, line_no):")
+    w.emit(1, f"if len(cells) != {mapper.width}:")
+    w.emit(
+        2,
+        "return Rejection(line_no, f'the row has {len(cells)} fields where the header has"
+        f" {mapper.width}')",
+    )
+    w.emit(1, f"identity = {w.constant(mapper.identify)}(cells, line_no)")
+    w.emit(1, "if identity.__class__ is Rejection: return identity")
+    w.emit(1, "user, a = identity")
+    w.emit(1, "drops = None")
+    w.emit(1, "merge = False")
+
+    for rule, index, _ in mapper.fields:
+        assert index is not None
+        reject: Reject = (rule.name, True) if rule.reject_invalid or rule.required else None
+        key = w.constant(rule.name)
+
+        def assign(x: str, key: str = key) -> str:
+            return f"a[{key}] = {x}"
+
+        w.value(1, rule, index, assign, rule.name, reject)
+    if mapper.fixed:
+        w.emit(1, f"a.update({w.constant(mapper.fixed)})")
+
+    for name, op, (rule, index, fixed) in mapper.arrays:
+        array, operation = w.constant(name), w.constant(op)
+
+        def append(x: str, array: str = array, operation: str = operation) -> str:
+            return f"a.setdefault({array}, {{}}).setdefault({operation}, []).append({x})"
+
+        if index is None:
+            if fixed is not SKIP and fixed is not None:
+                w.emit(1, append(w.constant(fixed)))
+            continue
+        reject = (f"{name}.{op}", False) if rule.reject_invalid else None
+        w.value(1, rule, index, append, name, reject, skip_none=True)
+
+    for name, merge_this, inferred, explicit in mapper.nested:
+        w.emit(1, "o = {}")
+        for key, index in inferred:
+            w.emit(1, f"v = cells[{index}].strip()")
+            w.emit(1, "if v:")
+            w.emit(2, f"try: o[{w.constant(key)}] = infer_value(v)")
+            w.emit(2, "except FieldValueError as e:")
+            w.emit(3, "_v = v; _r = str(e)")
+            w.bad(3, f"{name}.{key}", None)
+        for key, (rule, index, fixed) in explicit:
+            slot = w.constant(key)
+            if index is None:
+                if fixed is not SKIP:
+                    w.emit(1, f"o[{slot}] = {w.constant(fixed)}")
+                continue
+            reject = (f"{name}.{key}", False) if rule.reject_invalid else None
+
+            def put(x: str, slot: str = slot) -> str:
+                return f"o[{slot}] = {x}"
+
+            w.value(1, rule, index, put, f"{name}.{key}", reject)
+        w.emit(1, "if o:")
+        w.emit(2, f"a[{w.constant(name)}] = o")
+        if merge_this:
+            w.emit(2, "merge = True")
+    w.emit(1, "if merge: a['_merge_objects'] = True")
+    w.emit(1, f"a['_update_existing_only'] = {mapper.update_existing_only!r}")
+    w.emit(1, "return Mapped(user, a, drops)")
+
+    namespace: dict[str, Any] = {
+        **w.names,
+        "Rejection": Rejection,
+        "Mapped": Mapped,
+        "Drop": Drop,
+        "SKIP": SKIP,
+        "FieldValueError": FieldValueError,
+        "infer_value": infer_value,
+    }
+    source = "\n".join(w.lines)
+    exec(compile(source, "<row function>", "exec"), namespace)  # our own text, built above
+    function: RowFunction = namespace["map_row"]
+    function.__doc__ = source  # readable in a debugger or a failing test
+    return function

@@ -1,0 +1,413 @@
+"""Benchmarks of the whole daemon, as a real process, against a fake Braze in its own process.
+
+Prints one table: throughput against a bare pipeline measured in the same run, saturation of
+a rate-limited, 100 ms-away Braze, peak memory, latencies, and the journal's cost. Each figure
+is the median of --runs runs, with min and max.
+
+    make bench                      # the full run (1M and 5M rows; several minutes)
+    python tests/benchmarks/run.py --quick   # seconds: checks that it all runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import os
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+UPSERT = "Braze Onboarding and Upsert"
+HEADER = [
+    "RPContactID", "ChannelExecutionID", "external_id", "first_name", "last_name", "email",
+    "country", "dob", "gender", "home_city", "phone", "Output Name", "education", "income",
+    "marital status",
+]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def generate(path: Path, rows: int) -> None:
+    """The seed's columns, like an RPI upsert export (CRLF, UTF-8)."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(",".join(HEADER) + "\r\n")
+        for start in range(0, rows, 10000):
+            f.write(
+                "".join(
+                    f"{100000 + i},5501,u{i},First{i % 977},Last{i % 1013},u{i}@example.com,FR,"
+                    f"19{50 + i % 50}-0{1 + i % 9}-1{i % 9},{'MF'[i % 2]},Paris,+3312345{i % 10000:04d},"
+                    f"Spring Sale,Master,{i % 100000},married\r\n"
+                    for i in range(start, min(rows, start + 10000))
+                )
+            )
+
+
+# --- processes ------------------------------------------------------------------------
+
+
+class Fake:
+    def __init__(self, latency_ms: float = 0, rate_limit: int | None = None) -> None:
+        self.port = free_port()
+        self.args = ["--port", str(self.port), "--latency-ms", str(latency_ms)]
+        if rate_limit:
+            self.args += ["--rate-limit", str(rate_limit)]
+        self.proc: asyncio.subprocess.Process | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> Fake:
+        self.proc = await asyncio.create_subprocess_exec(
+            PYTHON, str(ROOT / "tests" / "fakebraze.py"), *self.args,
+            stdout=asyncio.subprocess.PIPE, cwd=ROOT,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        await self.proc.stdout.readline()  # "fake Braze at ..."
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            await self.proc.wait()
+
+    async def stats(self) -> dict[str, Any]:
+        async with aiohttp.ClientSession() as s, s.get(f"{self.url}/stats") as r:
+            return dict(await r.json())
+
+
+class Daemon:
+    def __init__(
+        self,
+        workdir: Path,
+        fake: Fake,
+        braze: dict[str, Any],
+        watch: dict[str, Any],
+        env: dict[str, str],
+    ) -> None:
+        self.workdir = workdir
+        self.exports = workdir / "exports"
+        self.exports.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        config = yaml.safe_load((ROOT / "config" / "rpi-braze-sync.yaml").read_text())
+        config["braze"].update({"api_url": fake.url, **braze})
+        config["watch"].update({"base_output_directory": str(self.exports), **watch})
+        config["state_directory"] = str(workdir / "state")
+        config["http"] = {"listen": f"127.0.0.1:{self.port}"}
+        config["hook"] = {"recheck_seconds": 1.0}
+        self.config = workdir / "config.yaml"
+        self.config.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.env = {**os.environ, "BRAZE_API_KEY": "bench-key", **env}
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> Daemon:
+        self.log = open(self.workdir / "daemon.log", "ab")  # noqa: SIM115
+        self.proc = await asyncio.create_subprocess_exec(
+            PYTHON, "-m", "rpi_braze_sync.cli", "run", "--config", str(self.config),
+            stdout=self.log, stderr=self.log, env=self.env, cwd=ROOT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                async with (
+                    aiohttp.ClientSession() as s,
+                    s.get(f"http://127.0.0.1:{self.port}/readyz") as r,
+                ):
+                    if r.status == 200:
+                        return self
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"the daemon did not start: see {self.workdir / 'daemon.log'}")
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            await self.proc.wait()
+        self.log.close()
+
+    def peak_rss_mb(self) -> float:
+        """VmHWM: the process's peak resident set (the daemon is one process)."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def drop(self, data: Path, name: str, workflow: str = "1") -> Path:
+        """Put the export in place at once (a rename), as a finished RPI file."""
+        folder = self.exports / UPSERT / "Bench" / workflow
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / name
+        os.link(data, target)
+        return target
+
+    async def post(self, path: str, body: object) -> None:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(f"http://127.0.0.1:{self.port}{path}", json=body) as r,
+        ):
+            assert r.status < 300, await r.text()
+
+
+async def wait_for_objects(fake: Fake, count: int, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stats = await fake.stats()
+        if stats["objects"] >= count:
+            return stats
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"timed out: {stats['objects']} of {count} objects")
+
+
+# --- the cases --------------------------------------------------------------------------
+
+FAST = {"rate_limit": {"requests": 1_000_000, "seconds": 1}}  # the rate limit out of the way
+QUICK_WATCH = {"settle_seconds": 0.5, "poll_interval_seconds": 0.1, "backfill": False}
+
+
+async def daemon_throughput(
+    work: Path, data: Path, rows: int, env: dict[str, str] | None = None
+) -> dict[str, float]:
+    async with Fake() as fake, Daemon(work, fake, FAST, QUICK_WATCH, env or {}) as daemon:
+        daemon.drop(data, "export.txt")
+        stats = await wait_for_objects(fake, rows, timeout_s=600)
+        rss = daemon.peak_rss_mb()
+    seconds = stats["last"] - stats["first"]
+    return {"rows_s": rows / seconds, "requests_s": stats["requests"] / seconds, "rss_mb": rss}
+
+
+async def baseline_throughput(data: Path, rows: int, in_flight: int = 64) -> dict[str, float]:
+    """csv.reader -> a plain dict mapping -> orjson -> aiohttp POST, nothing else."""
+    async with Fake() as fake:
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=in_flight * 2)
+
+        async def post_all(session: aiohttp.ClientSession) -> None:
+            while (body := await queue.get()) is not None:
+                async with session.post(f"{fake.url}/users/track", data=body) as r:
+                    await r.read()
+
+        connector = aiohttp.TCPConnector(limit=in_flight)
+        async with aiohttp.ClientSession(
+            connector=connector, headers={"Authorization": "Bearer x"}
+        ) as session:
+            workers = [asyncio.create_task(post_all(session)) for _ in range(in_flight)]
+            with open(data, encoding="utf-8", newline="") as f:
+                reader = csv.reader(f)
+                header = [h.strip().lower().replace(" ", "_") for h in next(reader)]
+                batch: list[dict[str, Any]] = []
+                for row in reader:
+                    record = dict(zip(header, row, strict=True))
+                    batch.append({"external_id": record["external_id"], "first_name": record["first_name"],
+                                  "email": record["email"], "rpi_cdp_attributes": {"income": record["income"]},
+                                  "_update_existing_only": False})  # fmt: skip
+                    if len(batch) == 75:
+                        await queue.put(orjson.dumps({"attributes": batch}))
+                        batch = []
+                if batch:
+                    await queue.put(orjson.dumps({"attributes": batch}))
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers)
+        stats = await fake.stats()
+    seconds = stats["last"] - stats["first"]
+    return {"rows_s": rows / seconds, "requests_s": stats["requests"] / seconds}
+
+
+async def saturation(work: Path, data: Path, rows: int) -> dict[str, float]:
+    """Braze 100 ms away, 3,000 per 3 s allowed (the fake refuses above 3,300)."""
+    braze = {"rate_limit": {"requests": 3000, "seconds": 3}}
+    async with (
+        Fake(latency_ms=100, rate_limit=3300) as fake,
+        Daemon(work, fake, braze, QUICK_WATCH, {}) as daemon,
+    ):
+        daemon.drop(data, "export.txt")
+        stats = await wait_for_objects(fake, rows, timeout_s=900)
+    seconds = stats["last"] - stats["first"]
+    return {
+        "share": stats["requests"] / seconds / 1000.0,
+        "max_in_3s": stats["max_in_window"],
+        "refused": stats["refused"],
+    }
+
+
+async def latencies(work: Path, data: Path) -> dict[str, float]:
+    """RPI call -> first request (after a 1 s re-check), and last write -> first request."""
+    watch = {"settle_seconds": 2.0, "poll_interval_seconds": 1.0, "backfill": False}
+    async with Fake() as fake, Daemon(work, fake, FAST, watch, {}) as daemon:
+        target = daemon.exports / UPSERT / "Bench" / "w2" / "dropped.txt"
+        target.parent.mkdir(parents=True)
+        target.write_bytes(data.read_bytes())
+        written = time.monotonic()
+        stats = await wait_for_objects(fake, 1, timeout_s=30)
+        drop_s = stats["first"] - written
+    watch = {"settle_seconds": 60.0, "poll_interval_seconds": 1.0, "backfill": False}
+    async with Fake() as fake, Daemon(work / "hook", fake, FAST, watch, {}) as daemon:
+        daemon.drop(data, "hooked.txt", workflow="w1")
+        await asyncio.sleep(0.5)
+        called = time.monotonic()
+        await daemon.post(
+            "/rpi/post-execution",
+            {"channelName": UPSERT, "offerName": "Bench", "workflowAssociationInstanceID": "w1"},
+        )
+        stats = await wait_for_objects(fake, 1, timeout_s=30)
+        hook_s = stats["first"] - called - 1.0  # minus the configured re-check
+    return {"drop_s": drop_s, "hook_s": hook_s}
+
+
+# --- reporting --------------------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    name: str
+    values: list[float]
+    unit: str
+    target: str
+
+    def row(self) -> str:
+        med = statistics.median(self.values)
+        spread = f"{min(self.values):.3g} .. {max(self.values):.3g}" if len(self.values) > 1 else ""
+        return f"| {self.name} | {med:,.3g} {self.unit} | {spread} | {self.target} |"
+
+
+async def repeat(
+    runs: int, case: Callable[[int], Awaitable[dict[str, float]]]
+) -> list[dict[str, float]]:
+    return [await case(i) for i in range(runs)]
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        work = Path(tmp)
+        data = work / "rows.txt"
+        generate(data, args.rows)
+        big = work / "rows-big.txt"
+        generate(big, args.memory_rows)
+        sat_data = work / "rows-sat.txt"
+        generate(sat_data, args.saturation_rows)
+        small = work / "rows-small.txt"
+        generate(small, 100)
+        figures: list[Figure] = []
+
+        pairs: list[tuple[dict[str, float], dict[str, float]]] = []
+        for i in range(args.runs):  # side by side, alternating, so noise hits both alike
+            base = await baseline_throughput(data, args.rows)
+            mine = await daemon_throughput(work / f"t{i}", data, args.rows)
+            pairs.append((base, mine))
+        figures.append(
+            Figure("bare pipeline, rows/s", [b["rows_s"] for b, _ in pairs], "", "reference")
+        )
+        figures.append(Figure("daemon, rows/s", [d["rows_s"] for _, d in pairs], "", ">= 150,000"))
+        figures.append(Figure("daemon, requests/s", [d["requests_s"] for _, d in pairs], "", ""))
+        figures.append(
+            Figure(
+                "daemon / bare pipeline",
+                [d["rows_s"] / b["rows_s"] for b, d in pairs],
+                "",
+                ">= 0.67",
+            )
+        )
+        figures.append(
+            Figure(f"peak RSS, {args.rows:,} rows", [d["rss_mb"] for _, d in pairs], "MB", "")
+        )
+
+        no_ckpt = await repeat(
+            args.runs,
+            lambda i: daemon_throughput(
+                work / f"n{i}", data, args.rows, {"RPI_BRAZE_SYNC_BENCH_NO_CHECKPOINTS": "1"}
+            ),
+        )
+        cost = [1 - d["rows_s"] / n["rows_s"] for (_, d), n in zip(pairs, no_ckpt, strict=True)]
+        figures.append(Figure("journal cost (1 - with/without)", cost, "", "<= 0.05"))
+
+        big_runs = await repeat(
+            args.runs, lambda i: daemon_throughput(work / f"b{i}", big, args.memory_rows)
+        )
+        rss_small = statistics.median(d["rss_mb"] for _, d in pairs)
+        figures.append(
+            Figure(
+                f"peak RSS, {args.memory_rows:,} rows",
+                [d["rss_mb"] for d in big_runs],
+                "MB",
+                "< 100",
+            )
+        )
+        figures.append(
+            Figure(
+                "RSS growth, big / small - 1",
+                [d["rss_mb"] / rss_small - 1 for d in big_runs],
+                "",
+                "<= 0.10",
+            )
+        )
+
+        sat = await repeat(
+            args.runs, lambda i: saturation(work / f"s{i}", sat_data, args.saturation_rows)
+        )
+        figures.append(
+            Figure(
+                "share of 1,000 req/s (100 ms, 3,000/3 s)", [s["share"] for s in sat], "", ">= 0.95"
+            )
+        )
+        figures.append(
+            Figure("max requests in any 3 s", [s["max_in_3s"] for s in sat], "", "<= 3,000")
+        )
+        figures.append(Figure("429s from the fake", [s["refused"] for s in sat], "", "0"))
+
+        lat = await repeat(args.runs, lambda i: latencies(work / f"l{i}", small))
+        figures.append(
+            Figure(
+                "RPI call -> first request, after re-check", [x["hook_s"] for x in lat], "s", "< 1"
+            )
+        )
+        figures.append(
+            Figure(
+                "last write -> first request",
+                [x["drop_s"] for x in lat],
+                "s",
+                "<= settle 2 + poll 1",
+            )
+        )
+
+    print(
+        f"rpi-braze-sync benchmark: {args.runs} runs, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}"
+    )
+    print("| figure | median | min .. max | target |")
+    print("| --- | --- | --- | --- |")
+    for figure in figures:
+        print(figure.row())
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--memory-rows", type=int, default=5_000_000)
+    parser.add_argument("--saturation-rows", type=int, default=750_000)
+    parser.add_argument("--workdir", default=None, help="where to put the generated files")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one run: a smoke test")
+    arguments = parser.parse_args()
+    if arguments.quick:
+        arguments.runs, arguments.rows, arguments.memory_rows, arguments.saturation_rows = (
+            1,
+            20_000,
+            40_000,
+            15_000,
+        )
+    asyncio.run(main(arguments))
