@@ -203,6 +203,9 @@ class Daemon:
             problems.append("the journal is not open")
         if self.watcher is None or not self.watcher.running:
             problems.append("the watcher is not running")
+        elif not self.watcher.initialized:
+            # Before the first scan, a file dropped now could be taken for history.
+            problems.append("the first scan of the export folder has not completed")
         if self.sender is not None and self.sender.auth_failing:
             problems.append(f"Braze refuses the API key or URL ({self.sender.auth_message})")
         if self.sender is not None and self.sender.failing_for_s() > UNREACHABLE_AFTER_S:

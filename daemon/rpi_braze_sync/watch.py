@@ -244,7 +244,7 @@ class Watcher:
             return False
         if not self._initialized:
             self.known = self.listener.initialize(snapshot)
-            self._initialized = True
+            self._initialized = True  # ready from here: what is on the share is known
         self.listener.scanned(snapshot)
         now = time.monotonic()
         for rel, (size, mtime) in snapshot.items():
@@ -274,6 +274,11 @@ class Watcher:
             if isinstance(where, ExportPath):
                 self.known[rel] = (size, mtime)
                 self.listener.complete(rel, where, size, mtime)
+
+    @property
+    def initialized(self) -> bool:
+        """The first scan is done: files found from now on are news, not history."""
+        return self._initialized
 
     def apply(self, settings: WatchSettings, channels: set[str]) -> None:
         """A reloaded configuration: new channels and timings (the folder and observer stay)."""
