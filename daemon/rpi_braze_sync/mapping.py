@@ -389,6 +389,23 @@ class RowMapper:
             return plain(text) if text else SKIP
         return rule.convert(cells[index])
 
+    def plain_external_id_column(self) -> int | None:
+        """The column of an external_id taken as it is (trimmed), or None."""
+        if self._kind != "external_id":
+            return None
+        rule, index, _ = self._identifier[0]
+        spec = rule.source
+        plain = (
+            isinstance(spec, ValueSpec)
+            and spec.trim
+            and spec.default is None
+            and spec.case is None
+            and spec.values is None
+            and spec.type == "string"
+            and spec.max_length is None
+        )
+        return index if plain else None
+
     def identify(
         self, cells: Sequence[str], line_no: int
     ) -> tuple[str, dict[str, Any]] | Rejection:

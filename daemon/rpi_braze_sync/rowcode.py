@@ -8,10 +8,13 @@ tests compare both on random rows.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .transforms import MAX_STRING_CHARS, SKIP, FieldValueError, check_length, infer_value
+
+MAX_EXTERNAL_ID_BYTES = 987
 
 if TYPE_CHECKING:
     from .mapping import Mapped, Rejection, RowMapper, ValueRule
@@ -97,9 +100,19 @@ def compile_row_function(mapper: RowMapper) -> RowFunction:
         "return Rejection(line_no, f'the row has {len(cells)} fields where the header has"
         f" {mapper.width}')",
     )
-    w.emit(1, f"identity = {w.constant(mapper.identify)}(cells, line_no)")
-    w.emit(1, "if identity.__class__ is Rejection: return identity")
-    w.emit(1, "user, a = identity")
+    index = mapper.plain_external_id_column()
+    if index is not None:  # the usual identifier, inlined
+        w.emit(1, f"user = cells[{index}].strip()")
+        w.emit(1, "if not user: return Rejection(line_no, 'external_id is empty')")
+        # 4 bytes a character at most: only long ids can be over the limit in bytes.
+        limit = MAX_EXTERNAL_ID_BYTES
+        w.emit(1, f"if len(user) > {limit // 4} and len(user.encode()) > {limit}:")
+        w.emit(2, f"return Rejection(line_no, 'external_id is longer than {limit} bytes')")
+        w.emit(1, "a = {'external_id': user}")
+    else:
+        w.emit(1, f"identity = {w.constant(mapper.identify)}(cells, line_no)")
+        w.emit(1, "if identity.__class__ is Rejection: return identity")
+        w.emit(1, "user, a = identity")
     w.emit(1, "drops = None")
     w.emit(1, "merge = False")
 
@@ -115,10 +128,18 @@ def compile_row_function(mapper: RowMapper) -> RowFunction:
     if mapper.fixed:
         w.emit(1, f"a.update({w.constant(mapper.fixed)})")
 
+    operations_of = Counter(name for name, _, _ in mapper.arrays)
     for name, op, (rule, index, fixed) in mapper.arrays:
         array, operation = w.constant(name), w.constant(op)
 
-        def append(x: str, array: str = array, operation: str = operation) -> str:
+        def append(
+            x: str,
+            array: str = array,
+            operation: str = operation,
+            alone: bool = operations_of[name] == 1,
+        ) -> str:
+            if alone:  # the only value of this array: no need to merge with others
+                return f"a[{array}] = {{{operation}: [{x}]}}"
             return f"a.setdefault({array}, {{}}).setdefault({operation}, []).append({x})"
 
         if index is None:

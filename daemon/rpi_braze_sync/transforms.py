@@ -174,22 +174,29 @@ TYPE_PARSERS: dict[FieldType, Callable[[str], Any]] = {
 
 
 def infer_value(value: str) -> Any:
-    """Typed value for an unmapped column: integer, float, boolean, date ($time), else text."""
-    number = _NUMBER.fullmatch(value)
-    if number:
-        return float(value) if number.group(1) else int(value)
-    lowered = value.lower()
-    if lowered == "true":
-        return True
-    if lowered == "false":
-        return False
-    if _DATE.fullmatch(value):
-        try:
-            datetime.date.fromisoformat(value)
-            return {"$time": value}
-        except ValueError:
-            pass
-    return check_length(value)
+    """Typed value for an unmapped column: integer, float, boolean, date ($time), else text.
+
+    `value` is not empty. The first character decides which checks can apply (hot path)."""
+    first = value[0]
+    if first in "-0123456789":
+        number = _NUMBER.fullmatch(value)
+        if number:
+            return float(value) if number.group(1) else int(value)
+        if len(value) == 10 and _DATE.fullmatch(value):
+            try:
+                datetime.date.fromisoformat(value)
+                return {"$time": value}
+            except ValueError:
+                pass
+    elif first in "tTfF":
+        lowered = value.lower()
+        if lowered == "true":
+            return True
+        if lowered == "false":
+            return False
+    if len(value) > MAX_STRING_CHARS:
+        raise FieldValueError(f"longer than {MAX_STRING_CHARS} characters ({len(value)})")
+    return value
 
 
 Compiled = Callable[[str], Any]
