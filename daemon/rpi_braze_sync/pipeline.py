@@ -19,7 +19,7 @@ from pathlib import Path
 
 import orjson
 
-from .batching import Item, Progress
+from .batching import Item, Progress, pack_cells
 from .config import Channel, LoadedConfig
 from .delivery import Sender
 from .errors import ExportFileError, FileVanishedError, ShareUnavailableError
@@ -319,8 +319,10 @@ class FileJob:
                     record.index,
                     record.line_no,
                     result.user,
-                    dumps(result.attributes),
-                    record.cells,
+                    # orjson's result keeps its whole working buffer (4 KB or more); a
+                    # right-sized copy is what waits in memory for Braze.
+                    bytes(memoryview(dumps(result.attributes))),
+                    pack_cells(record.cells),
                 )
             )
         return _Chunk(items, rejected, drops, at_end=len(records) < CHUNK_ROWS)

@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_shipped_schema_is_generated_from_the_models() -> None:
     shipped = json.loads((ROOT / "config" / "rpi-braze-sync.schema.json").read_text())
-    assert shipped == json_schema(), "run: rpi-braze-sync schema > config/rpi-braze-sync.schema.json"
+    assert shipped == json_schema(), (
+        "run: rpi-braze-sync schema > config/rpi-braze-sync.schema.json"
+    )
 
 
 def test_the_shipped_yaml_points_editors_at_the_schema() -> None:
