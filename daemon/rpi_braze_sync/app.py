@@ -22,14 +22,15 @@ from .braze import HttpTransport, OutboxTransport, Transport
 from .config import LoadedConfig
 from .delivery import Sender
 from .errors import ConfigError
+from .filequeue import FileQueue
 from .hook import RpiCall, call_for, parse_rpi_call
-from .journal import SEEN, VANISHED, Journal, journal_path
+from .journal import Journal, journal_path
+from .listener import JournalListener
 from .mapping import parse_path_pattern
 from .metrics import Metrics
 from .notify import Notifier
-from .pipeline import FileQueue
 from .server import HookRoute, build_app, start_server
-from .watch import Snapshot, Watcher, read_mounts
+from .watch import Watcher, read_mounts
 from .watchrules import NETWORK_FILESYSTEMS, ExportPath, classify_path, filesystem_of
 
 log = logging.getLogger(__name__)
@@ -59,68 +60,6 @@ def _tune_garbage_collector() -> None:
     young objects less often, and never rescan what start-up loaded (modules, config)."""
     gc.freeze()
     gc.set_threshold(50_000, 20, 50)
-
-
-class JournalListener:
-    """What the watcher finds, written to the journal; complete files go to the queue."""
-
-    def __init__(self, daemon: Daemon, journal: Journal, queue: FileQueue) -> None:
-        self.daemon = daemon
-        self.journal = journal
-        self.queue = queue
-
-    def initialize(self, snapshot: Snapshot) -> Snapshot:
-        """The very first start: what is already on the share is history, not news."""
-        journal, config = self.journal, self.daemon.config
-        # A file only 'seen' before a restart is compared afresh, so it still completes.
-        known = {
-            r.rel_path: (r.size, r.mtime_ns)
-            for r in journal.latest_by_path().values()
-            if r.state != SEEN
-        }
-        if journal.initialized:
-            return known
-        if config.settings.watch.backfill:
-            journal.mark_initialized([])
-            log.info(
-                "first start with watch.backfill: the %d files there will be sent", len(snapshot)
-            )
-            return known
-        rows = []
-        for rel, (size, mtime) in snapshot.items():
-            export = self.daemon.export_of(rel)
-            rows.append((rel, export.channel if export else None, size, mtime))
-        journal.mark_initialized(rows)
-        log.info(
-            "first start: %d files already in %s recorded as pre-existing and not sent "
-            "(set watch.backfill: true to send them)",
-            len(rows),
-            config.base_output_directory,
-        )
-        return {**known, **snapshot}
-
-    def seen(self, rel: str, export: ExportPath, size: int, mtime_ns: int) -> None:
-        if self.journal.seen_id(rel) is None:
-            self.journal.record_seen(rel, export.channel, size, mtime_ns)
-
-    def gone(self, rel: str) -> None:
-        file_id = self.journal.seen_id(rel)
-        if file_id is not None:
-            self.journal.finish(file_id, VANISHED, "deleted before it was complete")
-
-    def complete(self, rel: str, export: ExportPath, size: int, mtime_ns: int) -> None:
-        call = self.daemon.rpi_call_for(export)
-        body = orjson.dumps(dict(call.fields)).decode() if call else None
-        self.queue.put(self.journal.record_complete(rel, export.channel, size, mtime_ns, body))
-
-    def fast_settle_s(self, export: ExportPath) -> float | None:
-        if self.daemon.rpi_call_for(export) is None:
-            return None
-        return self.daemon.config.settings.hook.recheck_seconds
-
-    def scanned(self, snapshot: Snapshot) -> None:
-        retention_s = self.daemon.config.settings.journal.retention_days * 86400
-        self.journal.sweep(set(snapshot), retention_s)
 
 
 class Daemon:

@@ -281,9 +281,15 @@ class Figure:
     target: str
 
     def row(self) -> str:
+        def show(value: float) -> str:
+            return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
         med = statistics.median(self.values)
-        spread = f"{min(self.values):.3g} .. {max(self.values):.3g}" if len(self.values) > 1 else ""
-        return f"| {self.name} | {med:,.3g} {self.unit} | {spread} | {self.target} |"
+        spread = (
+            f"{show(min(self.values))} .. {show(max(self.values))}" if len(self.values) > 1 else ""
+        )
+        unit = f" {self.unit}" if self.unit else ""
+        return f"| {self.name} | {show(med)}{unit} | {spread} | {self.target} |"
 
 
 async def repeat(
