@@ -213,7 +213,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not path.exists():
         print(f"no journal at {path}: the daemon has not run with this state directory")
         return 0
-    journal = Journal(path)
+    journal = Journal(path, read_only=True)
     try:
         records = journal.all()
     finally:

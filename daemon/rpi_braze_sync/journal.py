@@ -102,8 +102,18 @@ _COLUMNS = ", ".join(FileRecord.__dataclass_fields__)
 
 
 class Journal:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        """`read_only` for tools (status) run as another user: they must not leave files the
+        daemon's user cannot write, nor change the schema under a running daemon."""
         self.path = path
+        if read_only:
+            try:
+                uri = f"{path.resolve().as_uri()}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, isolation_level=None)
+                self._db.execute("PRAGMA busy_timeout=5000")
+            except sqlite3.Error as exc:
+                raise JournalError(f"cannot open the journal {path}: {exc}") from None
+            return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
