@@ -29,6 +29,7 @@ from .listener import JournalListener
 from .mapping import parse_path_pattern
 from .metrics import Metrics
 from .notify import Notifier
+from .rowsource import MappingProcess
 from .server import HookRoute, build_app, start_server
 from .watch import Watcher, read_mounts
 from .watchrules import NETWORK_FILESYSTEMS, ExportPath, classify_path, filesystem_of
@@ -275,6 +276,8 @@ class Daemon:
         transport = self._transport()
         sender = self.sender = Sender(transport, config.settings.braze, self.metrics)
         queue = self.queue = FileQueue(config, journal, sender, self.metrics, self.export_of)
+        mapping_process = MappingProcess() if config.settings.performance.mapping_process else None
+        queue.mapping_process = mapping_process
         for record in journal.queued():
             queue.put(record)  # interrupted sends resume first, in their order
         self.watcher = Watcher(
@@ -314,6 +317,8 @@ class Daemon:
             stop_wait.cancel()
             await transport.close()
             await runner.cleanup()
+            if mapping_process is not None:
+                await asyncio.to_thread(mapping_process.stop)
             journal.close()
             self.notifier.close()
         log.info("stopped")

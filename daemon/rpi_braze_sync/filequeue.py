@@ -15,6 +15,7 @@ from .delivery import Sender
 from .journal import DONE, FAILED, FileRecord, Journal
 from .metrics import Metrics
 from .pipeline import SHARE_WAIT_S, WAIT_FOR_SHARE, ExportOf, FileJob
+from .rowsource import MappingProcess
 
 
 class FileQueue:
@@ -44,6 +45,7 @@ class FileQueue:
         self.active: FileJob | None = None
         self._last_upsert_done = 0.0
         self.share_wait_s = SHARE_WAIT_S
+        self.mapping_process: MappingProcess | None = None
 
     def put(self, record: FileRecord) -> None:
         if record.id in self._queued_ids:
@@ -88,7 +90,16 @@ class FileQueue:
             wait = self._last_upsert_done + pause - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-        job = FileJob(record, export, channel, self.config, self.journal, self.sender, self.metrics)
+        job = FileJob(
+            record,
+            export,
+            channel,
+            self.config,
+            self.journal,
+            self.sender,
+            self.metrics,
+            self.mapping_process,
+        )
         self.active = job  # stays set if cancelled: shutdown checkpoints it after draining
         state = await job.run()
         self.active = None

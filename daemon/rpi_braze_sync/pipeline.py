@@ -12,32 +12,29 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
-from .batching import Item, Progress, pack_cells
+from .batching import Item, Progress
 from .config import Channel, LoadedConfig
 from .delivery import Sender
 from .errors import ExportFileError, FileVanishedError, ShareUnavailableError
 from .journal import DONE, FAILED, VANISHED, FileRecord, Journal
 from .logs import export_logger
-from .mapping import Drop, HeaderError, Rejection, RowMapper
+from .mapping import HeaderError
 from .metrics import Metrics
 from .reader import (
-    ExportReader,
     FileInspection,
-    Record,
     inspect_file,
     prefix_sha256,
     share_available,
 )
 from .rejects import RejectsWriter
+from .rowsource import ChunkData, InProcessSource, MappingProcess, SourceSpec, WorkerSource
 from .watchrules import ExportPath
 
 log = logging.getLogger(__name__)
-CHUNK_ROWS = 2000
 WAIT_FOR_SHARE = "wait_for_share"  # not a journal state: the file stays 'sending'
 SHARE_WAIT_S = 5.0
 # Benchmarks only (tests/benchmarks measure the journal's cost): no checkpoint while sending.
@@ -52,14 +49,6 @@ def _move(source: Path, target: Path) -> None:
 ExportOf = Callable[[str], ExportPath | None]
 
 
-@dataclass
-class _Chunk:
-    items: list[Item]
-    rejected: list[tuple[Record, str]]
-    drops: list[Drop]
-    at_end: bool
-
-
 class FileJob:
     """Sends one export file; settles every record exactly once (sent or rejected)."""
 
@@ -72,9 +61,12 @@ class FileJob:
         journal: Journal,
         sender: Sender,
         metrics: Metrics,
+        mapping_process: MappingProcess | None = None,
         checkpoint_interval_s: float = 1.0,
     ) -> None:
         self.record = record
+        self.mapping_process = mapping_process
+        self.path_pattern = config.settings.watch.path_pattern
         self.source = record.rel_path
         self.base = config.base_output_directory
         self.path = self.base / record.rel_path
@@ -157,36 +149,40 @@ class FileJob:
         if settled is not None:
             return settled
         self.journal.start(self.record.id, inspection.sha256, inspection.size, inspection.mtime_ns)
+        spec = SourceSpec(
+            self.path,
+            self.base,
+            inspection,
+            self.channel.settings,
+            self.path_pattern,
+            self._path_values(),
+            self.progress.checkpoint,
+        )
         try:
-            reader = await asyncio.to_thread(
-                ExportReader, self.path, inspection, fmt, self.progress.checkpoint
+            source: InProcessSource | WorkerSource = await asyncio.to_thread(
+                self.mapping_process.open if self.mapping_process else InProcessSource, spec
             )
         except FileNotFoundError:
             return self._finish(VANISHED, "the file vanished before it was read")
-        except OSError:
-            return WAIT_FOR_SHARE
+        except HeaderError as exc:
+            return self._finish(FAILED, f"header: {exc}; nothing was sent")
         except ExportFileError as exc:
             return self._finish(FAILED, str(exc))
+        except (OSError, ShareUnavailableError):
+            return WAIT_FOR_SHARE
         try:
-            try:
-                mapper = self.channel.mapping.bind(reader.header, self._path_values())
-                stated = reader.stated_count(fmt.record_count) if fmt.record_count else None
-            except HeaderError as exc:
-                return self._finish(FAILED, f"header: {exc}; nothing was sent")
-            except ExportFileError as exc:
-                return self._finish(FAILED, f"{exc}; nothing was sent")
-            for warning in mapper.warnings:
+            for warning in source.warnings:
                 self.log.warning("%s", warning)
             resumed = (
                 f" from row {self.progress.checkpoint + 1}" if self.progress.checkpoint else ""
             )
             self.log.info("sending%s (%s mode)", resumed, self.channel.settings.mode)
             self._rejects = RejectsWriter(
-                self.rejects_root, self.source, reader.header, fresh=not self.progress.checkpoint
+                self.rejects_root, self.source, source.header, fresh=not self.progress.checkpoint
             )
-            state = await self._send_all(reader, mapper, stated)
+            state = await self._send_all(source)
         finally:
-            reader.close()
+            await asyncio.to_thread(source.close)
             if self._rejects is not None:
                 self._rejects.close()
         if state == DONE:
@@ -241,21 +237,24 @@ class FileJob:
         self.sent = self.rejected = self.dropped = 0
         return None
 
-    async def _send_all(self, reader: ExportReader, mapper: RowMapper, stated: int | None) -> str:
+    async def _send_all(self, source: InProcessSource | WorkerSource) -> str:
         checkpointer = asyncio.create_task(self._checkpoint_every())
+        records_read = 0
         try:
             while True:
                 await self.sender.wait_room()
-                chunk = await asyncio.to_thread(self._read_chunk, reader, mapper)
+                chunk = await asyncio.to_thread(source.next_chunk)
                 self._take(chunk)
-                self.metrics.current_file_progress.set(reader.progress())
+                self.metrics.current_file_progress.set(chunk.progress)
+                records_read = chunk.records_read
                 if chunk.at_end:
                     break
             await self._wait_settled()
-            if stated is not None and stated != reader.records_read:
+            stated = source.stated
+            if stated is not None and stated != records_read:
                 return self._finish(
                     FAILED,
-                    f"the file states {stated} records but holds {reader.records_read}: "
+                    f"the file states {stated} records but holds {records_read}: "
                     f"truncated or padded? {self.sent} rows were sent, {self.rejected} rejected",
                 )
         except (ExportFileError, ShareUnavailableError) as exc:
@@ -296,36 +295,7 @@ class FileJob:
             return
         self.log.info("%s after it was sent", "deleted" if action == "delete" else "archived")
 
-    def _read_chunk(self, reader: ExportReader, mapper: RowMapper) -> _Chunk:
-        """Worker thread: read, map and serialise a chunk of rows (no shared state touched)."""
-        reader.verify_source(self.path, self.base)
-        records = reader.take(CHUNK_ROWS)
-        items: list[Item] = []
-        rejected: list[tuple[Record, str]] = []
-        drops: list[Drop] = []
-        dumps = orjson.dumps
-        for record in records:
-            result = mapper.map_row(record.cells, record.line_no)
-            if isinstance(result, Rejection):
-                rejected.append((record, result.reason))
-                continue
-            if result.drops:
-                drops.extend(result.drops)
-            items.append(
-                Item(
-                    self,
-                    record.index,
-                    record.line_no,
-                    result.user,
-                    # orjson's result keeps its whole working buffer (4 KB or more); a
-                    # right-sized copy is what waits in memory for Braze.
-                    bytes(memoryview(dumps(result.attributes))),
-                    pack_cells(record.cells),
-                )
-            )
-        return _Chunk(items, rejected, drops, at_end=len(records) < CHUNK_ROWS)
-
-    def _take(self, chunk: _Chunk) -> None:
+    def _take(self, chunk: ChunkData) -> None:
         assert self._rejects is not None
         for drop in chunk.drops:
             self._rejects.drop(drop)
@@ -336,10 +306,10 @@ class FileJob:
         self.metrics.backlog_rows.inc(len(chunk.rejected) + len(chunk.items))
         if self._outstanding:
             self._settled.clear()
-        for record, reason in chunk.rejected:
-            self._write_reject(record.line_no, record.cells, reason)
-            self._settle(record.index)
-        self.sender.submit(chunk.items)
+        for index, line_no, cells, reason in chunk.rejected:
+            self._write_reject(line_no, cells, reason)
+            self._settle(index)
+        self.sender.submit([Item(self, *data) for data in chunk.items])
 
     async def _wait_settled(self) -> None:
         if self._outstanding:

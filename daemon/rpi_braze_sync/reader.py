@@ -288,7 +288,8 @@ class ExportReader:
         found = re.search(spec.pattern, line)
         if found is None:
             raise ExportFileError(
-                f"line {spec.line}: no record count matching {spec.pattern!r} in {line[:80]!r}"
+                f"line {spec.line}: no record count matching {spec.pattern!r} in {line[:80]!r};"
+                " nothing was sent"
             )
         return int(found.group(1))
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import pytest
+
 from rpi_braze_sync.errors import EXIT_CONFIG
 from tests.e2e.conftest import APPEND, UPSERT, DaemonProcess, wait_until
 from tests.fakebraze import FakeBraze
@@ -36,9 +38,11 @@ async def write_slowly(path_text: str, pieces: list[str], pause_s: float, path: 
             await asyncio.sleep(pause_s)
 
 
+@pytest.mark.parametrize("mapping_process", [False, True], ids=["in-process", "mapping-process"])
 async def test_upsert_and_append_exports_reach_braze_exactly(
-    daemon: DaemonProcess, fake_braze: FakeBraze
+    daemon: DaemonProcess, fake_braze: FakeBraze, mapping_process: bool
 ) -> None:
+    daemon.settings["performance"] = {"mapping_process": mapping_process}
     await daemon.start()
     upsert = daemon.export_path(UPSERT, "Spring Offer", "wf-17", "RPI_Export_17.txt")
     rows = [*HANDMADE, *upsert_rows(300)]

@@ -8,6 +8,8 @@ import signal
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from rpi_braze_sync.journal import FileRecord, Journal, journal_path
 from tests.e2e.conftest import UPSERT, DaemonProcess, wait_until
 from tests.fakebraze import FakeBraze
@@ -46,10 +48,12 @@ def state_of(daemon: DaemonProcess, name: str) -> str | None:
     return record.state if record else None
 
 
+@pytest.mark.parametrize("mapping_process", [False, True], ids=["in-process", "mapping-process"])
 async def test_sigkill_mid_file_then_restart_delivers_every_row(
-    daemon: DaemonProcess, fake_braze: FakeBraze
+    daemon: DaemonProcess, fake_braze: FakeBraze, mapping_process: bool
 ) -> None:
     slow_daemon(daemon, fake_braze)
+    daemon.settings["performance"] = {"mapping_process": mapping_process}
     await daemon.start()
     daemon.export_path(UPSERT, "O", "1", "big.txt").write_text(
         "external_id,first_name\n" + numbered(0, 3000)
@@ -114,9 +118,11 @@ async def test_a_second_signal_stops_at_once_and_the_journal_still_resumes(
     assert sum(counts.values()) - 300 <= BATCH * IN_FLIGHT
 
 
+@pytest.mark.parametrize("mapping_process", [False, True], ids=["in-process", "mapping-process"])
 async def test_a_file_deleted_mid_send_is_marked_and_others_go_on(
-    daemon: DaemonProcess, fake_braze: FakeBraze
+    daemon: DaemonProcess, fake_braze: FakeBraze, mapping_process: bool
 ) -> None:
+    daemon.settings["performance"] = {"mapping_process": mapping_process}
     slow_daemon(daemon, fake_braze, latency_s=0.05)
     await daemon.start()
     doomed = daemon.export_path(UPSERT, "O", "1", "doomed.txt")

@@ -1,0 +1,235 @@
+"""Where a file's mapped rows come from: this process (a worker thread), or a mapping process.
+
+Both read, map and serialise a chunk of rows at a time and hand back plain data. The mapping
+process takes the per-row work off the interpreter that sends, so reading and sending use
+both cores; it costs the memory of a second interpreter (performance.mapping_process).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .batching import pack_cells
+from .errors import ShareUnavailableError
+from .mapping import Drop, Rejection, compile_mapping
+from .reader import ExportReader, FileInspection
+from .settings import ChannelSettings
+
+log = logging.getLogger(__name__)
+CHUNK_ROWS = 2000
+
+# (record index, line, user, request body, packed source row)
+ItemData = tuple[int, int, str, bytes, "str | list[str]"]
+# (line, source cells, reason)
+RejectData = tuple[int, int, list[str], str]
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Everything needed to read and map one file, picklable for the mapping process."""
+
+    path: Path
+    base: Path
+    inspection: FileInspection
+    channel: ChannelSettings
+    path_pattern: str
+    path_values: dict[str, str]
+    start_index: int
+
+
+@dataclass
+class ChunkData:
+    items: list[ItemData]
+    rejected: list[RejectData]
+    drops: list[Drop]
+    at_end: bool
+    progress: float  # share of the file's bytes read
+    records_read: int
+
+
+class InProcessSource:
+    """Reads and maps in the calling thread. Also what the mapping process runs inside."""
+
+    def __init__(self, spec: SourceSpec) -> None:
+        fmt = spec.channel.format
+        self.spec = spec
+        mapping = compile_mapping(spec.channel.mapping, spec.channel.mode, spec.path_pattern)
+        self.reader = ExportReader(spec.path, spec.inspection, fmt, spec.start_index)
+        try:
+            self.mapper = mapping.bind(self.reader.header, spec.path_values)
+            self.stated = self.reader.stated_count(fmt.record_count) if fmt.record_count else None
+        except BaseException:
+            self.reader.close()
+            raise
+        self.header = self.reader.header
+        self.warnings = self.mapper.warnings
+
+    def next_chunk(self) -> ChunkData:
+        reader, map_row = self.reader, self.mapper.map_row
+        reader.verify_source(self.spec.path, self.spec.base)
+        records = reader.take(CHUNK_ROWS)
+        items: list[ItemData] = []
+        rejected: list[RejectData] = []
+        drops: list[Drop] = []
+        dumps = orjson.dumps
+        for record in records:
+            result = map_row(record.cells, record.line_no)
+            if isinstance(result, Rejection):
+                rejected.append((record.index, record.line_no, record.cells, result.reason))
+                continue
+            if result.drops:
+                drops.extend(result.drops)
+            items.append(
+                (
+                    record.index,
+                    record.line_no,
+                    result.user,
+                    # orjson's result keeps its whole working buffer (4 KB or more) alive;
+                    # a right-sized copy is what waits in memory for Braze.
+                    bytes(memoryview(dumps(result.attributes))),
+                    pack_cells(record.cells),
+                )
+            )
+        at_end = len(records) < CHUNK_ROWS
+        return ChunkData(items, rejected, drops, at_end, reader.progress(), reader.records_read)
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def _serve(conn: Connection) -> None:
+    """The mapping process: one file at a time, a chunk ahead of what was asked for."""
+    source: InProcessSource | None = None
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):  # the daemon is gone
+            return
+        kind = request[0]
+        try:
+            if kind == "open":
+                if source is not None:
+                    source.close()
+                source = InProcessSource(request[1])
+                conn.send(("opened", source.header, source.warnings, source.stated))
+            elif kind == "chunk":
+                assert source is not None
+                conn.send(("chunk", source.next_chunk()))
+            elif kind == "close" and source is not None:
+                source.close()
+                source = None
+        except Exception as exc:
+            conn.send(("error", exc))
+
+
+class MappingProcess:
+    """The daemon's one mapping process, started on first use and again if it died."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
+        self._pending = False
+
+    def _ensure(self) -> Connection:
+        if self._process is None or self._process.poll() is not None:
+            # A fresh interpreter that imports only the reading and mapping modules (not a
+            # fork of a process with threads, nor multiprocessing's spawn, which would import
+            # the whole daemon again): its memory is what the mapping needs.
+            ours, theirs = socket.socketpair()
+            process = subprocess.Popen(
+                [sys.executable, "-m", "rpi_braze_sync.rowsource", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+            theirs.close()
+            self._process, self._conn, self._pending = process, Connection(ours.detach()), False
+        assert self._conn is not None
+        return self._conn
+
+    def _call(self, request: tuple[Any, ...] | None) -> Any:
+        conn = self._ensure()
+        try:
+            if request is not None:
+                conn.send(request)
+            reply = conn.recv()
+        except (EOFError, OSError):
+            self.stop()
+            raise ShareUnavailableError(
+                "the mapping process stopped; the file will be retried"
+            ) from None
+        if reply[0] == "error":
+            raise reply[1]
+        return reply
+
+    def open(self, spec: SourceSpec) -> WorkerSource:
+        self.close_file()  # an abandoned file's prefetched chunk, if any
+        _, header, warnings, stated = self._call(("open", spec))
+        return WorkerSource(self, header, warnings, stated)
+
+    def next_chunk(self) -> ChunkData:
+        request = None if self._pending else ("chunk",)
+        self._pending = False  # consumed now, even if the reply is an error
+        reply = self._call(request)
+        chunk: ChunkData = reply[1]
+        # Ask for the next chunk now: the process maps it while this one is sent.
+        self._pending = not chunk.at_end
+        if self._pending:
+            self._ensure().send(("chunk",))
+        return chunk
+
+    def close_file(self) -> None:
+        if self._conn is not None and self._process is not None and self._process.poll() is None:
+            if self._pending:
+                try:
+                    self._call(None)
+                except Exception:
+                    log.debug("discarded the prefetched chunk's error", exc_info=True)
+                self._pending = False
+            self._conn.send(("close",))
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._pending = False
+
+
+class WorkerSource:
+    def __init__(
+        self, worker: MappingProcess, header: list[str], warnings: list[str], stated: int | None
+    ) -> None:
+        self.worker = worker
+        self.header = header
+        self.warnings = warnings
+        self.stated = stated
+
+    def next_chunk(self) -> ChunkData:
+        return self.worker.next_chunk()
+
+    def close(self) -> None:
+        self.worker.close_file()
+
+
+if __name__ == "__main__":  # the mapping process: python -m rpi_braze_sync.rowsource FD
+    # Through the package, so what it sends is pickled under rpi_braze_sync.rowsource, the
+    # name the daemon knows, not __main__.
+    from rpi_braze_sync.rowsource import _serve as serve
+
+    serve(Connection(int(sys.argv[1])))
