@@ -102,9 +102,10 @@ class Sender:
 
     def drop_job(self, job: Job) -> list[Item]:
         removed = self.planner.drop_job(job)
-        for batch, _ in list(self._resend):
+        for entry in list(self._resend):
+            batch = entry[0]
             if batch and batch[0].job is job:
-                self._resend.remove((batch, _))
+                self._resend.remove(entry)
                 self.planner.release(batch)
                 removed += batch
         self._update_room()
@@ -126,13 +127,6 @@ class Sender:
     def failing_for_s(self) -> float:
         """How long Braze has answered only with errors or not at all (0 when it answers)."""
         return 0.0 if self._failing_since is None else self._clock() - self._failing_since
-
-    @property
-    def outstanding(self) -> int:
-        return self._outstanding
-
-    def idle(self) -> bool:
-        return not self._outstanding and not self._resend and not len(self.planner)
 
     # --- dispatch ------------------------------------------------------------------------
 
@@ -221,6 +215,7 @@ class Sender:
             log.info("Braze accepts the API key again; sending resumes")
         if action is Action.SENT:
             self._latency_s = 0.8 * self._latency_s + 0.2 * elapsed
+            self.metrics.concurrency_limit.set(self.concurrency())
             self.metrics.last_success.set(self._wall())
             if self._failing_since is not None:
                 log.info("Braze answers again after %.0f s", self._clock() - self._failing_since)

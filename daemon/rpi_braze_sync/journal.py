@@ -281,9 +281,6 @@ class Journal:
             return record
         return None
 
-    def set_rpi_call(self, file_id: int, rpi_call: str) -> None:
-        self._write("UPDATE files SET rpi_call = ? WHERE id = ?", (rpi_call, file_id))
-
     def sweep(self, present: set[str], retention_s: float) -> int:
         """Note which finished files left the share; forget those gone for `retention_s`.
 
@@ -349,10 +346,6 @@ class Journal:
         except sqlite3.Error as exc:
             raise JournalError(f"journal read failed: {exc}") from None
         return [(float(at), str(body)) for at, body in rows]
-
-    def max_id(self) -> int:
-        row = self._db.execute("SELECT MAX(id) FROM files").fetchone()
-        return int(row[0] or 0)
 
     def finish(self, file_id: int, state: str, reason: str | None = None) -> None:
         now = time.time()

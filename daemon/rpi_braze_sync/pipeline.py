@@ -159,9 +159,11 @@ class FileJob:
             self.progress.checkpoint,
         )
         try:
-            source: InProcessSource | WorkerSource = await asyncio.to_thread(
-                self.mapping_process.open if self.mapping_process else InProcessSource, spec
-            )
+            source: InProcessSource | WorkerSource
+            if self.mapping_process is not None:
+                source = await asyncio.to_thread(self.mapping_process.open, spec)
+            else:
+                source = await asyncio.to_thread(InProcessSource, spec, self.channel.mapping)
         except FileNotFoundError:
             return self._finish(VANISHED, "the file vanished before it was read")
         except HeaderError as exc:

@@ -20,7 +20,7 @@ import orjson
 
 from .batching import pack_cells
 from .errors import ShareUnavailableError
-from .mapping import Drop, Rejection, compile_mapping
+from .mapping import CompiledMapping, Drop, Rejection, compile_mapping
 from .reader import ExportReader, FileInspection
 from .settings import ChannelSettings
 
@@ -59,10 +59,13 @@ class ChunkData:
 class InProcessSource:
     """Reads and maps in the calling thread. Also what the mapping process runs inside."""
 
-    def __init__(self, spec: SourceSpec) -> None:
+    def __init__(self, spec: SourceSpec, mapping: CompiledMapping | None = None) -> None:
+        """`mapping`: the channel's compiled mapping when there is one at hand (in the
+        daemon); the mapping process compiles its own (compiled code does not pickle)."""
         fmt = spec.channel.format
         self.spec = spec
-        mapping = compile_mapping(spec.channel.mapping, spec.channel.mode, spec.path_pattern)
+        if mapping is None:
+            mapping = compile_mapping(spec.channel.mapping, spec.channel.mode, spec.path_pattern)
         self.reader = ExportReader(spec.path, spec.inspection, fmt, spec.start_index)
         try:
             self.mapper = mapping.bind(self.reader.header, spec.path_values)
