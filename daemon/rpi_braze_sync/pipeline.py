@@ -95,28 +95,25 @@ class FileJob:
     def settle_sent(self, items: list[Item]) -> None:
         self.sent += len(items)
         self._rows_label.inc(len(items))
-        for item in items:
-            self._settle(item.index, count=False)
-        self._count_settled(len(items))
+        self._settle([item.index for item in items])
 
     def settle_rejected(self, item: Item, reason: str) -> None:
         self._write_reject(item.line_no, item.cells, reason)
-        self._settle(item.index)
+        self._settle([item.index])
 
-    def _settle(self, index: int, count: bool = True) -> None:
+    def _settle(self, indexes: list[int]) -> None:
+        """These records are done with; the checkpoint check runs once per call (a request)."""
         before = self.progress.checkpoint
-        self.progress.settle(index)
+        settle = self.progress.settle
+        for index in indexes:
+            settle(index)
         if self.progress.checkpoint != before and not self._checkpoint_due and CHECKPOINTS:
             # Checkpoint as soon as the settled prefix grows (once per loop turn, however many
             # acks it brought): after a kill, only rows in flight are sent again.
             self._checkpoint_due = True
             asyncio.get_running_loop().call_soon(self._checkpoint_soon)
-        if count:
-            self._count_settled(1)
-
-    def _count_settled(self, count: int) -> None:
-        self._outstanding -= count
-        self.metrics.backlog_rows.dec(count)
+        self._outstanding -= len(indexes)
+        self.metrics.backlog_rows.dec(len(indexes))
         if self._outstanding == 0:
             self._settled.set()
 
@@ -308,9 +305,10 @@ class FileJob:
         self.metrics.backlog_rows.inc(len(chunk.rejected) + len(chunk.items))
         if self._outstanding:
             self._settled.clear()
-        for index, line_no, cells, reason in chunk.rejected:
+        for _, line_no, cells, reason in chunk.rejected:
             self._write_reject(line_no, cells, reason)
-            self._settle(index)
+        if chunk.rejected:
+            self._settle([index for index, _, _, _ in chunk.rejected])
         self.sender.submit([Item(self, *data) for data in chunk.items])
 
     async def _wait_settled(self) -> None:
