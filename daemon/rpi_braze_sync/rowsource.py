@@ -7,7 +7,10 @@ both cores; it costs the memory of a second interpreter (performance.mapping_pro
 
 from __future__ import annotations
 
+import gc
 import logging
+import marshal
+import pickle
 import socket
 import subprocess
 import sys
@@ -26,6 +29,16 @@ from .settings import ChannelSettings
 
 log = logging.getLogger(__name__)
 CHUNK_ROWS = 2000
+
+
+def tune_garbage_collector() -> None:
+    """Rows make many short-lived dicts and lists and no reference cycles to speak of: the
+    default collector ran every 700 allocations and took half the mapping time. Collect
+    young objects less often, and never rescan what start-up loaded (modules, config).
+    Both the daemon and the mapping process call this."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 50)
+
 
 # (record index, line, user, request body, packed source row)
 ItemData = tuple[int, int, str, bytes, "str | list[str]"]
@@ -109,6 +122,31 @@ class InProcessSource:
         self.reader.close()
 
 
+# Replies from the mapping process: a chunk is plain tuples, lists, strings and bytes, which
+# marshal writes about four times faster than pickle; anything else is pickled.
+_MARSHAL, _PICKLE = b"m", b"p"
+
+
+def _encode_reply(reply: tuple[Any, ...]) -> bytes:
+    if reply[0] == "chunk":
+        chunk: ChunkData = reply[1]
+        drops = [(d.line_no, d.field, d.value, d.reason) for d in chunk.drops]
+        fields = (chunk.items, chunk.rejected, drops, chunk.at_end, chunk.progress)
+        return _MARSHAL + marshal.dumps((*fields, chunk.records_read))
+    return _PICKLE + pickle.dumps(reply)
+
+
+def _decode_reply(data: bytes) -> tuple[Any, ...]:
+    body = memoryview(data)[1:]
+    if data[:1] == _MARSHAL:
+        items, rejected, drops, at_end, progress, records_read = marshal.loads(body)
+        chunk = ChunkData(
+            items, rejected, [Drop(*d) for d in drops], at_end, progress, records_read
+        )
+        return ("chunk", chunk)
+    return tuple(pickle.loads(body))
+
+
 def _serve(conn: Connection) -> None:
     """The mapping process: one file at a time, a chunk ahead of what was asked for."""
     source: InProcessSource | None = None
@@ -123,15 +161,19 @@ def _serve(conn: Connection) -> None:
                 if source is not None:
                     source.close()
                 source = InProcessSource(request[1])
-                conn.send(("opened", source.header, source.warnings, source.stated))
+                reply: tuple[Any, ...] = ("opened", source.header, source.warnings, source.stated)
             elif kind == "chunk":
                 assert source is not None
-                conn.send(("chunk", source.next_chunk()))
+                reply = ("chunk", source.next_chunk())
             elif kind == "close" and source is not None:
                 source.close()
                 source = None
+                continue
+            else:
+                continue
         except Exception as exc:
-            conn.send(("error", exc))
+            reply = ("error", exc)
+        conn.send_bytes(_encode_reply(reply))
 
 
 class MappingProcess:
@@ -163,7 +205,7 @@ class MappingProcess:
         try:
             if request is not None:
                 conn.send(request)
-            reply = conn.recv()
+            reply = _decode_reply(conn.recv_bytes())
         except (EOFError, OSError):
             self.stop()
             raise ShareUnavailableError(
@@ -234,5 +276,7 @@ if __name__ == "__main__":  # the mapping process: python -m rpi_braze_sync.rows
     # Through the package, so what it sends is pickled under rpi_braze_sync.rowsource, the
     # name the daemon knows, not __main__.
     from rpi_braze_sync.rowsource import _serve as serve
+    from rpi_braze_sync.rowsource import tune_garbage_collector as tune
 
+    tune()
     serve(Connection(int(sys.argv[1])))
