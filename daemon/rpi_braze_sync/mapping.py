@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from .columnar import ChunkFunction, compile_chunk_function
 from .rowcode import compile_row_function
 from .settings import MappingSpec, SourceSpec, ValueSpec
 from .transforms import (
@@ -344,6 +345,8 @@ class RowMapper:
                     explicit.append((r.name.split(".", 1)[1], bound))
             self.nested.append((name, merge, inferred, explicit))
         self.map_row: Callable[[list[str], int], Mapped | Rejection] = compile_row_function(self)
+        # The column-wise fast path, for the rows it can take (None: every row by map_row).
+        self.map_chunk: ChunkFunction | None = compile_chunk_function(self)
 
     def _identifier_columns(self) -> set[int]:
         return {index for _, index, _ in self._identifier if index is not None}

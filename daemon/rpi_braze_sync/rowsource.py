@@ -90,31 +90,32 @@ class InProcessSource:
         self.warnings = self.mapper.warnings
 
     def next_chunk(self) -> ChunkData:
-        reader, map_row = self.reader, self.mapper.map_row
+        reader, map_row, map_chunk = self.reader, self.mapper.map_row, self.mapper.map_chunk
         reader.verify_source(self.spec.path, self.spec.base)
         records = reader.take(CHUNK_ROWS)
         items: list[ItemData] = []
         rejected: list[RejectData] = []
         drops: list[Drop] = []
+        if map_chunk is not None:
+            bodies, users = map_chunk([record.cells for record in records])
+        else:
+            bodies, users = [None] * len(records), []
         dumps = orjson.dumps
-        for record in records:
-            result = map_row(record.cells, record.line_no)
-            if isinstance(result, Rejection):
-                rejected.append((record.index, record.line_no, record.cells, result.reason))
-                continue
-            if result.drops:
-                drops.extend(result.drops)
-            items.append(
-                (
-                    record.index,
-                    record.line_no,
-                    result.user,
-                    # orjson's result keeps its whole working buffer (4 KB or more) alive;
-                    # a right-sized copy is what waits in memory for Braze.
-                    bytes(memoryview(dumps(result.attributes))),
-                    pack_cells(record.cells),
-                )
-            )
+        for position, (record, body) in enumerate(zip(records, bodies, strict=True)):
+            if body is not None:  # mapped and serialised column-wise
+                user = users[position]
+            else:
+                result = map_row(record.cells, record.line_no)
+                if isinstance(result, Rejection):
+                    rejected.append((record.index, record.line_no, record.cells, result.reason))
+                    continue
+                if result.drops:
+                    drops.extend(result.drops)
+                user = result.user
+                # orjson's result keeps its whole working buffer (4 KB or more) alive;
+                # a right-sized copy is what waits in memory for Braze.
+                body = bytes(memoryview(dumps(result.attributes)))
+            items.append((record.index, record.line_no, user, body, pack_cells(record.cells)))
         at_end = len(records) < CHUNK_ROWS
         return ChunkData(items, rejected, drops, at_end, reader.progress(), reader.records_read)
 

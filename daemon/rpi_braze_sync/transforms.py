@@ -6,6 +6,7 @@ send), or raises `FieldValueError` with a reason an operator can act on.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import re
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from .settings import FieldType, ValueSpec
 
 MAX_STRING_CHARS: Final = 255  # Braze's limit for string attributes and nested strings
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]{0,14})(\.[0-9]+)?")
+_WHOLE_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]{0,14})")  # _NUMBER without a fraction
 _INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _EMAIL = re.compile(r"[^@\s\"(),:;<>\[\\\]]+@[^@\s\"(),:;<>\[\\\]]+\.[^@\s\"(),:;<>\[\\\]]+")
@@ -171,6 +173,36 @@ TYPE_PARSERS: dict[FieldType, Callable[[str], Any]] = {
     "gender": parse_gender,
     "country": parse_country,
 }
+
+
+def _all_emails(values: list[str]) -> bool:
+    return None not in map(_EMAIL.fullmatch, values) and max(map(len, values)) <= MAX_STRING_CHARS
+
+
+def _all_dates(values: list[str]) -> bool:
+    if None in map(_DATE.fullmatch, values):
+        return False
+    try:
+        collections.deque(map(datetime.date.fromisoformat, values), maxlen=0)
+    except ValueError:
+        return False
+    return True
+
+
+# Parsers that send a valid value exactly as written, with a check of a whole column at once
+# (non-empty list): the column-wise mapper (columnar.py) skips the per-value call for them.
+COLUMN_VALIDATORS: dict[Callable[[str], Any], Callable[[list[str]], bool]] = {
+    parse_email: _all_emails,
+    parse_date: _all_dates,
+}
+
+
+def infer_whole_numbers(values: list[str]) -> list[int] | None:
+    """`infer_value` of a whole column at once when every value is a whole number (ids,
+    amounts, counts); None otherwise."""
+    if None in map(_WHOLE_NUMBER.fullmatch, values):
+        return None
+    return list(map(int, values))
 
 
 def infer_value(value: str) -> Any:

@@ -135,6 +135,46 @@ channels:
 """
 
 
+# An external_id mapping (the column-wise fast path's kind) with most of the language.
+WIDE_YAML = """
+channels:
+  C:
+    mode: upsert
+    mapping:
+      identifier:
+        external_id: {column: id}
+      attributes:
+        email: {column: mail, type: email}
+        dob: {column: birth, type: date}
+        country: {column: pays, type: country}
+        gender: {column: sex, type: gender}
+        score: {column: score, type: integer}
+        ratio: {column: ratio, type: float, on_invalid: reject}
+        vip: {column: vip, type: boolean, empty: 'null'}
+        seen: {column: seen, type: time}
+        code: {column: code, case: upper, max_length: 10}
+        home_city: {column: city}
+        phone: {column: tel, type: phone, phone_region: FR}
+        campaign: {value: spring}
+        source: {path: offer}
+      arrays:
+        tags:
+          add: {column: tag}
+        lists:
+          remove: {column: unsub, values: {all: everything}}
+        offers:
+          add: {path: offer}
+      nested:
+        prefs:
+          keys:
+            news: {column: news, type: boolean}
+            since: {column: since, type: time}
+            label: {value: web}
+        extra:
+          columns: remaining
+"""
+
+
 def compile_yaml(text: str) -> CompiledMapping:
     return compile_channels(parse_settings(text, "cfg.yaml", {}))["C"].mapping
 
@@ -145,6 +185,7 @@ SHIPPED_MAPPING = (
 ALIAS_MAPPING = compile_yaml(ALIAS_YAML)
 EMAIL_MAPPING = compile_yaml(EMAIL_YAML)
 PHONE_MAPPING = compile_yaml(PHONE_YAML)
+WIDE_MAPPING = compile_yaml(WIDE_YAML)
 
 # --- what Braze accepts -------------------------------------------------------------------
 
@@ -463,12 +504,31 @@ EMAIL_COLUMNS = {
     "score": "float",
 }
 PHONE_COLUMNS = {"tel": "phone_id", "city": "text", "name": "text", "a": "integer", "b": "date"}
+WIDE_COLUMNS = {
+    "id": "id",
+    "mail": "email",
+    "birth": "date",
+    "pays": "country",
+    "sex": "gender",
+    "score": "integer",
+    "ratio": "float",
+    "vip": "boolean",
+    "seen": "time",
+    "code": "text",
+    "city": "text",
+    "tel": "phone",
+    "tag": "text",
+    "unsub": "text",
+    "news": "boolean",
+    "since": "time",
+}
 
 CASES = [
     pytest.param(SHIPPED_MAPPING, SHIPPED_COLUMNS, {"external_id"}, id="shipped-upsert"),
     pytest.param(ALIAS_MAPPING, ALIAS_COLUMNS, {"alias"}, id="alias-many-types"),
     pytest.param(EMAIL_MAPPING, EMAIL_COLUMNS, {"Email Address", "c"}, id="email-identifier"),
     pytest.param(PHONE_MAPPING, PHONE_COLUMNS, {"tel"}, id="phone-identifier"),
+    pytest.param(WIDE_MAPPING, WIDE_COLUMNS, {"id"}, id="external-id-many-types"),
 ]
 
 extra_names = st.one_of(
@@ -483,7 +543,7 @@ path_part = st.one_of(
 
 @st.composite
 def header_and_rows(
-    draw: st.DrawFn, columns: dict[str, str], required: set[str]
+    draw: st.DrawFn, columns: dict[str, str], required: set[str], max_rows: int = 3
 ) -> tuple[list[str], list[list[str]], dict[str, str]]:
     """A header (some known columns, spelled variously, plus extras) and rows for it."""
     chosen = [c for c in columns if c in required or draw(st.booleans())]
@@ -497,7 +557,7 @@ def header_and_rows(
             kinds[name] = "extra"
     header = draw(st.permutations(list(kinds)))
     rows = []
-    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+    for _ in range(draw(st.integers(min_value=1, max_value=max_rows))):
         row = [draw(ANY_CELL if kinds[h] == "extra" else cell(kinds[h])) for h in header]
         delta = draw(st.sampled_from([0] * 12 + [-1, 1, 3]))  # mostly the right width
         row = row[: len(row) + delta] if delta < 0 else row + [""] * delta
@@ -545,6 +605,61 @@ def test_the_compiled_row_function_equals_the_generic_loop(
         assert compiled == generic, mapper.map_row.__doc__
         if isinstance(compiled, Mapped) and isinstance(generic, Mapped):
             assert list(compiled.attributes) == list(generic.attributes)
+
+
+CHUNK_CASES = [case for case in CASES if case.id in ("shipped-upsert", "external-id-many-types")]
+
+
+@pytest.mark.parametrize(("mapping", "columns", "required"), CHUNK_CASES)
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_column_wise_bodies_are_the_row_functions_objects_byte_for_byte(
+    mapping: CompiledMapping, columns: dict[str, str], required: set[str], data: st.DataObject
+) -> None:
+    # columnar.py maps a chunk column by column and leaves to the row function (None) every
+    # row it cannot take; a body it makes must be exactly what orjson makes of the row
+    # function's object, for a row the row function neither rejects nor trims of a field.
+    header, rows, path_values = data.draw(header_and_rows(columns, required, max_rows=12))
+    if data.draw(st.booleans()):  # a chunk where a column is the same or clean in every row
+        column = data.draw(st.integers(min_value=0, max_value=len(header) - 1))
+        value = data.draw(TYPED_CELLS[columns.get(header[column].strip(), "text")]
+                          if header[column].strip() in columns else short_text)  # fmt: skip
+        for row in rows:
+            if len(row) > column:
+                row[column] = value
+    mapper = mapping.bind(header, path_values)
+    assert mapper.map_chunk is not None
+    bodies, users = mapper.map_chunk(rows)
+    assert len(bodies) == len(rows)
+    for line_no, (row, body) in enumerate(zip(rows, bodies, strict=True), start=2):
+        if body is None:
+            continue
+        expected = mapper.map_row_generic(row, line_no)
+        assert isinstance(expected, Mapped), (row, expected)
+        assert expected.drops is None, (row, expected.drops)
+        assert users[line_no - 2] == expected.user
+        assert body == orjson.dumps(expected.attributes), mapper.map_row.__doc__
+
+
+def test_column_wise_mapping_takes_clean_rows_and_leaves_the_others() -> None:
+    header = list(SHIPPED_COLUMNS)
+    clean = ["u-1", "Ada", "Lovelace", "ada@example.com", "France", "1815-12-10", "f", "London",
+             "+44 20 7946 0958", "Spring", "42", "7"]  # fmt: skip
+    mapper = bind(SHIPPED_MAPPING, header)
+    assert mapper.map_chunk is not None
+    rows = [clean, [*clean[:5], "1815-02-30", *clean[6:]], ["", *clean[1:]], clean[:-1], clean]
+    bodies, users = mapper.map_chunk(rows)
+    assert [body is not None for body in bodies] == [True, False, False, False, True]
+    expected = mapper.map_row(clean, 2)
+    assert isinstance(expected, Mapped)
+    assert bodies[0] == bodies[4] == orjson.dumps(expected.attributes)
+    assert users[0] == "u-1"
+
+
+def test_only_a_plain_external_id_mapping_has_a_column_wise_path() -> None:
+    assert bind(ALIAS_MAPPING, list(ALIAS_COLUMNS)).map_chunk is None
+    assert bind(EMAIL_MAPPING, list(EMAIL_COLUMNS)).map_chunk is None
+    assert bind(PHONE_MAPPING, list(PHONE_COLUMNS)).map_chunk is None
 
 
 @pytest.mark.parametrize(("mapping", "columns", "required"), CASES)
