@@ -28,7 +28,9 @@ from .reader import ExportReader, FileInspection
 from .settings import ChannelSettings
 
 log = logging.getLogger(__name__)
-CHUNK_ROWS = 2000
+# Rows read and mapped at a time. Column-wise mapping holds a chunk's columns several times
+# over; 500 rows measured both faster and 30 MB lighter than 2,000 (caches, allocator).
+CHUNK_ROWS = 500
 
 
 def tune_garbage_collector() -> None:
