@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 MAX_BODY_BYTES = 4_000_000  # Braze answers 413 above 4 MB; stay under with room for the envelope
@@ -42,6 +43,16 @@ def pack_cells(cells: list[str]) -> str | list[str]:
     for Braze. Kept as a list in the rare row whose cells contain the separator."""
     packed = _SEPARATOR.join(cells)
     return packed if packed.count(_SEPARATOR) == len(cells) - 1 else cells
+
+
+def pack_rows(rows: list[list[str]]) -> list[str | list[str]]:
+    """pack_cells over a chunk. Joining never loses a separator, so each packed row holds at
+    least its own; if the total is exact, no cell held one and every row is a plain join."""
+    packed: list[str | list[str]] = list(map(_SEPARATOR.join, rows))
+    separators = sum(map(str.count, packed, repeat(_SEPARATOR)))  # type: ignore[arg-type]
+    if separators == sum(map(len, rows)) - len(rows):
+        return packed
+    return list(map(pack_cells, rows))
 
 
 def build_body(items: Iterable[Item]) -> bytes:

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from .batching import pack_cells
+from .batching import pack_rows
 from .errors import ShareUnavailableError
 from .mapping import CompiledMapping, Drop, Rejection, compile_mapping
 from .reader import ExportReader, FileInspection
@@ -92,33 +92,36 @@ class InProcessSource:
         self.warnings = self.mapper.warnings
 
     def next_chunk(self) -> ChunkData:
-        reader, map_row, map_chunk = self.reader, self.mapper.map_row, self.mapper.map_chunk
+        reader, map_chunk = self.reader, self.mapper.map_chunk
         reader.verify_source(self.spec.path, self.spec.base)
-        records = reader.take(CHUNK_ROWS)
-        items: list[ItemData] = []
-        rejected: list[RejectData] = []
+        batch = reader.take_batch(CHUNK_ROWS)
+        rows, line_numbers = batch.rows, batch.line_numbers
+        indexes = range(batch.first_index, batch.first_index + len(rows))
+        packed = pack_rows(rows)
         drops: list[Drop] = []
-        if map_chunk is not None:
-            bodies, users = map_chunk([record.cells for record in records])
+        rejected: list[RejectData] = []
+        bodies, users = map_chunk(rows) if map_chunk is not None else ([None] * len(rows), [])
+        if None not in bodies:  # every row mapped column-wise
+            columns = (indexes, line_numbers, users, bodies, packed)
+            items: list[ItemData] = list(zip(*columns, strict=True))  # type: ignore[arg-type]
         else:
-            bodies, users = [None] * len(records), []
-        dumps = orjson.dumps
-        for position, (record, body) in enumerate(zip(records, bodies, strict=True)):
-            if body is not None:  # mapped and serialised column-wise
-                user = users[position]
-            else:
-                result = map_row(record.cells, record.line_no)
+            items = []
+            map_row, dumps = self.mapper.map_row, orjson.dumps
+            for i, body in enumerate(bodies):
+                if body is not None:
+                    items.append((indexes[i], line_numbers[i], users[i], body, packed[i]))
+                    continue
+                result = map_row(rows[i], line_numbers[i])
                 if isinstance(result, Rejection):
-                    rejected.append((record.index, record.line_no, record.cells, result.reason))
+                    rejected.append((indexes[i], line_numbers[i], rows[i], result.reason))
                     continue
                 if result.drops:
                     drops.extend(result.drops)
-                user = result.user
                 # orjson's result keeps its whole working buffer (4 KB or more) alive;
                 # a right-sized copy is what waits in memory for Braze.
                 body = bytes(memoryview(dumps(result.attributes)))
-            items.append((record.index, record.line_no, user, body, pack_cells(record.cells)))
-        at_end = len(records) < CHUNK_ROWS
+                items.append((indexes[i], line_numbers[i], result.user, body, packed[i]))
+        at_end = len(rows) < CHUNK_ROWS
         return ChunkData(items, rejected, drops, at_end, reader.progress(), reader.records_read)
 
     def close(self) -> None:

@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from rpi_braze_sync.batching import Item, Planner, Progress, build_body, split_batch
+from rpi_braze_sync.batching import (
+    Item,
+    Planner,
+    Progress,
+    build_body,
+    pack_cells,
+    pack_rows,
+    split_batch,
+)
 
 
 class Job:
@@ -257,3 +265,20 @@ def test_progress_random_order_with_duplicates(seed: int) -> None:
         assert progress.outstanding_ahead == len([i for i in settled if i > expected])
     assert progress.checkpoint == start + 50
     assert progress.outstanding_ahead == 0
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [["a", "b"], ["", "c", ""], ["d"]],
+        [["a", "b\x1fc"], ["d", "e"]],  # a cell holding the separator: kept as a list
+        [["\x1f"], ["x", ""]],
+        [],
+    ],
+)
+def test_pack_rows_is_pack_cells_of_each_row(rows: list[list[str]]) -> None:
+    packed = pack_rows(rows)
+    assert packed == [pack_cells(row) for row in rows]
+    for row, one in zip(rows, packed, strict=True):
+        item = Item(None, 0, 2, "u", b"{}", one)
+        assert item.cells == row

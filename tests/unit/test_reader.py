@@ -286,6 +286,20 @@ def test_start_index_skips_records(tmp_path: Path, start_index: int, expected: R
     assert rows == expected
 
 
+def test_batches_are_consecutive_records_across_blank_lines(tmp_path: Path) -> None:
+    path = write(tmp_path, b"v\na\n\nb\nc\n\n\nd\ne\n")
+    inspection = inspect_file(path, FormatSettings())
+    with ExportReader(path, inspection, FormatSettings(), start_index=1) as reader:
+        batches = [reader.take_batch(2) for _ in range(4)]
+    seen = [(b.first_index, b.line_numbers, b.rows) for b in batches]
+    assert seen == [
+        (1, [4, 5], [["b"], ["c"]]),
+        (3, [8, 9], [["d"], ["e"]]),
+        (5, [], []),
+        (5, [], []),
+    ]
+
+
 def test_empty_file(tmp_path: Path) -> None:
     path = write(tmp_path, b"")
     inspection = inspect_file(path, FormatSettings())
