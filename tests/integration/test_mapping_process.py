@@ -1,0 +1,129 @@
+"""The mapping process, for real: a child interpreter reading and mapping files over a socket,
+several chunks ahead of the one being sent. What it hands back must be exactly what the
+in-process source gives, and a file abandoned, failed or finished must leave nothing behind
+for the next one."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rpi_braze_sync.config import load_config
+from rpi_braze_sync.errors import FileChangedError
+from rpi_braze_sync.mapping import Drop
+from rpi_braze_sync.reader import inspect_file
+from rpi_braze_sync.rowsource import (
+    CHUNK_ROWS,
+    ChunkData,
+    InProcessSource,
+    ItemData,
+    MappingProcess,
+    RejectData,
+    SourceSpec,
+    WorkerSource,
+)
+
+SHIPPED = Path(__file__).resolve().parents[2] / "config" / "rpi-braze-sync.yaml"
+CHANNEL = load_config(SHIPPED, env={}, dry_run=True, secrets=False).channels[
+    "Braze Onboarding and Upsert"
+]
+HEADER = "external_id,first_name,email,dob,income\r\n"
+
+
+def export(path: Path, rows: int, tag: str, bad_every: int = 0) -> Path:
+    lines = [HEADER]
+    for i in range(rows):
+        dob = "2024-02-30" if bad_every and i % bad_every == 0 else f"19{50 + i % 50}-01-02"
+        lines.append(f"{tag}{i},Ada {i},{tag}{i}@example.com,{dob},{i * 3}\r\n")
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+def spec_for(path: Path, start_index: int = 0) -> SourceSpec:
+    settings = CHANNEL.settings
+    return SourceSpec(
+        path,
+        path.parent,
+        inspect_file(path, settings.format),
+        settings,
+        "{channel}/{offer}/{workflow_id}/{file}",
+        {"channel": "Braze Onboarding and Upsert", "offer": "Spring", "workflow_id": "7"},
+        start_index,
+    )
+
+
+def chunks(source: InProcessSource | WorkerSource) -> list[ChunkData]:
+    out = []
+    while True:
+        chunk = source.next_chunk()
+        out.append(chunk)
+        if chunk.at_end:
+            return out
+
+
+def flat(chunks: list[ChunkData]) -> tuple[list[ItemData], list[RejectData], list[Drop]]:
+    items = [item for chunk in chunks for item in chunk.items]
+    rejected = [row for chunk in chunks for row in chunk.rejected]
+    drops = [drop for chunk in chunks for drop in chunk.drops]
+    return items, rejected, drops
+
+
+@pytest.fixture
+def process() -> Iterator[MappingProcess]:
+    worker = MappingProcess()
+    yield worker
+    worker.stop()
+
+
+def test_gives_what_the_in_process_source_gives(tmp_path: Path, process: MappingProcess) -> None:
+    rows = CHUNK_ROWS * (MappingProcess.PREFETCH_CHUNKS + 2) + 17  # more than it runs ahead
+    path = export(tmp_path / "a.txt", rows, "u", bad_every=97)
+    local = InProcessSource(spec_for(path))
+    expected = flat(chunks(local))
+    local.close()
+    remote = process.open(spec_for(path))
+    got = flat(chunks(remote))
+    remote.close()
+    assert got == expected
+    items, _, drops = got
+    assert len(items) == rows
+    assert [item[0] for item in items] == list(range(rows))
+    assert len(drops) == len(range(0, rows, 97))  # the unreal dates, dropped and recorded
+
+
+def test_a_finished_or_abandoned_file_leaves_nothing_for_the_next(
+    tmp_path: Path, process: MappingProcess
+) -> None:
+    first = export(tmp_path / "first.txt", CHUNK_ROWS * 8, "a")
+    second = export(tmp_path / "second.txt", CHUNK_ROWS * 3, "b")
+    small = export(tmp_path / "small.txt", 3, "c")
+
+    abandoned = process.open(spec_for(first))
+    abandoned.next_chunk()  # the process is now several chunks ahead
+    abandoned.close()
+    items, _, _ = flat(chunks(process.open(spec_for(second))))
+    assert [item[2] for item in items] == [f"b{i}" for i in range(CHUNK_ROWS * 3)]
+
+    items, _, _ = flat(chunks(process.open(spec_for(small))))  # after one read to its end
+    assert [item[2] for item in items] == ["c0", "c1", "c2"]
+
+    items, _, _ = flat(chunks(process.open(spec_for(first, start_index=CHUNK_ROWS * 7 + 1))))
+    assert [item[0] for item in items] == list(range(CHUNK_ROWS * 7 + 1, CHUNK_ROWS * 8))
+
+
+def test_a_file_that_shrinks_fails_and_the_process_goes_on(
+    tmp_path: Path, process: MappingProcess
+) -> None:
+    path = export(tmp_path / "shrinks.txt", CHUNK_ROWS * 10, "s")
+    source = process.open(spec_for(path))
+    source.next_chunk()
+    os.truncate(path, path.stat().st_size // 3)
+    with pytest.raises(FileChangedError, match="shrank"):  # after the chunks mapped ahead
+        chunks(source)
+    source.close()
+    other = export(tmp_path / "other.txt", 5, "o")
+    items, _, _ = flat(chunks(process.open(spec_for(other))))
+    assert [item[2] for item in items] == [f"o{i}" for i in range(5)]
