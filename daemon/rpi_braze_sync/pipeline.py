@@ -301,15 +301,16 @@ class FileJob:
         if chunk.drops:
             self.dropped += len(chunk.drops)
             self.metrics.fields_dropped.labels(self.channel.name).inc(len(chunk.drops))
-        self._outstanding += len(chunk.rejected) + len(chunk.items)
-        self.metrics.backlog_rows.inc(len(chunk.rejected) + len(chunk.items))
+        rows = len(chunk.rejected) + len(chunk.indexes)
+        self._outstanding += rows
+        self.metrics.backlog_rows.inc(rows)
         if self._outstanding:
             self._settled.clear()
         for _, line_no, cells, reason in chunk.rejected:
             self._write_reject(line_no, cells, reason)
         if chunk.rejected:
             self._settle([index for index, _, _, _ in chunk.rejected])
-        self.sender.submit([Item(self, *data) for data in chunk.items])
+        self.sender.submit(chunk.items_for(self))
 
     async def _wait_settled(self) -> None:
         if self._outstanding:

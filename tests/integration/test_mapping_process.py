@@ -19,7 +19,6 @@ from rpi_braze_sync.rowsource import (
     CHUNK_ROWS,
     ChunkData,
     InProcessSource,
-    ItemData,
     MappingProcess,
     RejectData,
     SourceSpec,
@@ -64,8 +63,15 @@ def chunks(source: InProcessSource | WorkerSource) -> list[ChunkData]:
             return out
 
 
+ItemData = tuple[int, int, str, bytes, str | list[str]]
+
+
 def flat(chunks: list[ChunkData]) -> tuple[list[ItemData], list[RejectData], list[Drop]]:
-    items = [item for chunk in chunks for item in chunk.items]
+    items = [
+        item
+        for c in chunks
+        for item in zip(c.indexes, c.line_numbers, c.users, c.bodies, c.packed, strict=True)
+    ]
     rejected = [row for chunk in chunks for row in chunk.rejected]
     drops = [drop for chunk in chunks for drop in chunk.drops]
     return items, rejected, drops
