@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .columnar import ChunkFunction, compile_chunk_function
+from .plain import detached
 from .rowcode import compile_row_function
-from .settings import MappingSpec, SourceSpec, ValueSpec
 from .transforms import (
     SKIP,
     TYPE_PARSERS,
@@ -22,6 +22,9 @@ from .transforms import (
     compile_value,
     infer_value,
 )
+
+if TYPE_CHECKING:  # the mapping process imports this module, never pydantic (plain.py)
+    from .settings import MappingSpec, SourceSpec, ValueSpec
 
 MAX_EXTERNAL_ID_BYTES = 987
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
@@ -99,6 +102,11 @@ class ValueRule:
     # The common case (trim, skip empty, no case/values/default, default length): the row
     # loop calls the type's parser directly, without the general transform's overhead.
     plain: Callable[[str], Any] | None
+    built_for: tuple[bool, bool]  # (nested, identifier): how `build` made it
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its recipe (compiled closures do not pickle), its spec a plain copy."""
+        return (ValueRule.build, (self.name, detached(self.source), *self.built_for))
 
     @classmethod
     def build(
@@ -123,6 +131,7 @@ class ValueRule:
             spec.on_invalid == "reject",
             spec.required,
             TYPE_PARSERS[spec.type] if is_plain else None,
+            (nested, identifier),
         )
 
 
@@ -397,10 +406,9 @@ class RowMapper:
         if self._kind != "external_id":
             return None
         rule, index, _ = self._identifier[0]
-        spec = rule.source
+        spec: Any = rule.source  # a ValueSpec, or a fallback's plain SourceSpec (no "trim")
         plain = (
-            isinstance(spec, ValueSpec)
-            and spec.trim
+            getattr(spec, "trim", False)
             and spec.default is None
             and spec.case is None
             and spec.values is None

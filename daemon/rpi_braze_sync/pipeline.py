@@ -66,7 +66,6 @@ class FileJob:
     ) -> None:
         self.record = record
         self.mapping_process = mapping_process
-        self.path_pattern = config.settings.watch.path_pattern
         self.source = record.rel_path
         self.base = config.base_output_directory
         self.path = self.base / record.rel_path
@@ -150,8 +149,8 @@ class FileJob:
             self.path,
             self.base,
             inspection,
-            self.channel.settings,
-            self.path_pattern,
+            fmt,
+            self.channel.mapping,
             self._path_values(),
             self.progress.checkpoint,
         )
@@ -160,7 +159,7 @@ class FileJob:
             if self.mapping_process is not None:
                 source = await asyncio.to_thread(self.mapping_process.open, spec)
             else:
-                source = await asyncio.to_thread(InProcessSource, spec, self.channel.mapping)
+                source = await asyncio.to_thread(InProcessSource, spec)
         except FileNotFoundError:
             return self._finish(VANISHED, "the file vanished before it was read")
         except HeaderError as exc:

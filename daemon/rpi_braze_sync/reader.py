@@ -16,10 +16,12 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .errors import ExportFileError, FileChangedError, FileVanishedError, ShareUnavailableError
-from .settings import FormatSettings, RecordCountSpec
+
+if TYPE_CHECKING:  # the mapping process imports this module, never pydantic (plain.py)
+    from .settings import FormatSettings, RecordCountSpec
 
 CHUNK_BYTES = 1 << 20
 DELIMITERS = (",", "\t", "|", ";")

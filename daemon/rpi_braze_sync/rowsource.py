@@ -14,19 +14,22 @@ import pickle
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import repeat
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
 from .batching import Item, pack_rows
 from .errors import ShareUnavailableError
-from .mapping import CompiledMapping, Drop, Rejection, compile_mapping
+from .mapping import CompiledMapping, Drop, Rejection
+from .plain import detached
 from .reader import ExportReader, FileInspection
-from .settings import ChannelSettings
+
+if TYPE_CHECKING:  # this module runs the mapping process, which never imports pydantic
+    from .settings import FormatSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,8 +58,8 @@ class SourceSpec:
     path: Path
     base: Path
     inspection: FileInspection
-    channel: ChannelSettings
-    path_pattern: str
+    fmt: FormatSettings
+    mapping: CompiledMapping  # the channel's, compiled at load (pickled as its recipe)
     path_values: dict[str, str]
     start_index: int
 
@@ -89,13 +92,9 @@ def _pick(column: list[T], positions: list[int]) -> list[T]:
 class InProcessSource:
     """Reads and maps in the calling thread. Also what the mapping process runs inside."""
 
-    def __init__(self, spec: SourceSpec, mapping: CompiledMapping | None = None) -> None:
-        """`mapping`: the channel's compiled mapping when there is one at hand (in the
-        daemon); the mapping process compiles its own (compiled code does not pickle)."""
-        fmt = spec.channel.format
+    def __init__(self, spec: SourceSpec) -> None:
+        fmt, mapping = spec.fmt, spec.mapping
         self.spec = spec
-        if mapping is None:
-            mapping = compile_mapping(spec.channel.mapping, spec.channel.mode, spec.path_pattern)
         self.reader = ExportReader(spec.path, spec.inspection, fmt, spec.start_index)
         try:
             self.mapper = mapping.bind(self.reader.header, spec.path_values)
@@ -256,8 +255,13 @@ class MappingProcess:
 
     def open(self, spec: SourceSpec) -> WorkerSource:
         self.close_file()  # an abandoned file's prefetched chunk, if any
-        _, header, warnings, stated = self._call(("open", spec))
+        _, header, warnings, stated = self._call(self.open_request(spec))
         return WorkerSource(self, header, warnings, stated)
+
+    @staticmethod
+    def open_request(spec: SourceSpec) -> tuple[str, SourceSpec]:
+        """What is sent to open a file: settings as plain objects (plain.py)."""
+        return ("open", replace(spec, fmt=detached(spec.fmt)))
 
     def next_chunk(self) -> ChunkData:
         request = None if self._pending else ("chunk",)

@@ -10,12 +10,13 @@ import collections
 import datetime
 import re
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import phonenumbers
 import pycountry
 
-from .settings import FieldType, ValueSpec
+if TYPE_CHECKING:  # the mapping process imports this module, never pydantic (plain.py)
+    from .settings import FieldType, ValueSpec
 
 MAX_STRING_CHARS: Final = 255  # Braze's limit for string attributes and nested strings
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]{0,14})(\.[0-9]+)?")

@@ -6,6 +6,9 @@ for the next one."""
 from __future__ import annotations
 
 import os
+import pickle
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,13 +45,13 @@ def export(path: Path, rows: int, tag: str, bad_every: int = 0) -> Path:
 
 
 def spec_for(path: Path, start_index: int = 0) -> SourceSpec:
-    settings = CHANNEL.settings
+    fmt = CHANNEL.settings.format
     return SourceSpec(
         path,
         path.parent,
-        inspect_file(path, settings.format),
-        settings,
-        "{channel}/{offer}/{workflow_id}/{file}",
+        inspect_file(path, fmt),
+        fmt,
+        CHANNEL.mapping,
         {"channel": "Braze Onboarding and Upsert", "offer": "Spring", "workflow_id": "7"},
         start_index,
     )
@@ -133,3 +136,24 @@ def test_a_file_that_shrinks_fails_and_the_process_goes_on(
     other = export(tmp_path / "other.txt", 5, "o")
     items, _, _ = flat(chunks(process.open(spec_for(other))))
     assert [item[2] for item in items] == [f"o{i}" for i in range(5)]
+
+
+def test_the_process_maps_without_pydantic(tmp_path: Path) -> None:
+    # Settings cross as plain objects and compiled rules as their recipe (plain.py): the
+    # process never imports pydantic or builds the settings models, 20 MB of its memory.
+    path = export(tmp_path / "plain.txt", 3, "p", bad_every=2)
+    request = tmp_path / "request.pickle"
+    request.write_bytes(pickle.dumps(MappingProcess.open_request(spec_for(path))))
+    script = (
+        "import pickle, sys\n"
+        "from rpi_braze_sync.rowsource import InProcessSource\n"
+        f"_, spec = pickle.loads(open({str(request)!r}, 'rb').read())\n"
+        "chunk = InProcessSource(spec).next_chunk()\n"
+        "print(chunk.users, len(chunk.drops))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pydantic'"
+        " or m == 'rpi_braze_sync.settings'))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert run.stdout.splitlines() == ["['p0', 'p1', 'p2'] 2", "[]"]
