@@ -193,7 +193,8 @@ FAST = {"rate_limit": {"requests": 1_000_000, "seconds": 1}}  # the rate limit o
 QUICK_WATCH = {"settle_seconds": 0.5, "poll_interval_seconds": 0.1, "backfill": False}
 
 
-MAPPING_PROCESS = {"performance": {"mapping_process": True}}
+# The default reads and maps in a second process; this is the one-process alternative.
+ONE_PROCESS = {"performance": {"mapping_process": False}}
 
 
 async def daemon_throughput(
@@ -333,15 +334,13 @@ async def main(args: argparse.Namespace) -> None:
         figures: list[Figure] = []
 
         pairs: list[tuple[dict[str, float], dict[str, float]]] = []
-        with_process: list[dict[str, float]] = []
+        in_one: list[dict[str, float]] = []
         for i in range(args.runs):  # side by side, alternating, so noise hits all alike
             base = await baseline_throughput(data, args.rows)
             mine = await daemon_throughput(work / f"t{i}", data, args.rows)
             pairs.append((base, mine))
-            process = await daemon_throughput(
-                work / f"p{i}", data, args.rows, extra=MAPPING_PROCESS
-            )
-            with_process.append(process)
+            one = await daemon_throughput(work / f"p{i}", data, args.rows, extra=ONE_PROCESS)
+            in_one.append(one)
         figures.append(
             Figure("bare pipeline, rows/s", [b["rows_s"] for b, _ in pairs], "", "reference")
         )
@@ -358,12 +357,12 @@ async def main(args: argparse.Namespace) -> None:
         figures.append(
             Figure(f"peak RSS, {args.rows:,} rows", [d["rss_mb"] for _, d in pairs], "MB", "")
         )
-        ratios = [p["rows_s"] / b["rows_s"] for (b, _), p in zip(pairs, with_process, strict=True)]
-        rows_p = [p["rows_s"] for p in with_process]
-        rss_p = [p["rss_mb"] for p in with_process]
-        figures.append(Figure("mapping_process: rows/s", rows_p, "", ">= 150,000"))
-        figures.append(Figure("mapping_process: / bare pipeline", ratios, "", ">= 0.67"))
-        figures.append(Figure(f"mapping_process: peak RSS, {args.rows:,}", rss_p, "MB", "< 100"))
+        ratios = [p["rows_s"] / b["rows_s"] for (b, _), p in zip(pairs, in_one, strict=True)]
+        rows_p = [p["rows_s"] for p in in_one]
+        rss_p = [p["rss_mb"] for p in in_one]
+        figures.append(Figure("one process: rows/s", rows_p, "", "(alternative)"))
+        figures.append(Figure("one process: / bare pipeline", ratios, "", ""))
+        figures.append(Figure(f"one process: peak RSS, {args.rows:,}", rss_p, "MB", "< 100"))
 
         no_ckpt = await repeat(
             args.runs,
@@ -409,12 +408,12 @@ async def main(args: argparse.Namespace) -> None:
         figures.append(Figure("429s from the fake", [s["refused"] for s in sat], "", "0"))
         sat_p = await repeat(
             args.runs,
-            lambda i: saturation(work / f"m{i}", sat_data, args.saturation_rows, MAPPING_PROCESS),
+            lambda i: saturation(work / f"m{i}", sat_data, args.saturation_rows, ONE_PROCESS),
         )
         share_p = [s["share"] for s in sat_p]
-        figures.append(Figure("mapping_process: share of 1,000 req/s", share_p, "", ">= 0.95"))
+        figures.append(Figure("one process: share of 1,000 req/s", share_p, "", ">= 0.95"))
         most_p = [s["max_in_3s"] for s in sat_p]
-        figures.append(Figure("mapping_process: max in any 3 s", most_p, "", "<= 3,000"))
+        figures.append(Figure("one process: max in any 3 s", most_p, "", "<= 3,000"))
 
         lat = await repeat(args.runs, lambda i: latencies(work / f"l{i}", small))
         figures.append(
