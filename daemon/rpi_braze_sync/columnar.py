@@ -44,7 +44,9 @@ Piece = bytes | list[bytes]
 
 # 4 bytes a character at most: an id this short is always within Braze's 987 bytes.
 _ID_CHARS_ALWAYS_SHORT = MAX_EXTERNAL_ID_BYTES // 4
-CACHE_ENTRIES = 4096  # distinct values remembered per column and file (countries, genders...)
+# Distinct values remembered per column and file (countries, genders, categories): about
+# 150 KB a column at most, and gone with the file.
+CACHE_ENTRIES = 1024
 _dumps = orjson.dumps
 _strip = str.strip
 
@@ -258,7 +260,7 @@ def compile_chunk_function(mapper: RowMapper) -> ChunkFunction | None:
             pieces.append(merge_tail)
         else:
             pieces.append([merge_tail if m else tail for m in merging])
-        bodies = list[bytes | None](_joined(pieces))
+        bodies = list(_joined(pieces))
         for i in bad:
             bodies[i] = None
         return bodies, users
