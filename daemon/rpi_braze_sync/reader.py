@@ -213,9 +213,6 @@ class RecordBatch:
     line_numbers: list[int]
     rows: list[list[str]]
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
 
 class ExportReader:
     """Header first, then records from `start_index` on; a context manager that owns the file."""
