@@ -216,7 +216,7 @@ class MappingProcess:
     It maps up to PREFETCH_CHUNKS chunks ahead of the one being sent: with one, each process
     waited for the other in turn (both were idle a third of the time)."""
 
-    PREFETCH_CHUNKS = 4
+    PREFETCH_CHUNKS = 8
 
     def __init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
