@@ -155,7 +155,7 @@ class InProcessSource:
         self.reader.close()
 
 
-# Replies from the mapping process: a chunk is plain tuples, lists, strings and bytes, which
+# Replies from the mapping process: a chunk is plain lists, tuples, strings and bytes, which
 # marshal writes about four times faster than pickle; anything else is pickled.
 _MARSHAL, _PICKLE = b"m", b"p"
 
@@ -182,7 +182,8 @@ def _decode_reply(data: bytes) -> tuple[Any, ...]:
 
 
 def _serve(conn: Connection) -> None:
-    """The mapping process: one file at a time, a chunk ahead of what was asked for."""
+    """The mapping process: one file at a time, each request answered in turn (the daemon
+    asks for several chunks ahead)."""
     source: InProcessSource | None = None
     while True:
         try:
@@ -194,6 +195,7 @@ def _serve(conn: Connection) -> None:
             if kind == "open":
                 if source is not None:
                     source.close()
+                    source = None  # (if the new file fails to open, no stale one is read)
                 source = InProcessSource(request[1])
                 reply: tuple[Any, ...] = ("opened", source.header, source.warnings, source.stated)
             elif kind == "chunk":

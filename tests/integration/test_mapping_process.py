@@ -16,7 +16,7 @@ import pytest
 
 from rpi_braze_sync.config import load_config
 from rpi_braze_sync.errors import FileChangedError
-from rpi_braze_sync.mapping import Drop
+from rpi_braze_sync.mapping import Drop, HeaderError
 from rpi_braze_sync.reader import inspect_file
 from rpi_braze_sync.rowsource import (
     CHUNK_ROWS,
@@ -157,3 +157,16 @@ def test_the_process_maps_without_pydantic(tmp_path: Path) -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
     assert run.stdout.splitlines() == ["['p0', 'p1', 'p2'] 2", "[]"]
+
+
+def test_a_file_that_cannot_be_opened_leaves_the_process_serving(
+    tmp_path: Path, process: MappingProcess
+) -> None:
+    first = export(tmp_path / "first.txt", CHUNK_ROWS * 3, "a")
+    process.open(spec_for(first)).next_chunk()  # a file in progress, chunks asked ahead
+    headless = tmp_path / "no-id.txt"
+    headless.write_text("first_name,email\r\nAda,ada@example.com\r\n", encoding="utf-8")
+    with pytest.raises(HeaderError, match="external_id"):
+        process.open(spec_for(headless))
+    items, _, _ = flat(chunks(process.open(spec_for(export(tmp_path / "b.txt", 4, "b")))))
+    assert [item[2] for item in items] == ["b0", "b1", "b2", "b3"]
