@@ -20,15 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .rowcode import MAX_EXTERNAL_ID_BYTES
+from .rowcode import ID_CHARS_ALWAYS_SHORT
 from .transforms import (
-    COLUMN_VALIDATORS,
+    COLUMN_PARSERS,
     MAX_STRING_CHARS,
     SKIP,
     FieldValueError,
     check_length,
     infer_value,
-    infer_whole_numbers,
 )
 
 if TYPE_CHECKING:
@@ -42,8 +41,6 @@ ColumnConverter = Callable[[Sequence[str], set[int]], tuple[list[Any], bool]]
 # A body is the join of pieces: constant text, or one encoded text per row.
 Piece = bytes | list[bytes]
 
-# 4 bytes a character at most: an id this short is always within Braze's 987 bytes.
-_ID_CHARS_ALWAYS_SHORT = MAX_EXTERNAL_ID_BYTES // 4
 # Distinct values remembered per column and file (countries, genders, categories): about
 # 150 KB a column at most, and gone with the file.
 CACHE_ENTRIES = 1024
@@ -67,20 +64,17 @@ def _plain_text(column: Sequence[str], bad: set[int]) -> tuple[list[Any], bool]:
 
 
 def _parsed(parse: Callable[[str], Any]) -> ColumnConverter:
-    """A type's parser over a column: the whole column checked at once where the type allows
-    (a valid email or date is sent as written; whole numbers), else one call per distinct
-    value."""
-    validate = COLUMN_VALIDATORS.get(parse)
+    """A type's parser over a column: the whole column at once where the parser has a column
+    form (COLUMN_PARSERS) and it takes every value, else one call per distinct value."""
+    whole_column = COLUMN_PARSERS.get(parse)
     cache: dict[str, Any] = {}
 
     def convert(column: Sequence[str], bad: set[int]) -> tuple[list[Any], bool]:
         texts = list(map(_strip, column))
-        if validate is not None and validate(texts):
-            return texts, True
-        if parse is infer_value:
-            numbers = infer_whole_numbers(texts)
-            if numbers is not None:
-                return numbers, False
+        if whole_column is not None:
+            parsed = whole_column(texts)
+            if parsed is not None:
+                return parsed, parsed is texts  # sent as written: strings, none skipped
         values = list(map(cache.get, texts))  # parsers never return None
         if None in values:
             for i, value in enumerate(values):
@@ -234,8 +228,8 @@ def compile_chunk_function(mapper: RowMapper) -> ChunkFunction | None:
         bad: set[int] = set()
         users = list(map(_strip, columns[id_column]))
         # Empty ids are rejections; long ones need their bytes counted: the row function's.
-        if "" in users or max(map(len, users)) > _ID_CHARS_ALWAYS_SHORT:
-            bad.update(i for i, u in enumerate(users) if not u or len(u) > _ID_CHARS_ALWAYS_SHORT)
+        if "" in users or max(map(len, users)) > ID_CHARS_ALWAYS_SHORT:
+            bad.update(i for i, u in enumerate(users) if not u or len(u) > ID_CHARS_ALWAYS_SHORT)
         pieces: list[Piece] = [b'{"external_id":"', encode_strings(users), b'"']
         pieces += pieces_of(top, columns, bad)[0]
         merging: list[bool] | None = None  # rows that carry a nested object with merge

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .columnar import ChunkFunction, compile_chunk_function
 from .plain import detached
-from .rowcode import compile_row_function
+from .rowcode import MAX_EXTERNAL_ID_BYTES, compile_row_function
 from .transforms import (
     SKIP,
     TYPE_PARSERS,
@@ -26,7 +26,6 @@ from .transforms import (
 if TYPE_CHECKING:  # the mapping process imports this module, never pydantic (plain.py)
     from .settings import MappingSpec, SourceSpec, ValueSpec
 
-MAX_EXTERNAL_ID_BYTES = 987
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 _NESTED_KEY = re.compile(r"[^.$\s]{1,255}")
 KeyPath = tuple[str | int, ...]

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from .transforms import MAX_STRING_CHARS, SKIP, FieldValueError, check_length, infer_value
 
 MAX_EXTERNAL_ID_BYTES = 987
+# 4 bytes a character at most: an id this short is always within Braze's 987 bytes.
+ID_CHARS_ALWAYS_SHORT = MAX_EXTERNAL_ID_BYTES // 4
 
 if TYPE_CHECKING:
     from .mapping import Mapped, Rejection, RowMapper, ValueRule
@@ -104,9 +106,8 @@ def compile_row_function(mapper: RowMapper) -> RowFunction:
     if index is not None:  # the usual identifier, inlined
         w.emit(1, f"user = cells[{index}].strip()")
         w.emit(1, "if not user: return Rejection(line_no, 'external_id is empty')")
-        # 4 bytes a character at most: only long ids can be over the limit in bytes.
-        limit = MAX_EXTERNAL_ID_BYTES
-        w.emit(1, f"if len(user) > {limit // 4} and len(user.encode()) > {limit}:")
+        limit = MAX_EXTERNAL_ID_BYTES  # only long ids can be over it: bytes counted for those
+        w.emit(1, f"if len(user) > {ID_CHARS_ALWAYS_SHORT} and len(user.encode()) > {limit}:")
         w.emit(2, f"return Rejection(line_no, 'external_id is longer than {limit} bytes')")
         w.emit(1, "a = {'external_id': user}")
     else:

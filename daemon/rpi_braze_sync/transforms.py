@@ -19,8 +19,9 @@ if TYPE_CHECKING:  # the mapping process imports this module, never pydantic (pl
     from .settings import FieldType, ValueSpec
 
 MAX_STRING_CHARS: Final = 255  # Braze's limit for string attributes and nested strings
-_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]{0,14})(\.[0-9]+)?")
-_WHOLE_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]{0,14})")  # _NUMBER without a fraction
+_WHOLE = r"-?(?:0|[1-9][0-9]{0,14})"
+_WHOLE_NUMBER = re.compile(_WHOLE)
+_NUMBER = re.compile(_WHOLE + r"(\.[0-9]+)?")
 _INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _EMAIL = re.compile(r"[^@\s\"(),:;<>\[\\\]]+@[^@\s\"(),:;<>\[\\\]]+\.[^@\s\"(),:;<>\[\\\]]+")
@@ -176,36 +177,6 @@ TYPE_PARSERS: dict[FieldType, Callable[[str], Any]] = {
 }
 
 
-def _all_emails(values: list[str]) -> bool:
-    return None not in map(_EMAIL.fullmatch, values) and max(map(len, values)) <= MAX_STRING_CHARS
-
-
-def _all_dates(values: list[str]) -> bool:
-    if None in map(_DATE.fullmatch, values):
-        return False
-    try:
-        collections.deque(map(datetime.date.fromisoformat, values), maxlen=0)
-    except ValueError:
-        return False
-    return True
-
-
-# Parsers that send a valid value exactly as written, with a check of a whole column at once
-# (non-empty list): the column-wise mapper (columnar.py) skips the per-value call for them.
-COLUMN_VALIDATORS: dict[Callable[[str], Any], Callable[[list[str]], bool]] = {
-    parse_email: _all_emails,
-    parse_date: _all_dates,
-}
-
-
-def infer_whole_numbers(values: list[str]) -> list[int] | None:
-    """`infer_value` of a whole column at once when every value is a whole number (ids,
-    amounts, counts); None otherwise."""
-    if None in map(_WHOLE_NUMBER.fullmatch, values):
-        return None
-    return list(map(int, values))
-
-
 def infer_value(value: str) -> Any:
     """Typed value for an unmapped column: integer, float, boolean, date ($time), else text.
 
@@ -230,6 +201,39 @@ def infer_value(value: str) -> Any:
     if len(value) > MAX_STRING_CHARS:
         raise FieldValueError(f"longer than {MAX_STRING_CHARS} characters ({len(value)})")
     return value
+
+
+# --- whole columns at once, for the column-wise mapper (columnar.py) -----------------------
+
+
+def _emails_as_written(values: list[str]) -> list[str] | None:
+    valid = None not in map(_EMAIL.fullmatch, values)
+    return values if valid and max(map(len, values)) <= MAX_STRING_CHARS else None
+
+
+def _dates_as_written(values: list[str]) -> list[str] | None:
+    if None in map(_DATE.fullmatch, values):
+        return None
+    try:
+        collections.deque(map(datetime.date.fromisoformat, values), maxlen=0)
+    except ValueError:
+        return None
+    return values
+
+
+def _whole_numbers(values: list[str]) -> list[int] | None:
+    """infer_value's integers (ids, amounts, counts)."""
+    return None if None in map(_WHOLE_NUMBER.fullmatch, values) else list(map(int, values))
+
+
+# Whole-column forms of some parsers: each takes a non-empty column of trimmed texts and gives
+# every value at once (the texts themselves where they are sent as written), or None when
+# some value needs the parser one by one.
+COLUMN_PARSERS: dict[Callable[[str], Any], Callable[[list[str]], list[Any] | None]] = {
+    parse_email: _emails_as_written,
+    parse_date: _dates_as_written,
+    infer_value: _whole_numbers,
+}
 
 
 Compiled = Callable[[str], Any]

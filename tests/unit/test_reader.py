@@ -170,13 +170,18 @@ def test_sha256_and_size_are_of_the_bytes_on_disk(tmp_path: Path) -> None:
 BAD_UTF8 = b"id,name\n1,Ann\n2,Z\xe9\n3,Bo\n"
 
 
+def not_utf8(line: int, byte: int) -> str:
+    """What inspect_file says of a UTF-8 file with a bad byte."""
+    return (
+        f"line {line} (byte {byte}): not valid utf-8; nothing was sent "
+        "(set format.fallback_encoding, e.g. cp1252, if the file comes from a Windows tool)"
+    )
+
+
 def test_invalid_utf8_fails_the_whole_file(tmp_path: Path) -> None:
     with pytest.raises(ExportFileError) as info:
         inspect_file(write(tmp_path, BAD_UTF8), FormatSettings())
-    assert str(info.value) == (
-        f"line 3 (byte {BAD_UTF8.index(0xE9)}): not valid utf-8; nothing was sent "
-        "(set format.fallback_encoding, e.g. cp1252, if the file comes from a Windows tool)"
-    )
+    assert str(info.value) == not_utf8(3, BAD_UTF8.index(0xE9))
 
 
 def test_fallback_encoding_reads_the_whole_file(tmp_path: Path) -> None:
@@ -219,10 +224,7 @@ def test_invalid_byte_offset_after_a_split_character(tmp_path: Path) -> None:
     assert len(head) == CHUNK_BYTES - 1
     with pytest.raises(ExportFileError) as info:
         inspect_file(write(tmp_path, data), FormatSettings())
-    assert str(info.value) == (
-        f"line 3 (byte {data.index(0xFF)}): not valid utf-8; nothing was sent "
-        "(set format.fallback_encoding, e.g. cp1252, if the file comes from a Windows tool)"
-    )
+    assert str(info.value) == not_utf8(3, data.index(0xFF))
 
 
 @pytest.mark.parametrize(
@@ -238,10 +240,7 @@ def test_invalid_byte_offset_of_a_broken_sequence_split_across_chunks(
     assert len(head) == CHUNK_BYTES - lead
     with pytest.raises(ExportFileError) as info:
         inspect_file(write(tmp_path, data), FormatSettings())
-    assert str(info.value) == (
-        f"line 2 (byte {len(head)}): not valid utf-8; nothing was sent "
-        "(set format.fallback_encoding, e.g. cp1252, if the file comes from a Windows tool)"
-    )
+    assert str(info.value) == not_utf8(2, len(head))
 
 
 @pytest.mark.parametrize(
