@@ -28,8 +28,9 @@ from .listener import JournalListener
 from .mapping import parse_path_pattern
 from .metrics import Metrics
 from .notify import Notifier
-from .rowsource import MappingProcess, tune_garbage_collector
+from .rowsource import tune_garbage_collector
 from .server import HookRoute, build_app, start_server
+from .sources import MappingProcess
 from .watch import Watcher, read_mounts
 from .watchrules import NETWORK_FILESYSTEMS, ExportPath, classify_path, filesystem_of
 
@@ -309,7 +310,7 @@ class Daemon:
             await transport.close()
             await runner.cleanup()
             if mapping_process is not None:
-                await asyncio.to_thread(mapping_process.stop)
+                await mapping_process.stop()
             journal.close()
             self.notifier.close()
         log.info("stopped")

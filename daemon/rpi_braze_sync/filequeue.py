@@ -15,7 +15,7 @@ from .delivery import Sender
 from .journal import DONE, FAILED, FileRecord, Journal
 from .metrics import Metrics
 from .pipeline import SHARE_WAIT_S, WAIT_FOR_SHARE, ExportOf, FileJob
-from .rowsource import MappingProcess
+from .sources import MappingProcess
 
 
 class FileQueue:

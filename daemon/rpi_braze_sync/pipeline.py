@@ -31,7 +31,8 @@ from .reader import (
     share_available,
 )
 from .rejects import RejectsWriter
-from .rowsource import ChunkData, InProcessSource, MappingProcess, SourceSpec, WorkerSource
+from .rowsource import ChunkData, SourceSpec
+from .sources import ChunkSource, MappingProcess, ThreadSource
 from .watchrules import ExportPath
 
 log = logging.getLogger(__name__)
@@ -155,11 +156,11 @@ class FileJob:
             self.progress.checkpoint,
         )
         try:
-            source: InProcessSource | WorkerSource
+            source: ChunkSource
             if self.mapping_process is not None:
-                source = await asyncio.to_thread(self.mapping_process.open, spec)
+                source = await self.mapping_process.open(spec)
             else:
-                source = await asyncio.to_thread(InProcessSource, spec)
+                source = await ThreadSource.open(spec)
         except FileNotFoundError:
             return self._finish(VANISHED, "the file vanished before it was read")
         except HeaderError as exc:
@@ -180,7 +181,7 @@ class FileJob:
             )
             state = await self._send_all(source)
         finally:
-            await asyncio.to_thread(source.close)
+            await source.close()
             if self._rejects is not None:
                 self._rejects.close()
         if state == DONE:
@@ -235,13 +236,13 @@ class FileJob:
         self.sent = self.rejected = self.dropped = 0
         return None
 
-    async def _send_all(self, source: InProcessSource | WorkerSource) -> str:
+    async def _send_all(self, source: ChunkSource) -> str:
         checkpointer = asyncio.create_task(self._checkpoint_every())
         records_read = 0
         try:
             while True:
                 await self.sender.wait_room()
-                chunk = await asyncio.to_thread(source.next_chunk)
+                chunk = await source.next_chunk()
                 self._take(chunk)
                 self.metrics.current_file_progress.set(chunk.progress)
                 records_read = chunk.records_read

@@ -1,38 +1,33 @@
-"""Where a file's mapped rows come from: this process (a worker thread), or a mapping process.
+"""Read, map and serialise a file a chunk of rows at a time, handing back plain columns.
 
-Both read, map and serialise a chunk of rows at a time and hand back plain data, as columns.
-The mapping process (performance.mapping_process, the default) takes the per-row work off the
-interpreter that sends, so reading and sending use both cores; it is a fresh interpreter that
-imports only what reading and mapping need (no pydantic: see plain.py), under 30 MB.
+InProcessSource does it in the calling thread: a worker thread of the daemon, or the mapping
+process, which is this module run as a program (`_serve`, below). The mapping process is a
+fresh interpreter that imports only what reading and mapping need (no pydantic: see plain.py,
+no asyncio), under 30 MB. sources.py drives both from the event loop.
 """
 
 from __future__ import annotations
 
 import gc
-import logging
 import marshal
 import pickle
 import socket
-import subprocess
+import struct
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import repeat
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
 from .batching import Item, pack_rows
-from .errors import ShareUnavailableError
 from .mapping import CompiledMapping, Drop, Rejection
-from .plain import detached
 from .reader import ExportReader, FileInspection
 
 if TYPE_CHECKING:  # this module runs the mapping process, which never imports pydantic
     from .settings import FormatSettings
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Rows read and mapped at a time. Column-wise mapping holds a chunk's columns several times
 # over; 500 rows measured both faster and 30 MB lighter than 2,000 (caches, allocator).
@@ -155,24 +150,33 @@ class InProcessSource:
         self.reader.close()
 
 
-# Replies from the mapping process: a chunk is plain lists, tuples, strings and bytes, which
-# marshal writes about four times faster than pickle; anything else is pickled.
+# Frames between the daemon and the mapping process: an 8-byte length, then the payload.
+# Requests are pickled. A chunk reply is plain lists, tuples, strings and bytes, which marshal
+# writes about four times faster than pickle; any other reply is pickled.
+FRAME_LENGTH = struct.Struct("!Q")
 _MARSHAL, _PICKLE = b"m", b"p"
 
 
-def _encode_reply(reply: tuple[Any, ...]) -> bytes:
+def frame(payload: bytes) -> bytes:
+    return FRAME_LENGTH.pack(len(payload)) + payload
+
+
+def encode_reply(reply: tuple[Any, ...]) -> bytes:
+    """A reply as one frame."""
     if reply[0] == "chunk":
         chunk: ChunkData = reply[1]
         drops = [(d.line_no, d.field, d.value, d.reason) for d in chunk.drops]
         columns = (chunk.indexes, chunk.line_numbers, chunk.users, chunk.bodies, chunk.packed)
         rest = (chunk.rejected, drops, chunk.at_end, chunk.progress, chunk.records_read)
-        return _MARSHAL + marshal.dumps((*columns, *rest))
-    return _PICKLE + pickle.dumps(reply)
+        return frame(_MARSHAL + marshal.dumps((*columns, *rest)))
+    return frame(_PICKLE + pickle.dumps(reply))
 
 
-def _decode_reply(data: bytes) -> tuple[Any, ...]:
-    body = memoryview(data)[1:]
-    if data[:1] == _MARSHAL:
+def decode_reply(payload: bytes) -> tuple[Any, ...]:
+    """A reply frame's payload (without its length) back into ("chunk", ChunkData) or the
+    pickled tuple."""
+    body = memoryview(payload)[1:]
+    if payload[:1] == _MARSHAL:
         indexes, line_numbers, users, bodies, packed, rejected, drops, *rest = marshal.loads(body)
         at_end, progress, records_read = rest
         columns = (indexes, line_numbers, users, bodies, packed)
@@ -181,15 +185,16 @@ def _decode_reply(data: bytes) -> tuple[Any, ...]:
     return tuple(pickle.loads(body))
 
 
-def _serve(conn: Connection) -> None:
+def _serve(channel: socket.socket) -> None:
     """The mapping process: one file at a time, each request answered in turn (the daemon
     asks for several chunks ahead)."""
+    requests = channel.makefile("rb")
     source: InProcessSource | None = None
     while True:
-        try:
-            request = conn.recv()
-        except (EOFError, OSError):  # the daemon is gone
+        header = requests.read(FRAME_LENGTH.size)
+        if len(header) < FRAME_LENGTH.size:  # the daemon is gone
             return
+        request = pickle.loads(requests.read(FRAME_LENGTH.unpack(header)[0]))
         kind = request[0]
         try:
             if kind == "open":
@@ -209,115 +214,10 @@ def _serve(conn: Connection) -> None:
                 continue
         except Exception as exc:
             reply = ("error", exc)
-        conn.send_bytes(_encode_reply(reply))
-
-
-class MappingProcess:
-    """The daemon's one mapping process, started on first use and again if it died.
-
-    It maps up to PREFETCH_CHUNKS chunks ahead of the one being sent: with one, each process
-    waited for the other in turn (both were idle a third of the time)."""
-
-    PREFETCH_CHUNKS = 8
-
-    def __init__(self) -> None:
-        self._process: subprocess.Popen[bytes] | None = None
-        self._conn: Connection | None = None
-        self._pending = 0  # chunks asked for and not yet received
-
-    def _ensure(self) -> Connection:
-        if self._process is None or self._process.poll() is not None:
-            # A fresh interpreter that imports only the reading and mapping modules (not a
-            # fork of a process with threads, nor multiprocessing's spawn, which would import
-            # the whole daemon again): its memory is what the mapping needs.
-            ours, theirs = socket.socketpair()
-            process = subprocess.Popen(
-                [sys.executable, "-m", "rpi_braze_sync.rowsource", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-            )
-            theirs.close()
-            self._process, self._conn, self._pending = process, Connection(ours.detach()), 0
-        assert self._conn is not None
-        return self._conn
-
-    def _call(self, request: tuple[Any, ...] | None) -> Any:
-        conn = self._ensure()
         try:
-            if request is not None:
-                conn.send(request)
-            reply = _decode_reply(conn.recv_bytes())
-        except (EOFError, OSError):
-            self.stop()
-            raise ShareUnavailableError(
-                "the mapping process stopped; the file will be retried"
-            ) from None
-        if reply[0] == "error":
-            raise reply[1]
-        return reply
-
-    def open(self, spec: SourceSpec) -> WorkerSource:
-        self.close_file()  # an abandoned file's prefetched chunk, if any
-        _, header, warnings, stated = self._call(self.open_request(spec))
-        return WorkerSource(self, header, warnings, stated)
-
-    @staticmethod
-    def open_request(spec: SourceSpec) -> tuple[str, SourceSpec]:
-        """What is sent to open a file: settings as plain objects (plain.py)."""
-        return ("open", replace(spec, fmt=detached(spec.fmt)))
-
-    def next_chunk(self) -> ChunkData:
-        request = None if self._pending else ("chunk",)
-        self._pending = max(0, self._pending - 1)  # consumed now, even if the reply is an error
-        reply = self._call(request)
-        chunk: ChunkData = reply[1]
-        if not chunk.at_end:  # ask for the next ones now: mapped while this one is sent
-            conn = self._ensure()
-            while self._pending < self.PREFETCH_CHUNKS:
-                conn.send(("chunk",))
-                self._pending += 1
-        return chunk
-
-    def close_file(self) -> None:
-        if self._conn is not None and self._process is not None and self._process.poll() is None:
-            while self._pending:  # chunks asked for ahead, unused: read and dropped
-                self._pending -= 1
-                try:
-                    self._call(None)
-                except Exception:
-                    log.debug("discarded a prefetched chunk's error", exc_info=True)
-            if self._conn is not None:  # (a failed read stops the process)
-                self._conn.send(("close",))
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-            self._process = None
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        self._pending = 0
-
-
-class WorkerSource:
-    def __init__(
-        self, worker: MappingProcess, header: list[str], warnings: list[str], stated: int | None
-    ) -> None:
-        self.worker = worker
-        self.header = header
-        self.warnings = warnings
-        self.stated = stated
-
-    def next_chunk(self) -> ChunkData:
-        return self.worker.next_chunk()
-
-    def close(self) -> None:
-        self.worker.close_file()
+            channel.sendall(encode_reply(reply))
+        except OSError:  # the daemon is gone
+            return
 
 
 if __name__ == "__main__":  # the mapping process: python -m rpi_braze_sync.rowsource FD
@@ -327,4 +227,4 @@ if __name__ == "__main__":  # the mapping process: python -m rpi_braze_sync.rows
     from rpi_braze_sync.rowsource import tune_garbage_collector as tune
 
     tune()
-    serve(Connection(int(sys.argv[1])))
+    serve(socket.socket(fileno=int(sys.argv[1])))

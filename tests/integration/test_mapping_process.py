@@ -1,32 +1,27 @@
 """The mapping process, for real: a child interpreter reading and mapping files over a socket,
 several chunks ahead of the one being sent. What it hands back must be exactly what the
-in-process source gives, and a file abandoned, failed or finished must leave nothing behind
-for the next one."""
+in-process source gives; a file abandoned, failed or finished, a caller cancelled, or the
+process killed must leave nothing behind for the next file."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from rpi_braze_sync.config import load_config
-from rpi_braze_sync.errors import FileChangedError
+from rpi_braze_sync.errors import FileChangedError, ShareUnavailableError
 from rpi_braze_sync.mapping import Drop, HeaderError
 from rpi_braze_sync.reader import inspect_file
-from rpi_braze_sync.rowsource import (
-    CHUNK_ROWS,
-    ChunkData,
-    InProcessSource,
-    MappingProcess,
-    RejectData,
-    SourceSpec,
-    WorkerSource,
-)
+from rpi_braze_sync.rowsource import CHUNK_ROWS, ChunkData, RejectData, SourceSpec
+from rpi_braze_sync.sources import ChunkSource, MappingProcess, ThreadSource
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "rpi-braze-sync.yaml"
 CHANNEL = load_config(SHIPPED, env={}, dry_run=True, secrets=False).channels[
@@ -57,10 +52,10 @@ def spec_for(path: Path, start_index: int = 0) -> SourceSpec:
     )
 
 
-def chunks(source: InProcessSource | WorkerSource) -> list[ChunkData]:
+async def chunks(source: ChunkSource) -> list[ChunkData]:
     out = []
     while True:
-        chunk = source.next_chunk()
+        chunk = await source.next_chunk()
         out.append(chunk)
         if chunk.at_end:
             return out
@@ -81,21 +76,23 @@ def flat(chunks: list[ChunkData]) -> tuple[list[ItemData], list[RejectData], lis
 
 
 @pytest.fixture
-def process() -> Iterator[MappingProcess]:
+async def process() -> AsyncIterator[MappingProcess]:
     worker = MappingProcess()
     yield worker
-    worker.stop()
+    await worker.stop()
 
 
-def test_gives_what_the_in_process_source_gives(tmp_path: Path, process: MappingProcess) -> None:
+async def test_gives_what_the_in_process_source_gives(
+    tmp_path: Path, process: MappingProcess
+) -> None:
     rows = CHUNK_ROWS * (MappingProcess.PREFETCH_CHUNKS + 2) + 17  # more than it runs ahead
     path = export(tmp_path / "a.txt", rows, "u", bad_every=97)
-    local = InProcessSource(spec_for(path))
-    expected = flat(chunks(local))
-    local.close()
-    remote = process.open(spec_for(path))
-    got = flat(chunks(remote))
-    remote.close()
+    local = await ThreadSource.open(spec_for(path))
+    expected = flat(await chunks(local))
+    await local.close()
+    remote = await process.open(spec_for(path))
+    got = flat(await chunks(remote))
+    await remote.close()
     assert got == expected
     items, _, drops = got
     assert len(items) == rows
@@ -103,44 +100,107 @@ def test_gives_what_the_in_process_source_gives(tmp_path: Path, process: Mapping
     assert len(drops) == len(range(0, rows, 97))  # the unreal dates, dropped and recorded
 
 
-def test_a_finished_or_abandoned_file_leaves_nothing_for_the_next(
+async def users_of(process: MappingProcess, path: Path, start_index: int = 0) -> list[str]:
+    source = await process.open(spec_for(path, start_index))
+    items, _, _ = flat(await chunks(source))
+    await source.close()
+    return [item[2] for item in items]
+
+
+async def test_a_finished_or_abandoned_file_leaves_nothing_for_the_next(
     tmp_path: Path, process: MappingProcess
 ) -> None:
     first = export(tmp_path / "first.txt", CHUNK_ROWS * 8, "a")
     second = export(tmp_path / "second.txt", CHUNK_ROWS * 3, "b")
     small = export(tmp_path / "small.txt", 3, "c")
 
-    abandoned = process.open(spec_for(first))
-    abandoned.next_chunk()  # the process is now several chunks ahead
-    abandoned.close()
-    items, _, _ = flat(chunks(process.open(spec_for(second))))
-    assert [item[2] for item in items] == [f"b{i}" for i in range(CHUNK_ROWS * 3)]
-
-    items, _, _ = flat(chunks(process.open(spec_for(small))))  # after one read to its end
-    assert [item[2] for item in items] == ["c0", "c1", "c2"]
-
-    items, _, _ = flat(chunks(process.open(spec_for(first, start_index=CHUNK_ROWS * 7 + 1))))
-    assert [item[0] for item in items] == list(range(CHUNK_ROWS * 7 + 1, CHUNK_ROWS * 8))
+    abandoned = await process.open(spec_for(first))
+    await abandoned.next_chunk()  # the process is now several chunks ahead
+    await abandoned.close()
+    assert await users_of(process, second) == [f"b{i}" for i in range(CHUNK_ROWS * 3)]
+    assert await users_of(process, small) == ["c0", "c1", "c2"]  # after one read to its end
+    resumed = await users_of(process, first, start_index=CHUNK_ROWS * 7 + 1)
+    assert resumed == [f"a{i}" for i in range(CHUNK_ROWS * 7 + 1, CHUNK_ROWS * 8)]
 
 
-def test_a_file_that_shrinks_fails_and_the_process_goes_on(
+async def test_chunks_asked_for_ahead_are_received_while_nobody_takes_them(
+    tmp_path: Path, process: MappingProcess
+) -> None:
+    # A chunk is larger than the socket's buffer: unless the daemon reads replies as they
+    # come, the process blocks on its first send and maps nothing ahead.
+    path = export(tmp_path / "ahead.txt", CHUNK_ROWS * (MappingProcess.PREFETCH_CHUNKS + 3), "w")
+    source = await process.open(spec_for(path))
+    await source.next_chunk()
+    async with asyncio.timeout(30):
+        while process.received_ahead < MappingProcess.PREFETCH_CHUNKS:
+            await asyncio.sleep(0.01)
+    users = [u for chunk in await chunks(source) for u in chunk.users]
+    assert users == [f"w{i}" for i in range(CHUNK_ROWS, CHUNK_ROWS * 11)]
+    await source.close()
+
+
+async def test_a_caller_cancelled_while_waiting_leaves_no_stale_reply(
+    tmp_path: Path, process: MappingProcess
+) -> None:
+    first = export(tmp_path / "first.txt", CHUNK_ROWS * 4, "a")
+    source = await process.open(spec_for(first))
+    waiting = asyncio.create_task(source.next_chunk())
+    await asyncio.sleep(0)  # the request is sent; its reply has not come
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await source.close()  # as a cancelled file job does
+    other = export(tmp_path / "other.txt", 3, "o")
+    assert await users_of(process, other) == ["o0", "o1", "o2"]
+
+
+async def test_a_killed_process_fails_the_file_for_a_retry_and_is_started_again(
+    tmp_path: Path, process: MappingProcess
+) -> None:
+    path = export(tmp_path / "long.txt", CHUNK_ROWS * 20, "k")
+    source = await process.open(spec_for(path))
+    await source.next_chunk()
+    killed = process.pid
+    assert killed is not None
+    os.kill(killed, signal.SIGKILL)
+    with pytest.raises(ShareUnavailableError, match="mapping process stopped"):
+        await chunks(source)  # whatever was mapped ahead, then the end of the process
+    await source.close()
+    other = export(tmp_path / "other.txt", 2, "o")
+    assert await users_of(process, other) == ["o0", "o1"]
+    assert process.pid not in (None, killed)
+
+    # Killed before its first chunk was asked for: a new process must not be asked for a
+    # chunk of a file it never opened.
+    source = await process.open(spec_for(path))
+    os.kill(process.pid, signal.SIGKILL)
+    async with asyncio.timeout(30):
+        while process.running:
+            await asyncio.sleep(0.01)
+    with pytest.raises(ShareUnavailableError, match="mapping process stopped"):
+        await source.next_chunk()
+    await source.close()
+    assert await users_of(process, other) == ["o0", "o1"]
+
+
+async def test_a_file_that_shrinks_fails_and_the_process_goes_on(
     tmp_path: Path, process: MappingProcess
 ) -> None:
     path = export(tmp_path / "shrinks.txt", CHUNK_ROWS * 10, "s")
-    source = process.open(spec_for(path))
-    source.next_chunk()
+    source = await process.open(spec_for(path))
+    await source.next_chunk()
     os.truncate(path, path.stat().st_size // 3)
     with pytest.raises(FileChangedError, match="shrank"):  # after the chunks mapped ahead
-        chunks(source)
-    source.close()
+        await chunks(source)
+    await source.close()
     other = export(tmp_path / "other.txt", 5, "o")
-    items, _, _ = flat(chunks(process.open(spec_for(other))))
-    assert [item[2] for item in items] == [f"o{i}" for i in range(5)]
+    assert await users_of(process, other) == [f"o{i}" for i in range(5)]
 
 
-def test_the_process_maps_without_pydantic(tmp_path: Path) -> None:
+def test_the_process_maps_without_pydantic_or_asyncio(tmp_path: Path) -> None:
     # Settings cross as plain objects and compiled rules as their recipe (plain.py): the
-    # process never imports pydantic or builds the settings models, 20 MB of its memory.
+    # process never imports pydantic or builds the settings models, 20 MB of its memory. Nor
+    # asyncio, which only the daemon's side needs (sources.py).
     path = export(tmp_path / "plain.txt", 3, "p", bad_every=2)
     request = tmp_path / "request.pickle"
     request.write_bytes(pickle.dumps(MappingProcess.open_request(spec_for(path))))
@@ -150,7 +210,7 @@ def test_the_process_maps_without_pydantic(tmp_path: Path) -> None:
         f"_, spec = pickle.loads(open({str(request)!r}, 'rb').read())\n"
         "chunk = InProcessSource(spec).next_chunk()\n"
         "print(chunk.users, len(chunk.drops))\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pydantic'"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'asyncio')"
         " or m == 'rpi_braze_sync.settings'))\n"
     )
     run = subprocess.run(
@@ -159,14 +219,13 @@ def test_the_process_maps_without_pydantic(tmp_path: Path) -> None:
     assert run.stdout.splitlines() == ["['p0', 'p1', 'p2'] 2", "[]"]
 
 
-def test_a_file_that_cannot_be_opened_leaves_the_process_serving(
+async def test_a_file_that_cannot_be_opened_leaves_the_process_serving(
     tmp_path: Path, process: MappingProcess
 ) -> None:
     first = export(tmp_path / "first.txt", CHUNK_ROWS * 3, "a")
-    process.open(spec_for(first)).next_chunk()  # a file in progress, chunks asked ahead
+    await (await process.open(spec_for(first))).next_chunk()  # in progress, chunks asked ahead
     headless = tmp_path / "no-id.txt"
     headless.write_text("first_name,email\r\nAda,ada@example.com\r\n", encoding="utf-8")
     with pytest.raises(HeaderError, match="external_id"):
-        process.open(spec_for(headless))
-    items, _, _ = flat(chunks(process.open(spec_for(export(tmp_path / "b.txt", 4, "b")))))
-    assert [item[2] for item in items] == ["b0", "b1", "b2", "b3"]
+        await process.open(spec_for(headless))
+    assert await users_of(process, export(tmp_path / "b.txt", 4, "b")) == ["b0", "b1", "b2", "b3"]

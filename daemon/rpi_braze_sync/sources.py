@@ -1,0 +1,227 @@
+"""Where a file job gets its chunks, awaited from the event loop: a worker thread of the
+daemon (ThreadSource), or the mapping process (MappingProcess), which takes the per-row work
+off the interpreter that sends so that reading and sending use both cores. rowsource.py does
+the reading and mapping itself, in both."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import pickle
+import socket
+import subprocess
+import sys
+from dataclasses import replace
+from typing import Any, NoReturn, Protocol
+
+from .errors import ShareUnavailableError
+from .plain import detached
+from .rowsource import FRAME_LENGTH, ChunkData, InProcessSource, SourceSpec, decode_reply, frame
+
+log = logging.getLogger(__name__)
+
+
+class ChunkSource(Protocol):
+    header: list[str]
+    warnings: list[str]
+    stated: int | None  # the record count the file states, when its format has one
+
+    async def next_chunk(self) -> ChunkData: ...
+
+    async def close(self) -> None: ...
+
+
+class ThreadSource:
+    """Everything in the daemon's process: each chunk is read and mapped in a worker thread,
+    so the loop that sends never waits on it."""
+
+    def __init__(self, source: InProcessSource) -> None:
+        self._source = source
+        self.header, self.warnings, self.stated = source.header, source.warnings, source.stated
+
+    @classmethod
+    async def open(cls, spec: SourceSpec) -> ThreadSource:
+        return cls(await asyncio.to_thread(InProcessSource, spec))
+
+    async def next_chunk(self) -> ChunkData:
+        return await asyncio.to_thread(self._source.next_chunk)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._source.close)
+
+
+class MappingProcess:
+    """The daemon's one mapping process, started on first use and again if it died.
+
+    It maps up to PREFETCH_CHUNKS chunks ahead of the one being sent: with one, each process
+    waited for the other in turn. Its replies are read from the socket as soon as they
+    arrive, whatever the file job is doing: a chunk is larger than the socket's buffer, so
+    when replies were read only on demand, the process waited on every send and the chunks
+    asked for ahead were not mapped ahead at all.
+    """
+
+    PREFETCH_CHUNKS = 8
+    # The reply reader's buffer: past twice this, it stops reading the socket for a while.
+    # Above a chunk (about 300 KB), so a chunk never has to wait for that.
+    READ_LIMIT = 1 << 20
+
+    def __init__(self) -> None:
+        self._process: asyncio.subprocess.Process | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reading: asyncio.Task[None] | None = None
+        self._replies: asyncio.Queue[bytes | None] = asyncio.Queue()
+        # Replies the process owes: requests sent whose reply was not taken yet. Counted from
+        # what was sent, so a caller cancelled while waiting cannot leave a stale reply to be
+        # mistaken for the next file's.
+        self._owed = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    @property
+    def received_ahead(self) -> int:
+        """Replies received and not yet taken (chunks mapped ahead, waiting in the daemon)."""
+        return self._replies.qsize()
+
+    async def _ensure(self) -> asyncio.StreamWriter:
+        if self._writer is None or self._process is None or self._process.returncode is not None:
+            await self.stop()
+            # A fresh interpreter that imports only the reading and mapping modules (not a
+            # fork of a process with threads, nor multiprocessing's spawn, which would import
+            # the whole daemon again): its memory is what the mapping needs.
+            ours, theirs = socket.socketpair()
+            try:
+                self._process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "rpi_braze_sync.rowsource", str(theirs.fileno()),
+                    pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                )  # fmt: skip
+                reader, self._writer = await asyncio.open_unix_connection(
+                    sock=ours, limit=self.READ_LIMIT
+                )
+            except BaseException:
+                ours.close()
+                raise
+            finally:
+                theirs.close()
+            self._replies = asyncio.Queue()
+            self._reading = asyncio.create_task(
+                self._read_replies(reader, self._replies), name="mapping-process-replies"
+            )
+        return self._writer
+
+    @staticmethod
+    async def _read_replies(
+        reader: asyncio.StreamReader, replies: asyncio.Queue[bytes | None]
+    ) -> None:
+        """Every reply, as it arrives; then None, once the process is gone."""
+        try:
+            while True:
+                (size,) = FRAME_LENGTH.unpack(await reader.readexactly(FRAME_LENGTH.size))
+                replies.put_nowait(await reader.readexactly(size))
+        except (EOFError, OSError):  # (asyncio.IncompleteReadError is an EOFError)
+            replies.put_nowait(None)
+
+    async def _send(self, request: tuple[Any, ...]) -> None:
+        """Only opening a file starts the process: one started since the file was opened
+        would not know the file the other requests are about."""
+        if request[0] == "open":
+            await self._ensure()
+        if self._writer is None or not self.running:
+            await self._gone()
+        try:
+            self._writer.write(frame(pickle.dumps(request)))
+            await self._writer.drain()
+        except OSError:
+            await self._gone()
+        if request[0] != "close":  # the only request without a reply
+            self._owed += 1
+
+    async def _take(self) -> tuple[Any, ...]:
+        """The next reply owed; the exception it carries is raised."""
+        payload = await self._replies.get()
+        self._owed -= 1
+        if payload is None:
+            await self._gone()
+        reply = decode_reply(payload)
+        if reply[0] == "error":
+            raise reply[1]
+        return reply
+
+    async def _gone(self) -> NoReturn:
+        await self.stop()
+        raise ShareUnavailableError("the mapping process stopped; the file will be retried")
+
+    async def open(self, spec: SourceSpec) -> WorkerSource:
+        await self.close_file()  # an abandoned file's chunks asked for ahead, if any
+        await self._send(self.open_request(spec))
+        _, header, warnings, stated = await self._take()
+        return WorkerSource(self, header, warnings, stated)
+
+    @staticmethod
+    def open_request(spec: SourceSpec) -> tuple[str, SourceSpec]:
+        """What is sent to open a file: settings as plain objects (plain.py)."""
+        return ("open", replace(spec, fmt=detached(spec.fmt)))
+
+    async def next_chunk(self) -> ChunkData:
+        if not self._owed:
+            await self._send(("chunk",))
+        chunk: ChunkData = (await self._take())[1]
+        if not chunk.at_end:  # ask for the next ones now: mapped while this one is sent
+            while self._owed < self.PREFETCH_CHUNKS:
+                await self._send(("chunk",))
+        return chunk
+
+    async def close_file(self) -> None:
+        """Forget the current file: the replies still owed are read and dropped."""
+        while self._owed:
+            try:
+                await self._take()
+            except ShareUnavailableError:
+                return  # stopped: nothing left to forget
+            except Exception:
+                log.debug("discarded a chunk asked for ahead: its error", exc_info=True)
+        if self.running:
+            with contextlib.suppress(ShareUnavailableError):  # (stopped meanwhile)
+                await self._send(("close",))
+
+    async def stop(self) -> None:
+        if self._reading is not None:
+            self._reading.cancel()
+            self._reading = None
+        if self._writer is not None:
+            self._writer.close()  # the process reads the end of its requests, and exits
+            self._writer = None
+        process, self._process = self._process, None
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), timeout=5)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        self._owed = 0
+
+
+class WorkerSource:
+    """A file open in the mapping process."""
+
+    def __init__(
+        self, worker: MappingProcess, header: list[str], warnings: list[str], stated: int | None
+    ) -> None:
+        self.worker = worker
+        self.header = header
+        self.warnings = warnings
+        self.stated = stated
+
+    async def next_chunk(self) -> ChunkData:
+        return await self.worker.next_chunk()
+
+    async def close(self) -> None:
+        await self.worker.close_file()
