@@ -89,8 +89,8 @@ class MappingProcess:
         """Replies received and not yet taken (chunks mapped ahead, waiting in the daemon)."""
         return self._replies.qsize()
 
-    async def _ensure(self) -> asyncio.StreamWriter:
-        if self._writer is None or self._process is None or self._process.returncode is not None:
+    async def _ensure(self) -> None:
+        if self._writer is None or not self.running:
             await self.stop()
             # A fresh interpreter that imports only the reading and mapping modules (not a
             # fork of a process with threads, nor multiprocessing's spawn, which would import
@@ -113,7 +113,6 @@ class MappingProcess:
             self._reading = asyncio.create_task(
                 self._read_replies(reader, self._replies), name="mapping-process-replies"
             )
-        return self._writer
 
     @staticmethod
     async def _read_replies(
@@ -134,13 +133,13 @@ class MappingProcess:
             await self._ensure()
         if self._writer is None or not self.running:
             await self._gone()
+        self._writer.write(frame(pickle.dumps(request)))
+        if request[0] != "close":  # the only request without a reply
+            self._owed += 1  # from now: even if cancelled below, the reply will come
         try:
-            self._writer.write(frame(pickle.dumps(request)))
             await self._writer.drain()
         except OSError:
             await self._gone()
-        if request[0] != "close":  # the only request without a reply
-            self._owed += 1
 
     async def _take(self) -> tuple[Any, ...]:
         """The next reply owed; the exception it carries is raised."""
@@ -191,12 +190,15 @@ class MappingProcess:
                 await self._send(("close",))
 
     async def stop(self) -> None:
-        if self._reading is not None:
-            self._reading.cancel()
-            self._reading = None
-        if self._writer is not None:
-            self._writer.close()  # the process reads the end of its requests, and exits
-            self._writer = None
+        reading, self._reading = self._reading, None
+        if reading is not None:
+            reading.cancel()
+            await asyncio.wait([reading])
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()  # the process reads the end of its requests, and exits
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
         process, self._process = self._process, None
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
