@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import orjson
 
@@ -185,39 +185,63 @@ def decode_reply(payload: bytes) -> tuple[Any, ...]:
     return tuple(pickle.loads(body))
 
 
-def _serve(channel: socket.socket) -> None:
+def _read_request(requests: BinaryIO) -> tuple[Any, ...] | None:
+    """The daemon's next request; None once the daemon is gone."""
+    header = requests.read(FRAME_LENGTH.size)
+    size = FRAME_LENGTH.unpack(header)[0] if len(header) == FRAME_LENGTH.size else -1
+    payload = requests.read(size) if size >= 0 else b""
+    return tuple(pickle.loads(payload)) if len(payload) == size else None
+
+
+def _sendable(reply: tuple[Any, ...]) -> bytes:
+    try:
+        return encode_reply(reply)
+    except Exception as unsendable:  # pickle cannot carry it; its type and text can
+        what = reply[1] if reply[0] == "error" else unsendable
+        return encode_reply(("error", RuntimeError(f"{type(what).__name__}: {what}")))
+
+
+class _Server:
     """The mapping process: one file at a time, each request answered in turn (the daemon
     asks for several chunks ahead)."""
-    requests = channel.makefile("rb")
-    source: InProcessSource | None = None
-    while True:
-        header = requests.read(FRAME_LENGTH.size)
-        if len(header) < FRAME_LENGTH.size:  # the daemon is gone
-            return
-        request = pickle.loads(requests.read(FRAME_LENGTH.unpack(header)[0]))
+
+    def __init__(self) -> None:
+        self.source: InProcessSource | None = None
+
+    def answer(self, request: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """The reply to a request (an error is one); None for a request without a reply."""
         kind = request[0]
         try:
             if kind == "open":
-                if source is not None:
-                    source.close()
-                    source = None  # (if the new file fails to open, no stale one is read)
-                source = InProcessSource(request[1])
-                reply: tuple[Any, ...] = ("opened", source.header, source.warnings, source.stated)
-            elif kind == "chunk":
-                assert source is not None
-                reply = ("chunk", source.next_chunk())
-            elif kind == "close" and source is not None:
-                source.close()
-                source = None
-                continue
-            else:
-                continue
+                self._close()  # (if the new file fails to open, no stale one is read)
+                self.source = InProcessSource(request[1])
+                return ("opened", self.source.header, self.source.warnings, self.source.stated)
+            if kind == "chunk":
+                assert self.source is not None
+                return ("chunk", self.source.next_chunk())
+            if kind == "close":
+                self._close()
+            return None
         except Exception as exc:
-            reply = ("error", exc)
-        try:
-            channel.sendall(encode_reply(reply))
-        except OSError:  # the daemon is gone
-            return
+            return ("error", exc)
+
+    def _close(self) -> None:
+        if self.source is not None:
+            self.source.close()
+            self.source = None
+
+
+def _serve(channel: socket.socket) -> None:
+    server = _Server()
+    with channel.makefile("rb") as requests:
+        while (request := _read_request(requests)) is not None:
+            reply = server.answer(request)
+            if reply is None:
+                continue
+            try:
+                channel.sendall(_sendable(reply))
+            except OSError:  # the daemon is gone
+                return
 
 
 if __name__ == "__main__":  # the mapping process: python -m rpi_braze_sync.rowsource FD

@@ -9,13 +9,16 @@ import asyncio
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from rpi_braze_sync import rowsource
 from rpi_braze_sync.config import load_config
 from rpi_braze_sync.errors import FileChangedError, ShareUnavailableError
 from rpi_braze_sync.mapping import Drop, HeaderError
@@ -229,3 +232,35 @@ async def test_a_file_that_cannot_be_opened_leaves_the_process_serving(
     with pytest.raises(HeaderError, match="external_id"):
         await process.open(spec_for(headless))
     assert await users_of(process, export(tmp_path / "b.txt", 4, "b")) == ["b0", "b1", "b2", "b3"]
+
+
+def test_an_error_pickle_cannot_carry_still_reaches_the_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Real input never raises such an error (that is the point): the source is replaced so
+    # that opening raises one, and the process's loop runs in a thread of this one.
+    class Unpicklable(Exception):
+        def __init__(self) -> None:
+            super().__init__("a lambda inside")
+            self.callback = lambda: None
+
+    def failing_source(spec: SourceSpec) -> None:
+        raise Unpicklable()
+
+    monkeypatch.setattr(rowsource, "InProcessSource", failing_source)
+    ours, theirs = socket.socketpair()
+    ours.settimeout(30)
+    serving = threading.Thread(target=rowsource._serve, args=(theirs,))
+    serving.start()
+    with ours, ours.makefile("rb") as replies:
+        spec = spec_for(export(tmp_path / "a.txt", 2, "a"))
+        ours.sendall(rowsource.frame(pickle.dumps(MappingProcess.open_request(spec))))
+        (size,) = rowsource.FRAME_LENGTH.unpack(replies.read(rowsource.FRAME_LENGTH.size))
+        kind, error = rowsource.decode_reply(replies.read(size))
+        assert kind == "error"
+        assert isinstance(error, RuntimeError)
+        assert str(error) == "Unpicklable: a lambda inside"
+        ours.shutdown(socket.SHUT_WR)  # the daemon is gone: the loop ends
+        serving.join(timeout=30)
+    theirs.close()
+    assert not serving.is_alive()
