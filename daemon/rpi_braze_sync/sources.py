@@ -62,6 +62,13 @@ class MappingProcess:
     """
 
     PREFETCH_CHUNKS = 8
+    # When a file is closed (done, failed, or at shutdown), its replies still owed are awaited
+    # this long; a process that does not answer by then (a stalled share) is stopped, so that
+    # neither the next file nor a shutdown waits on it.
+    CLOSE_WAIT_S = 10.0
+    # From SIGTERM to SIGKILL; then how long to wait before going on without it (a process
+    # stuck in the kernel is reaped when it comes back).
+    EXIT_WAIT_S = 5.0
     # The reply reader's buffer: past twice this, it stops reading the socket for a while.
     # Above a chunk (about 300 KB), so a chunk never has to wait for that.
     READ_LIMIT = 1 << 20
@@ -178,13 +185,23 @@ class MappingProcess:
 
     async def close_file(self) -> None:
         """Forget the current file: the replies still owed are read and dropped."""
-        while self._owed:
-            try:
-                await self._take()
-            except ShareUnavailableError:
-                return  # stopped: nothing left to forget
-            except Exception:
-                log.debug("discarded a chunk asked for ahead: its error", exc_info=True)
+        try:
+            async with asyncio.timeout(self.CLOSE_WAIT_S):
+                while self._owed:
+                    try:
+                        await self._take()
+                    except ShareUnavailableError:
+                        return  # stopped: nothing left to forget
+                    except Exception:
+                        log.debug("discarded a chunk asked for ahead: its error", exc_info=True)
+        except TimeoutError:
+            log.warning(
+                "the mapping process did not answer for %.0f s (a stalled share?): stopped;"
+                " a new one starts with the next file",
+                self.CLOSE_WAIT_S,
+            )
+            await self.stop()
+            return
         if self.running:
             with contextlib.suppress(ShareUnavailableError):  # (stopped meanwhile)
                 await self._send(("close",))
@@ -203,12 +220,22 @@ class MappingProcess:
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), timeout=5)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+            if not await self._exited(process):
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                if not await self._exited(process):
+                    log.warning(
+                        "the mapping process (pid %d) did not exit, even killed; going on",
+                        process.pid,
+                    )
         self._owed = 0
+
+    async def _exited(self, process: asyncio.subprocess.Process) -> bool:
+        try:
+            await asyncio.wait_for(process.wait(), self.EXIT_WAIT_S)
+        except TimeoutError:
+            return False
+        return True
 
 
 class WorkerSource:

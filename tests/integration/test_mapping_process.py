@@ -186,6 +186,30 @@ async def test_a_killed_process_fails_the_file_for_a_retry_and_is_started_again(
     assert await users_of(process, other) == ["o0", "o1"]
 
 
+async def test_a_process_that_stops_answering_is_replaced_when_its_file_is_closed(
+    tmp_path: Path, process: MappingProcess
+) -> None:
+    # SIGSTOP stands in for a process stuck on a stalled share: closing its file (as a
+    # shutdown or a failed file does) must not wait on it for ever.
+    process.CLOSE_WAIT_S = process.EXIT_WAIT_S = 0.2
+    path = export(tmp_path / "stalls.txt", CHUNK_ROWS * 3, "s")
+    source = await process.open(spec_for(path))
+    stalled = process.pid
+    assert stalled is not None
+    os.kill(stalled, signal.SIGSTOP)
+    waiting = asyncio.create_task(source.next_chunk())
+    await asyncio.sleep(0.05)  # the request is sent; no reply will come
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    async with asyncio.timeout(30):
+        await source.close()
+    assert not process.running  # (SIGTERM stays pending on a stopped process; SIGKILL does not)
+    other = export(tmp_path / "other.txt", 2, "o")
+    assert await users_of(process, other) == ["o0", "o1"]
+    assert process.pid != stalled
+
+
 async def test_a_file_that_shrinks_fails_and_the_process_goes_on(
     tmp_path: Path, process: MappingProcess
 ) -> None:
