@@ -52,7 +52,8 @@ class ThreadSource:
 
 
 class MappingProcess:
-    """The daemon's one mapping process, started on first use and again if it died.
+    """The daemon's one mapping process, started with the first file, and again with the next
+    file if it died or was stopped.
 
     It maps up to PREFETCH_CHUNKS chunks ahead of the one being sent: with one, each process
     waited for the other in turn. Its replies are read from the socket as soon as they
