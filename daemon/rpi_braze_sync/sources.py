@@ -188,13 +188,7 @@ class MappingProcess:
         """Forget the current file: the replies still owed are read and dropped."""
         try:
             async with asyncio.timeout(self.CLOSE_WAIT_S):
-                while self._owed:
-                    try:
-                        await self._take()
-                    except ShareUnavailableError:
-                        return  # stopped: nothing left to forget
-                    except Exception:
-                        log.debug("discarded a chunk asked for ahead: its error", exc_info=True)
+                await self._discard_owed()
         except TimeoutError:
             log.warning(
                 "the mapping process did not answer for %.0f s (a stalled share?): stopped;"
@@ -206,6 +200,15 @@ class MappingProcess:
         if self.running:
             with contextlib.suppress(ShareUnavailableError):  # (stopped meanwhile)
                 await self._send(("close",))
+
+    async def _discard_owed(self) -> None:
+        while self._owed:
+            try:
+                await self._take()
+            except ShareUnavailableError:
+                return  # stopped: nothing left to forget
+            except Exception:
+                log.debug("discarded a chunk asked for ahead: its error", exc_info=True)
 
     async def stop(self) -> None:
         reading, self._reading = self._reading, None

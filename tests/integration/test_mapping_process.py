@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -110,6 +110,28 @@ async def users_of(process: MappingProcess, path: Path, start_index: int = 0) ->
     return [item[2] for item in items]
 
 
+async def started(process: MappingProcess, path: Path) -> ChunkSource:
+    """A file opened and its first chunk taken: the process is now mapping ahead."""
+    source = await process.open(spec_for(path))
+    await source.next_chunk()
+    return source
+
+
+async def cancel_while_waiting(source: ChunkSource, after_s: float = 0.0) -> None:
+    """Ask for a chunk and give up before its reply comes, as a cancelled file job does."""
+    waiting = asyncio.create_task(source.next_chunk())
+    await asyncio.sleep(after_s)  # the request is sent; its reply has not come
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(30):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
 async def test_a_finished_or_abandoned_file_leaves_nothing_for_the_next(
     tmp_path: Path, process: MappingProcess
 ) -> None:
@@ -117,8 +139,7 @@ async def test_a_finished_or_abandoned_file_leaves_nothing_for_the_next(
     second = export(tmp_path / "second.txt", CHUNK_ROWS * 3, "b")
     small = export(tmp_path / "small.txt", 3, "c")
 
-    abandoned = await process.open(spec_for(first))
-    await abandoned.next_chunk()  # the process is now several chunks ahead
+    abandoned = await started(process, first)
     await abandoned.close()
     assert await users_of(process, second) == [f"b{i}" for i in range(CHUNK_ROWS * 3)]
     assert await users_of(process, small) == ["c0", "c1", "c2"]  # after one read to its end
@@ -132,11 +153,8 @@ async def test_chunks_asked_for_ahead_are_received_while_nobody_takes_them(
     # A chunk is larger than the socket's buffer: unless the daemon reads replies as they
     # come, the process blocks on its first send and maps nothing ahead.
     path = export(tmp_path / "ahead.txt", CHUNK_ROWS * (MappingProcess.PREFETCH_CHUNKS + 3), "w")
-    source = await process.open(spec_for(path))
-    await source.next_chunk()
-    async with asyncio.timeout(30):
-        while process.received_ahead < MappingProcess.PREFETCH_CHUNKS:
-            await asyncio.sleep(0.01)
+    source = await started(process, path)
+    await until(lambda: process.received_ahead >= MappingProcess.PREFETCH_CHUNKS)
     users = [u for chunk in await chunks(source) for u in chunk.users]
     assert users == [f"w{i}" for i in range(CHUNK_ROWS, CHUNK_ROWS * 11)]
     await source.close()
@@ -147,11 +165,7 @@ async def test_a_caller_cancelled_while_waiting_leaves_no_stale_reply(
 ) -> None:
     first = export(tmp_path / "first.txt", CHUNK_ROWS * 4, "a")
     source = await process.open(spec_for(first))
-    waiting = asyncio.create_task(source.next_chunk())
-    await asyncio.sleep(0)  # the request is sent; its reply has not come
-    waiting.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await waiting
+    await cancel_while_waiting(source)
     await source.close()  # as a cancelled file job does
     other = export(tmp_path / "other.txt", 3, "o")
     assert await users_of(process, other) == ["o0", "o1", "o2"]
@@ -161,8 +175,7 @@ async def test_a_killed_process_fails_the_file_for_a_retry_and_is_started_again(
     tmp_path: Path, process: MappingProcess
 ) -> None:
     path = export(tmp_path / "long.txt", CHUNK_ROWS * 20, "k")
-    source = await process.open(spec_for(path))
-    await source.next_chunk()
+    source = await started(process, path)
     killed = process.pid
     assert killed is not None
     os.kill(killed, signal.SIGKILL)
@@ -177,9 +190,7 @@ async def test_a_killed_process_fails_the_file_for_a_retry_and_is_started_again(
     # chunk of a file it never opened.
     source = await process.open(spec_for(path))
     os.kill(process.pid, signal.SIGKILL)
-    async with asyncio.timeout(30):
-        while process.running:
-            await asyncio.sleep(0.01)
+    await until(lambda: not process.running)
     with pytest.raises(ShareUnavailableError, match="mapping process stopped"):
         await source.next_chunk()
     await source.close()
@@ -197,11 +208,7 @@ async def test_a_process_that_stops_answering_is_replaced_when_its_file_is_close
     stalled = process.pid
     assert stalled is not None
     os.kill(stalled, signal.SIGSTOP)
-    waiting = asyncio.create_task(source.next_chunk())
-    await asyncio.sleep(0.05)  # the request is sent; no reply will come
-    waiting.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await waiting
+    await cancel_while_waiting(source, after_s=0.05)  # (no reply would ever come)
     async with asyncio.timeout(30):
         await source.close()
     assert not process.running  # (SIGTERM stays pending on a stopped process; SIGKILL does not)
@@ -214,8 +221,7 @@ async def test_a_file_that_shrinks_fails_and_the_process_goes_on(
     tmp_path: Path, process: MappingProcess
 ) -> None:
     path = export(tmp_path / "shrinks.txt", CHUNK_ROWS * 10, "s")
-    source = await process.open(spec_for(path))
-    await source.next_chunk()
+    source = await started(process, path)
     os.truncate(path, path.stat().st_size // 3)
     with pytest.raises(FileChangedError, match="shrank"):  # after the chunks mapped ahead
         await chunks(source)
@@ -250,7 +256,7 @@ async def test_a_file_that_cannot_be_opened_leaves_the_process_serving(
     tmp_path: Path, process: MappingProcess
 ) -> None:
     first = export(tmp_path / "first.txt", CHUNK_ROWS * 3, "a")
-    await (await process.open(spec_for(first))).next_chunk()  # in progress, chunks asked ahead
+    await started(process, first)  # a file in progress, chunks asked for ahead
     headless = tmp_path / "no-id.txt"
     headless.write_text("first_name,email\r\nAda,ada@example.com\r\n", encoding="utf-8")
     with pytest.raises(HeaderError, match="external_id"):
