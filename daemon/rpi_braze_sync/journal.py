@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS files (
     updated_at REAL NOT NULL,
     gone_at REAL,
     rpi_call TEXT,
-    retry INTEGER NOT NULL DEFAULT 0
+    retry INTEGER NOT NULL DEFAULT 0,
+    rows_total INTEGER
 );
 CREATE TABLE IF NOT EXISTS rpi_calls (
     id INTEGER PRIMARY KEY,
@@ -54,6 +55,7 @@ _ADDED_COLUMNS = {  # since the first schema: name -> declaration
     "gone_at": "REAL",
     "rpi_call": "TEXT",
     "retry": "INTEGER NOT NULL DEFAULT 0",
+    "rows_total": "INTEGER",
 }
 
 # States of a file version, in lifecycle order.
@@ -96,9 +98,7 @@ class FileRecord:
     gone_at: float | None
     rpi_call: str | None
     retry: int  # 1: asked for by `rpi-braze-sync retry`: sent whole, whatever was sent before
-
-
-_COLUMNS = ", ".join(FileRecord.__dataclass_fields__)
+    rows_total: int | None  # data records in the version being sent, counted when inspected
 
 
 class Journal:
@@ -111,6 +111,7 @@ class Journal:
                 uri = f"{path.resolve().as_uri()}?mode=ro"
                 self._db = sqlite3.connect(uri, uri=True, isolation_level=None)
                 self._db.execute("PRAGMA busy_timeout=5000")
+                self._columns = self._select_list()
             except sqlite3.Error as exc:
                 raise JournalError(f"cannot open the journal {path}: {exc}") from None
             return
@@ -122,6 +123,7 @@ class Journal:
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
             self._add_missing_columns()
+            self._columns = self._select_list()
             self._db.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
@@ -134,6 +136,12 @@ class Journal:
         for column, declaration in _ADDED_COLUMNS.items():
             if column not in have:
                 self._db.execute(f"ALTER TABLE files ADD COLUMN {column} {declaration}")
+
+    def _select_list(self) -> str:
+        """FileRecord's columns; NULL for those a journal opened read-only has not gained yet
+        (a daemon of an earlier version wrote it)."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(files)")}
+        return ", ".join(c if c in have else "NULL" for c in FileRecord.__dataclass_fields__)
 
     def close(self) -> None:
         self._db.close()
@@ -176,7 +184,7 @@ class Journal:
     # --- reading -------------------------------------------------------------------------
 
     def _records(self, where: str = "", args: tuple[object, ...] = ()) -> Iterator[FileRecord]:
-        sql = f"SELECT {_COLUMNS} FROM files {where}"
+        sql = f"SELECT {self._columns} FROM files {where}"
         try:
             rows = self._db.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
@@ -312,12 +320,14 @@ class Journal:
             raise JournalError(f"journal write failed: {exc}") from None
         return removed
 
-    def start(self, file_id: int, sha256: str, size: int, mtime_ns: int) -> None:
+    def start(
+        self, file_id: int, sha256: str, size: int, mtime_ns: int, rows_total: int | None = None
+    ) -> None:
         now = time.time()
         self._write(
-            "UPDATE files SET state = ?, sha256 = ?, size = ?, mtime_ns = ?,"
+            "UPDATE files SET state = ?, sha256 = ?, size = ?, mtime_ns = ?, rows_total = ?,"
             " started_at = COALESCE(started_at, ?), updated_at = ? WHERE id = ?",
-            (SENDING, sha256, size, mtime_ns, now, now, file_id),
+            (SENDING, sha256, size, mtime_ns, rows_total, now, now, file_id),
         )
 
     def checkpoint(

@@ -6,7 +6,11 @@ from the config, never from file names or users).
 
 from __future__ import annotations
 
+import platform
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+from . import package_version
 
 # The *_created series double the output and no dashboard uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -64,7 +68,9 @@ class Metrics:
             P + "backlog_rows", "Rows read and waiting for Braze to acknowledge them", registry=r
         )
         self.current_file_progress = Gauge(
-            P + "current_file_progress_ratio", "Share of the current file's bytes read", registry=r
+            P + "current_file_progress_ratio",
+            "Share of the current file's rows acknowledged by Braze or rejected",
+            registry=r,
         )
         self.last_success = Gauge(
             P + "last_success_timestamp_seconds", "When Braze last accepted a request", registry=r
@@ -86,5 +92,12 @@ class Metrics:
         self.hook_calls = Counter(
             P + "hook_calls", "RPI post-execution calls by outcome", ["outcome"], registry=r
         )
+        self.build_info = Gauge(
+            P + "build_info",
+            "Always 1; the labels say what runs",
+            ["version", "python"],
+            registry=r,
+        )
         self.config_last_reload_ok.set(1)
         self.share_available.set(1)
+        self.build_info.labels(package_version(), platform.python_version()).set(1)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from .journal import DONE, FAILED, VANISHED, FileRecord, Journal
 from .logs import export_logger
 from .mapping import HeaderError
 from .metrics import Metrics
+from .progress import ProgressMeter
 from .reader import (
     FileInspection,
     inspect_file,
@@ -78,6 +80,10 @@ class FileJob:
         self.metrics = metrics
         self.rejects_root = config.state_directory / "rejects"
         self.checkpoint_interval_s = checkpoint_interval_s
+        self.progress_interval_s = config.settings.logging.progress_seconds
+        self.meter: ProgressMeter | None = None  # from the first row sent
+        self.rows_total: int | None = None
+        self._started_at = 0.0  # monotonic, when run() began
         self.log = export_logger(log, export.values)
         self.progress = Progress(record.checkpoint)
         self.sent = record.rows_sent
@@ -128,6 +134,7 @@ class FileJob:
     async def run(self) -> str:
         """Send the file; returns its final state (done, failed, vanished), or WAIT_FOR_SHARE
         when the share dropped: the file keeps its checkpoint and is tried again."""
+        self._started_at = time.monotonic()
         fmt = self.channel.settings.format
         try:
             inspection = await asyncio.to_thread(inspect_file, self.path, fmt)
@@ -145,7 +152,9 @@ class FileJob:
         settled = await self._settle_identity(inspection)
         if settled is not None:
             return settled
-        self.journal.start(self.record.id, inspection.sha256, inspection.size, inspection.mtime_ns)
+        i = inspection
+        self.rows_total = i.records
+        self.journal.start(self.record.id, i.sha256, i.size, i.mtime_ns, i.records)
         spec = SourceSpec(
             self.path,
             self.base,
@@ -175,7 +184,8 @@ class FileJob:
             resumed = (
                 f" from row {self.progress.checkpoint + 1}" if self.progress.checkpoint else ""
             )
-            self.log.info("sending%s (%s mode)", resumed, self.channel.settings.mode)
+            rows = f"{self.rows_total:,} rows"
+            self.log.info("sending %s%s (%s mode)", rows, resumed, self.channel.settings.mode)
             self._rejects = RejectsWriter(
                 self.rejects_root, self.source, source.header, fresh=not self.progress.checkpoint
             )
@@ -237,14 +247,15 @@ class FileJob:
         return None
 
     async def _send_all(self, source: ChunkSource) -> str:
+        self.meter = ProgressMeter(self.rows_total, self.settled_rows, time.monotonic())
         checkpointer = asyncio.create_task(self._checkpoint_every())
+        reporter = asyncio.create_task(self._report_progress_every())
         records_read = 0
         try:
             while True:
                 await self.sender.wait_room()
                 chunk = await source.next_chunk()
                 self._take(chunk)
-                self.metrics.current_file_progress.set(chunk.progress)
                 records_read = chunk.records_read
                 if chunk.at_end:
                     break
@@ -273,10 +284,33 @@ class FileJob:
             return self._finish(VANISHED if isinstance(exc, FileVanishedError) else FAILED, reason)
         finally:
             checkpointer.cancel()
+            reporter.cancel()
             self.write_checkpoint()
-        counts = f"{self.sent} sent, {self.rejected} rejected, {self.dropped} fields dropped"
-        self.log.info("done: %s", counts)
+        counts = f"{self.sent:,} sent, {self.rejected:,} rejected, {self.dropped:,} fields dropped"
+        took = self.meter.summary(self.settled_rows, time.monotonic(), self._started_at)
+        self.log.info("done: %s: %s", took, counts)
         return self._finish(DONE)
+
+    # --- progress ------------------------------------------------------------------------
+
+    @property
+    def settled_rows(self) -> int:
+        """Rows acknowledged by Braze or rejected, from the file's first row."""
+        return self.progress.checkpoint + self.progress.outstanding_ahead
+
+    async def _report_progress_every(self) -> None:
+        while True:
+            await asyncio.sleep(self.progress_interval_s)
+            assert self.meter is not None
+            snapshot = self.meter.snapshot(self.settled_rows, time.monotonic())
+            self.log.info("progress: %s", snapshot.describe())
+
+    def status_text(self) -> str:
+        """One line for systemd's STATUS=: the file and how far it got."""
+        if self.meter is None:
+            return f"reading {self.source}"
+        snapshot = self.meter.peek(self.settled_rows, time.monotonic())
+        return f"sending {self.source}: {snapshot.describe()}"
 
     async def _after_done(self) -> None:
         """keep, archive or delete the file, as the channel says; only once it is done."""
@@ -337,6 +371,8 @@ class FileJob:
         self.journal.checkpoint(
             self.record.id, self.progress.checkpoint, self.sent, self.rejected, self.dropped
         )
+        if self.rows_total:
+            self.metrics.current_file_progress.set(min(1.0, self.settled_rows / self.rows_total))
 
     def suspend(self) -> None:
         """Shutdown, after requests in flight settled: record how far the file got."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .errors import ExportFileError, FileChangedError, FileVanishedError, ShareUnavailableError
+from .recordcount import RecordCounter
 
 if TYPE_CHECKING:  # the mapping process imports this module, never pydantic (plain.py)
     from .settings import FormatSettings, RecordCountSpec
@@ -39,6 +40,7 @@ class FileInspection:
     encoding: str
     delimiter: str
     used_fallback: bool
+    records: int  # data records after the header, counted while the encoding was checked
 
 
 class _Bounded(io.RawIOBase):
@@ -103,26 +105,30 @@ def _bom_encoding(head: bytes, configured: str) -> str:
     return configured
 
 
-def _first_bad_line(path: Path, encoding: str) -> tuple[int, int] | None:
-    """(line, byte offset) of the first byte that is not valid in `encoding`, or None."""
+def _decode_and_count(
+    path: Path, size: int, encoding: str, fmt: FormatSettings
+) -> tuple[int, int] | int:
+    """The data records of the file's first `size` bytes, or (line, byte offset) of the first
+    byte that is not valid in `encoding`. One pass: the text decoded to check it is counted."""
     decoder = codecs.getincrementaldecoder(encoding)("strict")
+    counter = RecordCounter(fmt.quote_char, fmt.skip_lines)
     newline = "\n".encode(encoding.replace("-sig", ""))
     if encoding == "utf-16":
         newline = b"\n"  # counted on the raw bytes only roughly; the offset stays exact
     line, offset = 1, 0
-    with _open_raw(path) as raw:
+    with _open_raw(path, limit=size) as raw:
         while True:
             chunk = raw.read(CHUNK_BYTES)
             held = len(decoder.getstate()[0])  # bytes of a character split across chunks
             try:
-                decoder.decode(chunk, final=not chunk)
+                counter.feed(decoder.decode(chunk, final=not chunk))
             except UnicodeDecodeError as exc:
                 # exc.start counts the held bytes first: they belong to the previous chunk
                 # (start < 0: the bad sequence began there, on the line already counted).
                 start = exc.start - held
                 return line + chunk[: max(start, 0)].count(newline), offset + start
             if not chunk:
-                return None
+                return counter.finish()
             line += chunk.count(newline)
             offset += len(chunk)
 
@@ -173,19 +179,21 @@ def inspect_file(path: Path, fmt: FormatSettings) -> FileInspection:
         head = raw.read(4)
     encoding = _bom_encoding(head, fmt.encoding)
     used_fallback = False
-    bad = _first_bad_line(path, encoding)
-    if bad is not None:
+    counted = _decode_and_count(path, size, encoding, fmt)
+    if isinstance(counted, tuple):
+        line, byte = counted
         if fmt.fallback_encoding is None:
             raise ExportFileError(
-                f"line {bad[0]} (byte {bad[1]}): not valid {fmt.encoding}; nothing was sent "
+                f"line {line} (byte {byte}): not valid {fmt.encoding}; nothing was sent "
                 "(set format.fallback_encoding, e.g. cp1252, if the file comes from a Windows tool)"
             )
         encoding = fmt.fallback_encoding
         used_fallback = True
-        bad = _first_bad_line(path, encoding)
-        if bad is not None:
+        counted = _decode_and_count(path, size, encoding, fmt)
+        if isinstance(counted, tuple):
+            line, byte = counted
             raise ExportFileError(
-                f"line {bad[0]} (byte {bad[1]}): valid neither in {fmt.encoding} nor in "
+                f"line {line} (byte {byte}): valid neither in {fmt.encoding} nor in "
                 f"{fmt.fallback_encoding}; nothing was sent"
             )
     delimiter: str = fmt.delimiter
@@ -195,7 +203,7 @@ def inspect_file(path: Path, fmt: FormatSettings) -> FileInspection:
             for _ in range(fmt.skip_lines):
                 text.readline()
             delimiter = sniff_delimiter(text.readline())
-    return FileInspection(size, mtime_ns, sha256, encoding, delimiter, used_fallback)
+    return FileInspection(size, mtime_ns, sha256, encoding, delimiter, used_fallback, counted)
 
 
 @dataclass(frozen=True, slots=True)

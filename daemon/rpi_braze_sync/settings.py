@@ -88,15 +88,27 @@ class WatchSettings(StrictModel):
         return value.strip("/")
 
 
+def host_port_problem(value: str) -> str | None:
+    """What is wrong with a listen address, in words; None when it is host:port."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"expects host:port, e.g. 127.0.0.1:9464 or 0.0.0.0:9464; got {value!r}"
+    return None
+
+
 class HttpSettings(StrictModel):
-    listen: str = Field("127.0.0.1:9464", description="host:port of /metrics, /healthz, /readyz")
+    listen: str = Field(
+        "127.0.0.1:9464",
+        description="host:port of /metrics, /healthz, /readyz ($RPI_BRAZE_SYNC_LISTEN and"
+        " --listen override it)",
+    )
 
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{value!r} is not host:port")
+        problem = host_port_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 
@@ -343,6 +355,15 @@ class JournalSettings(StrictModel):
     )
 
 
+class LoggingSettings(StrictModel):
+    format: Literal["text", "json"] | None = Field(
+        None, description="text lines for journald (default) or JSON lines; --log-format overrides"
+    )
+    progress_seconds: Annotated[float, Field(gt=0)] = Field(
+        15.0, description="while a file is sent, a progress line this often"
+    )
+
+
 class Settings(StrictModel):
     braze: BrazeSettings = BrazeSettings()
     watch: WatchSettings = WatchSettings()
@@ -353,11 +374,30 @@ class Settings(StrictModel):
     journal: JournalSettings = JournalSettings()
     hook: HookSettings = HookSettings()
     performance: PerformanceSettings = PerformanceSettings()
-    log_format: Literal["text", "json"] = "text"
+    logging: LoggingSettings = LoggingSettings()
+    log_format: Literal["text", "json"] | None = Field(
+        None,
+        description="the older spelling of logging.format, still accepted",
+        json_schema_extra={"deprecated": True},
+    )
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = Field(
         20.0, description="on SIGTERM, how long requests in flight may take to finish"
     )
     channels: Annotated[dict[str, ChannelSettings], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _one_log_format(self) -> Settings:
+        given = {self.log_format, self.logging.format} - {None}
+        if len(given) > 1:
+            raise ValueError(
+                f"log_format: {self.log_format} and logging.format: {self.logging.format}"
+                " disagree; keep logging.format only"
+            )
+        return self
+
+    @property
+    def log_format_in_use(self) -> str:
+        return self.logging.format or self.log_format or "text"
 
 
 def json_schema() -> dict[str, object]:
