@@ -2,31 +2,37 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# `make run` installs what the daemon needs; the test tools come with `make test`/`make check`.
+RUNTIME := $(VENV)/.installed
+TOOLS := $(VENV)/.installed-test
 
 .PHONY: run test check lint bench clean
 
-$(STAMP): pyproject.toml
+$(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(RUNTIME)
+
+$(TOOLS): $(RUNTIME)
 	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $(TOOLS)
 
 # Dry run on the shipped config: nothing leaves the machine, request bodies go to ./var/state/outbox.
-run: $(STAMP)
+run: $(RUNTIME)
 	mkdir -p var/exports var/state
 	BASE_OUTPUT_DIRECTORY=$(CURDIR)/var/exports $(BIN)/rpi-braze-sync run \
 		--config config/rpi-braze-sync.yaml --dry-run --state-directory $(CURDIR)/var/state
 
-test: $(STAMP)
+test: $(TOOLS)
 	$(BIN)/pytest -q
 
-check: $(STAMP)
+check: $(TOOLS)
 	$(BIN)/ruff check daemon tests
 	$(BIN)/ruff format --check daemon tests
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(RUNTIME)
 	$(BIN)/python tests/benchmarks/run.py
 
 clean:

@@ -20,6 +20,9 @@ import orjson
 from aiohttp import web
 
 API_KEY = "test-key-5f1c9a"
+VALID_DATA_MESSAGE = (
+    "Valid data must be provided in the 'attributes', 'events', or 'purchases' fields."
+)
 
 
 @dataclass
@@ -72,6 +75,7 @@ class FakeBraze:
         self.starts: list[float] = []  # monotonic start of every request, answered or not
         self.statuses: list[int] = []
         self.auth_headers: set[str] = set()
+        self.user_agents: set[str] = set()
         self.overlaps: list[set[str]] = []  # users seen in two concurrent requests
         self._in_flight: collections.Counter[str] = collections.Counter()
         self.on_request: Callable[[dict[str, Any]], None] | None = None
@@ -109,6 +113,7 @@ class FakeBraze:
         self.starts.append(now)
         auth = request.headers.get("Authorization", "")
         self.auth_headers.add(auth)
+        self.user_agents.add(request.headers.get("User-Agent", ""))
         raw = await request.read()
         if self.script:
             scripted = self.script.popleft()
@@ -128,6 +133,9 @@ class FakeBraze:
             )
         body = orjson.loads(raw)
         objects = body.get("attributes", [])
+        if not any(body.get(kind) for kind in ("attributes", "events", "purchases")):
+            # Braze's answer to a request with nothing in it (check --online sends one).
+            return self._answer(400, orjson.dumps({"message": VALID_DATA_MESSAGE}))
         if len(objects) > self.max_objects:
             return self._answer(400, b'{"message":"Max Input Length Exceeded"}')
         users = {o.get("external_id") for o in objects}
@@ -148,10 +156,8 @@ class FakeBraze:
             if o.get("external_id") in self.minor_errors
         ]
         if errors and len(errors) == len(objects):
-            message = (
-                "Valid data must be provided in the 'attributes', 'events', or 'purchases' fields."
-            )
-            return self._answer(400, orjson.dumps({"message": message, "errors": errors}))
+            reply = {"message": VALID_DATA_MESSAGE, "errors": errors}
+            return self._answer(400, orjson.dumps(reply))
         self.requests.append(body)
         if self.on_request is not None:
             self.on_request(body)

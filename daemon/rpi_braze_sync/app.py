@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import platform
 import signal
 import time
 from collections.abc import Callable
@@ -17,6 +19,7 @@ from dataclasses import replace
 
 import orjson
 
+from . import package_version
 from .braze import HttpTransport, OutboxTransport, Transport
 from .config import LoadedConfig
 from .delivery import Sender
@@ -231,8 +234,8 @@ class Daemon:
 
     def _status_line(self) -> str:
         queued = self.queue.waiting() if self.queue else 0
-        active = self.queue.active.source if self.queue and self.queue.active else "nothing"
-        return f"sending {active}; {queued} files queued"
+        active = self.queue.active.status_text() if self.queue and self.queue.active else "idle"
+        return f"{active}; {queued} files queued"
 
     async def _keep_systemd_informed(self, tasks: list[asyncio.Task[None]]) -> None:
         """WATCHDOG=1 every half period while every task is alive, and a STATUS line."""
@@ -261,6 +264,19 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
             loop.add_signal_handler(signal.SIGHUP, self.reload)
+        # The address first: a second daemon on the same configuration stops here (exit 69),
+        # before it touches the journal.
+        hook = HookRoute(self.accept_rpi_call, config.hook_token)
+        runner = await start_server(
+            build_app(self.metrics, self.readiness, hook), config.settings.http.listen
+        )
+        try:
+            return await self._run()
+        finally:
+            await runner.cleanup()
+
+    async def _run(self) -> int:
+        config = self.config
         config.state_directory.mkdir(parents=True, exist_ok=True)
         self._warn_if_network_state(config)
         journal = self.journal = Journal(journal_path(config.state_directory, config.dry_run))
@@ -278,10 +294,6 @@ class Daemon:
             set(config.channels),
             JournalListener(self, journal, queue),
             self.metrics,
-        )
-        hook = HookRoute(self.accept_rpi_call, config.hook_token)
-        runner = await start_server(
-            build_app(self.metrics, self.readiness, hook), config.settings.http.listen
         )
         self._announce()
         tasks = [
@@ -308,7 +320,6 @@ class Daemon:
         finally:
             stop_wait.cancel()
             await transport.close()
-            await runner.cleanup()
             if mapping_process is not None:
                 await mapping_process.stop()
             journal.close()
@@ -350,6 +361,12 @@ class Daemon:
 
     def _announce(self) -> None:
         config = self.config
+        log.info(
+            "rpi-braze-sync %s (Python %s) started, pid %d",
+            package_version(),
+            platform.python_version(),
+            os.getpid(),
+        )
         base = config.base_output_directory
         pattern = config.settings.watch.path_pattern.replace("{", "<").replace("}", ">")
         log.info("watching %s: drop exports as %s/%s/<file>", base, base, pattern)

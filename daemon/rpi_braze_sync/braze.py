@@ -19,9 +19,10 @@ import aiohttp
 import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from . import package_version
 from .config import Secret
 
-USER_AGENT = "rpi-braze-sync"
+USER_AGENT = f"rpi-braze-sync/{package_version()}"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,20 @@
-"""Command line: run the daemon, preview or check an export, show the journal.
+"""Command line: run the daemon, check and preview exports, show the journal, install files.
 
-Exit status: 0 success, 78 configuration error (systemd does not restart on it), 65 an export
-file that cannot be used, 1 anything else.
+Exit statuses (sysexits.h), the same for every command:
+  0    success; `run`: stopped by SIGTERM or SIGINT, progress checkpointed
+  1    `run`: one of the daemon's tasks failed unexpectedly (systemd restarts it)
+  64   usage: a wrong argument; an export outside <channel>/<offer>/<workflow id>/ without
+       --channel; `retry` of a file the journal does not know
+  65   data: an export file that cannot be used (encoding, header, CSV)
+  66   no input: the export file, or the journal (`status`, `retry`), does not exist
+  69   unavailable: `run` cannot listen on its address (in use, not local, not allowed);
+       `check --online` cannot reach Braze or Braze cannot answer now
+  73   `init`: a file exists already (use --force) or cannot be written
+  74   I/O error: the journal cannot be opened or read
+  77   `check --online`: Braze refuses the API key
+  78   configuration error (systemd does not restart on it)
+  130  interrupted (Ctrl-C) outside `run`
+  141  the reader of the output went away (`preview FILE | head`): stops quietly
 """
 
 from __future__ import annotations
@@ -11,25 +24,56 @@ import asyncio
 import logging
 import os
 import sys
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn
 
 import orjson
 
+from . import package_version
 from .app import serve
-from .config import Channel, LoadedConfig, load_config
-from .errors import EXIT_CONFIG, ConfigError, ExportFileError, JournalError
-from .journal import Journal, journal_path
+from .assets import cmd_init
+from .check import cmd_check
+from .completion import cmd_completion
+from .config import LISTEN_ENV, LoadedConfig, load_config
+from .errors import (
+    EXIT_USAGE,
+    InputMissingError,
+    RpiBrazeSyncError,
+    UsageError,
+    error_lines,
+    exit_status,
+)
+from .journal import STATES, Journal
 from .logs import configure_logging
-from .mapping import HeaderError, Mapped, Rejection, RowMapper, parse_path_pattern
-from .reader import ExportReader, inspect_file
-from .settings import json_schema
-from .watchrules import ExportPath, classify_path
+from .preview import cmd_preview
+from .settings import host_port_problem, json_schema
+from .status import cmd_status, existing_journals, load_for_journal
 
-EXIT_DATA = 65
 DEFAULT_CONFIG = "/etc/rpi-braze-sync/rpi-braze-sync.yaml"
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell shows for `yes | head`
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors exit 64 (EX_USAGE), as the commands' own usage errors do, not 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _listen_address(value: str) -> str:
+    problem = host_port_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expects a whole number of 1 or more; got {value!r}")
+    return int(value)
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -40,16 +84,30 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _journal_args(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--dry-run", action="store_true", help=f"{what} the dry run's journal, whatever the YAML"
+    )
+    parser.add_argument("--state-directory", help="overrides state_directory")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rpi-braze-sync", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="rpi-braze-sync", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="watch the export folder and send complete files to Braze")
     _config_arg(run)
     run.add_argument("--dry-run", action="store_true", help="write request bodies to the outbox")
     run.add_argument("--state-directory", help="overrides state_directory")
-    run.add_argument("--log-format", choices=["text", "json"], help="overrides log_format")
+    run.add_argument("--log-format", choices=["text", "json"], help="overrides logging.format")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--listen",
+        type=_listen_address,
+        metavar="HOST:PORT",
+        help=f"address of /metrics, /healthz, /readyz; overrides ${LISTEN_ENV} and http.listen",
+    )
 
     preview = sub.add_parser("preview", help="print the Braze objects an export would produce")
     _config_arg(preview)
@@ -60,220 +118,82 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show sample rows beside their Braze objects, and counts of rejects by reason",
     )
-    preview.add_argument("--sample", type=int, default=5, help="rows shown with --explain")
+    preview.add_argument("--sample", type=_positive, default=5, help="rows shown with --explain")
+    preview.add_argument("--limit", type=_positive, metavar="N", help="only the first N rows")
 
     check = sub.add_parser("check", help="validate the configuration and, optionally, exports")
     _config_arg(check)
     check.add_argument("export_files", nargs="*", type=Path)
     check.add_argument("--channel", help="channel to check exports against")
-    check.add_argument("--sample-rows", type=int, default=1000)
+    check.add_argument("--sample-rows", type=_positive, default=1000)
+    check.add_argument("--dry-run", action="store_true", help="check as for run --dry-run")
+    check.add_argument(
+        "--online", action="store_true", help="also try the API key on Braze (an empty request)"
+    )
+
+    status = sub.add_parser("status", help="files in the journal, by state")
+    _config_arg(status)
+    status.add_argument("--json", action="store_true", help="one JSON document (see README)")
+    status.add_argument(
+        "--state", action="append", choices=STATES, help="only files in this state (repeatable)"
+    )
+    _journal_args(status, "show")
 
     retry = sub.add_parser("retry", help="send a failed or partly rejected file again")
     _config_arg(retry)
     retry.add_argument("path", help="the export, relative to the base folder or absolute")
-    retry.add_argument("--dry-run", action="store_true", help="queue it in the dry run's journal")
-    retry.add_argument("--state-directory", help="overrides state_directory")
+    _journal_args(retry, "queue it in")
 
     sub.add_parser("schema", help="print the configuration's JSON Schema")
 
-    status = sub.add_parser("status", help="files in the journal, by state")
-    _config_arg(status)
-    status.add_argument("--json", action="store_true", help="one JSON object per file")
-    status.add_argument("--dry-run", action="store_true", help="show the dry run's journal")
-    status.add_argument("--state-directory", help="overrides state_directory")
+    init = sub.add_parser("init", help="write the sample configuration and service files")
+    init.add_argument("directory", type=Path, help="where to write them, e.g. /etc/rpi-braze-sync")
+    init.add_argument("--force", action="store_true", help="overwrite files that exist")
+
+    completion = sub.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=["bash", "zsh"])
     return parser
 
 
-def _channel_for(
-    config: LoadedConfig, export_file: Path, name: str | None
-) -> tuple[Channel, dict[str, str]]:
-    """The channel of an export, from --channel or from the folders the file sits in."""
-    pattern = parse_path_pattern(config.settings.watch.path_pattern)
-    parts = export_file.resolve().parts[-(len(pattern) + 1) :]
-    where = classify_path("/".join(parts), pattern, set(config.channels))
-    values = where.values if isinstance(where, ExportPath) else {"file_name": export_file.name}
-    if name is None:
-        if not isinstance(where, ExportPath):
-            raise ConfigError(
-                [
-                    f"{export_file}: not under <channel>/<offer>/<workflow id>/ of a configured"
-                    " channel; use --channel"
-                ]
-            )
-        name = where.channel
-    if name not in config.channels:
-        raise ConfigError([f"--channel {name!r} is not one of {', '.join(config.channels)}"])
-    return config.channels[name], values
-
-
-def _open_mapped(
-    config: LoadedConfig, export_file: Path, name: str | None
-) -> tuple[ExportReader, RowMapper]:
-    channel, values = _channel_for(config, export_file, name)
-    fmt = channel.settings.format
-    inspection = inspect_file(export_file, fmt)
-    reader = ExportReader(export_file, inspection, fmt)
-    try:
-        mapper = channel.mapping.bind(reader.header, values)
-    except HeaderError as exc:
-        reader.close()
-        raise ExportFileError(f"header: {exc}") from None
-    return reader, mapper
-
-
-def cmd_preview(args: argparse.Namespace) -> int:
-    config = load_config(args.config, dry_run=True, secrets=False)
-    reader, mapper = _open_mapped(config, args.export_file, args.channel)
-    out, err = sys.stdout, sys.stderr
-    for warning in mapper.warnings:
-        print(f"warning: {warning}", file=err)
-    objects = 0
-    rejected: Counter[str] = Counter()
-    dropped: Counter[str] = Counter()
-    with reader:
-        while records := reader.take(1000):
-            for record in records:
-                result = mapper.map_row(record.cells, record.line_no)
-                shown = args.explain and objects + rejected.total() < args.sample
-                if shown:
-                    _explain(out, reader.header, record.cells, record.line_no, result)
-                if isinstance(result, Rejection):
-                    rejected[result.reason] += 1
-                    if not args.explain:
-                        print(f"line {result.line_no}: rejected: {result.reason}", file=err)
-                    continue
-                objects += 1
-                if not args.explain:
-                    out.write(orjson.dumps(result.attributes).decode() + "\n")
-                for drop in result.drops or ():
-                    dropped[f"{drop.field}: {drop.reason}"] += 1
-                    if not args.explain:
-                        what = f"{drop.field}={drop.value!r}: {drop.reason}"
-                        print(f"line {drop.line_no}: dropped {what}", file=err)
-    summary = err if not args.explain else out
-    print(
-        f"{objects} objects, {rejected.total()} rows rejected, {dropped.total()} fields dropped",
-        file=summary,
-    )
-    if args.explain:
-        for title, counts in (("rejected", rejected), ("dropped", dropped)):
-            for reason, count in counts.most_common():
-                print(f"  {title} {count} x {reason}", file=out)
-    out.flush()
-    return 0
-
-
-def _explain(
-    out: TextIO, header: list[str], cells: list[str], line_no: int, result: Mapped | Rejection
-) -> None:
-    """One source row beside what Braze would receive for it."""
-    print(f"line {line_no}:", file=out)
-    width = max((len(h) for h in header), default=0)
-    for name, cell in zip(header, cells, strict=False):
-        print(f"  {name:<{width}} = {cell!r}", file=out)
-    if isinstance(result, Rejection):
-        print(f"  -> rejected: {result.reason}\n", file=out)
-        return
-    print(f"  -> {orjson.dumps(result.attributes).decode()}", file=out)
-    for drop in result.drops or ():
-        print(f"  -> dropped {drop.field}={drop.value!r}: {drop.reason}", file=out)
-    print(file=out)
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    config = load_config(args.config, dry_run=True, secrets=False)
-    print(f"{args.config}: configuration is valid ({len(config.channels)} channels)")
-    status = 0
-    for export_file in args.export_files:
-        try:
-            reader, mapper = _open_mapped(config, export_file, args.channel)
-        except (ExportFileError, ConfigError) as exc:
-            print(f"{export_file}: {exc}")
-            status = EXIT_CONFIG
-            continue
-        rejected = 0
-        with reader:
-            for record in reader.take(args.sample_rows):
-                if isinstance(mapper.map_row(record.cells, record.line_no), Rejection):
-                    rejected += 1
-        notes = "; ".join(mapper.warnings)
-        print(
-            f"{export_file}: header fits; {rejected} of the first {args.sample_rows} rows"
-            " would be rejected" + (f"; {notes}" if notes else "")
-        )
-    return status
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    # Only the journal is read, so a live configuration needs no API key here.
-    config = load_config(
-        args.config, dry_run=True, state_directory=args.state_directory, secrets=False
-    )
-    path = journal_path(config.state_directory, dry_run=args.dry_run)
-    if not path.exists():
-        print(f"no journal at {path}: the daemon has not run with this state directory")
-        return 0
-    journal = Journal(path, read_only=True)
-    try:
-        records = journal.all()
-    finally:
-        journal.close()
-    if args.json:
-        for r in records:
-            sys.stdout.write(orjson.dumps(r.__dict__).decode() + "\n")
-        return 0
-    print(f"{'STATE':<12} {'SENT':>9} {'REJECTED':>9} {'DROPPED':>8} {'CHECKPOINT':>10}  FILE")
-    for r in records:
-        print(
-            f"{r.state:<12} {r.rows_sent:>9} {r.rows_rejected:>9} {r.fields_dropped:>8}"
-            f" {r.checkpoint:>10}  {r.rel_path}"
-        )
-        if r.reason:
-            print(f"{'':<53}  reason: {r.reason}")
-    return 0
-
-
 def cmd_run(args: argparse.Namespace) -> int:
+    env = dict(os.environ)
+    if args.listen:
+        env[LISTEN_ENV] = args.listen  # the flag wins over the environment and the YAML
 
     def load() -> LoadedConfig:
         return load_config(
             args.config,
+            env,
             dry_run=True if args.dry_run else None,
             state_directory=args.state_directory,
         )
 
     config = load()
     configure_logging(
-        (args.log_format or config.settings.log_format) == "json",
+        (args.log_format or config.settings.log_format_in_use) == "json",
         getattr(logging, args.log_level.upper()),
     )
     return asyncio.run(serve(config, load))
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    config = load_config(
-        args.config, dry_run=True, state_directory=args.state_directory, secrets=False
-    )
+    config = load_for_journal(args)
     base = config.base_output_directory
     path = Path(args.path)
     full = path if path.is_absolute() else base / path
     try:
         rel = full.resolve().relative_to(base.resolve()).as_posix()
     except ValueError:
-        raise ConfigError([f"{args.path}: not under the export folder {base}"]) from None
+        raise UsageError(f"{args.path}: not under the export folder {base}") from None
     try:
         st = full.stat()
     except OSError as exc:
-        print(f"{full}: {exc.strerror}", file=sys.stderr)
-        return EXIT_DATA
-    journal = Journal(journal_path(config.state_directory, dry_run=args.dry_run))
+        raise InputMissingError(f"{full}: {exc.strerror}") from None
+    journal = Journal(existing_journals(config, args.dry_run)[0].path)
     try:
         record = journal.latest(rel)
         if record is None:
-            print(
-                f"{rel}: not in the journal; the daemon sends new files by itself", file=sys.stderr
-            )
-            return EXIT_DATA
+            raise UsageError(f"{rel}: not in the journal; the daemon sends new files by itself")
         if record.state in ("complete", "sending", "seen"):
             print(f"{rel}: already queued ({record.state})")
             return 0
@@ -292,32 +212,39 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "preview": cmd_preview,
     "check": cmd_check,
     "status": cmd_status,
     "schema": cmd_schema,
     "retry": cmd_retry,
+    "init": cmd_init,
+    "completion": lambda args: cmd_completion(build_parser(), args.shell),
 }
+
+
+def _silence_stdout() -> None:
+    """The reader left: point stdout at /dev/null so that the interpreter's last flush does
+    not fail again and print its own complaint."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"configuration error: {problem}", file=sys.stderr)
-        return EXIT_CONFIG
-    except ExportFileError as exc:
-        print(f"{getattr(args, 'export_file', '')}: {exc}", file=sys.stderr)
-        return EXIT_DATA
-    except JournalError as exc:
-        print(f"journal error: {exc}", file=sys.stderr)
-        return 1
+    except RpiBrazeSyncError as exc:
+        for line in error_lines(exc):
+            print(line, file=sys.stderr)
+        return exit_status(exc)
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

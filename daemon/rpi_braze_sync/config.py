@@ -11,22 +11,24 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
+from .configerrors import describe, without_union_branches, yaml_problem
 from .errors import ConfigError
 from .mapping import CompiledMapping, MappingError, compile_mapping
 from .settings import ChannelSettings, Settings
 
 KeyPath = tuple[str | int, ...]
+LISTEN_ENV = "RPI_BRAZE_SYNC_LISTEN"
 VALUE = "\0value"  # appended to a key path: where that key's value starts
 
 # Environment variables named as the RPDM automation names them; they win over the YAML.
 ENV_OVERRIDES: dict[str, KeyPath] = {
     "BRAZE_API_URL": ("braze", "api_url"),
     "BASE_OUTPUT_DIRECTORY": ("watch", "base_output_directory"),
+    LISTEN_ENV: ("http", "listen"),  # `run --listen` sets it, so the flag wins over both
 }
 
 
@@ -121,96 +123,6 @@ def _locate(
     return f"{file_name}:1:1"
 
 
-def _allowed_keys(model: type[BaseModel], loc: KeyPath) -> list[str] | None:
-    """The keys a model accepts at `loc`'s parent, to say what is allowed after a typo."""
-    current: Any = model
-    for part in loc[:-1]:
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            info = current.model_fields.get(str(part))
-            if info is None:
-                return None
-            current = info.annotation
-        else:  # dict[str, Model] or Optional[Model]: take the model argument
-            args = [a for a in getattr(current, "__args__", ()) if isinstance(a, type)]
-            models = [a for a in args if issubclass(a, BaseModel)]
-            if not models:
-                return None
-            current = models[0]
-            if str(part) in current.model_fields:
-                current = current.model_fields[str(part)].annotation
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
-    args = [a for a in getattr(current, "__args__", ()) if isinstance(a, type)]
-    models = [a for a in args if issubclass(a, BaseModel)]
-    return list(models[0].model_fields) if models else None
-
-
-def _describe(error: Mapping[str, Any], loc: KeyPath) -> str:
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        allowed = _allowed_keys(Settings, loc)
-        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
-        return f"unknown key{hint}"
-    if kind == "missing":
-        return "required key is missing"
-    if kind == "literal_error":
-        expected = str(error.get("ctx", {}).get("expected", "")).replace("'", "")
-        return f"{error['input']!r} is not one of {expected.replace(' or ', ', ')}"
-    message = str(error["msg"])
-    return message.removeprefix("Value error, ")
-
-
-def _is_branch_tag(part: str | int) -> bool:
-    """pydantic names the alternative of a union field in the error's location."""
-    return isinstance(part, str) and (
-        "[" in part or part in ("str", "int", "float", "bool", "list", "dict")
-    )
-
-
-def _without_union_branches(
-    errors: list[Any],
-) -> list[tuple[KeyPath, Mapping[str, Any]]]:
-    """One problem per place, in the YAML's own terms.
-
-    A field that accepts several forms (one value or a list; text, number or boolean) gets one
-    error per form from pydantic, each under the form's internal name. Keep, per field, the
-    form that got furthest into the input (the deepest location), and drop the names.
-    """
-    plain: list[tuple[KeyPath, Mapping[str, Any]]] = []
-    branches: dict[KeyPath, list[tuple[KeyPath, Mapping[str, Any]]]] = {}
-    for error in errors:
-        loc = tuple(error["loc"])
-        cut = next((i for i, part in enumerate(loc) if _is_branch_tag(part)), None)
-        if cut is None:
-            plain.append((loc, error))
-            continue
-        clean = tuple(p for p in loc if not _is_branch_tag(p))
-        branches.setdefault(loc[:cut], []).append((clean, error))
-    for field_loc, found in branches.items():
-        deepest = max(len(clean) for clean, _ in found)
-        kept = [(clean, e) for clean, e in found if len(clean) == deepest]
-        own_rule = [(clean, e) for clean, e in kept if e["type"] == "value_error"]
-        if own_rule:  # a form's own rule (a model validator) says more than a type mismatch
-            kept = own_rule
-        if deepest == len(field_loc) and len(kept) > 1:
-            kinds = sorted(
-                {
-                    re.sub(r" or instance of \w+", "", str(e["msg"])).removeprefix(
-                        "Input should be a valid "
-                    )
-                    for _, e in kept
-                }
-            )
-            merged = dict(kept[0][1], msg=f"Input should be a valid {' or '.join(kinds)}")
-            kept = [(field_loc, merged)]
-        seen: set[tuple[KeyPath, str]] = set()
-        for clean, error in kept:
-            if (clean, str(error["msg"])) not in seen:
-                seen.add((clean, str(error["msg"])))
-                plain.append((clean, error))
-    return plain
-
-
 def parse_settings(text: str, file_name: str, env: Mapping[str, str]) -> Settings:
     """YAML text -> validated settings; raises ConfigError listing every problem."""
     return _parse(text, file_name, env)[0]
@@ -223,9 +135,7 @@ def _parse(
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         raw = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{file_name}:{mark.line + 1}:{mark.column + 1}" if mark else file_name
-        raise ConfigError([f"{where}: invalid YAML: {exc.problem or exc}"]) from None
+        raise ConfigError([yaml_problem(exc, file_name)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{file_name}: invalid YAML: {exc}"]) from None
     if raw is None:
@@ -250,10 +160,10 @@ def _parse(
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        for loc, error in _without_union_branches(exc.errors()):
+        for loc, error in without_union_branches(exc.errors()):
             where = _locate(marks, loc, file_name, at_value=error["type"] != "extra_forbidden")
             source = f" (from ${overridden[loc]})" if loc in overridden else ""
-            problems.append(f"{where}: {format_key_path(loc)}{source}: {_describe(error, loc)}")
+            problems.append(f"{where}: {format_key_path(loc)}{source}: {describe(error, loc)}")
     if settings is not None:
         try:
             compile_channels(settings)

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+# Exit statuses, from BSD's sysexits.h (cli.py's docstring and the README list them).
+EXIT_USAGE = 64  # EX_USAGE: wrong arguments, or an export outside the channel layout
+EXIT_DATA = 65  # EX_DATAERR: an export file that cannot be used
+EXIT_NOINPUT = 66  # EX_NOINPUT: an input (export file, journal) does not exist
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: the listen address is taken, Braze unreachable
+EXIT_CANTCREAT = 73  # EX_CANTCREAT: init would overwrite a file, or cannot write it
+EXIT_IOERR = 74  # EX_IOERR: the journal cannot be read or written
+EXIT_NOPERM = 77  # EX_NOPERM: Braze refuses the API key (check --online)
 EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus=78 stops restart loops
 
 
@@ -35,3 +43,47 @@ class ShareUnavailableError(RpiBrazeSyncError):
 
 class JournalError(RpiBrazeSyncError):
     """The state database cannot be opened or written."""
+
+
+class UsageError(RpiBrazeSyncError):
+    """The command was asked for something it cannot do as given (exit 64)."""
+
+
+class InputMissingError(RpiBrazeSyncError):
+    """A file the command reads does not exist (exit 66)."""
+
+
+class CannotWriteError(RpiBrazeSyncError):
+    """A file the command writes exists already, or cannot be written (exit 73)."""
+
+
+class ListenError(RpiBrazeSyncError):
+    """The HTTP server cannot listen on its address (taken, not local, not allowed)."""
+
+
+def exit_status(exc: RpiBrazeSyncError) -> int:
+    """The exit status a command ends with when `exc` stops it."""
+    if isinstance(exc, ConfigError):
+        return EXIT_CONFIG
+    if isinstance(exc, ExportFileError):
+        return EXIT_DATA
+    if isinstance(exc, UsageError):
+        return EXIT_USAGE
+    if isinstance(exc, InputMissingError):
+        return EXIT_NOINPUT
+    if isinstance(exc, ListenError):
+        return EXIT_UNAVAILABLE
+    if isinstance(exc, JournalError):
+        return EXIT_IOERR
+    if isinstance(exc, CannotWriteError):
+        return EXIT_CANTCREAT
+    return 1
+
+
+def error_lines(exc: RpiBrazeSyncError) -> list[str]:
+    """How a command prints `exc`: one line a problem, saying what kind of problem."""
+    if isinstance(exc, ConfigError):
+        return [f"configuration error: {problem}" for problem in exc.problems]
+    if isinstance(exc, JournalError):
+        return [f"journal error: {exc}"]
+    return [f"rpi-braze-sync: {exc}"]

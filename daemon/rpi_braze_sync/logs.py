@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from collections.abc import Mapping, MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -19,7 +21,7 @@ FILE_FIELDS = ("channel", "offer", "workflow_id", "file_name")
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "time": iso_utc(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -30,6 +32,12 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
+
+
+def iso_utc(epoch_s: float) -> str:
+    """2026-11-28T09:15:02.431Z: ISO 8601, UTC, milliseconds."""
+    moment = datetime.fromtimestamp(epoch_s, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class TextFormatter(logging.Formatter):
@@ -69,4 +77,11 @@ def configure_logging(json_lines: bool, level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.captureWarnings(True)  # library warnings (watchdog's thread) become log lines
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # watchdog warns when a new folder's watch is added twice (its own race between the
+    # folder's creation and the recursive walk; 1,800 characters a folder). The periodic scan
+    # covers whatever such a race could miss.
+    warnings.filterwarnings("ignore", r"Callback with id", RuntimeWarning)
+    # Library chatter at debug level (watchdog logs every inotify event): --log-level debug
+    # is for the daemon's own lines.
+    for name in ("watchdog", "aiohttp.access", "asyncio"):
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import marshal
 import pickle
+import signal
 import socket
 import struct
 import sys
@@ -250,5 +251,8 @@ if __name__ == "__main__":  # the mapping process: python -m rpi_braze_sync.rows
     from rpi_braze_sync.rowsource import _serve as serve
     from rpi_braze_sync.rowsource import tune_garbage_collector as tune
 
+    # Ctrl-C in a terminal signals the whole process group: the daemon stops this process
+    # itself (it closes the socket, then terminates it), without a KeyboardInterrupt here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     tune()
     serve(socket.socket(fileno=int(sys.argv[1])))

@@ -7,18 +7,21 @@ scrapes freely); without a token the route answers only callers on loopback.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import ipaddress
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.aiohttp import make_aiohttp_handler
 
 from .config import Secret
+from .errors import ListenError
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -64,10 +67,6 @@ def _authorised(request: web.Request, token: Secret | None) -> bool:
 def build_app(
     metrics: Metrics, readiness: Readiness, hook: HookRoute | None = None
 ) -> web.Application:
-    async def get_metrics(_: web.Request) -> web.Response:
-        body = generate_latest(metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
@@ -98,7 +97,9 @@ def build_app(
         return web.json_response({key: message}, status=status)
 
     app = web.Application()
-    app.router.add_get("/metrics", get_metrics)
+    # prometheus_client's own handler: OpenMetrics or the text format as the scraper asks,
+    # gzip when it accepts it.
+    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if hook is not None:
@@ -113,5 +114,21 @@ async def start_server(app: web.Application, listen: str) -> web.AppRunner:
     )
     await runner.setup()
     site = web.TCPSite(runner, host.strip("[]"), int(port))
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ListenError(f"cannot listen on {listen}: {_why(exc)}") from None
     return runner
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return "the address is already in use (another rpi-braze-sync, or another program)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "no interface of this machine has that address"
+    if exc.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need privileges)"
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host ({exc.strerror})"
+    return exc.strerror or str(exc)

@@ -20,6 +20,7 @@ from tests.fakebraze import API_KEY, FakeBraze
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_CONFIG = ROOT / "config" / "rpi-braze-sync.yaml"
+SCRIPT = Path(sys.executable).parent / "rpi-braze-sync"  # the console script an operator runs
 UPSERT = "Braze Onboarding and Upsert"
 APPEND = "Braze Append"
 
@@ -58,6 +59,7 @@ class DaemonProcess:
         self.log = tmp / "daemon.log"
         self.proc: asyncio.subprocess.Process | None = None
         self.extra_env: dict[str, str] = {}
+        self.own_session = False  # True: a process group of its own, as a terminal gives
         self.settings: dict[str, Any] = {
             "braze": {
                 "api_url": fake.url,
@@ -89,8 +91,8 @@ class DaemonProcess:
         write_config(self.config, self.settings)
         log = open(self.log, "ab")  # noqa: SIM115, ASYNC230 - handed to the child
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "rpi_braze_sync.cli", "run", "--config", str(self.config), *extra,
-            stdout=log, stderr=log, env=self.env(),
+            str(SCRIPT), "run", "--config", str(self.config), *extra,
+            stdout=log, stderr=log, env=self.env(), start_new_session=self.own_session,
         )  # fmt: skip
         log.close()
         if wait_ready:

@@ -92,11 +92,11 @@ ONE_PROBLEM = [
     (CHANNEL.replace("    mapping:", "    format: {delimitr: ';'}\n    mapping:"), "delimitr",
      f"{CH}.format.delimitr: " + allowed(FormatSettings)),
     ("braze:\n  batch_size: lots\n" + CHANNEL, "lots",
-     "braze.batch_size: Input should be a valid integer, unable to parse string as an integer"),
+     "braze.batch_size: expects a whole number; got the text 'lots'"),
     ("braze:\n  batch_size: 100\n" + CHANNEL, "100",
-     "braze.batch_size: Input should be less than or equal to 75"),
+     "braze.batch_size: must be at most 75; got 100"),
     ("braze:\n  dry_run: maybe\n" + CHANNEL, "maybe",
-     "braze.dry_run: Input should be a valid boolean, unable to interpret input"),
+     "braze.dry_run: expects true or false; got the text 'maybe'"),
     ("braze:\n  api_url: rest.braze.com\n" + CHANNEL, "rest.braze.com",
      "braze.api_url: 'rest.braze.com' is not an http(s) URL"),
     (CHANNEL.replace("mode: append", "mode: apend"), "apend",
@@ -106,9 +106,13 @@ ONE_PROBLEM = [
      "watch.observer: 'sometimes' is not one of auto, native, polling"),
     ("watch:\n  path_pattern: '{offer}/{workflow_id}'\n" + CHANNEL, "'{offer}",
      "watch.path_pattern: the pattern must contain a {channel} part"),
-    ("http:\n  listen: localhost\n" + CHANNEL, "localhost", "http.listen: 'localhost' is not host:port"),
+    ("http:\n  listen: localhost\n" + CHANNEL, "localhost", "http.listen: expects host:port, e.g. 127.0.0.1:9464 or 0.0.0.0:9464; got 'localhost'"),
+    ("http:\n  listen: 9464\n" + CHANNEL, "9464",
+     "http.listen: expects host:port, e.g. 127.0.0.1:9464 or 0.0.0.0:9464; got the number 9464"),
+    ("braze:\n  rate_limit: 2400\n" + CHANNEL, "2400",
+     "braze.rate_limit: expects a mapping (key: value lines, indented below the key); got the number 2400"),
     ("braze: {}\n", "braze", "channels: required key is missing"),
-    ("channels: {}\n", "{}", "channels: Dictionary should have at least 1 item after validation, not 0"),
+    ("channels: {}\n", "{}", "channels: needs at least 1 entry"),
     (CHANNEL + "      attributes:\n        src: {path: workflow}\n", "workflow",
      f"{CH}.mapping.attributes.src.path: 'workflow' is not one of {PATHS}"),
     (CHANNEL + "      attributes:\n        g: {value: q, type: gender}\n", "q,",
@@ -140,10 +144,8 @@ def test_every_problem_is_reported_at_once() -> None:
     )
     assert sorted(problems(text)) == sorted(
         [
-            f"{at(text, 'lots')}: braze.batch_size: Input should be a valid integer, "
-            "unable to parse string as an integer",
-            f"{at(text, 'maybe')}: braze.dry_run: Input should be a valid boolean, "
-            "unable to interpret input",
+            f"{at(text, 'lots')}: braze.batch_size: expects a whole number; got the text 'lots'",
+            f"{at(text, 'maybe')}: braze.dry_run: expects true or false; got the text 'maybe'",
             f"{at(text, 'settle')}: watch.settle: " + allowed(WatchSettings),
             f"{at(text, 'apend')}: channels.'Braze Append'.mode: 'apend' is not one of upsert, "
             "append",
@@ -155,10 +157,13 @@ def test_every_problem_is_reported_at_once() -> None:
     ("text", "needle", "offset", "message"),
     [
         ("braze:\n  dry_run: true\n   batch_size: 5\n", "batch_size", 10,
-         "mapping values are not allowed here"),
-        ("braze:\n  api_url: [\n" + CHANNEL, "Braze Append:", 12,
-         "expected ',' or ']', but got ':'"),
-        ("braze:\n\tdry_run: true\n", "\t", 0, "found character '\\t' that cannot start any token"),
+         "a ':' where no value can start: a key indented under a value, or text with ': ' that"
+         " needs quotes (YAML: mapping values are not allowed here)"),
+        # The unclosed '[' is the slip, though the parser notices it three lines later.
+        ("braze:\n  api_url: [\n" + CHANNEL, "[", 0,
+         "expected ',' or ']', but got ':'; noticed at line 4"),
+        ("braze:\n\tdry_run: true\n", "\t", 0,
+         "a tab: YAML indents with spaces only (YAML: found character '\\t' that cannot start any token)"),
     ],
 )  # fmt: skip
 def test_broken_yaml(text: str, needle: str, offset: int, message: str) -> None:

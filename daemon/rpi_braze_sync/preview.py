@@ -1,0 +1,153 @@
+"""`preview` and the export part of `check`: an export file mapped as the daemon would, with
+nothing sent and no state written.
+
+Errors say which kind they are, for the exit status: a file outside the channel layout is a
+usage error (64), a file that cannot be used is a data error (65), a missing one 66.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import TextIO
+
+import orjson
+
+from .config import Channel, LoadedConfig, load_config
+from .errors import ExportFileError, InputMissingError, UsageError
+from .mapping import HeaderError, Mapped, Rejection, RowMapper, parse_path_pattern
+from .reader import ExportReader, inspect_file
+from .watchrules import ExportPath, classify_path
+
+
+def channel_for(
+    config: LoadedConfig, export_file: Path, name: str | None
+) -> tuple[Channel, dict[str, str]]:
+    """The channel of an export, from --channel or from the folders the file sits in."""
+    pattern = parse_path_pattern(config.settings.watch.path_pattern)
+    parts = export_file.resolve().parts[-(len(pattern) + 1) :]
+    where = classify_path("/".join(parts), pattern, set(config.channels))
+    values = where.values if isinstance(where, ExportPath) else {"file_name": export_file.name}
+    if name is None:
+        if not isinstance(where, ExportPath):
+            layout = config.settings.watch.path_pattern.replace("{", "<").replace("}", ">")
+            raise UsageError(
+                f"{export_file}: not under {layout}/ of a configured channel; name one with"
+                f" --channel ({', '.join(repr(c) for c in config.channels)})"
+            )
+        name = where.channel
+    if name not in config.channels:
+        raise UsageError(f"--channel {name!r} is not one of {', '.join(config.channels)}")
+    return config.channels[name], values
+
+
+def open_mapped(
+    config: LoadedConfig, export_file: Path, name: str | None
+) -> tuple[ExportReader, RowMapper]:
+    """The export's reader and its channel's mapping bound to its header."""
+    channel, values = channel_for(config, export_file, name)
+    if not export_file.is_file():
+        raise InputMissingError(f"{export_file}: no such file")
+    fmt = channel.settings.format
+    try:
+        inspection = inspect_file(export_file, fmt)
+    except ExportFileError as exc:
+        raise ExportFileError(f"{export_file}: {exc}") from None
+    except OSError as exc:
+        raise InputMissingError(f"{export_file}: {exc.strerror}") from None
+    try:
+        reader = ExportReader(export_file, inspection, fmt)
+    except ExportFileError as exc:
+        raise ExportFileError(f"{export_file}: {exc}") from None
+    try:
+        mapper = channel.mapping.bind(reader.header, values)
+    except HeaderError as exc:
+        reader.close()
+        raise ExportFileError(f"{export_file}: header: {exc}") from None
+    return reader, mapper
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    config = load_config(args.config, dry_run=True, secrets=False)
+    reader, mapper = open_mapped(config, args.export_file, args.channel)
+    out, err = sys.stdout, sys.stderr
+    for warning in mapper.warnings:
+        print(f"warning: {warning}", file=err)
+    objects = 0
+    rejected: Counter[str] = Counter()
+    dropped: Counter[str] = Counter()
+    limit: int | None = args.limit  # rows of the file; None: all of them
+    read = 0
+    with reader:
+        while limit is None or read < limit:
+            records = reader.take(1000 if limit is None else min(1000, limit - read))
+            if not records:
+                break
+            read += len(records)
+            for record in records:
+                result = mapper.map_row(record.cells, record.line_no)
+                if args.explain and objects + rejected.total() < args.sample:
+                    _explain(out, reader.header, record.cells, record.line_no, result)
+                if isinstance(result, Rejection):
+                    rejected[result.reason] += 1
+                    if not args.explain:
+                        print(f"line {result.line_no}: rejected: {result.reason}", file=err)
+                    continue
+                objects += 1
+                if not args.explain:
+                    out.write(orjson.dumps(result.attributes).decode() + "\n")
+                for drop in result.drops or ():
+                    dropped[f"{drop.field}: {drop.reason}"] += 1
+                    if not args.explain:
+                        what = f"{drop.field}={drop.value!r}: {drop.reason}"
+                        print(f"line {drop.line_no}: dropped {what}", file=err)
+    summary = err if not args.explain else out
+    limited = f" (the first {limit} rows)" if limit is not None and read >= limit else ""
+    print(
+        f"{objects} objects, {rejected.total()} rows rejected, {dropped.total()} fields dropped"
+        + limited,
+        file=summary,
+    )
+    if args.explain:
+        for title, counts in (("rejected", rejected), ("dropped", dropped)):
+            for reason, count in counts.most_common():
+                print(f"  {title} {count} x {reason}", file=out)
+    out.flush()
+    return 0
+
+
+def _explain(
+    out: TextIO, header: list[str], cells: list[str], line_no: int, result: Mapped | Rejection
+) -> None:
+    """One source row beside what Braze would receive for it."""
+    print(f"line {line_no}:", file=out)
+    width = max((len(h) for h in header), default=0)
+    for name, cell in zip(header, cells, strict=False):
+        print(f"  {name:<{width}} = {cell!r}", file=out)
+    if isinstance(result, Rejection):
+        print(f"  -> rejected: {result.reason}\n", file=out)
+        return
+    print(f"  -> {orjson.dumps(result.attributes).decode()}", file=out)
+    for drop in result.drops or ():
+        print(f"  -> dropped {drop.field}={drop.value!r}: {drop.reason}", file=out)
+    print(file=out)
+
+
+def check_export(
+    config: LoadedConfig, export_file: Path, channel: str | None, sample_rows: int
+) -> str:
+    """One line on whether the export's header fits and how many sample rows would be
+    rejected; raises the error that makes it unusable."""
+    reader, mapper = open_mapped(config, export_file, channel)
+    rejected = 0
+    with reader:
+        for record in reader.take(sample_rows):
+            if isinstance(mapper.map_row(record.cells, record.line_no), Rejection):
+                rejected += 1
+    notes = "; ".join(mapper.warnings)
+    return (
+        f"{export_file}: header fits; {rejected} of the first {sample_rows} rows"
+        " would be rejected" + (f"; {notes}" if notes else "")
+    )

@@ -1,0 +1,196 @@
+"""`status` and the journal `status` and `retry` use: the one the configuration selects
+(`braze.dry_run`, or `--dry-run`), and the other one too when it exists.
+
+The JSON document (`status --json`) is described in the README; its shape changes only with
+`schema_version`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .config import LoadedConfig, load_config
+from .errors import InputMissingError, RpiBrazeSyncError, error_lines, exit_status
+from .journal import DONE, FileRecord, Journal, journal_path
+from .logs import iso_utc
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class JournalChoice:
+    path: Path
+    dry_run: bool
+    in_use: bool  # the one the configuration (or --dry-run) selects
+
+
+def load_for_journal(args: argparse.Namespace) -> LoadedConfig:
+    """The configuration as it stands in the file (braze.dry_run counts), without secrets:
+    only the journal is read, so a live configuration needs no API key here."""
+    return load_config(args.config, state_directory=args.state_directory, secrets=False)
+
+
+def journal_in_use(config: LoadedConfig, dry_run_flag: bool) -> JournalChoice:
+    """The journal the daemon writes with this configuration; `--dry-run` only overrides."""
+    dry_run = dry_run_flag or config.dry_run
+    return JournalChoice(journal_path(config.state_directory, dry_run), dry_run, True)
+
+
+def existing_journals(config: LoadedConfig, dry_run_flag: bool) -> list[JournalChoice]:
+    """The journal in use first, then the other mode's when it exists; InputMissingError
+    when the one in use does not exist."""
+    chosen = journal_in_use(config, dry_run_flag)
+    other_dry_run = not chosen.dry_run
+    other = JournalChoice(journal_path(config.state_directory, other_dry_run), other_dry_run, False)
+    if not chosen.path.exists():
+        hint = ""
+        if other.path.exists():
+            hint = f"; the {_mode(other)} journal exists: " + (
+                "add --dry-run" if other.dry_run else "this configuration is a dry run"
+            )
+        raise InputMissingError(
+            f"no {_mode(chosen)} journal at {chosen.path}: the daemon has not run in that mode"
+            f" with this state directory{hint}"
+        )
+    return [chosen, other] if other.path.exists() else [chosen]
+
+
+def _mode(choice: JournalChoice) -> str:
+    return "dry-run" if choice.dry_run else "live"
+
+
+def _time(epoch_s: float | None) -> str | None:
+    return iso_utc(epoch_s) if epoch_s is not None else None
+
+
+def percent_settled(record: FileRecord) -> float | None:
+    """Share of the file's rows acknowledged or rejected; None when its size is unknown."""
+    if record.state == DONE:
+        return 100.0
+    if not record.rows_total:
+        return None
+    return round(100 * min(record.checkpoint, record.rows_total) / record.rows_total, 1)
+
+
+def file_entry(record: FileRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "path": record.rel_path,
+        "channel": record.channel,
+        "state": record.state,
+        "rows_total": record.rows_total,
+        "rows_settled": record.checkpoint,
+        "rows_sent": record.rows_sent,
+        "rows_rejected": record.rows_rejected,
+        "fields_dropped": record.fields_dropped,
+        "percent": percent_settled(record),
+        "reason": record.reason,
+        "retry": bool(record.retry),
+        "first_seen_at": _time(record.first_seen_at),
+        "completed_at": _time(record.completed_at),
+        "started_at": _time(record.started_at),
+        "finished_at": _time(record.finished_at),
+        "updated_at": _time(record.updated_at),
+        "gone_at": _time(record.gone_at),
+    }
+
+
+def totals(records: list[FileRecord]) -> dict[str, Any]:
+    by_state: dict[str, int] = {}
+    for record in records:
+        by_state[record.state] = by_state.get(record.state, 0) + 1
+    return {
+        "files": len(records),
+        "by_state": by_state,
+        "rows_sent": sum(r.rows_sent for r in records),
+        "rows_rejected": sum(r.rows_rejected for r in records),
+        "fields_dropped": sum(r.fields_dropped for r in records),
+    }
+
+
+def read_journal(choice: JournalChoice, states: list[str] | None) -> list[FileRecord]:
+    journal = Journal(choice.path, read_only=True)
+    try:
+        records = journal.all()
+    finally:
+        journal.close()
+    return [r for r in records if states is None or r.state in states]
+
+
+def build_document(
+    config: LoadedConfig, journals: list[tuple[JournalChoice, list[FileRecord]]]
+) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "generated_at": iso_utc(time.time()),
+        "config": str(config.path),
+        "state_directory": str(config.state_directory),
+        "journals": [
+            {
+                "mode": _mode(choice),
+                "path": str(choice.path),
+                "in_use": choice.in_use,
+                "totals": totals(records),
+                "files": [file_entry(r) for r in records],
+            }
+            for choice, records in journals
+        ],
+    }
+
+
+def render_text(journals: list[tuple[JournalChoice, list[FileRecord]]]) -> str:
+    out: list[str] = []
+    for choice, records in journals:
+        used = "this configuration's" if choice.in_use else "not this configuration's"
+        out.append(f"{_mode(choice)} journal {choice.path} ({used})")
+        out.append(
+            f"{'STATE':<11} {'ROWS':>10} {'DONE':>6} {'SENT':>10} {'REJECTED':>9} {'DROPPED':>8}"
+            f"  {'UPDATED (UTC)':<20}  FILE"
+        )
+        for r in records:
+            share = percent_settled(r)
+            rows = f"{r.rows_total:,}" if r.rows_total is not None else "-"
+            done = f"{share:.0f}%" if share is not None else "-"
+            updated = iso_utc(r.updated_at)[:19] + "Z"
+            out.append(
+                f"{r.state:<11} {rows:>10} {done:>6} {r.rows_sent:>10,} {r.rows_rejected:>9,}"
+                f" {r.fields_dropped:>8,}  {updated:<20}  {r.rel_path}"
+            )
+            if r.reason:
+                out.append(f"{'':<11} reason: {r.reason}")
+        total = totals(records)
+        states = ", ".join(f"{n} {s}" for s, n in sorted(total["by_state"].items()))
+        out.append(
+            f"{total['files']} files{': ' + states if states else ''}; {total['rows_sent']:,}"
+            f" rows sent, {total['rows_rejected']:,} rejected, {total['fields_dropped']:,}"
+            " fields dropped"
+        )
+        out.append("")
+    return "\n".join(out)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        config = load_for_journal(args)
+        chosen = existing_journals(config, args.dry_run)
+        journals = [(choice, read_journal(choice, args.state)) for choice in chosen]
+    except RpiBrazeSyncError as exc:
+        if not args.json:
+            raise
+        lines = error_lines(exc)
+        error = {"message": "; ".join(lines), "problems": lines, "exit_status": exit_status(exc)}
+        sys.stdout.write(orjson.dumps({"error": error}).decode() + "\n")
+        return exit_status(exc)
+    if args.json:
+        document = build_document(config, journals)
+        sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(render_text(journals))
+    return 0
