@@ -24,7 +24,7 @@ class Arg:
     help: str
     takes_value: bool
     values: str  # "files", "dirs", "none", or choices separated by spaces
-    repeated: bool = False  # a positional taking several words
+    repeated: bool = False  # a positional taking several words, an option given again
 
 
 def _values(action: argparse.Action) -> str:
@@ -60,7 +60,7 @@ def _args(parser: argparse.ArgumentParser) -> list[Arg]:
                 action.help if action.help and action.help != argparse.SUPPRESS else "",
                 takes_value,
                 _values(action) if takes_value else "none",
-                action.nargs in ("*", "+"),
+                action.nargs in ("*", "+") or isinstance(action, argparse._AppendAction),
             )
         )
     return found
@@ -148,6 +148,8 @@ def _zsh_spec(arg: Arg) -> str:
         star = "*" if arg.repeated else ""
         return f"'{star}:{_zsh_text(arg.help) or 'argument'}:{_zsh_action(arg.values)}'"
     value = f":value:{_zsh_action(arg.values)}" if arg.takes_value else ""
+    if arg.repeated:
+        return f"'*{arg.flags[0]}[{help_text}]{value}'"
     if len(arg.flags) > 1:
         exclusive = " ".join(arg.flags)
         return f"'({exclusive})'{{{','.join(arg.flags)}}}'[{help_text}]{value}'"

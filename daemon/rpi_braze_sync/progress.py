@@ -1,4 +1,4 @@
-"""PURE: how far a file's send has got, in words: rows acknowledged out of the file's total,
+"""Pure: how far a file's send has got, in words: rows acknowledged out of the file's total,
 the rate and the time left (progress lines, systemd's STATUS=), and the `done` line.
 
 Takes counts and `now` (monotonic seconds); no clock or I/O here.

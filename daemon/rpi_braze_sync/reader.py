@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # the mapping process imports this module, never pydantic (pl
 CHUNK_BYTES = 1 << 20
 DELIMITERS = (",", "\t", "|", ";")
 GZIP_MAGIC = b"\x1f\x8b"
+# Codecs whose bytes for CR, LF or '"' can belong to other characters.
+_NOT_ASCII_SAFE = ("utf-16", "utf-32", "utf-7", "iso2022", "hz")
 csv.field_size_limit(16 << 20)  # a long cell is a value to reject, not a reason to stop reading
 
 
@@ -112,6 +114,8 @@ def _decode_and_count(
     byte that is not valid in `encoding`. One pass: the text decoded to check it is counted."""
     decoder = codecs.getincrementaldecoder(encoding)("strict")
     counter = RecordCounter(fmt.quote_char, fmt.skip_lines)
+    # Where CR, LF and quote bytes can be parts of other characters, count the text as UTF-8.
+    reencode = codecs.lookup(encoding).name.startswith(_NOT_ASCII_SAFE)
     newline = "\n".encode(encoding.replace("-sig", ""))
     if encoding == "utf-16":
         newline = b"\n"  # counted on the raw bytes only roughly; the offset stays exact
@@ -121,7 +125,8 @@ def _decode_and_count(
             chunk = raw.read(CHUNK_BYTES)
             held = len(decoder.getstate()[0])  # bytes of a character split across chunks
             try:
-                counter.feed(decoder.decode(chunk, final=not chunk))
+                text = decoder.decode(chunk, final=not chunk)
+                counter.feed(text.encode("utf-8") if reencode else chunk)
             except UnicodeDecodeError as exc:
                 # exc.start counts the held bytes first: they belong to the previous chunk
                 # (start < 0: the bad sequence began there, on the line already counted).

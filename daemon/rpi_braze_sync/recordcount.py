@@ -1,62 +1,66 @@
-"""PURE: count an export's data records from its text, a chunk at a time, as csv.reader splits
-them (quoted newlines inside a record, blank lines skipped), while the inspection reads it.
+"""Pure: count an export's data records while the inspection reads it, as csv.reader splits
+them (a quoted field may hold line ends; blank lines are no records).
 
-Counted by line and quote parity rather than by parsing: a line with an odd number of quote
-characters opens or closes a quoted field across lines. That is exact for CSV whose quotes
-start fields (RFC 4180, what RPI writes). A stray quote inside an unquoted field (csv.reader
-takes it literally) can make the count wrong; the file is still read by csv.reader, and only
-the total in progress lines is off.
+Counted on bytes, a chunk at a time: in UTF-8 and the single-byte encodings, the bytes of
+CR, LF and the quote character mean nothing else (reader.py feeds other encodings re-encoded
+as UTF-8). A line with an odd number of quote characters opens or closes a quoted field that
+goes on across lines: exact for CSV whose quotes start fields (RFC 4180, what RPI writes). A
+stray quote inside an unquoted field, which csv.reader takes literally, or a lone CR in a
+file of LF or CRLF line ends, can make the count wrong; the file is still read by csv.reader
+and only the total shown in progress lines is off.
 """
 
 from __future__ import annotations
 
 from itertools import repeat
 
-_BLANK = ("", "\r")  # a blank line (LF or CRLF): csv.reader yields no record for it
+_BLANK = (b"", b"\r")  # a blank line (LF or CRLF): csv.reader yields no record for it
 
 
 class RecordCounter:
-    """Feed decoded text in order, then `finish()`: the data records after the header."""
+    """Feed the file's bytes in order, then `finish()`: the data records after the header."""
 
     def __init__(self, quote_char: str = '"', skip_lines: int = 0) -> None:
-        self._quote = quote_char
+        encoded = quote_char.encode("utf-8")
+        self._quote = encoded if len(encoded) == 1 else b""  # b"": quotes are not followed
         self._skip = skip_lines  # physical lines before the header, not CSV records
-        self._carry = ""  # the last line, not yet ended
+        self._carry = b""  # the last line, not yet ended
         self._in_quote = False  # inside a quoted field that spans lines
         self._records = 0  # records ended so far, the header included
+        self._lone_cr: bool | None = None  # old Mac line ends; decided at the first one
 
-    def feed(self, text: str) -> None:
-        if "\r" in text and text.count("\r") != text.count("\r\n"):
-            # Lone CRs end lines too, for csv.reader as for readline (old Mac files). A CRLF
-            # cut between two chunks lands here as well and becomes a blank line: harmless.
-            text = text.replace("\r\n", "\n").replace("\r", "\n")
-        text = self._carry + text
-        cut = text.rfind("\n")
-        if cut < 0:
-            self._carry = text
+    def feed(self, data: bytes) -> None:
+        if self._lone_cr is None:
+            self._lone_cr = _lone_cr_line_ends(self._carry + data)
+            if self._lone_cr:  # the carry holds CRs not yet taken as line ends
+                data, self._carry = self._carry + data, b""
+        if self._lone_cr:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = data.split(b"\n")
+        if len(lines) == 1:
+            self._carry += data
             return
-        self._carry = text[cut + 1 :]
-        complete = text[:cut]
-        lines = complete.split("\n")
+        lines[0] = self._carry + lines[0]
+        self._carry = lines.pop()
         if self._skip:
             skipped = min(self._skip, len(lines))
             del lines[:skipped]
             self._skip -= skipped
         quote = self._quote
-        if self._in_quote or quote in complete:
-            counts = list(map(str.count, lines, repeat(quote)))
+        if quote and (self._in_quote or quote in data or quote in lines[0]):
+            counts = list(map(bytes.count, lines, repeat(quote)))
             if self._in_quote or any(count & 1 for count in counts):
                 self._count_spanning(lines, counts)
                 return
         # No quoted field spans a line here: every line that is not blank is a record.
         self._records += len(lines) - lines.count(_BLANK[0]) - lines.count(_BLANK[1])
 
-    def _count_spanning(self, lines: list[str], counts: list[int]) -> None:
+    def _count_spanning(self, lines: list[bytes], counts: list[int]) -> None:
         """Line by line, for text where a quoted field goes on across lines."""
         in_quote, records = self._in_quote, 0
         for line, count in zip(lines, counts, strict=True):
             if in_quote:
-                if count & 1:  # the quoted field closes on this line: the record may end here
+                if count & 1:  # the quoted field closes on this line: the record ends here
                     in_quote = False
                     records += 1
             elif count & 1:
@@ -67,8 +71,19 @@ class RecordCounter:
 
     def finish(self) -> int:
         """Data records: those after the header (a last line without a line end counts)."""
-        last = self._carry
-        if self._skip == 0 and (self._in_quote or last not in _BLANK):
+        if self._skip == 0 and (self._in_quote or self._carry not in _BLANK):
             self._records += 1
-        self._carry = ""
+        self._carry = b""
         return max(0, self._records - 1)
+
+
+def _lone_cr_line_ends(data: bytes) -> bool | None:
+    """Whether the first line end is a CR alone; None until one is seen."""
+    cr, lf = data.find(b"\r"), data.find(b"\n")
+    if cr < 0 and lf < 0:
+        return None
+    if cr < 0 or (0 <= lf < cr):
+        return False
+    if cr == len(data) - 1:
+        return None  # a CR at the end of the chunk: its LF may come next
+    return data[cr + 1 : cr + 2] != b"\n"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from rpi_braze_sync.errors import EXIT_CONFIG
+from rpi_braze_sync.errors import EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_USAGE
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "rpi-braze-sync.service"
@@ -199,6 +199,14 @@ CASES: list[tuple[str, Callable[[Unit], bool]]] = [
     (
         f"RestartPreventExitStatus={EXIT_CONFIG} (configuration error)",
         lambda u: str(EXIT_CONFIG) in words(u, "Service", "RestartPreventExitStatus"),
+    ),
+    (
+        f"RestartPreventExitStatus={EXIT_USAGE} (a wrong ExecStart= line)",
+        lambda u: str(EXIT_USAGE) in words(u, "Service", "RestartPreventExitStatus"),
+    ),
+    (
+        f"restarts on {EXIT_UNAVAILABLE} (the listen address was taken; it may be free again)",
+        lambda u: str(EXIT_UNAVAILABLE) not in words(u, "Service", "RestartPreventExitStatus"),
     ),
     (
         f"TimeoutStopSec= longer than the {SHUTDOWN_GRACE_SECONDS} s shutdown grace",

@@ -373,3 +373,35 @@ def test_unreadable_config_file(tmp_path: Path) -> None:
     assert info.value.problems == [
         f"{tmp_path / 'nope.yaml'}: cannot read the configuration: No such file or directory"
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "in_use"),
+    [
+        ("", "text"),
+        ("log_format: json\n", "json"),  # the older key keeps working
+        ("logging:\n  format: json\n", "json"),
+        ("log_format: json\nlogging:\n  format: json\n", "json"),
+    ],
+)
+def test_log_format_from_either_key(text: str, in_use: str) -> None:
+    settings = parse_settings(text + CHANNEL, "cfg.yaml", {})
+    assert settings.log_format_in_use == in_use
+    assert settings.logging.progress_seconds == 15
+
+
+def test_log_formats_that_disagree_are_refused() -> None:
+    (problem,) = problems("log_format: text\nlogging:\n  format: json\n" + CHANNEL)
+    assert problem.endswith(
+        "log_format: text and logging.format: json disagree; keep logging.format only"
+    )
+
+
+def test_listen_address_from_the_environment_wins_over_the_yaml() -> None:
+    text = "http:\n  listen: 127.0.0.1:9464\n" + CHANNEL
+    settings = parse_settings(text, "cfg.yaml", {"RPI_BRAZE_SYNC_LISTEN": "0.0.0.0:9500"})
+    assert settings.http.listen == "0.0.0.0:9500"
+    assert problems(text, {"RPI_BRAZE_SYNC_LISTEN": "9500"}) == [
+        f"{at(text, '127.0.0.1')}: http.listen (from $RPI_BRAZE_SYNC_LISTEN): expects host:port,"
+        " e.g. 127.0.0.1:9464 or 0.0.0.0:9464; got '9500'"
+    ]

@@ -228,3 +228,28 @@ def test_a_journal_that_cannot_be_opened(tmp_path: Path) -> None:
 )
 def test_journal_path(tmp_path: Path, dry_run: bool, name: str) -> None:
     assert journal_path(tmp_path, dry_run) == tmp_path / name
+
+
+def test_start_records_the_files_rows(journal: Journal) -> None:
+    record = journal.record_complete("C/o/w/f.txt", "C", 10, 1)
+    assert record.rows_total is None  # not inspected yet
+    journal.start(record.id, "ab" * 32, 10, 1, 1234)
+    assert journal.get(record.id).rows_total == 1234
+
+
+def test_a_tool_reads_a_journal_an_older_daemon_wrote(db_path: Path) -> None:
+    """`status` opens it read-only, so it cannot add the columns added since: they read None."""
+    Journal(db_path).close()
+    db = sqlite3.connect(db_path, isolation_level=None)
+    db.execute("ALTER TABLE files DROP COLUMN rows_total")
+    db.execute(
+        "INSERT INTO files (rel_path, size, mtime_ns, state, first_seen_at, updated_at)"
+        " VALUES ('C/o/w/f.txt', 1, 1, 'done', 0, 0)"
+    )
+    db.close()
+    old = Journal(db_path, read_only=True)
+    try:
+        (record,) = old.all()
+    finally:
+        old.close()
+    assert (record.rel_path, record.rows_total) == ("C/o/w/f.txt", None)

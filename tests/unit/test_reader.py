@@ -34,6 +34,8 @@ def read_all(
         rows = [(r.index, r.line_no, r.cells) for r in reader.take(1000)]
         assert reader.take(1000) == []
         reader.verify_source(path, path.parent)
+        # The inspection counted the records the reader yields (the total in progress lines).
+        assert inspection.records == reader.records_read
         return inspection, reader.header, rows
 
 
@@ -325,3 +327,24 @@ def test_large_file_in_chunks(tmp_path: Path) -> None:
                 count += 1
         reader.verify_source(path, tmp_path)
     assert count == total
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda text: text.encode(),
+        lambda text: codecs.BOM_UTF16_LE + text.encode("utf-16-le"),
+        lambda text: gzip.compress(text.encode("utf-8-sig")),
+    ],
+    ids=["utf-8", "utf-16", "gzip"],
+)
+def test_records_are_counted_during_the_inspection(
+    tmp_path: Path, encode: Callable[[str], bytes]
+) -> None:
+    text = (
+        'Title, "with quotes\nRecords: 3\nid,note\r\n1,"two\r\nlines"\r\n\r\n2,plain\r\n'
+        '3,"""quoted"" and\nmore"'
+    )
+    fmt = FormatSettings(skip_lines=2)
+    inspection, _, rows = read_all(write(tmp_path, encode(text)), fmt)
+    assert inspection.records == len(rows) == 3

@@ -7,7 +7,7 @@ import csv
 import io
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from rpi_braze_sync.recordcount import RecordCounter
@@ -25,8 +25,9 @@ def csv_records(text: str, skip_lines: int = 0, quote: str = '"') -> int:
 
 def counted(text: str, chunk: int, skip_lines: int = 0, quote: str = '"') -> int:
     counter = RecordCounter(quote, skip_lines)
-    for start in range(0, len(text), chunk):
-        counter.feed(text[start : start + chunk])
+    data = text.encode()
+    for start in range(0, len(data), chunk):
+        counter.feed(data[start : start + chunk])
     return counter.finish()
 
 
@@ -80,6 +81,9 @@ CELL = st.lists(
 def test_any_file_csv_writer_makes(
     rows: list[list[str]], line_end: str, blank_every: int, chunk: int
 ) -> None:
+    # csv.writer quotes a cell holding a CR only when CR is part of its line end: a lone CR
+    # in an LF file is the counter's documented blind spot.
+    assume(line_end == "\r\n" or not any("\r" in cell for row in rows for cell in row))
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator=line_end)
     writer.writerow(["h1", "h2"])
