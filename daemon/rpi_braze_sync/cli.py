@@ -92,7 +92,12 @@ def _journal_args(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="rpi-braze-sync", description=__doc__.splitlines()[0])
+    parser = Parser(
+        prog="rpi-braze-sync",
+        description=__doc__.splitlines()[0],
+        epilog=__doc__.split("\n\n", 1)[1],  # the exit statuses
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

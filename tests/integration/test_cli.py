@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -290,3 +291,14 @@ def test_a_yaml_slip_in_the_shipped_file_points_at_the_edited_line(tmp_path: Pat
         (problem,) = result.stderr.splitlines()
         assert problem.startswith(f"configuration error: {config}:{edited}:"), (name, problem)
         assert words in problem, (name, problem)
+
+
+def test_help_and_readme_list_the_same_exit_statuses() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("### Exit statuses") :]
+    documented = re.findall(
+        r"^\| (\d+) \|", table[: table.index("\n\n", table.index("| status"))], re.M
+    )
+    shown = re.findall(r"^  (\d+) ", cli("--help").stdout, re.M)
+    assert documented == shown
+    assert {"0", "64", "65", "66", "69", "73", "74", "77", "78"} <= set(shown)
