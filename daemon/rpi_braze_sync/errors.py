@@ -61,23 +61,20 @@ class ListenError(RpiBrazeSyncError):
     """The HTTP server cannot listen on its address (taken, not local, not allowed)."""
 
 
+_EXIT_STATUSES: tuple[tuple[type[RpiBrazeSyncError], int], ...] = (
+    (ConfigError, EXIT_CONFIG),
+    (ExportFileError, EXIT_DATA),
+    (UsageError, EXIT_USAGE),
+    (InputMissingError, EXIT_NOINPUT),
+    (ListenError, EXIT_UNAVAILABLE),
+    (JournalError, EXIT_IOERR),
+    (CannotWriteError, EXIT_CANTCREAT),
+)
+
+
 def exit_status(exc: RpiBrazeSyncError) -> int:
     """The exit status a command ends with when `exc` stops it."""
-    if isinstance(exc, ConfigError):
-        return EXIT_CONFIG
-    if isinstance(exc, ExportFileError):
-        return EXIT_DATA
-    if isinstance(exc, UsageError):
-        return EXIT_USAGE
-    if isinstance(exc, InputMissingError):
-        return EXIT_NOINPUT
-    if isinstance(exc, ListenError):
-        return EXIT_UNAVAILABLE
-    if isinstance(exc, JournalError):
-        return EXIT_IOERR
-    if isinstance(exc, CannotWriteError):
-        return EXIT_CANTCREAT
-    return 1
+    return next((status for kind, status in _EXIT_STATUSES if isinstance(exc, kind)), 1)
 
 
 def error_lines(exc: RpiBrazeSyncError) -> list[str]:
