@@ -1,0 +1,300 @@
+"""Pure: what of a row Braze already holds from this daemon, and what to remember once Braze
+acknowledged it (issue 16, "delta"). Remembered values are fingerprints packed in one record
+per user; the store (deltastore.py) keeps the records and never looks inside them.
+
+A row is given as its fields (each standard field or nested key at its full path, with the
+value's exact JSON encoding as sent) and its array values added (array path, encoding).
+Fingerprints are XXH3 (specified, the same on every platform and version, unlike hash()):
+64 bits per value and per row's values together, 32 per path, 128 per user key.
+
+Time is per record, not per value: `refreshed_at` is when every value of the record was last
+sent together. Once it is `max_age_s` old the whole row is sent again and the record starts
+over, so a value is never skipped when it was last sent longer ago than that (a value changed
+since is resent a little early, with the rest).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from enum import Enum
+from typing import Literal, NamedTuple
+
+import xxhash
+
+RECORD_VERSION = 1
+# version, flags (none yet), refreshed_at, fields, adds, fields the group covers, group
+_HEADER = struct.Struct("<BBIHHH8s")
+HEADER_BYTES = _HEADER.size
+# Array values remembered per user, the most recently sent or seen kept: values seen run after
+# run (offers, audiences) stay, ids that never recur (channel execution ids) age out.
+MAX_ADDS = 16
+_SEPARATOR = b"\x1f"  # never in a JSON encoding (control characters are escaped)
+
+_value_fp = xxhash.xxh3_64_digest
+_add_fp = xxhash.xxh3_64_digest  # seeded with the array path's fingerprint
+_user_digest = xxhash.xxh3_128_digest
+
+Mode = Literal["upsert", "append"]
+
+
+def user_key(user: str) -> bytes:
+    """The store's key for a user (the mapping's user identity, e.g. an external_id)."""
+    return _user_digest(user.encode("utf-8"))
+
+
+def _group_fp(encodings: Iterable[bytes]) -> bytes:
+    """One fingerprint of a row's values: the usual row (nothing changed) is decided by it."""
+    return _value_fp(_SEPARATOR.join(encodings))
+
+
+# --- fingerprints of paths, cached: a mapping has few paths, a file few field sets ----------
+
+_SHAPES_CACHED = 4096  # field sets (which cells were empty); cleared when full
+_path_fps: dict[str, bytes] = {}
+_add_seeds: dict[str, int] = {}
+_shapes: dict[tuple[str, ...], bytes | None] = {}
+
+
+def _path_fp(path: str) -> bytes:
+    fp = _path_fps.get(path)
+    if fp is None:
+        fp = _path_fps[path] = xxhash.xxh3_64_digest(path.encode("utf-8"))[:4]
+    return fp
+
+
+def _shape(paths: tuple[str, ...]) -> bytes | None:
+    """The paths' fingerprints, 4 bytes each; None if two collide (1 in 4 billion a pair): such
+    a row is then sent whole and not remembered, rather than compared wrongly."""
+    try:
+        return _shapes[paths]
+    except KeyError:
+        pass
+    fps = list(map(_path_fp, paths))
+    if len(_shapes) >= _SHAPES_CACHED:
+        _shapes.clear()
+    shape = _shapes[paths] = b"".join(fps) if len(set(fps)) == len(fps) else None
+    return shape
+
+
+def _adds_fps(adds: Sequence[tuple[str, bytes]]) -> list[bytes]:
+    seeds = _add_seeds
+    out = []
+    for path, encoding in adds:
+        seed = seeds.get(path)
+        if seed is None:
+            seed = seeds[path] = xxhash.xxh3_64_intdigest(path.encode("utf-8"))
+        out.append(_add_fp(encoding, seed))
+    return out
+
+
+def _items(section: bytes, width: int) -> list[bytes]:
+    return [section[i : i + width] for i in range(0, len(section), width)]
+
+
+def _held(section: bytes, fp: bytes) -> bool:
+    """Whether `fp` is one of the 8-byte items of `section` (not bytes straddling two)."""
+    at = section.find(fp)
+    while at > 0 and at % 8:
+        at = section.find(fp, at + 1)
+    return at >= 0
+
+
+# --- records --------------------------------------------------------------------------------
+
+
+class Record(NamedTuple):
+    """A record unpacked: `paths` (4 bytes each) and `values` (8 bytes each) pair up; `adds`
+    are (array path, value) fingerprints of 8 bytes; `group` covers the first `grouped`
+    values, those of the row the record was last built from."""
+
+    refreshed_at: int
+    paths: bytes
+    values: bytes
+    adds: bytes
+    grouped: int
+    group: bytes
+
+
+def parse_record(record: bytes) -> Record | None:
+    """None for a record this version cannot read (then the row is sent and remembered anew)."""
+    if len(record) < HEADER_BYTES or record[0] != RECORD_VERSION:
+        return None
+    _, _, refreshed_at, n, m, grouped, group = _HEADER.unpack_from(record)
+    if len(record) != HEADER_BYTES + 12 * n + 8 * m or grouped > n:
+        return None
+    values_at = HEADER_BYTES + 4 * n
+    adds_at = values_at + 8 * n
+    return Record(
+        refreshed_at,
+        record[HEADER_BYTES:values_at],
+        record[values_at:adds_at],
+        record[adds_at:],
+        grouped,
+        group,
+    )
+
+
+def refreshed_at(record: bytes) -> int | None:
+    """When the record's values were last all sent (retention reads only this)."""
+    if len(record) < HEADER_BYTES or record[0] != RECORD_VERSION:
+        return None
+    return int(_HEADER.unpack_from(record)[2])
+
+
+def pack_record(
+    refreshed_at_s: int, paths: bytes, values: bytes, adds: bytes, grouped: int, group: bytes
+) -> bytes:
+    n, m = len(paths) // 4, len(adds) // 8
+    header = _HEADER.pack(RECORD_VERSION, 0, refreshed_at_s, n, m, grouped, group)
+    return b"".join((header, paths, values, adds))
+
+
+# --- the comparison -------------------------------------------------------------------------
+
+
+class Send(Enum):
+    ALL = "all"  # nothing known (or too old): the object as the mapping made it
+    SOME = "some"  # leave out skipped_fields and skipped_adds
+    NOTHING = "nothing"  # every value is held by Braze: do not send the object at all
+
+
+class Merge(Enum):
+    REBUILD = "rebuild"  # the row alone, every value sent now
+    INTO_LATEST = "into latest"  # the row over the user's latest record, its time kept
+
+
+class Remember(NamedTuple):
+    """What to write once Braze acknowledged the row (build_record does it), with the
+    fingerprints the comparison already computed."""
+
+    merge: Merge
+    fields: Mapping[str, bytes]
+    adds: Sequence[tuple[str, bytes]]
+    group: bytes | None = None
+    add_fps: list[bytes] | None = None
+
+
+class Decision(NamedTuple):
+    """What to do with one row. NamedTuples: one is made per row, on the hot path."""
+
+    send: Send
+    skipped_fields: tuple[str, ...]  # paths Braze holds: leave them out (Send.SOME)
+    skipped_adds: tuple[int, ...]  # indices into the row's adds to leave out
+    points_sent: int  # Braze data points: one per field, nested key and array value added
+    points_skipped: int
+    remember: Remember | None  # None: write nothing, even once acknowledged
+
+
+def _everything(
+    fields: Mapping[str, bytes], adds: Sequence[tuple[str, bytes]], merge: Merge | None
+) -> Decision:
+    remember = None if merge is None else Remember(merge, fields, adds)
+    return Decision(Send.ALL, (), (), len(fields) + len(adds), 0, remember)
+
+
+def compare(
+    fields: Mapping[str, bytes],
+    adds: Sequence[tuple[str, bytes]],
+    record: bytes | None,
+    now_s: int,
+    max_age_s: int,
+    mode: Mode,
+    busy: bool = False,
+) -> Decision:
+    """Which of the row's values Braze already holds from us, given the user's record.
+
+    `busy`: another row of this user is in flight (sent, not answered): its outcome is
+    unknown, so this row is sent whole (deltaflight.py tracks it). Append rows are
+    remembered only over a fresh record: a record exists only for users an acknowledged
+    upsert created, and Braze silently ignores update-only rows for users it lacks.
+    """
+    known = parse_record(record) if record is not None else None
+    if known is None or now_s - known.refreshed_at > max_age_s:
+        return _everything(fields, adds, Merge.REBUILD if mode == "upsert" else None)
+    paths = tuple(fields)
+    shape = _shape(paths)
+    if shape is None:
+        return _everything(fields, adds, None)
+    if busy:
+        return _everything(fields, adds, Merge.INTO_LATEST)
+    n = len(paths)
+    skipped: tuple[str, ...]
+    group = _group_fp(fields.values())
+    if known.grouped == n and known.group == group and known.paths.startswith(shape):
+        skipped = paths  # the usual row: the same fields as last time, unchanged
+    else:
+        held = dict(zip(_items(known.paths, 4), _items(known.values, 8), strict=True))
+        values = map(_value_fp, fields.values())
+        skipped = tuple(
+            p for p, fp, v in zip(paths, _items(shape, 4), values, strict=True) if held.get(fp) == v
+        )
+    skipped_adds: tuple[int, ...] = ()
+    fps = _adds_fps(adds)
+    if fps and known.adds:
+        if known.adds.endswith(b"".join(fps)):  # the usual row: its adds were the newest
+            skipped_adds = tuple(range(len(fps)))
+        else:
+            skipped_adds = tuple(i for i, fp in enumerate(fps) if _held(known.adds, fp))
+    points_skipped = len(skipped) + len(skipped_adds)
+    points_sent = n + len(adds) - points_skipped
+    if points_sent == 0:
+        return Decision(Send.NOTHING, skipped, skipped_adds, 0, points_skipped, None)
+    remember = Remember(Merge.INTO_LATEST, fields, adds, group, fps)
+    send = Send.SOME if points_skipped else Send.ALL
+    return Decision(send, skipped, skipped_adds, points_sent, points_skipped, remember)
+
+
+def build_record(remember: Remember, latest: bytes | None, now_s: int) -> bytes | None:
+    """The record to write once Braze acknowledged the row, or None to write nothing.
+
+    `latest` is the user's newest record: the one compared with, or one written since by
+    another row of the user (deltaflight.InFlight.latest). Fields the row does not carry stay
+    remembered: Braze keeps a standard field the row leaves empty, and a nested key the row
+    lacks (`_merge_objects`), so they are still held until the record is refreshed.
+    """
+    fields = remember.fields
+    shape = _shape(tuple(fields))
+    if shape is None:
+        return None
+    n = len(fields)
+    values = b"".join(map(_value_fp, fields.values()))
+    group = remember.group or _group_fp(fields.values())
+    fps = remember.add_fps if remember.add_fps is not None else _adds_fps(remember.adds)
+    row_adds = b"".join(dict.fromkeys(fps))
+    if remember.merge is Merge.REBUILD:
+        return pack_record(now_s, shape, values, row_adds[-8 * MAX_ADDS :], n, group)
+    base = parse_record(latest) if latest is not None else None
+    if base is None:  # forgotten meanwhile: nothing proves the skipped values are held
+        return None
+    if base.paths.startswith(shape):  # the usual row: the same fields first, then the rest
+        paths, values = base.paths, values + base.values[8 * n :]
+    else:
+        paths, values = _fields_over(shape, values, base)
+    if not base.adds.endswith(row_adds):  # the row's values move to the newest end
+        row_adds = (_without(base.adds, fps) + row_adds)[-8 * MAX_ADDS :]
+    else:
+        row_adds = base.adds
+    return pack_record(base.refreshed_at, paths, values, row_adds, n, group)
+
+
+def _fields_over(shape: bytes, values: bytes, base: Record) -> tuple[bytes, bytes]:
+    """The row's fields, then those of `base` the row lacks (still held by Braze)."""
+    row_paths = set(_items(shape, 4))
+    paths, all_values = [shape], [values]
+    for path, value in zip(_items(base.paths, 4), _items(base.values, 8), strict=True):
+        if path not in row_paths:
+            paths.append(path)
+            all_values.append(value)
+    return b"".join(paths), b"".join(all_values)
+
+
+def _without(section: bytes, fps: Iterable[bytes]) -> bytes:
+    """`section` (8-byte items) without the items in `fps`."""
+    for fp in fps:
+        at = section.find(fp)
+        while at > 0 and at % 8:
+            at = section.find(fp, at + 1)
+        if at >= 0:
+            section = section[:at] + section[at + 8 :]
+    return section

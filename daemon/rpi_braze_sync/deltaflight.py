@@ -1,0 +1,81 @@
+"""Pure: delta's rows in flight, so that a comparison never trusts a record that a row sent
+since (or being sent) may have made wrong.
+
+Two hazards, one object:
+- A user's row is in flight (sent, not answered) when another row of the same user is
+  compared: what Braze will hold is unknown until the answer, so that row is sent whole.
+- A chunk's records were read from the store, then a row of one of its users was
+  acknowledged and its new record written, before the chunk was compared: the chunk must
+  compare with the newer record, not with what it read.
+
+Use, in this order: token = lookup_started(); records = store.lookup(keys);
+base(token, key, record) per row, then compare; sending(key) for each row that sends;
+lookup_done(token). On an answer: latest(key, fallback) gives build_record its base, then
+answered(key, record written or None).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+
+class InFlight:
+    def __init__(self) -> None:
+        self._seq = 0  # counts records written
+        self._rows: Counter[bytes] = Counter()  # user -> rows sent and not yet answered
+        self._written: dict[bytes, tuple[int, bytes]] = {}  # user -> (seq, newest record)
+        self._lookups: dict[int, int] = {}  # outstanding lookup token -> seq when it began
+        self._next_token = 0
+
+    def lookup_started(self) -> int:
+        """Call just before reading a chunk's records from the store."""
+        token = self._next_token
+        self._next_token += 1
+        self._lookups[token] = self._seq
+        return token
+
+    def base(self, token: int, key: bytes, looked_up: bytes | None) -> tuple[bytes | None, bool]:
+        """The record to compare the row with, and whether the user is busy (send whole)."""
+        written = self._written.get(key)
+        record = (
+            written[1] if written is not None and written[0] > self._lookups[token] else looked_up
+        )
+        return record, key in self._rows
+
+    def lookup_done(self, token: int) -> None:
+        """The chunk is compared (and its sending rows registered): forget what only it needed."""
+        del self._lookups[token]
+        oldest = min(self._lookups.values(), default=self._seq)
+        stale = [
+            k for k, (seq, _) in self._written.items() if seq <= oldest and k not in self._rows
+        ]
+        for key in stale:
+            del self._written[key]
+
+    def sending(self, key: bytes) -> None:
+        """A row of this user will be sent (call at comparison, not when the request leaves)."""
+        self._rows[key] += 1
+
+    def latest(self, key: bytes, fallback: bytes | None) -> bytes | None:
+        """The user's newest record: one written since the row was compared, else `fallback`
+        (what the row was compared with)."""
+        written = self._written.get(key)
+        return written[1] if written is not None else fallback
+
+    def answered(self, key: bytes, written: bytes | None) -> None:
+        """A sent row of this user was answered: acknowledged with `written` handed to the
+        store (in answer order, before the next lookup is queued), or rejected/abandoned (None)."""
+        if written is not None:
+            self._seq += 1
+            self._written[key] = (self._seq, written)
+        left = self._rows[key] - 1
+        if left > 0:
+            self._rows[key] = left
+        else:
+            del self._rows[key]
+            if not self._lookups:
+                self._written.pop(key, None)
+
+    def __len__(self) -> int:
+        """Users held (bounded by rows in flight and writes during outstanding lookups)."""
+        return len(self._rows.keys() | self._written.keys())

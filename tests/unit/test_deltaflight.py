@@ -1,0 +1,127 @@
+"""deltaflight.InFlight with delta: rows of one user in flight, and records written between a
+chunk's lookup and its comparison. A dict plays the store; Braze is a dict of profiles."""
+
+from __future__ import annotations
+
+from rpi_braze_sync.delta import Decision, Send, build_record, compare, user_key
+from rpi_braze_sync.deltaflight import InFlight
+
+NOW = 1_800_000_000
+MAX_AGE = 30 * 86400
+KEY = user_key("u1")
+
+
+def country(code: str) -> dict[str, bytes]:
+    return {"country": b'"%s"' % code.encode()}
+
+
+class Pipeline:
+    """The order the pipeline must follow, with a store (dict) and a Braze that applies
+    what it acknowledges (dict of the user's attributes)."""
+
+    def __init__(self) -> None:
+        self.store: dict[bytes, bytes] = {}
+        self.flight = InFlight()
+        self.braze: dict[str, bytes] = {}
+
+    def look_up(self) -> tuple[int, bytes | None]:
+        token = self.flight.lookup_started()
+        return token, self.store.get(KEY)
+
+    def compare(self, token: int, looked_up: bytes | None, fields: dict[str, bytes]) -> Decision:
+        base, busy = self.flight.base(token, KEY, looked_up)
+        decision = compare(fields, [], base, NOW, MAX_AGE, "upsert", busy)
+        if decision.send is not Send.NOTHING:
+            self.flight.sending(KEY)
+        return decision
+
+    def acknowledge(
+        self, decision: Decision, fields: dict[str, bytes], compared: bytes | None
+    ) -> None:
+        for path in fields:
+            if path not in decision.skipped_fields:
+                self.braze[path] = fields[path]
+        assert decision.remember is not None
+        record = build_record(decision.remember, self.flight.latest(KEY, compared), NOW)
+        if record is not None:
+            self.store[KEY] = record
+        self.flight.answered(KEY, record)
+
+    def reject(self) -> None:
+        self.flight.answered(KEY, None)
+
+
+def test_a_second_row_of_a_user_in_flight_is_sent_whole() -> None:
+    """DE is in flight when FR comes: FR equals the stored value but must still be sent, or
+    Braze would end with DE."""
+    p = Pipeline()
+    token, record = p.look_up()
+    first = p.compare(token, record, country("FR"))
+    p.flight.lookup_done(token)
+    p.acknowledge(first, country("FR"), record)
+    token, record = p.look_up()
+    to_de = p.compare(token, record, country("DE"))
+    back_to_fr = p.compare(token, record, country("FR"))
+    p.flight.lookup_done(token)
+    assert to_de.send is Send.ALL
+    assert back_to_fr.send is Send.ALL  # not skipped although FR is remembered
+    p.acknowledge(to_de, country("DE"), record)
+    p.acknowledge(back_to_fr, country("FR"), record)
+    assert p.braze == country("FR")
+    token, record = p.look_up()
+    assert p.compare(token, record, country("FR")).send is Send.NOTHING  # remembered right
+    p.flight.lookup_done(token)
+
+
+def test_a_rejected_row_in_flight_does_not_make_the_next_one_skip() -> None:
+    p = Pipeline()
+    token, record = p.look_up()
+    p.acknowledge(p.compare(token, record, country("FR")), country("FR"), record)
+    p.flight.lookup_done(token)
+    token, record = p.look_up()
+    p.compare(token, record, country("DE"))
+    again = p.compare(token, record, country("DE"))
+    p.flight.lookup_done(token)
+    p.reject()  # Braze refused the first DE
+    assert again.send is Send.ALL
+    p.acknowledge(again, country("DE"), record)
+    assert p.braze == country("DE")
+
+
+def test_a_record_written_after_the_lookup_is_the_one_compared() -> None:
+    """Chunk 2 read FR from the store; then chunk 1's DE was acknowledged and written;
+    chunk 2's FR must compare with DE and be sent."""
+    p = Pipeline()
+    token, record = p.look_up()
+    p.acknowledge(p.compare(token, record, country("FR")), country("FR"), record)
+    p.flight.lookup_done(token)
+    chunk1, record1 = p.look_up()
+    to_de = p.compare(chunk1, record1, country("DE"))
+    p.flight.lookup_done(chunk1)
+    chunk2, record2 = p.look_up()  # read ahead: still FR in the store
+    p.acknowledge(to_de, country("DE"), record1)  # DE written before chunk 2 is compared
+    fr = p.compare(chunk2, record2, country("FR"))
+    p.flight.lookup_done(chunk2)
+    assert fr.send is Send.ALL
+    p.acknowledge(fr, country("FR"), record2)
+    assert p.braze == country("FR")
+    assert len(p.flight) == 0  # nothing held once every row is answered and chunk compared
+
+
+def test_what_is_held_stays_bounded() -> None:
+    flight = InFlight()
+    for n in range(1000):
+        key = user_key(f"u{n}")
+        token = flight.lookup_started()
+        flight.base(token, key, None)
+        flight.sending(key)
+        flight.lookup_done(token)
+        flight.answered(key, b"record")
+    assert len(flight) == 0
+    token = flight.lookup_started()
+    flight.sending(KEY)
+    flight.answered(KEY, b"r")
+    assert len(flight) == 1  # kept: a lookup that began before the write is outstanding
+    assert flight.base(token, KEY, b"old") == (b"r", False)
+    flight.lookup_done(token)
+    assert len(flight) == 0
