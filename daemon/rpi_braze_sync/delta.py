@@ -1,16 +1,6 @@
-"""Pure: what of a row Braze already holds from this daemon, and what to remember once Braze
-acknowledged it (issue 16, "delta"). Remembered values are fingerprints packed in one record
-per user; the store (deltastore.py) keeps the records and never looks inside them.
-
-A row is given as its fields (each standard field or nested key at its full path, with the
-value's exact JSON encoding as sent) and its array values added (array path, encoding).
-Fingerprints are XXH3 (specified, the same on every platform and version, unlike hash()):
-64 bits per value and per row's values together, 32 per path, 128 per user key.
-
-Time is per record, not per value: `refreshed_at` is when every value of the record was last
-sent together. Once it is `max_age_s` old the whole row is sent again and the record starts
-over, so a value is never skipped when it was last sent longer ago than that (a value changed
-since is resent a little early, with the rest).
+"""Pure: which of a row's values Braze already holds from this daemon (issue 16, delta), and
+what to remember once Braze acknowledged it: one record of fingerprints per user, packed here,
+kept by deltastore.py.
 """
 
 from __future__ import annotations
@@ -22,6 +12,13 @@ from typing import Literal, NamedTuple
 
 import xxhash
 
+# A row: its fields (standard fields and nested keys at their full path, each with its value's
+# exact JSON encoding as sent) and its array values added (array path, encoding). Fingerprints
+# are XXH3, specified and the same on every platform, process and version (unlike hash()):
+# 64 bits per value and per row's values together, 32 per path, 128 per user key. Time is per
+# record: `refreshed_at` is when all its values were last sent together; once that is max_age
+# old the whole row is sent again and the record starts over. So no value is skipped that was
+# last sent longer ago than max_age (one changed since is resent a little early, with the rest).
 RECORD_VERSION = 1
 # version, flags (none yet), refreshed_at, fields, adds, fields the group covers, group
 _HEADER = struct.Struct("<BBIHHH8s")
@@ -118,11 +115,10 @@ class Record(NamedTuple):
 
 def parse_record(record: bytes) -> Record | None:
     """None for a record this version cannot read (then the row is sent and remembered anew)."""
-    if len(record) < HEADER_BYTES or record[0] != RECORD_VERSION:
+    header = _header(record)
+    if header is None:
         return None
-    _, _, refreshed_at, n, m, grouped, group = _HEADER.unpack_from(record)
-    if len(record) != HEADER_BYTES + 12 * n + 8 * m or grouped > n:
-        return None
+    _, _, refreshed_at, n, _m, grouped, group = header
     values_at = HEADER_BYTES + 4 * n
     adds_at = values_at + 8 * n
     return Record(
@@ -135,11 +131,20 @@ def parse_record(record: bytes) -> Record | None:
     )
 
 
+def _header(record: bytes | None) -> tuple[int, int, int, int, int, int, bytes] | None:
+    """The record's header, if this version can read the record."""
+    if record is None or len(record) < HEADER_BYTES or record[0] != RECORD_VERSION:
+        return None
+    header: tuple[int, int, int, int, int, int, bytes] = _HEADER.unpack_from(record)
+    if len(record) != HEADER_BYTES + 12 * header[3] + 8 * header[4] or header[5] > header[3]:
+        return None
+    return header
+
+
 def refreshed_at(record: bytes) -> int | None:
     """When the record's values were last all sent (retention reads only this)."""
-    if len(record) < HEADER_BYTES or record[0] != RECORD_VERSION:
-        return None
-    return int(_HEADER.unpack_from(record)[2])
+    header = _header(record)
+    return None if header is None else header[2]
 
 
 def pack_record(
@@ -209,8 +214,8 @@ def compare(
     remembered only over a fresh record: a record exists only for users an acknowledged
     upsert created, and Braze silently ignores update-only rows for users it lacks.
     """
-    known = parse_record(record) if record is not None else None
-    if known is None or now_s - known.refreshed_at > max_age_s:
+    header = _header(record)
+    if header is None or now_s - header[2] > max_age_s:
         return _everything(fields, adds, Merge.REBUILD if mode == "upsert" else None)
     paths = tuple(fields)
     shape = _shape(paths)
@@ -218,24 +223,32 @@ def compare(
         return _everything(fields, adds, None)
     if busy:
         return _everything(fields, adds, Merge.INTO_LATEST)
+    assert record is not None  # a header was read from it
+    _, _, _, n_fields, n_adds, grouped, held_group = header
     n = len(paths)
     skipped: tuple[str, ...]
     group = _group_fp(fields.values())
-    if known.grouped == n and known.group == group and known.paths.startswith(shape):
+    if grouped == n and held_group == group and record.startswith(shape, HEADER_BYTES):
         skipped = paths  # the usual row: the same fields as last time, unchanged
     else:
-        held = dict(zip(_items(known.paths, 4), _items(known.values, 8), strict=True))
+        values_at = HEADER_BYTES + 4 * n_fields
+        held_paths = _items(record[HEADER_BYTES:values_at], 4)
+        held = dict(
+            zip(held_paths, _items(record[values_at : values_at + 8 * n_fields], 8), strict=True)
+        )
         values = map(_value_fp, fields.values())
         skipped = tuple(
             p for p, fp, v in zip(paths, _items(shape, 4), values, strict=True) if held.get(fp) == v
         )
     skipped_adds: tuple[int, ...] = ()
     fps = _adds_fps(adds)
-    if fps and known.adds:
-        if known.adds.endswith(b"".join(fps)):  # the usual row: its adds were the newest
+    if fps and n_adds:
+        row_adds = b"".join(fps)
+        if len(fps) <= n_adds and record.endswith(row_adds):  # the usual row: its adds last
             skipped_adds = tuple(range(len(fps)))
         else:
-            skipped_adds = tuple(i for i, fp in enumerate(fps) if _held(known.adds, fp))
+            held_adds = record[len(record) - 8 * n_adds :]
+            skipped_adds = tuple(i for i, fp in enumerate(fps) if _held(held_adds, fp))
     points_skipped = len(skipped) + len(skipped_adds)
     points_sent = n + len(adds) - points_skipped
     if points_sent == 0:

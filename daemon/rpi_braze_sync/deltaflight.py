@@ -1,17 +1,5 @@
-"""Pure: delta's rows in flight, so that a comparison never trusts a record that a row sent
-since (or being sent) may have made wrong.
-
-Two hazards, one object:
-- A user's row is in flight (sent, not answered) when another row of the same user is
-  compared: what Braze will hold is unknown until the answer, so that row is sent whole.
-- A chunk's records were read from the store, then a row of one of its users was
-  acknowledged and its new record written, before the chunk was compared: the chunk must
-  compare with the newer record, not with what it read.
-
-Use, in this order: token = lookup_started(); records = store.lookup(keys);
-base(token, key, record) per row, then compare; sending(key) for each row that sends;
-lookup_done(token). On an answer: latest(key, fallback) gives build_record its base, then
-answered(key, record written or None).
+"""Pure: delta's rows in flight, so that no comparison trusts a record that a row sent since (or
+still in flight) may have made wrong. Order of calls: see InFlight.
 """
 
 from __future__ import annotations
@@ -20,6 +8,17 @@ from collections import Counter
 
 
 class InFlight:
+    """Two hazards, one object:
+    - a row of the user is in flight (sent, not answered) when another row of that user is
+      compared: what Braze will hold is unknown until the answer, so it is sent whole;
+    - a chunk's records were read, then a row of one of its users was acknowledged and its
+      new record written, before the chunk was compared: compare with the newer record.
+
+    Per chunk: token = lookup_started(); records = store.lookup(keys); per row base(token,
+    key, record), compare, and sending(key) if it sends; lookup_done(token). Per answer:
+    latest(key, compared_with) is build_record's base, then answered(key, written or None).
+    """
+
     def __init__(self) -> None:
         self._seq = 0  # counts records written
         self._rows: Counter[bytes] = Counter()  # user -> rows sent and not yet answered

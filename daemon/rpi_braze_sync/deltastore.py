@@ -1,23 +1,6 @@
-"""Delta's remembered values on disk (issue 16): one RocksDB under <state_directory>/delta,
-one record per user (delta.py packs them; this module never looks inside except for a
-record's age), read per chunk, written per acknowledged batch, in bounded memory.
-
-Not thread-safe: one thread (the pipeline's store worker) makes every call, in order, so a
-lookup queued after a write sees it. Only one process may open the store for writing (the
-daemon); `open_read_only` (preview --explain) may read while it runs.
-
-Write order the pipeline must follow (kill -9 may strike between any two steps):
-1. compare a chunk with its looked-up records; nothing is written for it;
-2. once Braze acknowledged a request: `remember` the records of its acknowledged objects
-   (never a rejected object, never a request that failed or is still being retried);
-3. later, the file checkpoint covering those rows.
-Killed between 2 and 3: the rows after the checkpoint are read again; their values are
-remembered, so they are skipped, and Braze holds them (it acknowledged them). Killed
-before 2: the values are not remembered and are sent again. In no order is a value Braze
-did not acknowledge remembered, because nothing else is ever written; 2 before 3 also
-spares the data points of the replay. The WAL is written, not synced: a kill -9 loses
-nothing; a power cut may lose the last writes, which only means sending them again.
-Forgetting is synced, so that a forgotten value can never come back.
+"""Delta's remembered values on disk (issue 16): one RocksDB under <state_directory>/delta, one
+record per user (packed by delta.py; only a record's age is read here), in bounded memory.
+One thread makes every call, in order; one process writes, others may open it read-only.
 """
 
 from __future__ import annotations
@@ -168,6 +151,20 @@ class DeltaStore:
         if not keys:
             return []
         return cast("list[bytes | None]", self._db[list(keys)])
+
+    # The write order the pipeline must follow (kill -9 may strike between any two steps):
+    # 1. compare a chunk with its looked-up records: nothing is written for it;
+    # 2. once Braze acknowledged a request: `remember` the records of its acknowledged objects
+    #    (never a rejected object, never a request that failed or is still being retried);
+    # 3. later, the file checkpoint covering those rows.
+    # Killed between 2 and 3: the rows after the checkpoint are read again; their values are
+    # remembered, so they are skipped, and Braze holds them (it acknowledged them). Killed
+    # before 2: nothing is remembered and the values are sent again. The other order (3 then
+    # 2) is as safe but sends the replay's values twice. No order can remember a value Braze
+    # did not acknowledge, since nothing else is ever written: never write at step 1 or when
+    # a request leaves. The WAL is written before remember returns, not synced: a kill -9
+    # loses nothing, a power cut may lose the last writes (sent again later). Forgetting is
+    # synced, so a forgotten value cannot come back.
 
     def remember(self, records: Iterable[tuple[bytes, bytes]]) -> None:
         """Write acknowledged records (user key, delta.build_record's bytes) as one batch, in

@@ -10,7 +10,9 @@ runs in a process of its own so that its peak resident memory (VmHWM) is its own
 
 Phases per engine: "first run" inserts every user (lookup, miss, then write); "unchanged run"
 looks up --rows random users; "changed run" looks them up and rewrites them; "sweep" deletes
-the users whose newest value is older than a cut-off (a tenth of them). Not in the test suite.
+the users whose newest value is older than a cut-off (a tenth of them). A writing phase ends
+when the compactions it caused are done (RocksDB), so its CPU per row includes them. CPU is
+the process's, every thread included. Not in the test suite.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import rocksdict
 import xxhash
 
-from rpi_braze_sync import delta
+from rpi_braze_sync import delta, deltastore
 from rpi_braze_sync.deltastore import DeltaStore
 
 CHUNK = 500  # rows looked up together (the mapping's chunk)
@@ -96,6 +99,9 @@ class Engine:
 
     def commit(self) -> None:
         pass
+
+    def settle(self) -> None:
+        """Wait for the work the writes left behind (compactions): its CPU is theirs."""
 
     def sweep(self, cutoff: int) -> int:
         raise NotImplementedError
@@ -269,6 +275,13 @@ class LmdbReopen(Lmdb):
         self.reopen()
 
 
+def settle_rocksdb(db: Any) -> None:
+    busy = ("rocksdb.compaction-pending", "rocksdb.num-running-compactions",
+            "rocksdb.num-running-flushes", "rocksdb.mem-table-flush-pending")  # fmt: skip
+    while any(db.property_int_value(name) for name in busy):
+        time.sleep(0.2)
+
+
 class Rocks(Engine):
     def __init__(self, path: Path) -> None:
         import rocksdict as r
@@ -313,6 +326,9 @@ class Rocks(Engine):
         self.db.write(batch)
         return n
 
+    def settle(self) -> None:
+        settle_rocksdb(self.db)
+
     def close(self) -> None:
         self.db.close()
 
@@ -350,11 +366,51 @@ class Level(Engine):
 
 
 class Store(Engine):
-    """The chosen engine as delta uses it: deltastore.DeltaStore, its options, its sweep."""
+    """The chosen engine as delta uses it: deltastore.DeltaStore, its options, its sweep.
+    `delta-store:VARIANT,...` tries other options: index-out (index and filters outside the
+    cache), universal (compaction), blob (values in blob files), no-wal, cache32 (a 32 MB
+    cache), memtable32 (32 MB memtables), no-compression."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, variant: str = "") -> None:
         super().__init__(path)
+        flags = set(variant.split(",")) - {""}
+        chosen = deltastore._options
+
+        def options(create: bool) -> Any:
+            opts = chosen(create)
+            if "index-out" in flags or "cache32" in flags:
+                table = rocksdict.BlockBasedOptions()
+                table.set_block_cache(rocksdict.Cache((32 if "cache32" in flags else 16) << 20))
+                table.set_bloom_filter(10, False)
+                table.set_cache_index_and_filter_blocks("index-out" not in flags)
+                if "index-out" not in flags:
+                    table.set_index_type(rocksdict.BlockBasedIndexType.two_level_index_search())
+                    table.set_partition_filters(True)
+                    table.set_pin_top_level_index_and_filter(True)
+                table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+                opts.set_block_based_table_factory(table)
+            if "universal" in flags:
+                opts.set_compaction_style(rocksdict.DBCompactionStyle.universal())
+            if "blob" in flags:  # values in blob files: compactions move keys, not records
+                opts.set_enable_blob_files(True)
+                opts.set_min_blob_size(0)
+                opts.set_blob_file_size(64 << 20)
+                opts.set_blob_compression_type(rocksdict.DBCompressionType.lz4())
+                opts.set_enable_blob_gc(True)
+                opts.set_blob_gc_age_cutoff(0.25)
+            if "no-compression" in flags:
+                opts.set_compression_type(rocksdict.DBCompressionType.none())
+                opts.set_bottommost_compression_type(rocksdict.DBCompressionType.none())
+            if "memtable32" in flags:
+                opts.set_write_buffer_size(32 << 20)
+            return opts
+
+        deltastore._options = options  # type: ignore[assignment]
         self.store = DeltaStore.open(path, "bench")
+        if "no-wal" in flags:
+            no_wal = rocksdict.WriteOptions()
+            no_wal.disable_wal = True
+            self.store._db.set_write_options(no_wal)
 
     def lookup(self, keys: list[bytes]) -> list[bytes | None]:
         return self.store.lookup(keys)
@@ -365,6 +421,9 @@ class Store(Engine):
     def sweep(self, cutoff: int) -> int:
         return self.store.sweep(cutoff, 0)
 
+    def settle(self) -> None:
+        settle_rocksdb(self.store._db)
+
     def close(self) -> None:
         self.store.close()
 
@@ -374,6 +433,12 @@ OPENERS: dict[str, Callable[[Path], Engine]] = {
     "sqlite-blob": SqliteBlob, "sqlite-value": SqliteValue, "lmdb": Lmdb, "lmdb-reopen": LmdbReopen, "rocksdb": Rocks,
     "leveldb": Level,
 }  # fmt: skip
+
+
+def open_engine(name: str, path: Path) -> Engine:
+    if name.startswith("delta-store:"):
+        return Store(path, name.partition(":")[2])
+    return OPENERS[name](path)
 
 
 # --- one engine, in its own process -----------------------------------------------------
@@ -450,6 +515,8 @@ def run_rows(
         if time.perf_counter() > deadline:
             break
     engine.commit()
+    if write:
+        engine.settle()
     return done
 
 
@@ -458,7 +525,7 @@ def run_engine(name: str, users: int, rows: int, directory: Path, cap_s: float) 
     pool = record_pool(1)
     now = int(time.time())
     shutil.rmtree(directory, ignore_errors=True)
-    engine = OPENERS[name](directory)
+    engine = open_engine(name, directory)
     # A tenth of the users were last sent 40 days ago: the sweep's share.
     old = now - 40 * 86400
     with Phase(results, "first run") as phase:
@@ -479,13 +546,16 @@ def run_engine(name: str, users: int, rows: int, directory: Path, cap_s: float) 
     engine.close()
     results["disk_bytes"] = disk_bytes(directory)
     results["bytes_per_value"] = round(results["disk_bytes"] / (users * VALUES), 1)
-    engine = OPENERS[name](directory)
-    rng = random.Random(7)
-    sample = [rng.randrange(users) for _ in range(rows)]
+    engine = open_engine(name, directory)
+
+    def sample() -> Iterator[int]:  # the same random users each time, never held in a list
+        rng = random.Random(7)
+        return (rng.randrange(users) for _ in range(rows))
+
     with Phase(results, "unchanged run", rows):
-        run_rows(engine, iter(sample), pool, now, False, float("inf"))
+        run_rows(engine, sample(), pool, now, False, float("inf"))
     with Phase(results, "changed run", rows):
-        run_rows(engine, iter(sample), pool, now, True, float("inf"))
+        run_rows(engine, sample(), pool, now, True, float("inf"))
     with Phase(results, "sweep") as phase:
         results["swept"] = engine.sweep(now - 30 * 86400)
         phase.rows = 0
@@ -527,7 +597,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=5_000_000)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the later runs")
-    parser.add_argument("--engines", default=",".join(ENGINES))
+    parser.add_argument("--engines", default=";".join(ENGINES), help="separated by ;")
     parser.add_argument("--dir", default=None, help="where the stores go (default: a temp dir)")
     parser.add_argument("--cap-seconds", type=float, default=900, help="first run's time cap")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one engine, print JSON
@@ -535,11 +605,12 @@ def main() -> None:
     args = parser.parse_args()
     base = Path(args.dir or os.environ.get("TMPDIR", "/tmp")) / "delta-store-bench"
     if args.one:
-        result = run_engine(args.one, args.users, args.rows, base / args.one, args.cap_seconds)
+        where = base / args.one.replace(":", "-").replace(",", "-")
+        result = run_engine(args.one, args.users, args.rows, where, args.cap_seconds)
         print(json.dumps(result))
         return
     results = []
-    for name in args.engines.split(","):
+    for name in args.engines.split(";"):
         print(f"{name}:", file=sys.stderr, flush=True)
         out = subprocess.run(
             [sys.executable, __file__, "--one", name, "--users", str(args.users), "--rows",
