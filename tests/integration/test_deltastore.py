@@ -225,3 +225,24 @@ def test_kill_9_after_remember_loses_nothing(tmp_path: Path) -> None:
     written = users(2000)
     assert store.lookup([k for k, _ in written]) == [r for _, r in written]
     store.close()
+
+
+def test_records_and_keys_are_the_same_in_another_process() -> None:
+    """Fingerprints survive restarts: another interpreter, another hash seed, same bytes."""
+    fields = {"first_name": b'"Ann"', "rpi_cdp_attributes.since": b'{"$time":"2024-01-02"}'}
+    adds = [("rpi_offers", b'"Spring"')]
+    decision = compare(fields, adds, None, NOW, MAX_AGE, "upsert")
+    assert decision.remember is not None
+    here = (build_record(decision.remember, None, NOW) or b"").hex() + user_key("u1").hex()
+    code = (
+        "from rpi_braze_sync.delta import build_record, compare, user_key\n"
+        f"f = {fields!r}; a = {adds!r}\n"
+        f"d = compare(f, a, None, {NOW}, {MAX_AGE}, 'upsert')\n"
+        f"print(build_record(d.remember, None, {NOW}).hex() + user_key('u1').hex())\n"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    there = subprocess.run(
+        [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    assert there == here
+    assert len(user_key("u1")) == 16

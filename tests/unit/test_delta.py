@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
-import subprocess
-import sys
 
 import orjson
 import pytest
@@ -20,7 +17,6 @@ from rpi_braze_sync.delta import (
     build_record,
     compare,
     parse_record,
-    user_key,
 )
 
 DAY = 86400
@@ -327,28 +323,3 @@ def test_colliding_path_fingerprints_send_whole_and_remember_nothing() -> None:
     assert p.record is None
     p.send({a: b"1"})
     assert compare(fields, [], p.record, T0, MAX_AGE, "upsert").remember is None
-
-
-# --- stability ------------------------------------------------------------------------------
-
-
-def test_records_and_keys_are_the_same_in_another_process() -> None:
-    """Fingerprints survive restarts: another interpreter, another hash seed, same bytes."""
-    fields = row(first_name="Ann", rpi_cdp_attributes__since={"$time": "2024-01-02"})
-    adds = [("rpi_offers", enc("Spring"))]
-    decision = compare(fields, adds, None, T0, MAX_AGE, "upsert")
-    assert decision.remember is not None
-    here = (build_record(decision.remember, None, T0) or b"").hex() + user_key("u1").hex()
-    code = (
-        "import orjson\n"
-        "from rpi_braze_sync.delta import build_record, compare, user_key\n"
-        f"f = {fields!r}; a = {adds!r}\n"
-        f"d = compare(f, a, None, {T0}, {MAX_AGE}, 'upsert')\n"
-        f"print(build_record(d.remember, None, {T0}).hex() + user_key('u1').hex())\n"
-    )
-    env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    there = subprocess.run(
-        [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
-    ).stdout.strip()
-    assert there == here
-    assert len(user_key("u1")) == 16
