@@ -43,6 +43,15 @@ def users(count: int, start: int = 0) -> list[tuple[bytes, bytes]]:
     return [(user_key(f"u{n}"), record_for(n)) for n in range(start, start + count)]
 
 
+@pytest.fixture(autouse=True)
+def _umask_kept() -> Iterator[None]:
+    """DeltaStore.open tightens the process umask (by design); other tests keep theirs."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield
+    os.umask(old)
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[DeltaStore]:
     opened = DeltaStore.open(tmp_path, WORKSPACE)
