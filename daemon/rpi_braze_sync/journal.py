@@ -1,62 +1,24 @@
 """SQLite journal: every export file seen, its state, its progress and its outcome.
 
 One row per file version (relative path + size + mtime, and the content hash once read). The
-checkpoint is the number of leading records settled (acknowledged by Braze or rejected), so a
-restart resumes there. All writes are single transactions: a kill at any moment leaves a
-consistent journal.
+checkpoint is the number of leading records settled (acknowledged by Braze or rejected), and
+`settled_ahead` the ranges settled beyond it, so a restart resumes there and skips those.
+All writes are single transactions: a kill at any moment leaves a consistent journal.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from .errors import JournalError
-
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS files (
-    id INTEGER PRIMARY KEY,
-    rel_path TEXT NOT NULL,
-    channel TEXT,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    sha256 TEXT,
-    state TEXT NOT NULL,
-    checkpoint INTEGER NOT NULL DEFAULT 0,
-    rows_sent INTEGER NOT NULL DEFAULT 0,
-    rows_rejected INTEGER NOT NULL DEFAULT 0,
-    fields_dropped INTEGER NOT NULL DEFAULT 0,
-    reason TEXT,
-    first_seen_at REAL NOT NULL,
-    completed_at REAL,
-    started_at REAL,
-    finished_at REAL,
-    updated_at REAL NOT NULL,
-    gone_at REAL,
-    rpi_call TEXT,
-    retry INTEGER NOT NULL DEFAULT 0,
-    rows_total INTEGER
-);
-CREATE TABLE IF NOT EXISTS rpi_calls (
-    id INTEGER PRIMARY KEY,
-    received_at REAL NOT NULL,
-    body TEXT NOT NULL UNIQUE
-);
-CREATE INDEX IF NOT EXISTS files_by_path ON files (rel_path, id);
-CREATE INDEX IF NOT EXISTS files_by_state ON files (state, id);
-"""
-
-_ADDED_COLUMNS = {  # since the first schema: name -> declaration
-    "gone_at": "REAL",
-    "rpi_call": "TEXT",
-    "retry": "INTEGER NOT NULL DEFAULT 0",
-    "rows_total": "INTEGER",
-}
+from .journaldb import open_database
 
 # States of a file version, in lifecycle order.
 PREEXISTING = "preexisting"  # on the share before the very first start; never sent
@@ -72,8 +34,13 @@ STATES = (PREEXISTING, SEEN, COMPLETE, SENDING, DONE, FAILED, VANISHED)
 
 
 def journal_path(state_directory: Path, dry_run: bool) -> Path:
-    # A dry run keeps its own journal, so a later live run still sends the same files.
+    """The journal a run uses: `dry_run` is the configuration's (braze.dry_run, or --dry-run).
+
+    A dry run keeps its own journal, so it never marks a file done for the live run."""
     return state_directory / ("journal-dry-run.sqlite" if dry_run else "journal.sqlite")
+
+
+FileVersion = tuple[str, str | None, int, int]  # rel_path, channel, size, mtime_ns
 
 
 @dataclass(frozen=True)
@@ -99,6 +66,22 @@ class FileRecord:
     rpi_call: str | None
     retry: int  # 1: asked for by `rpi-braze-sync retry`: sent whole, whatever was sent before
     rows_total: int | None  # data records in the version being sent, counted when inspected
+    settled_ahead: str | None  # JSON [[start, end], ...]: records settled beyond the checkpoint
+
+    @property
+    def ahead(self) -> list[tuple[int, int]]:
+        """The ranges [start, end) of records settled beyond the checkpoint."""
+        if not self.settled_ahead:
+            return []
+        return [(int(start), int(end)) for start, end in orjson.loads(self.settled_ahead)]
+
+
+def _marks(values: Sequence[object]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def _ranges_json(ranges: Sequence[tuple[int, int]]) -> str | None:
+    return orjson.dumps(ranges).decode() if ranges else None
 
 
 class Journal:
@@ -106,36 +89,11 @@ class Journal:
         """`read_only` for tools (status) run as another user: they must not leave files the
         daemon's user cannot write, nor change the schema under a running daemon."""
         self.path = path
-        if read_only:
-            try:
-                uri = f"{path.resolve().as_uri()}?mode=ro"
-                self._db = sqlite3.connect(uri, uri=True, isolation_level=None)
-                self._db.execute("PRAGMA busy_timeout=5000")
-                self._columns = self._select_list()
-            except sqlite3.Error as exc:
-                raise JournalError(f"cannot open the journal {path}: {exc}") from None
-            return
+        self._db = open_database(path, read_only)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
-            self._add_missing_columns()
             self._columns = self._select_list()
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
-        except (sqlite3.Error, OSError) as exc:
+        except sqlite3.Error as exc:
             raise JournalError(f"cannot open the journal {path}: {exc}") from None
-
-    def _add_missing_columns(self) -> None:
-        """A journal written by an earlier version gains the columns added since."""
-        have = {row[1] for row in self._db.execute("PRAGMA table_info(files)")}
-        for column, declaration in _ADDED_COLUMNS.items():
-            if column not in have:
-                self._db.execute(f"ALTER TABLE files ADD COLUMN {column} {declaration}")
 
     def _select_list(self) -> str:
         """FileRecord's columns; NULL for those a journal opened read-only has not gained yet
@@ -145,6 +103,12 @@ class Journal:
 
     def close(self) -> None:
         self._db.close()
+
+    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal read failed: {exc}") from None
 
     def _write(self, sql: str, args: tuple[object, ...]) -> int:
         try:
@@ -160,7 +124,13 @@ class Journal:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'initialized_at'").fetchone()
         return row is not None
 
-    def mark_initialized(self, preexisting: list[tuple[str, str | None, int, int]]) -> None:
+    def preexisting(self) -> list[FileVersion]:
+        """The files recorded as pre-existing at the first start."""
+        sql = "SELECT rel_path, channel, size, mtime_ns FROM files WHERE state = ? ORDER BY id"
+        return [(rel, channel, size, mtime) for rel, channel, size, mtime in
+                self._read(sql, (PREEXISTING,))]  # fmt: skip
+
+    def mark_initialized(self, preexisting: list[FileVersion]) -> None:
         """Record the files found at the very first start as pre-existing, atomically."""
         now = time.time()
         try:
@@ -184,12 +154,7 @@ class Journal:
     # --- reading -------------------------------------------------------------------------
 
     def _records(self, where: str = "", args: tuple[object, ...] = ()) -> Iterator[FileRecord]:
-        sql = f"SELECT {self._columns} FROM files {where}"
-        try:
-            rows = self._db.execute(sql, args).fetchall()
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal read failed: {exc}") from None
-        for row in rows:
+        for row in self._read(f"SELECT {self._columns} FROM files {where}", args):
             yield FileRecord(*row)
 
     def get(self, file_id: int) -> FileRecord:
@@ -206,10 +171,9 @@ class Journal:
 
     def queued(self, after_id: int = 0) -> list[FileRecord]:
         """Files to send, in the order they became complete (a restart resumes these)."""
-        marks = ", ".join("?" * len(QUEUED_STATES))
         return list(
             self._records(
-                f"WHERE state IN ({marks}) AND id > ? ORDER BY completed_at, id",
+                f"WHERE state IN ({_marks(QUEUED_STATES)}) AND id > ? ORDER BY completed_at, id",
                 (*QUEUED_STATES, after_id),
             )
         )
@@ -217,10 +181,33 @@ class Journal:
     def all(self) -> list[FileRecord]:
         return list(self._records("ORDER BY id"))
 
+    def unfinished(self, channels: Sequence[str]) -> list[FileRecord]:
+        """Files of these channels seen, complete or being sent: not finished yet."""
+        states = (SEEN, *QUEUED_STATES)
+        return list(
+            self._records(
+                f"WHERE state IN ({_marks(states)}) AND channel IN ({_marks(channels)})"
+                " ORDER BY id",
+                (*states, *channels),
+            )
+        )
+
+    def last_sent_at(self, channels: Sequence[str]) -> float | None:
+        """When the last file of these channels that sent rows finished (epoch seconds)."""
+        (last,) = self._read(
+            "SELECT MAX(finished_at) FROM files WHERE state = ? AND rows_sent > 0"
+            f" AND channel IN ({_marks(channels)})",
+            (DONE, *channels),
+        )[0]
+        return None if last is None else float(last)
+
     # --- lifecycle -----------------------------------------------------------------------
 
-    def record_seen(self, rel_path: str, channel: str, size: int, mtime_ns: int) -> int:
-        now = time.time()
+    def record_seen(
+        self, rel_path: str, channel: str, size: int, mtime_ns: int, seen_at: float | None = None
+    ) -> int:
+        """A new file, still being written. `seen_at`: files found in one scan share it."""
+        now = time.time() if seen_at is None else seen_at
         return self._write(
             "INSERT INTO files (rel_path, channel, size, mtime_ns, state, first_seen_at,"
             " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -235,10 +222,17 @@ class Journal:
         return int(row[0]) if row else None
 
     def record_complete(
-        self, rel_path: str, channel: str, size: int, mtime_ns: int, rpi_call: str | None = None
+        self,
+        rel_path: str,
+        channel: str,
+        size: int,
+        mtime_ns: int,
+        rpi_call: str | None = None,
+        completed_at: float | None = None,
     ) -> FileRecord:
-        """The file settled: its 'seen' record (or a new one) becomes complete, queued to send."""
-        now = time.time()
+        """The file settled: its 'seen' record (or a new one) becomes complete, queued to send.
+        `completed_at`: files found complete together share it."""
+        now = time.time() if completed_at is None else completed_at
         file_id = self.seen_id(rel_path)
         if file_id is None:
             file_id = self._write(
@@ -265,12 +259,15 @@ class Journal:
             return record
         return None
 
-    def restart_from(self, file_id: int, checkpoint: int) -> None:
-        """Send a version from `checkpoint` (0: from scratch), forgetting earlier counts."""
+    def restart_from(
+        self, file_id: int, checkpoint: int, ahead: Sequence[tuple[int, int]] = ()
+    ) -> None:
+        """Send a version from `checkpoint` (0: from scratch), forgetting earlier counts;
+        `ahead`: ranges beyond it that were settled and stay so."""
         self._write(
-            "UPDATE files SET checkpoint = ?, rows_sent = 0, rows_rejected = 0,"
-            " fields_dropped = 0, updated_at = ? WHERE id = ?",
-            (checkpoint, time.time(), file_id),
+            "UPDATE files SET checkpoint = ?, settled_ahead = ?, rows_sent = 0,"
+            " rows_rejected = 0, fields_dropped = 0, updated_at = ? WHERE id = ?",
+            (checkpoint, _ranges_json(ahead), time.time(), file_id),
         )
 
     def request_retry(self, record: FileRecord, size: int, mtime_ns: int) -> FileRecord:
@@ -298,9 +295,9 @@ class Journal:
         removed = 0
         try:
             with self._transaction():
-                marks = ", ".join("?" * len(FINAL_STATES))
                 rows = self._db.execute(
-                    f"SELECT id, rel_path, gone_at FROM files WHERE state IN ({marks})",
+                    "SELECT id, rel_path, gone_at FROM files"
+                    f" WHERE state IN ({_marks(FINAL_STATES)})",
                     FINAL_STATES,
                 ).fetchall()
                 for file_id, rel_path, gone_at in rows:
@@ -331,12 +328,20 @@ class Journal:
         )
 
     def checkpoint(
-        self, file_id: int, checkpoint: int, sent: int, rejected: int, dropped: int
+        self,
+        file_id: int,
+        checkpoint: int,
+        sent: int,
+        rejected: int,
+        dropped: int,
+        ahead: Sequence[tuple[int, int]] = (),
     ) -> None:
+        """How far a file got: the settled prefix, the settled ranges beyond it and the
+        counts, in one statement (a kill leaves them consistent)."""
         self._write(
-            "UPDATE files SET checkpoint = ?, rows_sent = ?, rows_rejected = ?,"
-            " fields_dropped = ?, updated_at = ? WHERE id = ?",
-            (checkpoint, sent, rejected, dropped, time.time(), file_id),
+            "UPDATE files SET checkpoint = ?, settled_ahead = ?, rows_sent = ?,"
+            " rows_rejected = ?, fields_dropped = ?, updated_at = ? WHERE id = ?",
+            (checkpoint, _ranges_json(ahead), sent, rejected, dropped, time.time(), file_id),
         )
 
     def store_rpi_call(self, body: str) -> bool:
@@ -348,13 +353,8 @@ class Journal:
 
     def rpi_calls_since(self, since: float) -> list[tuple[float, str]]:
         """Calls received after `since` (epoch seconds), oldest first; older ones are dropped."""
-        try:
-            self._db.execute("DELETE FROM rpi_calls WHERE received_at < ?", (since,))
-            rows = self._db.execute(
-                "SELECT received_at, body FROM rpi_calls ORDER BY id"
-            ).fetchall()
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal read failed: {exc}") from None
+        self._write("DELETE FROM rpi_calls WHERE received_at < ?", (since,))
+        rows = self._read("SELECT received_at, body FROM rpi_calls ORDER BY id")
         return [(float(at), str(body)) for at, body in rows]
 
     def finish(self, file_id: int, state: str, reason: str | None = None) -> None:
