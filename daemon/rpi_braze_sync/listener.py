@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from .filequeue import FileQueue
+from .firststart import start_journal
 from .journal import SEEN, VANISHED, Journal
 from .watch import Snapshot
 from .watchrules import ExportPath
@@ -29,48 +30,56 @@ class JournalListener:
         self.queue = queue
 
     def initialize(self, snapshot: Snapshot) -> Snapshot:
-        """The very first start: what is already on the share is history, not news."""
+        """The first scan. At the very first start of the state directory, what is already on
+        the share is history, not news (firststart.py)."""
         journal, config = self.journal, self.daemon.config
+        if journal.initialized:
+            self._forget_vanished_while_down(snapshot)
+            return self._known()
+
+        def channel_of(rel: str) -> str | None:
+            export = self.daemon.export_of(rel)
+            return export.channel if export else None
+
+        history = start_journal(
+            journal,
+            snapshot,
+            dry_run=config.dry_run,
+            backfill=config.settings.watch.backfill,
+            channel_of=channel_of,
+            base=config.base_output_directory,
+        )
+        return {**self._known(), **snapshot} if history else self._known()
+
+    def _known(self) -> Snapshot:
         # A file only 'seen' before a restart is compared afresh, so it still completes.
-        known = {
+        return {
             r.rel_path: (r.size, r.mtime_ns)
-            for r in journal.latest_by_path().values()
+            for r in self.journal.latest_by_path().values()
             if r.state != SEEN
         }
-        if journal.initialized:
-            return known
-        if config.settings.watch.backfill:
-            journal.mark_initialized([])
-            log.info(
-                "first start with watch.backfill: the %d files there will be sent", len(snapshot)
-            )
-            return known
-        rows = []
-        for rel, (size, mtime) in snapshot.items():
-            export = self.daemon.export_of(rel)
-            rows.append((rel, export.channel if export else None, size, mtime))
-        journal.mark_initialized(rows)
-        log.info(
-            "first start: %d files already in %s recorded as pre-existing and not sent "
-            "(set watch.backfill: true to send them)",
-            len(rows),
-            config.base_output_directory,
-        )
-        return {**known, **snapshot}
 
-    def seen(self, rel: str, export: ExportPath, size: int, mtime_ns: int) -> None:
+    def _forget_vanished_while_down(self, snapshot: Snapshot) -> None:
+        """A file seen before a restart but gone now will never complete: say so, so that no
+        append file waits for it."""
+        for record in self.journal.latest_by_path().values():
+            if record.state == SEEN and record.rel_path not in snapshot:
+                self.journal.finish(record.id, VANISHED, "deleted before it was complete")
+
+    def seen(self, rel: str, export: ExportPath, size: int, mtime_ns: int, at: float) -> None:
         if self.journal.seen_id(rel) is None:
-            self.journal.record_seen(rel, export.channel, size, mtime_ns)
+            self.journal.record_seen(rel, export.channel, size, mtime_ns, at)
 
     def gone(self, rel: str) -> None:
         file_id = self.journal.seen_id(rel)
         if file_id is not None:
             self.journal.finish(file_id, VANISHED, "deleted before it was complete")
 
-    def complete(self, rel: str, export: ExportPath, size: int, mtime_ns: int) -> None:
+    def complete(self, rel: str, export: ExportPath, size: int, mtime_ns: int, at: float) -> None:
         call = self.daemon.rpi_call_for(export)
         body = orjson.dumps(dict(call.fields)).decode() if call else None
-        self.queue.put(self.journal.record_complete(rel, export.channel, size, mtime_ns, body))
+        record = self.journal.record_complete(rel, export.channel, size, mtime_ns, body, at)
+        self.queue.put(record)
 
     def fast_settle_s(self, export: ExportPath) -> float | None:
         if self.daemon.rpi_call_for(export) is None:

@@ -44,13 +44,17 @@ class WatchListener(Protocol):
         """First successful scan; returns the versions already handled (the journal's)."""
         ...
 
-    def seen(self, rel: str, export: ExportPath, size: int, mtime_ns: int) -> None: ...
+    def seen(self, rel: str, export: ExportPath, size: int, mtime_ns: int, at: float) -> None:
+        """A new file. `at` (wall clock) is shared by every file found in one scan."""
+        ...
 
     def gone(self, rel: str) -> None:
         """A file seen but not yet complete disappeared."""
         ...
 
-    def complete(self, rel: str, export: ExportPath, size: int, mtime_ns: int) -> None: ...
+    def complete(self, rel: str, export: ExportPath, size: int, mtime_ns: int, at: float) -> None:
+        """A file is complete. `at` (wall clock) is shared by every file complete at once."""
+        ...
 
     def scanned(self, snapshot: Snapshot) -> None: ...
 
@@ -205,7 +209,7 @@ class Watcher:
 
     # --- scanning ------------------------------------------------------------------------
 
-    def _consider(self, rel: str, size: int, mtime_ns: int, now: float) -> None:
+    def _consider(self, rel: str, size: int, mtime_ns: int, now: float, found_at: float) -> None:
         if self.known.get(rel) == (size, mtime_ns):
             return
         where = classify_path(rel, self._pattern, self.channels)
@@ -223,7 +227,7 @@ class Watcher:
         first_sight = rel not in self._tracker
         self._tracker.observe(rel, size, mtime_ns, now)
         if first_sight:
-            self.listener.seen(rel, where, size, mtime_ns)
+            self.listener.seen(rel, where, size, mtime_ns, found_at)
         fast = self.listener.fast_settle_s(where)
         if fast is not None:
             self._tracker.shorten(rel, fast, now)
@@ -246,9 +250,9 @@ class Watcher:
             self.known = self.listener.initialize(snapshot)
             self._initialized = True  # ready from here: what is on the share is known
         self.listener.scanned(snapshot)
-        now = time.monotonic()
+        now, found_at = time.monotonic(), time.time()
         for rel, (size, mtime) in snapshot.items():
-            self._consider(rel, size, mtime, now)
+            self._consider(rel, size, mtime, now, found_at)
         return True
 
     async def _recheck(self) -> None:
@@ -261,19 +265,19 @@ class Watcher:
         if not paths:
             return
         stats = await asyncio.to_thread(lambda: {p: stat_file(self.base / p) for p in paths})
-        now = time.monotonic()
+        now, found_at = time.monotonic(), time.time()
         for rel, stat in stats.items():
             if stat is None:
                 if rel in self._tracker:
                     self._tracker.forget(rel)
                     self.listener.gone(rel)
             else:
-                self._consider(rel, stat[0], stat[1], now)
+                self._consider(rel, stat[0], stat[1], now, found_at)
         for rel, size, mtime in self._tracker.due(now):
             where = classify_path(rel, self._pattern, self.channels)
             if isinstance(where, ExportPath):
                 self.known[rel] = (size, mtime)
-                self.listener.complete(rel, where, size, mtime)
+                self.listener.complete(rel, where, size, mtime, found_at)
 
     @property
     def initialized(self) -> bool:

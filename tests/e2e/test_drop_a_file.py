@@ -190,10 +190,19 @@ async def test_backfill_sends_existing_files(daemon: DaemonProcess, fake_braze: 
     assert fake_braze.objects()[0]["first_name"] == "Old"
 
 
-async def test_dry_run_writes_the_outbox_and_its_own_journal(
-    daemon: DaemonProcess, fake_braze: FakeBraze
+@pytest.mark.parametrize("how", ["--dry-run", "braze.dry_run"])
+async def test_a_dry_run_then_a_live_run_on_the_same_state_directory(
+    daemon: DaemonProcess, fake_braze: FakeBraze, how: str
 ) -> None:
-    await daemon.start("--dry-run")
+    """The promised flow: try the share in dry run, read the outbox, go live: the files the
+    dry run processed are sent; what was there before the very first start still is not."""
+    old = daemon.export_path(UPSERT, "Old Offer", "wf-1", "old.txt")
+    old.write_text("external_id,first_name\nold1,Old\n")
+    if how == "--dry-run":
+        await daemon.start("--dry-run")
+    else:
+        daemon.settings["braze"]["dry_run"] = True
+        await daemon.start()
     export = daemon.export_path(APPEND, "Offer", "wf-9", "RPI_Export_9.txt")
     export.write_text("external_id|output_name\nu1|Audience A\n")
     outbox = daemon.state / "outbox" / APPEND / "Offer" / "wf-9" / "RPI_Export_9.txt.jsonl"
@@ -205,11 +214,18 @@ async def test_dry_run_writes_the_outbox_and_its_own_journal(
         '"rpi_offers":{"add":["Offer"]},"_update_existing_only":true}]}\n'
     )
     assert fake_braze.requests == []
-    # A later live run sends the same file: the dry run kept its own journal.
-    daemon.settings["watch"]["backfill"] = True
+    assert not (daemon.state / "journal.sqlite").exists()
+
+    daemon.settings["braze"]["dry_run"] = False
     await daemon.start()
     await wait_until(lambda: len(fake_braze.objects()) == 1, what="the live send")
+    await asyncio.sleep(2.5)  # longer than the settle time: the old file would have gone
     assert await daemon.stop() == 0
+    assert fake_braze.users() == ["u1"]
+    assert (
+        "first live run on this state directory (a dry run used it first): the 1 files there "
+        "before the dry run's first start stay unsent; the 1 others there now" in daemon.log_text()
+    )
 
 
 async def test_a_broken_config_stops_start_up_with_status_78(daemon: DaemonProcess) -> None:
