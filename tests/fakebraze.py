@@ -3,7 +3,11 @@
 It records every request, enforces its own sliding-window rate limit (answering 429 like
 Braze), notices two concurrent requests that touch one user, and can be scripted: a queue of
 canned answers (429 in both header styles, HTML 5xx, resets, stalls, 401) and per-user minor
-errors. Run it alone with `python tests/fakebraze.py --port N [--latency-ms 100]`.
+errors. Like Braze, it ignores an update-only object for a user it does not have (and counts
+it). With `workers` it slows under load as a real service does: each request waits its
+latency, then for one of a fixed number of workers, which takes `service_s` to process it, so
+extra concurrency only queues. Run it alone with
+`python tests/fakebraze.py --port N [--latency-ms 100]`.
 """
 
 from __future__ import annotations
@@ -63,11 +67,21 @@ class FakeBraze:
         latency_s: float = 0.0,
         max_objects: int = 75,
         api_key: str = API_KEY,
+        workers: int | None = None,
+        service_s: float = 0.0,
     ) -> None:
         self.api_key = api_key
         self.rate_limit = rate_limit
         self.latency_s = latency_s
         self.max_objects = max_objects
+        self.service_s = service_s
+        self._workers = asyncio.Semaphore(workers) if workers else None
+        self.profiles: set[str] = set()  # users created by an upsert object
+        self.ignored_updates: list[str] = []  # update-only objects for users it did not have
+        # Requests and rows between their arrival and their answer, now and at the most.
+        self.in_flight_requests = self.in_flight_rows = 0
+        self.peak_requests = self.peak_rows = 0
+        self.arrived_rows = 0  # rows of every request read, answered or not
         self.script: collections.deque[Scripted] = collections.deque()
         self.minor_errors: dict[str, str] = {}  # external_id -> error type (201 with errors)
         self.invalid_users: set[str] = set()  # a request holding one of these gets a plain 400
@@ -81,6 +95,11 @@ class FakeBraze:
         self.on_request: Callable[[dict[str, Any]], None] | None = None
         self.runner: web.AppRunner | None = None
         self.url = ""
+
+    def slow_under_load(self, workers: int, service_s: float) -> None:
+        """From now on, requests wait for one of `workers`, each taking `service_s`."""
+        self._workers = asyncio.Semaphore(workers)
+        self.service_s = service_s
 
     # --- what it received ----------------------------------------------------------------
 
@@ -145,11 +164,21 @@ class FakeBraze:
         if clash:
             self.overlaps.append(clash)
         self._in_flight.update(users)
+        self.in_flight_requests += 1
+        self.in_flight_rows += len(objects)
+        self.arrived_rows += len(objects)
+        self.peak_requests = max(self.peak_requests, self.in_flight_requests)
+        self.peak_rows = max(self.peak_rows, self.in_flight_rows)
         try:
             if self.latency_s:
                 await asyncio.sleep(self.latency_s)
+            if self._workers is not None:
+                async with self._workers:
+                    await asyncio.sleep(self.service_s)
         finally:
             self._in_flight.subtract(users)
+            self.in_flight_requests -= 1
+            self.in_flight_rows -= len(objects)
         errors = [
             {"type": self.minor_errors[o["external_id"]], "input_array": "attributes", "index": i}
             for i, o in enumerate(objects)
@@ -159,6 +188,15 @@ class FakeBraze:
             reply = {"message": VALID_DATA_MESSAGE, "errors": errors}
             return self._answer(400, orjson.dumps(reply))
         self.requests.append(body)
+        refused = {error["index"] for error in errors}
+        for index, obj in enumerate(objects):
+            user = obj.get("external_id")
+            if index in refused:
+                continue
+            if not obj.get("_update_existing_only"):
+                self.profiles.add(user)
+            elif user not in self.profiles:
+                self.ignored_updates.append(user)  # Braze's answer is still a 201
         if self.on_request is not None:
             self.on_request(body)
         reply: dict[str, Any] = {"message": "success", "attributes_processed": len(objects)}

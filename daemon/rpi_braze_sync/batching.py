@@ -8,8 +8,9 @@ user's later rows wait, in file order, behind it.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
@@ -143,23 +144,71 @@ def split_batch(items: list[Item]) -> tuple[list[Item], list[Item]]:
     return items[:half], items[half:]
 
 
-class Progress:
-    """Acknowledgements arrive out of order; the checkpoint is the contiguous settled prefix."""
+Range = tuple[int, int]  # record indexes [start, end)
 
-    def __init__(self, start_index: int = 0) -> None:
+
+class Progress:
+    """Acknowledgements arrive out of order. The checkpoint is the contiguous settled prefix;
+    the records settled beyond it are kept as a compact set of ranges, so that a restart can
+    skip exactly those (then only the rows in flight at a crash are sent twice)."""
+
+    def __init__(self, start_index: int = 0, ahead: Iterable[Range] = ()) -> None:
         self.checkpoint = start_index  # every record before this index is settled
-        self._settled_ahead: set[int] = set()
+        self._starts: list[int] = []  # disjoint, non-adjacent ranges beyond the checkpoint
+        self._ends: list[int] = []
+        for start, end in ahead:
+            self.settle_range(start, end)
 
     def settle(self, index: int) -> None:
-        if index == self.checkpoint:
-            self.checkpoint += 1
-            ahead = self._settled_ahead
-            while self.checkpoint in ahead:
-                ahead.remove(self.checkpoint)
-                self.checkpoint += 1
-        elif index > self.checkpoint:
-            self._settled_ahead.add(index)
+        self.settle_range(index, index + 1)
+
+    def settle_all(self, indexes: Iterable[int]) -> None:
+        """One request's records: mostly consecutive, so settled a run at a time."""
+        run_start = run_end = -1
+        for index in indexes:
+            if index == run_end:
+                run_end += 1
+                continue
+            if run_end > run_start:
+                self.settle_range(run_start, run_end)
+            run_start, run_end = index, index + 1
+        if run_end > run_start:
+            self.settle_range(run_start, run_end)
+
+    def settle_range(self, start: int, end: int) -> None:
+        start = max(start, self.checkpoint)
+        if end <= start:
+            return  # settled before
+        starts, ends = self._starts, self._ends
+        first = bisect_left(ends, start)  # ranges that overlap or touch [start, end)
+        last = bisect_right(starts, end)
+        if first < last:
+            start, end = min(start, starts[first]), max(end, ends[last - 1])
+        starts[first:last], ends[first:last] = [start], [end]
+        if starts[0] == self.checkpoint:
+            self.checkpoint = ends[0]
+            del starts[0], ends[0]
+
+    @property
+    def ahead(self) -> list[Range]:
+        """The settled ranges beyond the checkpoint, in order."""
+        return list(zip(self._starts, self._ends, strict=True))
 
     @property
     def outstanding_ahead(self) -> int:
-        return len(self._settled_ahead)
+        """Records settled beyond the checkpoint."""
+        return sum(self._ends) - sum(self._starts)
+
+
+def keep_unsettled(first_index: int, count: int, settled: Sequence[Range]) -> list[int] | None:
+    """Positions in a run of `count` records from `first_index` that no settled range holds;
+    None when none does (the usual case: keep them all)."""
+    last = first_index + count
+    overlapping = [(s, e) for s, e in settled if s < last and e > first_index]
+    if not overlapping:
+        return None
+    keep = [True] * count
+    for start, end in overlapping:
+        lo, hi = max(start, first_index) - first_index, min(end, last) - first_index
+        keep[lo:hi] = [False] * (hi - lo)
+    return [position for position, kept in enumerate(keep) if kept]

@@ -1,13 +1,15 @@
-"""Deliver batches to Braze: one shared rate limiter, derived concurrency, retries, triage.
+"""Deliver batches to Braze: one shared rate limiter, a concurrency limit, retries, triage.
 
-The Sender owns every request task. Items come in from file jobs; each item is settled
-exactly once, back to its job, as sent or rejected with a reason. Nothing else ends an item:
-a 429, a 5xx, a timeout or a refused key only delays it.
+The Sender owns every request task and every batch waiting to be sent again. Items come in
+from file jobs; each item is settled exactly once, back to its job, as sent or rejected with
+a reason. Nothing else ends an item: a 429, a 5xx, a timeout or a refused key only delays it.
+How many requests may be in flight follows what Braze delivers (concurrency.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import time
@@ -17,8 +19,9 @@ from typing import Protocol
 
 from .batching import Item, Planner, build_body, split_batch
 from .braze import Action, Reply, Transport, TransportError, classify
+from .concurrency import ConcurrencyLimit, Sent
 from .metrics import Metrics
-from .ratelimit import SlidingWindow, backoff_s, concurrency_for, exhausted_wait_s, retry_after_s
+from .ratelimit import SlidingWindow, backoff_s, exhausted_wait_s, retry_after_s
 from .settings import BrazeSettings
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,7 @@ RETRY_BASE_S = 0.5
 # and 100 ms, about 7,500 rows are in flight; the bound leaves room for 200 ms answers.
 MAX_QUEUED_ROWS = 10_000
 MAX_IN_FLIGHT_ROWS = 15_000
+MIN_CONCURRENCY = 4
 
 
 class Job(Protocol):
@@ -58,17 +62,19 @@ class Sender:
         self.limiter = SlidingWindow(settings.rate_limit.requests, settings.rate_limit.seconds)
         self._clock, self._wall, self._rand = clock, wall_clock, rand
         self._resend: deque[tuple[list[Item], int]] = deque()  # batches that go before new ones
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._outstanding = 0  # requests in flight or waiting to be retried
+        self._tasks: set[asyncio.Task[None]] = set()  # requests on the wire
+        self._backing_off: dict[int, asyncio.TimerHandle] = {}  # batches waiting to be retried
+        self._retry_keys = itertools.count()
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
-        self._latency_s = 0.1
+        self.limit = ConcurrencyLimit(MIN_CONCURRENCY, self._ceiling(), rate_cap_per_s=self._rate())
+        self._shown_limit = self.limit.limit  # what the concurrency_limit gauge says
+        metrics.concurrency_limit.set(self._shown_limit)
         self._dispatching = True
         self.auth_failing = False
         self.auth_message = ""
         self._failing_since: float | None = None
-        self.rate_per_s = settings.rate_limit.requests / settings.rate_limit.seconds
 
     def apply(self, settings: BrazeSettings) -> None:
         """A reloaded configuration: limits and timings apply to the next requests."""
@@ -76,7 +82,8 @@ class Sender:
         self.planner.batch_size = min(settings.batch_size, self._braze_batch_cap)
         self.limiter.limit = settings.rate_limit.requests
         self.limiter.window_s = settings.rate_limit.seconds
-        self.rate_per_s = settings.rate_limit.requests / settings.rate_limit.seconds
+        self.limit.set_bounds(MIN_CONCURRENCY, self._ceiling())
+        self.limit.rate_cap_per_s = self._rate()
         self._wake.set()
 
     # --- intake --------------------------------------------------------------------------
@@ -115,14 +122,28 @@ class Sender:
         if len(self.planner) < self.high_water:
             self._room.set()
 
+    def _rate(self) -> float:
+        return self.settings.rate_limit.requests / self.settings.rate_limit.seconds
+
+    def _ceiling(self) -> int:
+        # Rows in flight are rows in memory too: bound them as well as the requests.
+        per_request = max(1, self.planner.batch_size)
+        return min(self.settings.max_in_flight, max(4, MAX_IN_FLIGHT_ROWS // per_request))
+
     def concurrency(self) -> int:
         if self.auth_failing:
             return 1  # one probe at a time until the key or URL works again
-        # Rows in flight are rows in memory too: bound them as well as the requests.
-        ceiling = min(
-            self.settings.max_in_flight, max(4, MAX_IN_FLIGHT_ROWS // self.planner.batch_size)
-        )
-        return concurrency_for(self.rate_per_s, self._latency_s, 4, ceiling)
+        limit = self.limit.current(self._clock())
+        if limit != self._shown_limit:
+            self._shown_limit = limit
+            self.metrics.concurrency_limit.set(limit)
+        return limit
+
+    @property
+    def outstanding(self) -> int:
+        """Requests on the wire, and batches waiting to be retried (they hold a place: during
+        an outage, new batches must not pile up behind the failing ones)."""
+        return len(self._tasks) + len(self._backing_off)
 
     def failing_for_s(self) -> float:
         """How long Braze has answered only with errors or not at all (0 when it answers)."""
@@ -133,17 +154,22 @@ class Sender:
     async def run(self) -> None:
         """Start requests as the rate limit and the concurrency allow; runs until cancelled."""
         while True:
-            if (
-                not self._dispatching
-                or self._outstanding >= self.concurrency()
-                or not (self._resend or self.planner.has_ready)
-            ):
+            work = bool(self._resend or self.planner.has_ready)
+            if not self._dispatching or not work or self.outstanding >= self.concurrency():
+                if (
+                    self._dispatching
+                    and work
+                    and not self.auth_failing
+                    and self.limiter.delay(self._clock()) == 0
+                ):
+                    self.limit.held_back(self._clock())  # Braze's pace, not ours, decides now
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             now = self._clock()
             delay = self.limiter.delay(now)
             if delay > 0:
+                self.limit.rate_limited(now)
                 source = "braze" if self.limiter.blocked_until > now else "local"
                 self.metrics.rate_limit_waits.labels(source).inc()
                 self._wake.clear()
@@ -158,18 +184,21 @@ class Sender:
                 batch, attempt = self.planner.next_batch(), 0
                 self._update_room()
             self.limiter.record(now)
-            self._outstanding += 1
-            self.metrics.in_flight.set(self._outstanding)
-            task = asyncio.create_task(self._send(batch, attempt))
+            task = asyncio.create_task(self._send(batch, attempt, self.limit.started(now)))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._tasks.discard)  # (also if cancelled before it ran)
+            self.metrics.in_flight.set(len(self._tasks))
 
     def stop_dispatching(self) -> None:
         self._dispatching = False
 
     async def drain(self, grace_s: float) -> bool:
-        """Let requests in flight finish for up to `grace_s`, then cancel the rest."""
+        """Let requests on the wire finish for up to `grace_s`, then cancel the rest. Batches
+        waiting to be retried are not waited for: they stay unsettled, sent after a restart."""
         self.stop_dispatching()
+        for handle in self._backing_off.values():
+            handle.cancel()
+        self._backing_off.clear()
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
             for task in pending:
@@ -181,15 +210,16 @@ class Sender:
 
     # --- one request ---------------------------------------------------------------------
 
-    async def _send(self, batch: list[Item], attempt: int) -> None:
+    async def _send(self, batch: list[Item], attempt: int, note: Sent) -> None:
         try:
-            await self._attempt(batch, attempt)
+            await self._attempt(batch, attempt, note)
         finally:
-            self._outstanding -= 1
-            self.metrics.in_flight.set(self._outstanding)
+            # Off the wire before the dispatcher wakes, so it counts this place as free.
+            self._tasks.discard(asyncio.current_task())
+            self.metrics.in_flight.set(len(self._tasks))
             self._wake.set()
 
-    async def _attempt(self, batch: list[Item], attempt: int) -> None:
+    async def _attempt(self, batch: list[Item], attempt: int, note: Sent) -> None:
         body = build_body(batch)
         started = self._clock()
         try:
@@ -199,10 +229,10 @@ class Sender:
         finally:
             self.limiter.finish(self._clock())
         if isinstance(reply, TransportError):
-            self.metrics.requests.labels(reply.reason).inc()
-            # Braze may have applied it: the resend is the only source of duplicates.
-            self.metrics.possible_duplicates.inc(len(batch))
-            await self._retry_later(batch, attempt, reply.reason)
+            self.metrics.request_errors.labels(reply.error).inc()
+            if reply.reached:  # Braze may have applied it: the resend may duplicate it
+                self.metrics.possible_duplicates.inc(len(batch))
+            self._retry_later(batch, attempt, reply.error, reply.detail)
             return
         elapsed = self._clock() - started
         self.metrics.request_duration.observe(elapsed)
@@ -214,8 +244,7 @@ class Sender:
             self.metrics.auth_failing.set(0)
             log.info("Braze accepts the API key again; sending resumes")
         if action is Action.SENT:
-            self._latency_s = 0.8 * self._latency_s + 0.2 * elapsed
-            self.metrics.concurrency_limit.set(self.concurrency())
+            self.limit.answered(note, self._clock())
             self.metrics.last_success.set(self._wall())
             if self._failing_since is not None:
                 log.info("Braze answers again after %.0f s", self._clock() - self._failing_since)
@@ -252,7 +281,8 @@ class Sender:
             self.metrics.retries.labels("rate_limited").inc()
             self._resend.appendleft((batch, attempt))
         else:
-            await self._retry_later(batch, attempt, f"http_{reply.status // 100}xx")
+            reason = f"http_{reply.status // 100}xx"
+            self._retry_later(batch, attempt, reason, f"HTTP {reply.status}: {verdict.message}")
 
     def _split(self, batch: list[Item], attempt: int, action: Action, message: str) -> None:
         if len(batch) == 1:
@@ -261,6 +291,7 @@ class Sender:
             return
         if action is Action.SPLIT and len(batch) // 2 < self.planner.batch_size:
             self._braze_batch_cap = self.planner.batch_size = max(1, len(batch) // 2)
+            self.limit.set_bounds(MIN_CONCURRENCY, self._ceiling())
             log.warning(
                 "Braze refused a request as too large (%s); batch size lowered to %d for this run",
                 message,
@@ -287,13 +318,22 @@ class Sender:
         self.limiter.block(self._clock() + self.settings.auth_retry_seconds)
         self._resend.appendleft((batch, attempt))
 
-    async def _retry_later(self, batch: list[Item], attempt: int, reason: str) -> None:
+    def _retry_later(self, batch: list[Item], attempt: int, reason: str, detail: str) -> None:
+        """Send the batch again after a backoff; its users stay claimed meanwhile (no
+        reordering). It waits on a timer, not in a task: nothing of it is on the wire."""
         self.metrics.retries.labels(reason).inc()
         if self._failing_since is None:
             self._failing_since = self._clock()
             log.warning(
-                "Braze did not answer well (%s); retrying with backoff, nothing is lost", reason
+                "Braze did not answer well (%s); retrying with backoff, nothing is lost", detail
             )
         delay = backoff_s(attempt, RETRY_BASE_S, self.settings.retry_max_delay_seconds, self._rand)
-        await asyncio.sleep(delay)  # the users stay claimed meanwhile: no reordering
-        self._resend.append((batch, attempt + 1))
+        key = next(self._retry_keys)
+        self._backing_off[key] = asyncio.get_running_loop().call_later(
+            delay, self._resend_now, key, batch, attempt + 1
+        )
+
+    def _resend_now(self, key: int, batch: list[Item], attempt: int) -> None:
+        del self._backing_off[key]
+        self._resend.append((batch, attempt))
+        self._wake.set()

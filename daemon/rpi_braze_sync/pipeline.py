@@ -85,7 +85,7 @@ class FileJob:
         self.rows_total: int | None = None
         self._started_at = 0.0  # monotonic, when run() began
         self.log = export_logger(log, export.values)
-        self.progress = Progress(record.checkpoint)
+        self.progress = Progress(record.checkpoint, record.ahead)
         self.sent = record.rows_sent
         self.rejected = record.rows_rejected
         self.dropped = record.fields_dropped
@@ -108,14 +108,11 @@ class FileJob:
         self._settle([item.index])
 
     def _settle(self, indexes: list[int]) -> None:
-        """These records are done with; the checkpoint check runs once per call (a request)."""
-        before = self.progress.checkpoint
-        settle = self.progress.settle
-        for index in indexes:
-            settle(index)
-        if self.progress.checkpoint != before and not self._checkpoint_due and CHECKPOINTS:
-            # Checkpoint as soon as the settled prefix grows (once per loop turn, however many
-            # acks it brought): after a kill, only rows in flight are sent again.
+        """These records are done with (one request's, or a chunk's rejects)."""
+        self.progress.settle_all(indexes)
+        if not self._checkpoint_due and CHECKPOINTS:
+            # Checkpoint what is settled at once (once per loop turn, however many answers it
+            # brought), beyond the prefix too: after a kill, only rows in flight go again.
             self._checkpoint_due = True
             asyncio.get_running_loop().call_soon(self._checkpoint_soon)
         self._outstanding -= len(indexes)
@@ -163,6 +160,7 @@ class FileJob:
             self.channel.mapping,
             self._path_values(),
             self.progress.checkpoint,
+            tuple(self.progress.ahead),  # settled before a restart: skipped
         )
         try:
             source: ChunkSource
@@ -181,14 +179,14 @@ class FileJob:
         try:
             for warning in source.warnings:
                 self.log.warning("%s", warning)
-            resumed = (
-                f" from row {self.progress.checkpoint + 1}" if self.progress.checkpoint else ""
-            )
+            progress = self.progress
+            resumed = f" from row {progress.checkpoint + 1}" if progress.checkpoint else ""
+            if progress.outstanding_ahead:
+                resumed += f", skipping the {progress.outstanding_ahead} rows settled after it"
             rows = f"{self.rows_total:,} rows"
             self.log.info("sending %s%s (%s mode)", rows, resumed, self.channel.settings.mode)
-            self._rejects = RejectsWriter(
-                self.rejects_root, self.source, source.header, fresh=not self.progress.checkpoint
-            )
+            fresh = not progress.checkpoint and not progress.outstanding_ahead
+            self._rejects = RejectsWriter(self.rejects_root, self.source, source.header, fresh)
             state = await self._send_all(source)
         finally:
             await source.close()
@@ -231,18 +229,19 @@ class FileJob:
         grew = inspection.size > base.size and base.sha256 == await asyncio.to_thread(
             prefix_sha256, self.path, base.size
         )
+        ahead: list[tuple[int, int]] = []
         if grew:
             self.log.warning(
                 "the file grew after %s: continuing from row %d",
                 "it was sent" if base is not record else "its send began",
                 base.checkpoint + 1,
             )
-            start = base.checkpoint
+            start, ahead = base.checkpoint, base.ahead  # the same rows: settled still
         else:
             self.log.warning("new content under a path sent before: sending it from its first row")
             start = 0
-        self.journal.restart_from(record.id, start)
-        self.progress = Progress(start)
+        self.journal.restart_from(record.id, start, ahead)
+        self.progress = Progress(start, ahead)
         self.sent = self.rejected = self.dropped = 0
         return None
 
@@ -368,9 +367,11 @@ class FileJob:
         """
         if self._rejects is not None:
             self._rejects.flush(durable)
+        progress = self.progress
         self.journal.checkpoint(
-            self.record.id, self.progress.checkpoint, self.sent, self.rejected, self.dropped
-        )
+            self.record.id, progress.checkpoint, self.sent, self.rejected, self.dropped,
+            progress.ahead,
+        )  # fmt: skip
         if self.rows_total:
             self.metrics.current_file_progress.set(min(1.0, self.settled_rows / self.rows_total))
 

@@ -98,9 +98,3 @@ def exhausted_wait_s(headers: Mapping[str, str], epoch_now: float) -> float | No
 def backoff_s(attempt: int, base_s: float, cap_s: float, random: Callable[[], float]) -> float:
     """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
     return float(random() * min(cap_s, base_s * 2.0 ** min(attempt, 30)))
-
-
-def concurrency_for(rate_per_s: float, latency_s: float, floor: int, ceiling: int) -> int:
-    """Requests that must be in flight to use the whole rate at this latency (Little's law)."""
-    needed = int(rate_per_s * latency_s * 1.5) + 1
-    return min(ceiling, max(floor, needed))

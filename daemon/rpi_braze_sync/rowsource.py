@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import orjson
 
-from .batching import Item, pack_rows
+from .batching import Item, Range, keep_unsettled, pack_rows
 from .mapping import CompiledMapping, Drop, Rejection
 from .reader import ExportReader, FileInspection
 
@@ -59,6 +59,7 @@ class SourceSpec:
     mapping: CompiledMapping  # the channel's, compiled at load (pickled as its recipe)
     path_values: dict[str, str]
     start_index: int
+    skip: tuple[Range, ...] = ()  # records settled beyond start_index before a restart
 
 
 @dataclass
@@ -107,7 +108,12 @@ class InProcessSource:
         reader.verify_source(self.spec.path, self.spec.base)
         batch = reader.take_batch(CHUNK_ROWS)
         rows, line_numbers = batch.rows, batch.line_numbers
+        at_end = len(rows) < CHUNK_ROWS
         indexes = list(range(batch.first_index, batch.first_index + len(rows)))
+        unsettled = keep_unsettled(batch.first_index, len(rows), self.spec.skip)
+        if unsettled is not None:  # settled before a restart: not sent, rejected nor counted
+            rows, line_numbers = _pick(rows, unsettled), _pick(line_numbers, unsettled)
+            indexes = _pick(indexes, unsettled)
         packed = pack_rows(rows)
         drops: list[Drop] = []
         rejected: list[RejectData] = []
@@ -142,7 +148,7 @@ class InProcessSource:
             packed,
             rejected,
             drops,
-            len(rows) < CHUNK_ROWS,
+            at_end,
             reader.progress(),
             reader.records_read,
         )

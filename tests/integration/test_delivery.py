@@ -92,6 +92,25 @@ async def test_rate_is_kept_in_every_sliding_window(fake_braze: FakeBraze) -> No
     assert sorted(fake_braze.users()) == sorted(users)
 
 
+async def test_concurrency_stays_near_what_a_braze_slowing_under_load_can_take(
+    fake_braze: FakeBraze,
+) -> None:
+    """Four workers of 5 ms behind 40 ms: 800 requests/s, 36 in flight are enough. More only
+    wait inside Braze: its answers slow down, its rate does not grow."""
+    fake_braze.latency_s = 0.04
+    fake_braze.slow_under_load(workers=4, service_s=0.005)
+    metrics = Metrics()
+    braze = settings(batch_size=10, rate_limit=RateLimitSettings(requests=1000, seconds=1.0))
+    job, _ = await deliver(fake_braze, [f"u{i}" for i in range(16000)], braze, metrics)
+    assert_each_row_once(job, 16000)
+    needed = 800 * 0.045  # the rate Braze can take x its unloaded round trip
+    # 2 x that + 2, with room for noisy rate samples (tests/unit/test_concurrency.py)
+    assert fake_braze.peak_requests <= 2.5 * needed + 2
+    gauge = metrics.registry.get_sample_value("rpi_braze_sync_concurrency_limit")
+    assert gauge is not None
+    assert 4 <= gauge <= 2.5 * needed + 2  # the limit as exported
+
+
 async def test_no_two_requests_in_flight_share_a_user_and_order_is_kept(
     fake_braze: FakeBraze,
 ) -> None:

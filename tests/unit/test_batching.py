@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from typing import Any
@@ -13,6 +14,7 @@ from rpi_braze_sync.batching import (
     Planner,
     Progress,
     build_body,
+    keep_unsettled,
     pack_cells,
     pack_rows,
     split_batch,
@@ -265,6 +267,49 @@ def test_progress_random_order_with_duplicates(seed: int) -> None:
         assert progress.outstanding_ahead == len([i for i in settled if i > expected])
     assert progress.checkpoint == start + 50
     assert progress.outstanding_ahead == 0
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_progress_keeps_exactly_the_settled_ranges_beyond_the_checkpoint(seed: int) -> None:
+    """What a restart skips is exactly what was settled: as compact ranges, in one run of
+    settle_all per request, and the same after a round trip through a new Progress."""
+    rng = random.Random(seed)
+    start = rng.randint(0, 5)
+    order = list(range(start, start + 300))
+    cuts = sorted({0, 300, *rng.sample(range(1, 300), 30)})
+    requests = [order[a:b] for a, b in itertools.pairwise(cuts)]
+    rng.shuffle(requests)
+    progress = Progress(start)
+    settled: set[int] = set()
+    for request in requests:
+        if rng.random() < 0.2:
+            rng.shuffle(request)  # mostly in order, not always
+        progress.settle_all(request)
+        settled.update(request)
+        ahead = progress.ahead
+        covered = {i for s, e in ahead for i in range(s, e)}
+        assert covered == {i for i in settled if i >= progress.checkpoint}
+        assert all(e < s2 for (_, e), (s2, _) in itertools.pairwise(ahead))  # apart
+        assert all(s > progress.checkpoint for s, _ in ahead)
+        again = Progress(progress.checkpoint, ahead)
+        assert (again.checkpoint, again.ahead) == (progress.checkpoint, ahead)
+    assert (progress.checkpoint, progress.ahead) == (start + 300, [])
+
+
+@pytest.mark.parametrize(
+    ("first", "count", "settled", "kept"),
+    [
+        (0, 5, [], None),
+        (0, 5, [(10, 20)], None),
+        (0, 5, [(1, 3)], [0, 3, 4]),
+        (10, 5, [(0, 11), (13, 14), (20, 30)], [1, 2, 4]),
+        (10, 3, [(5, 30)], []),
+    ],
+)
+def test_keep_unsettled(
+    first: int, count: int, settled: list[tuple[int, int]], kept: list[int] | None
+) -> None:
+    assert keep_unsettled(first, count, settled) == kept
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,6 @@ from multidict import CIMultiDict
 from rpi_braze_sync.ratelimit import (
     SlidingWindow,
     backoff_s,
-    concurrency_for,
     exhausted_wait_s,
     retry_after_s,
 )
@@ -226,31 +225,3 @@ def test_backoff_stays_within_bounds(seed: int) -> None:
     for attempt in range(40):
         delay = backoff_s(attempt, 0.5, 60.0, rng.random)
         assert 0.0 <= delay <= min(60.0, 0.5 * 2**attempt)
-
-
-@pytest.mark.parametrize(
-    ("rate", "latency", "floor", "ceiling", "expected"),
-    [
-        (10.0, 0.5, 1, 64, 8),  # 5 needed, 7.5 with headroom, +1
-        (1000.0, 0.25, 4, 1000, 376),
-        (1000.0, 0.25, 4, 64, 64),  # ceiling
-        (1.0, 0.5, 4, 64, 4),  # floor
-        (0.0, 1.0, 1, 10, 1),
-        (1000.0, 0.0, 2, 10, 2),
-    ],
-)
-def test_concurrency_for(
-    rate: float, latency: float, floor: int, ceiling: int, expected: int
-) -> None:
-    assert concurrency_for(rate, latency, floor, ceiling) == expected
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_concurrency_covers_littles_law_within_bounds(seed: int) -> None:
-    rng = random.Random(seed)
-    for _ in range(200):
-        rate, latency = rng.uniform(0, 2000), rng.uniform(0, 2)
-        n = concurrency_for(rate, latency, 2, 256)
-        assert 2 <= n <= 256
-        if n < 256:
-            assert n >= rate * latency  # enough in flight to use the whole rate

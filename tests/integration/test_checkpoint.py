@@ -1,0 +1,111 @@
+"""The checkpoint, in-process against the fake Braze: it only ever covers rows Braze
+acknowledged or that were rejected (through the mapping process and its read-ahead), and a
+restart skips exactly the settled rows it records, whatever their order."""
+
+from __future__ import annotations
+
+import csv
+from typing import Any
+
+import pytest
+
+from rpi_braze_sync.journal import Journal, journal_path
+from rpi_braze_sync.reader import inspect_file
+from rpi_braze_sync.settings import FormatSettings
+from tests.e2e.conftest import UPSERT, wait_until
+from tests.fakebraze import FakeBraze
+from tests.integration.test_pipeline import InProcess, daemon  # noqa: F401 - the fixture
+
+ROWS = 4000
+
+
+def user(index: int) -> str:
+    """Record `index`'s external_id; every 97th is empty (rejected when read)."""
+    return "" if index % 97 == 50 else f"u{index}"
+
+
+def export_text(rows: int) -> bytes:
+    lines = ["external_id,first_name,dob"]
+    for i in range(rows):
+        dob = "1990-02-31" if i % 31 == 7 else "1990-02-03"  # a bad date: a dropped field
+        lines.append(f"{user(i)},N{i},{dob}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.parametrize("mapping_process", [True, False], ids=["mapping-process", "in-process"])
+async def test_every_checkpoint_covers_only_rows_braze_acknowledged_or_rejected(
+    daemon: InProcess,  # noqa: F811
+    fake_braze: FakeBraze,
+    mapping_process: bool,
+) -> None:
+    fake_braze.latency_s = 0.01
+    fake_braze.slow_under_load(workers=3, service_s=0.004)
+    fake_braze.minor_errors = {f"u{i}": "invalid" for i in range(3, ROWS, 211)}
+    daemon.changes["braze"]["batch_size"] = 25
+    daemon.changes["performance"] = {"mapping_process": mapping_process}
+    await daemon.start()
+    assert daemon.daemon is not None
+    journal = daemon.daemon.journal
+    assert journal is not None
+    written: list[tuple[int, list[tuple[int, int]], set[str]]] = []
+    checkpoint = journal.checkpoint
+
+    def spy(file_id: int, at: int, *counts: Any) -> None:
+        acknowledged = set(fake_braze.users())  # answered before this line could run
+        written.append((at, list(counts[3] if len(counts) > 3 else ()), acknowledged))
+        checkpoint(file_id, at, *counts)
+
+    journal.checkpoint = spy  # type: ignore[method-assign]
+    daemon.drop("f.txt", export_text(ROWS))
+    await wait_until(daemon.finished(1), timeout_s=60, what="the file")
+    assert await daemon.stop() == 0
+    assert len(written) > 20
+    assert any(ahead for _, ahead, _ in written)  # ranges beyond the prefix were recorded
+    for at, ahead, acknowledged in written:
+        covered = [*range(at), *(i for start, end in ahead for i in range(start, end))]
+        unacknowledged = [i for i in covered if user(i) and user(i) not in acknowledged]
+        assert unacknowledged == []
+    assert written[-1][0] == ROWS
+
+
+async def test_a_restart_skips_the_rows_settled_beyond_the_checkpoint(
+    daemon: InProcess,  # noqa: F811
+    fake_braze: FakeBraze,
+) -> None:
+    """As after a kill: the journal says rows 0-99 and 150-199 are settled. Only the others
+    are sent, rejected or have their dropped fields written, and the counts add up."""
+    rows = 300
+    path = daemon.drop("f.txt", export_text(rows))
+    rel = path.relative_to(daemon.exports).as_posix()
+    inspection = inspect_file(path, FormatSettings())
+    journal = Journal(journal_path(daemon.state, dry_run=False))
+    journal.mark_initialized([])
+    stat = path.stat()
+    record = journal.record_complete(rel, UPSERT, stat.st_size, stat.st_mtime_ns)
+    journal.start(record.id, inspection.sha256, inspection.size, inspection.mtime_ns)
+    settled = [(0, 100), (150, 200)]
+    sent_before = sum(1 for s, e in settled for i in range(s, e) if user(i))
+    rejected_before = sum(1 for s, e in settled for i in range(s, e) if not user(i))
+    dropped_before = sum(1 for s, e in settled for i in range(s, e) if i % 31 == 7 and user(i))
+    journal.checkpoint(record.id, 100, sent_before, rejected_before, dropped_before, settled[1:])
+    journal.close()
+    rejects = daemon.state / "rejects" / rel
+    rejects.parent.mkdir(parents=True)
+    rejects.with_name("f.txt.dropped.csv").write_text("_line,field,value,reason\nearlier\n")
+
+    await daemon.start()
+    await wait_until(daemon.finished(1), what="the file")
+    assert await daemon.stop() == 0
+    remaining = [i for i in range(rows) if not 0 <= i < 100 and not 150 <= i < 200]
+    assert sorted(fake_braze.users()) == sorted(user(i) for i in remaining if user(i))
+    done = daemon.records()["f.txt"]
+    assert (done.state, done.checkpoint, done.ahead) == ("done", rows, [])
+    assert done.rows_sent == sum(1 for i in range(rows) if user(i))
+    assert done.rows_rejected == sum(1 for i in range(rows) if not user(i))
+    assert done.fields_dropped == sum(1 for i in range(rows) if i % 31 == 7 and user(i))
+    with rejects.with_name("f.txt.dropped.csv").open() as handle:
+        lines = [int(row[0]) - 2 for row in csv.reader(handle) if row[0].isdigit()]
+    assert lines == [i for i in remaining if i % 31 == 7 and user(i)]  # none written twice
+    with rejects.with_name("f.txt.rejects.csv").open() as handle:
+        rejected = [int(row[-2]) - 2 for row in list(csv.reader(handle))[1:]]
+    assert rejected == [i for i in remaining if not user(i)]
