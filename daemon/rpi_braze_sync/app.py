@@ -199,6 +199,7 @@ class Daemon:
             base_output_directory=old.base_output_directory,
             api_key=new.api_key if not old.dry_run else old.api_key,
         )
+        self.metrics.add_channels(self.config.channels)
         if self.queue is not None:
             self.queue.config = self.config
         if self.watcher is not None:
@@ -279,6 +280,7 @@ class Daemon:
         config = self.config
         config.state_directory.mkdir(parents=True, exist_ok=True)
         self._warn_if_network_state(config)
+        self.metrics.add_channels(config.channels)
         journal = self.journal = Journal(journal_path(config.state_directory, config.dry_run))
         self._load_rpi_calls(journal)
         transport = self._transport()

@@ -8,16 +8,20 @@ the session's default headers only: it is never formatted into a message.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Protocol
 
 import aiohttp
 import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from . import package_version
 from .config import Secret
@@ -33,11 +37,48 @@ class Reply:
 
 
 class TransportError(Exception):
-    """No answer: a timeout or a connection problem. The request may have been applied."""
+    """No answer from Braze. `error` is a bounded label (metrics.REQUEST_ERRORS);
+    `reached`: the request may have reached Braze and been applied (it was at least partly
+    written), so resending it may duplicate it; `detail` is for the log (host, never the key)."""
 
-    def __init__(self, reason: str) -> None:
-        self.reason = reason  # a bounded label for metrics: "timeout" or "connection"
-        super().__init__(reason)
+    def __init__(self, error: str, reached: bool, detail: str) -> None:
+        self.error = error
+        self.reached = reached
+        self.detail = detail
+        super().__init__(detail)
+
+
+def describe_failure(
+    exc: BaseException, host: str, timeout_s: float, reached: bool
+) -> TransportError:
+    """What went wrong, from aiohttp's or the OS's exception: refused, DNS, TLS or timeout.
+
+    Only the host is named: aiohttp's own texts are not used (they may grow to hold more)."""
+    if isinstance(exc, TimeoutError):  # (aiohttp's connection timeouts are TimeoutErrors too)
+        what = "no answer from" if reached else "no connection to"
+        return TransportError("timeout", reached, f"{what} {host} within {timeout_s:g} s")
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return TransportError("tls", reached, f"TLS with {host} failed ({_ssl_reason(exc)})")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, socket.gaierror):
+            return TransportError("dns", False, f"cannot resolve {host} (DNS)")
+        if exc.os_error.errno == errno.ECONNREFUSED:
+            return TransportError("connection", False, f"connection refused by {host}")
+        why = exc.os_error.strerror or type(exc.os_error).__name__
+        return TransportError("connection", False, f"cannot connect to {host} ({why})")
+    if reached:
+        return TransportError(
+            "connection", True, f"connection to {host} lost before an answer (reset or closed)"
+        )
+    failed = f"connection to {host} failed ({type(exc).__name__})"
+    return TransportError("connection", False, failed)
+
+
+def _ssl_reason(exc: aiohttp.ClientSSLError) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return "certificate not trusted"
+    reason = getattr(exc.os_error, "reason", None) if hasattr(exc, "os_error") else None
+    return str(reason) if reason else "handshake"
 
 
 class Transport(Protocol):
@@ -58,9 +99,15 @@ class HttpTransport:
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
         }
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._timeout_s = timeout_s
         self._pool_size = pool_size
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def host(self) -> str:
+        """host:port of the URL, for messages (the key is never in the URL)."""
+        url = URL(self.url)
+        return f"{url.host}:{url.port}"
 
     def set_endpoint(self, api_url: str, api_key: Secret) -> None:
         """A reloaded configuration (a rotated key, a corrected URL): used from the next request."""
@@ -73,29 +120,38 @@ class HttpTransport:
         if self._session is None:
             # The pool is as large as the sender's own ceiling, so it never caps concurrency.
             connector = aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=0)
+            tracing = aiohttp.TraceConfig()
+            tracing.on_request_headers_sent.append(_note_sent)
             self._session = aiohttp.ClientSession(
-                connector=connector, headers=self._headers, timeout=self._timeout
+                connector=connector,
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+                trace_configs=[tracing],
             )
         return self._session
 
     async def post(self, body: bytes, source: str) -> Reply:
         session = self._open()
+        progress = SimpleNamespace(sent=False)  # set once the request starts to go out
         try:
-            async with session.post(self.url, data=body) as response:
+            async with session.post(self.url, data=body, trace_request_ctx=progress) as response:
                 payload = await response.read()
                 return Reply(
                     response.status, CIMultiDictProxy(CIMultiDict(response.headers)), payload
                 )
-        except TimeoutError:
-            raise TransportError("timeout") from None
-        except (aiohttp.ClientError, OSError):
-            # The exception text can hold the URL but never the key; still, keep it out.
-            raise TransportError("connection") from None
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise describe_failure(exc, self.host, self._timeout_s, progress.sent) from None
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def _note_sent(
+    session: aiohttp.ClientSession, context: SimpleNamespace, params: object
+) -> None:
+    context.trace_request_ctx.sent = True
 
 
 class OutboxTransport:

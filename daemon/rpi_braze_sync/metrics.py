@@ -1,12 +1,14 @@
 """Every metric, defined once, on a registry the app builds (tests build their own).
 
 Prefix rpi_braze_sync_; units as suffixes; labels only from bounded sets (channel names come
-from the config, never from file names or users).
+from the config, never from file names or users). Every label value known in advance starts
+at 0, so that a family can be graphed and alerted on before its first event.
 """
 
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
@@ -16,6 +18,19 @@ from . import package_version
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 P = "rpi_braze_sync_"
+
+# The label values known in advance (others, such as an unexpected HTTP status, still appear
+# when they happen).
+ROW_OUTCOMES = ("sent", "rejected")
+FILE_OUTCOMES = ("done", "failed", "vanished")
+IGNORED_REASONS = ("layout", "channel")
+REQUEST_CODES = ("201", "400", "401", "403", "404", "413", "429", "500", "502", "503", "504")
+REQUEST_ERRORS = ("connection", "dns", "tls", "timeout")  # no answer (braze.TransportError)
+RETRY_REASONS = ("rate_limited", "too_large", "bisect", "auth", "http_4xx", "http_5xx",
+                 *REQUEST_ERRORS)  # fmt: skip
+WAIT_SOURCES = ("local", "braze")
+RELOAD_OUTCOMES = ("applied", "failed")
+HOOK_OUTCOMES = ("accepted", "duplicate", "invalid", "unauthorised", "unavailable")
 
 
 class Metrics:
@@ -33,7 +48,13 @@ class Metrics:
             P + "ignored_files", "Paths left alone, by reason", ["reason"], registry=r
         )
         self.requests = Counter(
-            P + "requests", "Braze requests by HTTP status code", ["code"], registry=r
+            P + "requests", "Braze requests answered, by HTTP status code", ["code"], registry=r
+        )
+        self.request_errors = Counter(
+            P + "request_errors",
+            "Braze requests without an answer: connection refused or lost, DNS, TLS, timeout",
+            ["error"],
+            registry=r,
         )
         self.request_duration = Histogram(
             P + "request_duration_seconds",
@@ -46,7 +67,8 @@ class Metrics:
         )
         self.possible_duplicates = Counter(
             P + "possible_duplicate_rows",
-            "Rows resent after a timeout or reset (Braze may have applied them already)",
+            "Rows resent after a timeout or a connection lost mid-request (Braze may have"
+            " applied them already); never after a refused connection, DNS or TLS failure",
             registry=r,
         )
         self.rate_limit_waits = Counter(
@@ -59,7 +81,9 @@ class Metrics:
             P + "in_flight_requests", "Requests sent and not yet answered", registry=r
         )
         self.concurrency_limit = Gauge(
-            P + "concurrency_limit", "Requests allowed in flight (from rate x latency)", registry=r
+            P + "concurrency_limit",
+            "Requests allowed in flight (from Braze's delivery rate x shortest round trip)",
+            registry=r,
         )
         self.backlog_files = Gauge(
             P + "backlog_files", "Complete files waiting to be sent", registry=r
@@ -101,3 +125,23 @@ class Metrics:
         self.config_last_reload_ok.set(1)
         self.share_available.set(1)
         self.build_info.labels(package_version(), platform.python_version()).set(1)
+        for family, values in (
+            (self.ignored_files, IGNORED_REASONS),
+            (self.requests, REQUEST_CODES),
+            (self.request_errors, REQUEST_ERRORS),
+            (self.retries, RETRY_REASONS),
+            (self.rate_limit_waits, WAIT_SOURCES),
+            (self.config_reloads, RELOAD_OUTCOMES),
+            (self.hook_calls, HOOK_OUTCOMES),
+        ):
+            for value in values:
+                family.labels(value)
+
+    def add_channels(self, channels: Iterable[str]) -> None:
+        """Start the per-channel series at 0 (at start, and for channels a reload adds)."""
+        for channel in channels:
+            self.fields_dropped.labels(channel)
+            for outcome in ROW_OUTCOMES:
+                self.rows.labels(channel, outcome)
+            for outcome in FILE_OUTCOMES:
+                self.files.labels(channel, outcome)

@@ -21,8 +21,18 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rpi_braze_sync.journal import DONE, FAILED, VANISHED
-from rpi_braze_sync.metrics import Metrics
+from rpi_braze_sync.metrics import (
+    FILE_OUTCOMES,
+    HOOK_OUTCOMES,
+    IGNORED_REASONS,
+    RELOAD_OUTCOMES,
+    REQUEST_CODES,
+    REQUEST_ERRORS,
+    RETRY_REASONS,
+    ROW_OUTCOMES,
+    WAIT_SOURCES,
+    Metrics,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "config" / "prometheus-alerts.yaml"
@@ -42,26 +52,17 @@ GROUPING = re.compile(
 TARGET_LABELS = {"job", "instance"}
 
 CHANNELS = ("Braze Onboarding and Upsert", "Braze Append")
-# The label values the daemon uses (pipeline.py, journal.py, delivery.py, braze.py, app.py,
-# server.py, watchrules.py).
+# The label values the daemon uses, as metrics.py starts them.
 LABEL_VALUES: dict[str, tuple[str, ...]] = {
-    "rows": ("sent", "rejected"),
-    "files": (DONE, FAILED, VANISHED),
-    "ignored_files": ("layout", "channel"),
-    "requests": ("200", "201", "400", "401", "413", "429", "500", "503", "timeout", "connection"),
-    "retries": (
-        "rate_limited",
-        "too_large",
-        "bisect",
-        "auth",
-        "http_5xx",
-        "http_4xx",
-        "timeout",
-        "connection",
-    ),
-    "rate_limit_waits": ("braze", "local"),
-    "config_reloads": ("applied", "failed"),
-    "hook_calls": ("accepted", "duplicate", "invalid", "unauthorised", "unavailable"),
+    "rows": ROW_OUTCOMES,
+    "files": FILE_OUTCOMES,
+    "ignored_files": IGNORED_REASONS,
+    "requests": REQUEST_CODES,
+    "request_errors": REQUEST_ERRORS,
+    "retries": RETRY_REASONS,
+    "rate_limit_waits": WAIT_SOURCES,
+    "config_reloads": RELOAD_OUTCOMES,
+    "hook_calls": HOOK_OUTCOMES,
 }
 
 
@@ -103,6 +104,7 @@ def scrape() -> dict[str, set[str]]:
         "files": m.files,
         "ignored_files": m.ignored_files,
         "requests": m.requests,
+        "request_errors": m.request_errors,
         "retries": m.retries,
         "rate_limit_waits": m.rate_limit_waits,
         "config_reloads": m.config_reloads,
