@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .phones import valid_as_written
 from .rowcode import ID_CHARS_ALWAYS_SHORT
 from .transforms import (
     COLUMN_PARSERS,
+    MAX_NESTED_BYTES,
     MAX_STRING_CHARS,
     SKIP,
     FieldValueError,
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 ChunkFunction = Callable[[Sequence[list[str]]], tuple[list[bytes | None], list[str]]]
 # Converts one column for a chunk, adding the rows it cannot take to the set it is given;
 # says whether every value is known to be a string (none SKIP), which saves a check.
-ColumnConverter = Callable[[Sequence[str], set[int]], tuple[list[Any], bool]]
+ColumnConverter = Callable[[Sequence[Any], set[int]], tuple[list[Any], bool]]
 # A body is the join of pieces: constant text, or one encoded text per row.
 Piece = bytes | list[bytes]
 
@@ -96,11 +98,10 @@ def _parsed(parse: Callable[[str], Any]) -> ColumnConverter:
     return convert
 
 
-def _converted(rule: ValueRule, skip_none: bool) -> ColumnConverter:
+def _converted(convert_one: Callable[[Any], Any], skip_none: bool) -> ColumnConverter:
     """The general transform (case, value maps, defaults...), one call per cell."""
-    convert_one = rule.convert
 
-    def convert(column: Sequence[str], bad: set[int]) -> tuple[list[Any], bool]:
+    def convert(column: Sequence[Any], bad: set[int]) -> tuple[list[Any], bool]:
         values: list[Any] = []
         append = values.append
         for i, raw in enumerate(column):
@@ -120,7 +121,54 @@ def _converter(rule: ValueRule, skip_none: bool = False) -> ColumnConverter:
         return _plain_text
     if rule.plain is not None:
         return _parsed(rule.plain)
-    return _converted(rule, skip_none)
+    if rule.region_index is not None:  # its column holds (phone, region) pairs: see _cells
+        in_region = rule.convert_in_region
+        assert in_region is not None
+
+        def convert_pair(pair: tuple[str, str]) -> Any:
+            return in_region(*pair)
+
+        convert_one: Callable[[Any], Any] = convert_pair
+    else:
+        convert_one = rule.convert
+    if rule.plain_phone:
+        return _phones(convert_one, rule.region_index is not None)
+    return _converted(convert_one, skip_none)
+
+
+def _phones(convert_one: Callable[[Any], Any], pairs: bool) -> ColumnConverter:
+    """Phone numbers already in E.164 and valid go as written, without a call each; the
+    others (national, spaced, invalid) through the rule's converter, one by one."""
+
+    def convert(column: Sequence[Any], bad: set[int]) -> tuple[list[Any], bool]:
+        texts = list(map(_strip, [phone for phone, _ in column] if pairs else column))
+        quick = list(map(valid_as_written, texts))
+        if all(quick):
+            return texts, True
+        values: list[Any] = []
+        for i, text in enumerate(texts):
+            if quick[i] or not text:
+                values.append(text or SKIP)
+                continue
+            try:
+                values.append(convert_one(column[i]))
+            except FieldValueError:
+                bad.add(i)
+                values.append(SKIP)
+        return values, False
+
+    return convert
+
+
+def _source(rule: ValueRule, index: int) -> int | tuple[int, int]:
+    """Where a rule's cells come from: its column, or its column and its region's."""
+    return index if rule.region_index is None else (index, rule.region_index)
+
+
+def _cells(columns: list[tuple[str, ...]], source: int | tuple[int, int]) -> Sequence[Any]:
+    if isinstance(source, int):
+        return columns[source]
+    return list(zip(columns[source[0]], columns[source[1]], strict=True))
 
 
 def _encode(prefix: bytes, values: list[Any], strings: bool, suffix: bytes) -> list[Piece]:
@@ -150,8 +198,31 @@ def _key(name: str) -> bytes:
     return b"," + _dumps(name) + b":"
 
 
-# A column's part of a body: (key, column index or None, converter or constant value, suffix).
-_Part = tuple[bytes, int | None, Any, bytes]
+# How large a nested object's part can be: (the column it comes from or None, bytes a
+# character of it can become at most, bytes besides).
+_Growth = tuple[int | None, int, int]
+
+
+def _may_exceed(growth: list[_Growth], columns: list[tuple[str, ...]]) -> bool:
+    """Whether a row of the chunk could hold a nested object over Braze's limit: a bound from
+    the longest cell of each column, so that the exact size is measured only then. (A
+    character becomes 6 bytes of JSON at most, \\u0000; 18 if a case change triples it.)"""
+    bound = 2
+    for index, per_char, besides in growth:
+        bound += besides + (per_char * max(map(len, columns[index])) if index is not None else 0)
+    return bound > MAX_NESTED_BYTES
+
+
+def _longest_constant(rule: ValueRule) -> int:
+    """The longest text a value map or default can put in place of a cell."""
+    spec: Any = rule.source
+    constants = [*(getattr(spec, "values", None) or {}).values(), getattr(spec, "default", "")]
+    return max(len(str(c)) for c in constants)
+
+
+# A column's part of a body: (key, column index (see _source) or None, converter or constant
+# value, suffix).
+_Part = tuple[bytes, int | tuple[int, int] | None, Any, bytes]
 
 
 def compile_chunk_function(mapper: RowMapper) -> ChunkFunction | None:
@@ -163,7 +234,8 @@ def compile_chunk_function(mapper: RowMapper) -> ChunkFunction | None:
     top: list[_Part] = []
     names = ["external_id"]
     for rule, index, _ in mapper.fields:
-        top.append((_key(rule.name), index, _converter(rule), b""))
+        assert index is not None
+        top.append((_key(rule.name), _source(rule, index), _converter(rule), b""))
         names.append(rule.name)
     for name, fixed in mapper.fixed.items():
         top.append((_key(name), None, fixed, b""))
@@ -172,23 +244,26 @@ def compile_chunk_function(mapper: RowMapper) -> ChunkFunction | None:
         names.append(name)
         prefix, suffix = _key(name) + b'{"' + op.encode() + b'":[', b"]}"
         if index is not None:
-            top.append((prefix, index, _converter(rule, skip_none=True), suffix))
+            top.append((prefix, _source(rule, index), _converter(rule, skip_none=True), suffix))
         elif fixed is not SKIP and fixed is not None:
             top.append((prefix, None, fixed, suffix))
-    nested: list[tuple[bytes, bool, list[_Part]]] = []
+    nested: list[tuple[bytes, bool, list[_Part], list[_Growth]]] = []
     for name, merge, inferred, explicit in mapper.nested:
         names.append(name)
         inner: list[_Part] = [
             (_key(key), index, _parsed(infer_value), b"") for key, index in inferred
         ]
+        growth: list[_Growth] = [(index, 6, len(key) + 64) for key, index in inferred]
         for key, (rule, index, fixed) in explicit:
             if index is not None:
-                inner.append((_key(key), index, _converter(rule), b""))
+                inner.append((_key(key), _source(rule, index), _converter(rule), b""))
+                growth.append((index, 18, len(key) + 64 + 18 * _longest_constant(rule)))
             elif fixed is not SKIP:
                 inner.append((_key(key), None, fixed, b""))
+                growth.append((None, 0, len(key) + 8 + len(_dumps(fixed))))
         if len({part[0] for part in inner}) < len(inner):
             return None
-        nested.append((_key(name) + b"{", merge, inner))
+        nested.append((_key(name) + b"{", merge, inner, growth))
     if len(set(names)) < len(names) or len(set(n for n, _, _ in mapper.arrays)) < len(
         mapper.arrays
     ):
@@ -207,7 +282,7 @@ def compile_chunk_function(mapper: RowMapper) -> ChunkFunction | None:
             if index is None:
                 pieces.append(key + _dumps(how) + suffix)
                 continue
-            values, strings = how(columns[index], bad)
+            values, strings = how(_cells(columns, index), bad)
             encoded = _encode(key, values, strings, suffix)
             complete = complete and len(encoded) > 1
             pieces += encoded
@@ -233,10 +308,13 @@ def compile_chunk_function(mapper: RowMapper) -> ChunkFunction | None:
         pieces: list[Piece] = [b'{"external_id":"', encode_strings(users), b'"']
         pieces += pieces_of(top, columns, bad)[0]
         merging: list[bool] | None = None  # rows that carry a nested object with merge
-        for head, merge, inner in nested:
+        for head, merge, inner, growth in nested:
             if not inner:
                 continue  # nothing in it: never sent
             inner_pieces, complete = pieces_of(inner, columns, bad)
+            if _may_exceed(growth, columns):  # the row function drops the objects over it
+                sizes = [len(t) + 1 if t else 0 for t in _joined(inner_pieces)]  # {...}
+                bad.update(i for i, size in enumerate(sizes) if size > MAX_NESTED_BYTES)
             if complete:  # in every row: spliced in, its first key without the comma
                 first = inner_pieces[0]
                 assert isinstance(first, bytes)

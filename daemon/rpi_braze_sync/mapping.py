@@ -11,16 +11,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+import orjson
+
 from .columnar import ChunkFunction, compile_chunk_function
 from .plain import detached
 from .rowcode import MAX_EXTERNAL_ID_BYTES, compile_row_function
 from .transforms import (
+    MAX_NESTED_BYTES,
     SKIP,
     TYPE_PARSERS,
     Compiled,
+    CompiledInRegion,
     FieldValueError,
     compile_value,
+    compile_value_in_region,
     infer_value,
+    nested_too_large,
 )
 
 if TYPE_CHECKING:  # the mapping process imports this module, never pydantic (plain.py)
@@ -102,6 +108,12 @@ class ValueRule:
     # loop calls the type's parser directly, without the general transform's overhead.
     plain: Callable[[str], Any] | None
     built_for: tuple[bool, bool]  # (nested, identifier): how `build` made it
+    # type phone with phone_region_column: the converter that also takes the region's cell,
+    # and that cell's column; `region_index` is its position in one file (RowMapper's copy).
+    convert_in_region: CompiledInRegion | None = None
+    region_column: str | None = None
+    plain_phone: bool = False  # type phone, nothing else done to the text
+    region_index: int | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled as its recipe (compiled closures do not pickle), its spec a plain copy."""
@@ -111,7 +123,7 @@ class ValueRule:
     def build(
         cls, name: str, spec: ValueSpec, nested: bool = False, identifier: bool = False
     ) -> ValueRule:
-        is_plain = not identifier and (
+        only_typed = not identifier and (  # nothing done to the text besides its type
             spec.trim
             and spec.empty == "skip"
             and spec.default is None
@@ -120,9 +132,13 @@ class ValueRule:
             and spec.values is None
             and spec.max_length is None
             and not spec.input_formats
+        )
+        is_plain = (
+            only_typed
             and spec.type not in ("phone",)
             and not (nested and spec.type in ("date", "time"))
         )
+        region_column = getattr(spec, "phone_region_column", None)
         return cls(
             name,
             spec,
@@ -131,6 +147,9 @@ class ValueRule:
             spec.required,
             TYPE_PARSERS[spec.type] if is_plain else None,
             (nested, identifier),
+            compile_value_in_region(spec, nested, identifier) if region_column else None,
+            region_column,
+            only_typed and spec.type == "phone",
         )
 
 
@@ -169,8 +188,9 @@ def compile_mapping(
             if source is not None and source.path is not None and source.path not in path_names:
                 allowed = ", ".join(path_names)
                 problems.append(((*at, "path"), f"{source.path!r} is not one of {allowed}"))
-        if value.column is not None:
-            used.add(normalise_column(value.column))
+        for column in (value.column, value.phone_region_column):
+            if column is not None:
+                used.add(normalise_column(column))
         if nested and (value.empty == "null"):
             problems.append(
                 (
@@ -378,6 +398,9 @@ class RowMapper:
                 if must_exist:
                     raise HeaderError(f"the {what} {source.column!r} is missing from the header")
                 return None
+            if rule.region_column is not None:  # without that column: the default region
+                region = self._positions.get(normalise_column(rule.region_column))
+                rule = replace(rule, region_index=region)
             return rule, index, None
         text = self._path_values.get(source.path, "") if source.path is not None else source.value
         text = str(text).lower() if isinstance(text, bool) else str(text)
@@ -398,6 +421,9 @@ class RowMapper:
         if plain is not None:
             text = cells[index].strip()
             return plain(text) if text else SKIP
+        if rule.region_index is not None:
+            assert rule.convert_in_region is not None
+            return rule.convert_in_region(cells[index], cells[rule.region_index])
         return rule.convert(cells[index])
 
     def plain_external_id_column(self) -> int | None:
@@ -506,6 +532,11 @@ class RowMapper:
                 if value is not SKIP:
                     obj[key] = value
             if obj:
+                size = len(orjson.dumps(obj))
+                if size > MAX_NESTED_BYTES:  # Braze would drop it silently
+                    drops = drops or []
+                    drops.append(Drop(line_no, name, "", nested_too_large(size)))
+                    continue
                 attributes[name] = obj
                 merge = merge or merge_this
         if merge:

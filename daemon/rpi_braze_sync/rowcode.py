@@ -12,7 +12,17 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .transforms import MAX_STRING_CHARS, SKIP, FieldValueError, check_length, infer_value
+import orjson
+
+from .transforms import (
+    MAX_NESTED_BYTES,
+    MAX_STRING_CHARS,
+    SKIP,
+    FieldValueError,
+    check_length,
+    infer_value,
+    nested_too_large,
+)
 
 MAX_EXTERNAL_ID_BYTES = 987
 # 4 bytes a character at most: an id this short is always within Braze's 987 bytes.
@@ -80,8 +90,12 @@ class _Writer:
             self.bad(d + 2, drop_name, reject)
             self.emit(d + 1, f"else: {store('x')}")
         else:
-            convert = self.constant(rule.convert)
-            self.emit(d, f"try: x = {convert}(cells[{index}])")
+            if rule.region_index is not None:  # a phone, and the cell naming its region
+                convert = self.constant(rule.convert_in_region)
+                call = f"{convert}(cells[{index}], cells[{rule.region_index}])"
+            else:
+                call = f"{self.constant(rule.convert)}(cells[{index}])"
+            self.emit(d, f"try: x = {call}")
             self.emit(d, "except FieldValueError as e:")
             self.emit(d + 1, f"_v = cells[{index}].strip(); _r = str(e)")
             self.bad(d + 1, drop_name, reject)
@@ -172,9 +186,14 @@ def compile_row_function(mapper: RowMapper) -> RowFunction:
 
             w.value(1, rule, index, put, f"{name}.{key}", reject)
         w.emit(1, "if o:")
-        w.emit(2, f"a[{w.constant(name)}] = o")
+        w.emit(2, "s = len(dumps(o))")
+        w.emit(2, f"if s > {MAX_NESTED_BYTES}:")  # Braze would drop it silently
+        w.emit(3, "_v = ''; _r = nested_too_large(s)")
+        w.bad(3, name, None)
+        w.emit(2, "else:")
+        w.emit(3, f"a[{w.constant(name)}] = o")
         if merge_this:
-            w.emit(2, "merge = True")
+            w.emit(3, "merge = True")
     w.emit(1, "if merge: a['_merge_objects'] = True")
     w.emit(1, f"a['_update_existing_only'] = {mapper.update_existing_only!r}")
     w.emit(1, "return Mapped(user, a, drops)")
@@ -187,6 +206,8 @@ def compile_row_function(mapper: RowMapper) -> RowFunction:
         "SKIP": SKIP,
         "FieldValueError": FieldValueError,
         "infer_value": infer_value,
+        "dumps": orjson.dumps,
+        "nested_too_large": nested_too_large,
     }
     source = "\n".join(w.lines)
     exec(compile(source, "<row function>", "exec"), namespace)  # our own text, built above

@@ -42,7 +42,10 @@ class BrazeSettings(StrictModel):
     retry_max_delay_seconds: Annotated[float, Field(gt=0)] = 60.0
     auth_retry_seconds: Annotated[float, Field(gt=0)] = 60.0
     append_delay_seconds: Annotated[float, Field(ge=0)] = Field(
-        10.0, description="pause between an upsert file and a following append file"
+        10.0,
+        description="an append file waits for the upsert files seen no later than it, then this"
+        " long after the last one sent: Braze says dependent calls are usually consistent"
+        " within 100 ms but may take up to five minutes",
     )
     max_in_flight: Annotated[int, Field(ge=1, description="upper bound on concurrent requests")] = (
         512
@@ -209,7 +212,14 @@ class ValueSpec(SourceSpec):
         None, description="strptime formats for type date or time, e.g. '%d/%m/%Y'"
     )
     phone_region: str | None = Field(
-        None, description="type phone: region of national numbers (ISO alpha-2), for E.164"
+        None,
+        description="type phone: the region (ISO alpha-2) of national numbers (without +), to"
+        " send them in E.164; with phone_region_column, for rows without a usable region",
+    )
+    phone_region_column: str | None = Field(
+        None,
+        description="type phone: a column naming each row's region, read like type country"
+        " ('France', 'FRA', 'fr'); rows where it is empty or unknown use phone_region",
     )
     max_length: Annotated[int, Field(ge=1, le=255)] | None = None
     too_long: Literal["drop", "truncate"] = "drop"
@@ -223,6 +233,8 @@ class ValueSpec(SourceSpec):
             raise ValueError("if_column_missing needs a column")
         if self.input_formats and self.type not in ("date", "time"):
             raise ValueError("input_formats needs type date or time")
+        if self.phone_region_column is not None and self.type != "phone":
+            raise ValueError("phone_region_column needs type phone")
         if self.phone_region is not None:
             if self.type != "phone":
                 raise ValueError("phone_region needs type phone")

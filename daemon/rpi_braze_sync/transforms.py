@@ -12,13 +12,27 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-import phonenumbers
 import pycountry
+
+from .phones import PhoneError, to_e164, usable_region
 
 if TYPE_CHECKING:  # the mapping process imports this module, never pydantic (plain.py)
     from .settings import FieldType, ValueSpec
 
 MAX_STRING_CHARS: Final = 255  # Braze's limit for string attributes and nested strings
+# Braze drops a nested object over 100 KB silently. Whether its KB is 1,000 or 1,024 bytes is
+# not said: the lower bound, so that nothing Braze would drop goes unrecorded.
+MAX_NESTED_BYTES: Final = 100_000
+
+
+def nested_too_large(size: int) -> str:
+    """The reason recorded for a nested object left out of its row."""
+    return (
+        f"the object is {size} bytes as JSON, over Braze's 100 KB limit for a nested object"
+        " (Braze would drop it silently); the rest of the row was sent"
+    )
+
+
 _WHOLE = r"-?(?:0|[1-9][0-9]{0,14})"
 _WHOLE_NUMBER = re.compile(_WHOLE)
 _NUMBER = re.compile(_WHOLE + r"(\.[0-9]+)?")
@@ -131,18 +145,38 @@ def parse_country(value: str) -> str:
 
 
 def phone_parser(region: str | None) -> Callable[[str], str]:
+    """E.164 (phones.py); national numbers are read as numbers of `region`."""
+
     def parse_phone(value: str) -> str:
         try:
-            number = phonenumbers.parse(value, region)
-        except phonenumbers.NumberParseException:
-            national = not value.startswith("+")
-            hint = " (set phone_region for national numbers)" if national and not region else ""
-            raise FieldValueError("not a phone number" + hint) from None
-        if not phonenumbers.is_valid_number(number):
-            raise FieldValueError("not a valid phone number")
-        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+            return to_e164(value, region)
+        except PhoneError as exc:
+            raise FieldValueError(str(exc)) from None
 
     return parse_phone
+
+
+def phone_in_region_parser(default_region: str | None) -> Callable[[str, str], str]:
+    """E.164, national numbers read in the region another cell names ("France", "FRA", "fr"),
+    or in `default_region` when that cell is empty or names no usable region."""
+    cache: dict[str, str | None] = {}
+
+    def region_of(text: str) -> str | None:
+        region = cache.get(text, "")
+        if region == "":
+            code = _COUNTRIES.get(text.strip().lower())
+            region = code if code is not None and usable_region(code) else default_region
+            if len(cache) < 1024:
+                cache[text] = region
+        return region
+
+    def parse_phone_in_region(value: str, region_text: str) -> str:
+        try:
+            return to_e164(value, region_of(region_text))
+        except PhoneError as exc:
+            raise FieldValueError(str(exc)) from None
+
+    return parse_phone_in_region
 
 
 def formats_parser(formats: list[str], as_time: bool) -> Callable[[str], str]:
@@ -237,6 +271,19 @@ COLUMN_PARSERS: dict[Callable[[str], Any], Callable[[list[str]], list[Any] | Non
 
 
 Compiled = Callable[[str], Any]
+CompiledInRegion = Callable[[str, str], Any]  # a phone and the cell naming its region
+
+
+class _Done:
+    """What a value became before its type applied (SKIP, null, or a mapped non-text)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+_SKIPPED, _NULLED = _Done(SKIP), _Done(None)
 
 
 def _text(value: str) -> str:
@@ -256,6 +303,33 @@ def compile_value(spec: ValueSpec, nested: bool = False, identifier: bool = Fals
         parse = formats_parser(spec.input_formats, as_time=spec.type == "time")
     else:
         parse = TYPE_PARSERS[spec.type]
+    prepare, finish = _steps(spec, nested, identifier)
+
+    def compiled(raw: str) -> Any:
+        text = prepare(raw)
+        return text.value if type(text) is _Done else finish(parse(text))
+
+    return compiled
+
+
+def compile_value_in_region(
+    spec: ValueSpec, nested: bool = False, identifier: bool = False
+) -> CompiledInRegion:
+    """compile_value for a phone whose region another cell names (phone_region_column)."""
+    parse = phone_in_region_parser(spec.phone_region)
+    prepare, finish = _steps(spec, nested, identifier)
+
+    def compiled_in_region(raw: str, region_text: str) -> Any:
+        text = prepare(raw)
+        return text.value if type(text) is _Done else finish(parse(text, region_text))
+
+    return compiled_in_region
+
+
+def _steps(
+    spec: ValueSpec, nested: bool, identifier: bool
+) -> tuple[Callable[[str], Any], Callable[[Any], Any]]:
+    """The steps before the type (to the text to parse, or _Done) and after it."""
     wrap_time = nested and spec.type in ("date", "time")
     trim, case, mapped = spec.trim, spec.case, spec.values
     default = None if spec.default is None else str(spec.default)
@@ -263,7 +337,7 @@ def compile_value(spec: ValueSpec, nested: bool = False, identifier: bool = Fals
     limit = spec.max_length or (None if identifier else MAX_STRING_CHARS)
     truncate = spec.too_long == "truncate"
 
-    def compiled(raw: str) -> Any:
+    def prepare(raw: str) -> str | _Done:
         text = raw.strip() if trim else raw
         if not text:
             if default is not None:
@@ -271,7 +345,7 @@ def compile_value(spec: ValueSpec, nested: bool = False, identifier: bool = Fals
             elif required:
                 raise FieldValueError("required and empty")
             else:
-                return None if empty_null else SKIP
+                return _NULLED if empty_null else _SKIPPED
         if case == "lower":
             text = text.lower()
         elif case == "upper":
@@ -279,13 +353,15 @@ def compile_value(spec: ValueSpec, nested: bool = False, identifier: bool = Fals
         if mapped is not None and text in mapped:
             value = mapped[text]
             if not isinstance(value, str):
-                return value
+                return _Done(value)
             text = value
-        value = parse(text)
+        return text
+
+    def finish(value: Any) -> Any:
         if limit is not None and isinstance(value, str) and len(value) > limit:
             if not truncate:
                 raise FieldValueError(f"longer than {limit} characters ({len(value)})")
             value = value[:limit]
         return {"$time": value} if wrap_time else value
 
-    return compiled
+    return prepare, finish

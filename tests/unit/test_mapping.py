@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from rpi_braze_sync import transforms as tf
@@ -135,7 +136,7 @@ ROW = {
 EXPECTED: dict[str, Any] = {
     "external_id": "user-1", "first_name": "Ann", "last_name": "Lee", "email": "ann@example.com",
     "country": "FR", "dob": "1990-05-17", "gender": "F", "home_city": "Lyon",
-    "phone": "+33 6 12 34 56 78",
+    "phone": "+33612345678",
     "rpi_audience_outputs": {"add": ["Spring Audience"]},
     "rpi_offers": {"add": ["Spring Offer"]},
     "rpi_contact_ids": {"add": ["1001"]},
@@ -189,6 +190,77 @@ def test_bad_field_is_dropped_and_row_still_sent(
     result = bind(channels, HEADER).map_row(cells(**{column: value}), 7)
     expected = {k: v for k, v in EXPECTED.items() if k != column}
     assert result == Mapped("user-1", expected, [Drop(7, column, value, reason)])
+
+
+@pytest.mark.parametrize(
+    ("phone", "country", "sent"),
+    [
+        ("+33 6 12 34 56 78", "France", "+33612345678"),
+        ("06 12 34 56 78", "France", "+33612345678"),  # national: the row's country's
+        ("0612345678", "fr", "+33612345678"),
+        ("06 12 34 56 78", "FRA", "+33612345678"),
+        ("(202) 555-0143", "", "+12025550143"),  # no country: phone_region (US)
+        ("2025550143", "Atlantis", "+12025550143"),  # no usable country: phone_region too
+        ("+1 202 555 0143", "France", "+12025550143"),  # international: whatever the country
+        ("020 7946 0018", "United Kingdom", "+442079460018"),
+    ],
+)
+def test_phone_is_sent_in_e164_read_in_the_rows_country(
+    channels: dict[str, Any], phone: str, country: str, sent: str
+) -> None:
+    result = bind(channels, HEADER).map_row(cells(phone=phone, country=country), 7)
+    assert isinstance(result, Mapped)
+    assert result.attributes["phone"] == sent
+
+
+@pytest.mark.parametrize(
+    ("phone", "country", "reason"),
+    [
+        ("2025550143", "France", "not a valid phone number"),  # a US number, read as French
+        ("call me", "France", "not a phone number"),
+        ("+999 123", "", "not a phone number"),
+    ],
+)
+def test_a_phone_that_cannot_be_read_is_dropped_and_the_row_sent(
+    channels: dict[str, Any], phone: str, country: str, reason: str
+) -> None:
+    result = bind(channels, HEADER).map_row(cells(phone=phone, country=country), 7)
+    assert isinstance(result, Mapped)
+    assert "phone" not in result.attributes
+    assert result.attributes["first_name"] == "Ann"
+    assert result.drops is not None
+    assert Drop(7, "phone", phone, reason) in result.drops
+
+
+def test_a_nested_object_over_100_kb_is_dropped_with_its_size_and_the_row_sent(
+    channels: dict[str, Any],
+) -> None:
+    extra = [f"column_{i:03d}" for i in range(420)]
+    header = [*HEADER, *extra]
+    mapper = bind(channels, header)
+    big = cells() + ["x" * 250] * len(extra)  # about 110 KB of JSON in rpi_cdp_attributes
+    small = cells() + ["y"] * len(extra)
+    over, under = mapper.map_row(big, 7), mapper.map_row(small, 8)
+    assert isinstance(over, Mapped)
+    assert isinstance(under, Mapped)
+    assert "rpi_cdp_attributes" not in over.attributes
+    assert "_merge_objects" not in over.attributes  # no nested object left to merge
+    assert over.attributes["first_name"] == "Ann"
+    assert over.drops is not None
+    (drop,) = [d for d in over.drops if d.field == "rpi_cdp_attributes"]
+    expected_size = len(orjson.dumps({
+        **EXPECTED["rpi_cdp_attributes"], **dict.fromkeys(extra, "x" * 250)
+    }))  # fmt: skip
+    assert expected_size > 100_000
+    assert drop.reason.startswith(
+        f"the object is {expected_size} bytes as JSON, over Braze's 100 KB"
+    )
+    assert len(orjson.dumps(under.attributes["rpi_cdp_attributes"])) < 100_000
+    assert over == mapper.map_row_generic(big, 7)  # the compiled row function agrees
+    assert mapper.map_chunk is not None
+    bodies, _ = mapper.map_chunk([big, small])
+    assert bodies[0] is None  # column-wise, the big row is left to the row function
+    assert bodies[1] == orjson.dumps(under.attributes)
 
 
 def test_several_drops_in_one_row(channels: dict[str, Any]) -> None:

@@ -389,9 +389,16 @@ phones = st.one_of(
             "+999 1",
             "phone",
             "1" * 300,
+            "+33123456789",  # E.164 already: sent as written, column-wise too
+            "+12025550143",
+            "+4915123456789",
+            "+3312345678",  # a digit short
+            "+330123456789",  # a national prefix after the country code
+            "+１２０２５５５０１４３",  # not ASCII digits
         ]
     ),
     st.from_regex(r"\+?[0-9 ().-]{1,25}", fullmatch=True),
+    st.from_regex(r"\+[1-9][0-9]{6,14}", fullmatch=True),
 )
 countries = st.sampled_from(
     ["France", "fr", "FRA", "Germany", "united states", "Côte d'Ivoire", "Narnia", "XX", "  gb "]
@@ -718,7 +725,7 @@ def test_shipped_mapping_good_row() -> None:
             "dob": "1815-12-10",
             "gender": "F",
             "home_city": "London",
-            "phone": "+44 20 7946 0958",
+            "phone": "+442079460958",
             "rpi_audience_outputs": {"add": ["Audience A"]},
             "rpi_offers": {"add": ["Spring"]},
             "rpi_contact_ids": {"add": ["77"]},
