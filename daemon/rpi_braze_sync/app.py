@@ -47,6 +47,9 @@ RESTART_ONLY = (
 )  # fmt: skip
 CONFIG_POLL_S = 2.0
 UNREACHABLE_AFTER_S = 60.0  # retries through shorter blips stay "ready"
+# Files queued and none moving (no row settled, no file finished) for this long while Braze
+# answers: the queue is stuck (a file that never ends), not waiting for Braze.
+STALLED_AFTER_S = 300.0
 
 
 def _setting(config: LoadedConfig, dotted: str) -> object:
@@ -147,6 +150,15 @@ class Daemon:
             problems.append(
                 f"Braze has not answered well for {self.sender.failing_for_s():.0f} s (retrying)"
             )
+        if self.queue is not None and self.sender is not None and not self.sender.auth_failing:
+            stalled_s = self.queue.stalled_for_s(time.monotonic())
+            if stalled_s > STALLED_AFTER_S and self.sender.failing_for_s() < UNREACHABLE_AFTER_S:
+                age_s = self.queue.oldest_unfinished_age_s(time.time())
+                problems.append(
+                    f"no queued file has moved for {stalled_s:.0f} s while Braze answers"
+                    f" (the oldest unfinished file is {age_s:.0f} s old); see the log and"
+                    " `rpi-braze-sync status`"
+                )
         if self.watcher is not None and not self.watcher.share_available:
             problems.append(
                 f"the export folder {self.config.base_output_directory} is not available"

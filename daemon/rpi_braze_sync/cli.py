@@ -45,7 +45,7 @@ from .errors import (
     exit_status,
 )
 from .journal import STATES, Journal
-from .logs import configure_logging
+from .logs import configure_logging, display_name
 from .preview import cmd_preview
 from .settings import host_port_problem, json_schema
 from .status import cmd_status, existing_journals, load_for_journal
@@ -197,16 +197,17 @@ def cmd_retry(args: argparse.Namespace) -> int:
     journal = Journal(existing_journals(config, args.dry_run)[0].path)
     try:
         record = journal.latest(rel)
+        shown = display_name(rel)
         if record is None:
-            raise UsageError(f"{rel}: not in the journal; the daemon sends new files by itself")
+            raise UsageError(f"{shown}: not in the journal; the daemon sends new files by itself")
         if record.state in ("complete", "sending", "seen"):
-            print(f"{rel}: already queued ({record.state})")
+            print(f"{shown}: already queued ({record.state})")
             return 0
         queued = journal.request_retry(record, st.st_size, st.st_mtime_ns)
     finally:
         journal.close()
     print(
-        f"{rel}: queued again (record {queued.id}, after {record.state} record {record.id});"
+        f"{shown}: queued again (record {queued.id}, after {record.state} record {record.id});"
         " a running daemon sends it within seconds, otherwise at its next start"
     )
     return 0

@@ -44,8 +44,10 @@ ColumnConverter = Callable[[Sequence[Any], set[int]], tuple[list[Any], bool]]
 Piece = bytes | list[bytes]
 
 # Distinct values remembered per column and file (countries, genders, categories): about
-# 150 KB a column at most, and gone with the file.
+# 150 KB a column at most, and gone with the file; and at most CACHE_TOTAL for all columns
+# (10,000 columns of 1,024 entries each took 300 MB).
 CACHE_ENTRIES = 1024
+CACHE_TOTAL = 65_536
 _dumps = orjson.dumps
 _strip = str.strip
 
@@ -65,7 +67,7 @@ def _plain_text(column: Sequence[str], bad: set[int]) -> tuple[list[Any], bool]:
     return values, True
 
 
-def _parsed(parse: Callable[[str], Any]) -> ColumnConverter:
+def _parsed(parse: Callable[[str], Any], entries: int = CACHE_ENTRIES) -> ColumnConverter:
     """A type's parser over a column: the whole column at once where the parser has a column
     form (COLUMN_PARSERS) and it takes every value, else one call per distinct value."""
     whole_column = COLUMN_PARSERS.get(parse)
@@ -91,7 +93,7 @@ def _parsed(parse: Callable[[str], Any]) -> ColumnConverter:
                         bad.add(i)
                         values[i] = SKIP
                         continue
-                    if len(cache) < CACHE_ENTRIES:
+                    if len(cache) < entries:
                         cache[text] = value
         return values, False
 
@@ -116,11 +118,13 @@ def _converted(convert_one: Callable[[Any], Any], skip_none: bool) -> ColumnConv
     return convert
 
 
-def _converter(rule: ValueRule, skip_none: bool = False) -> ColumnConverter:
+def _converter(
+    rule: ValueRule, skip_none: bool = False, entries: int = CACHE_ENTRIES
+) -> ColumnConverter:
     if rule.plain is check_length:
         return _plain_text
     if rule.plain is not None:
-        return _parsed(rule.plain)
+        return _parsed(rule.plain, entries)
     if rule.region_index is not None:  # its column holds (phone, region) pairs: see _cells
         in_region = rule.convert_in_region
         assert in_region is not None
@@ -171,14 +175,26 @@ def _cells(columns: list[tuple[str, ...]], source: int | tuple[int, int]) -> Seq
     return list(zip(columns[source[0]], columns[source[1]], strict=True))
 
 
+# Values whose JSON never holds a comma: a column of them is encoded by one orjson call.
+_COMMA_FREE = frozenset({int, float, bool, type(None)})
+
+
+def _encode_each(values: list[Any], kinds: set[type[Any]]) -> list[bytes]:
+    """Each value JSON-encoded. Never a list of orjson's own results: each keeps its whole
+    working buffer (4 KB) alive, which made a chunk of a 10,000-column file take gigabytes."""
+    if kinds <= _COMMA_FREE:
+        return _dumps(values)[1:-1].split(b",")
+    return [bytes(memoryview(encoded)) for encoded in map(_dumps, values)]  # right-sized
+
+
 def _encode(prefix: bytes, values: list[Any], strings: bool, suffix: bytes) -> list[Piece]:
     """The pieces of `prefix value suffix` for each row; rows whose value is SKIP get none.
     `strings`: every value is known to be a string."""
-    kinds = {str} if strings else set(map(type, values))
+    kinds: set[type[Any]] = {str} if strings else set(map(type, values))
     if kinds == {str}:
         return [prefix + b'"', encode_strings(values), b'"' + suffix]
     if type(SKIP) not in kinds:
-        return [prefix, list(map(_dumps, values)), suffix]
+        return [prefix, _encode_each(values, kinds), suffix]
     return [[b"" if v is SKIP else prefix + _dumps(v) + suffix for v in values]]
 
 
@@ -233,9 +249,10 @@ def compile_chunk_function(mapper: RowMapper) -> ChunkFunction | None:
         return None
     top: list[_Part] = []
     names = ["external_id"]
+    entries = min(CACHE_ENTRIES, CACHE_TOTAL // max(1, mapper.width))  # per column
     for rule, index, _ in mapper.fields:
         assert index is not None
-        top.append((_key(rule.name), _source(rule, index), _converter(rule), b""))
+        top.append((_key(rule.name), _source(rule, index), _converter(rule, False, entries), b""))
         names.append(rule.name)
     for name, fixed in mapper.fixed.items():
         top.append((_key(name), None, fixed, b""))
@@ -244,19 +261,21 @@ def compile_chunk_function(mapper: RowMapper) -> ChunkFunction | None:
         names.append(name)
         prefix, suffix = _key(name) + b'{"' + op.encode() + b'":[', b"]}"
         if index is not None:
-            top.append((prefix, _source(rule, index), _converter(rule, skip_none=True), suffix))
+            top.append((prefix, _source(rule, index), _converter(rule, True, entries), suffix))
         elif fixed is not SKIP and fixed is not None:
             top.append((prefix, None, fixed, suffix))
     nested: list[tuple[bytes, bool, list[_Part], list[_Growth]]] = []
     for name, merge, inferred, explicit in mapper.nested:
         names.append(name)
         inner: list[_Part] = [
-            (_key(key), index, _parsed(infer_value), b"") for key, index in inferred
+            (_key(key), index, _parsed(infer_value, entries), b"") for key, index in inferred
         ]
         growth: list[_Growth] = [(index, 6, len(key) + 64) for key, index in inferred]
         for key, (rule, index, fixed) in explicit:
             if index is not None:
-                inner.append((_key(key), _source(rule, index), _converter(rule), b""))
+                inner.append(
+                    (_key(key), _source(rule, index), _converter(rule, False, entries), b"")
+                )
                 growth.append((index, 18, len(key) + 64 + 18 * _longest_constant(rule)))
             elif fixed is not SKIP:
                 inner.append((_key(key), None, fixed, b""))

@@ -37,6 +37,19 @@ class FileVanishedError(FileChangedError):
     """The file was deleted (RPI deletes an export when its run is stopped)."""
 
 
+class NotRegularFileError(ExportFileError):
+    """A path on the share that is not a regular file inside it (a link, FIFO, device,
+    socket or folder): never read. `kind` says which (a bounded set, a metric label)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        super().__init__(message)
+
+
+class RecordTooLongError(ExportFileError):
+    """A record longer than format.max_record_bytes where it cannot be rejected alone."""
+
+
 class ShareUnavailableError(RpiBrazeSyncError):
     """The export folder cannot be read right now (a network share that dropped): wait."""
 

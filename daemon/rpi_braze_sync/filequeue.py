@@ -1,8 +1,9 @@
 """The queue of complete files: one after another, in the order fileorder.py decides.
 
 Owns the waiting (an append file held back by an upsert, or by the delay after one, says so
-once in the log) and the retry of a file whose share dropped; each file itself is a FileJob
-(pipeline.py).
+once in the log), the retry of a file whose share dropped, and the bounded tries of a file
+that cannot be read or sent while the share is there (parked as failed after
+watch.file_attempts, the others going meanwhile); each file itself is a FileJob (pipeline.py).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import time
 from .config import LoadedConfig
 from .delivery import Sender
 from .fileorder import UPSERT, FileInfo, Run, Wait, choose_next
+from .inspection import share_available
 from .journal import FAILED, SEEN, SENDING, FileRecord, Journal
-from .logs import export_logger
+from .logs import display_name, export_logger
 from .metrics import Metrics
 from .pipeline import SHARE_WAIT_S, WAIT_FOR_SHARE, ExportOf, FileJob
+from .ratelimit import file_retry_s
 from .sources import MappingProcess
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,12 @@ class FileQueue:
         self.share_wait_s = SHARE_WAIT_S
         self.mapping_process: MappingProcess | None = None
         self._told: set[tuple[int, int | None]] = set()  # (append, its obstacle) logged once
+        self._failed_tries: dict[int, int] = {}  # file id -> tries that failed in a row
+        self._not_before: dict[int, float] = {}  # file id -> monotonic time of its next try
+        self._moves = 0  # files that left the queue: any change means the queue moves
+        self._held_by_rule = False  # the last decision was to wait (order rules, not a stall)
+        self._moved_at = time.monotonic()
+        self._last_seen_move: tuple[int, int | None, int] = (0, None, 0)
 
     def put(self, record: FileRecord) -> None:
         if record.id in self._queued_ids:
@@ -66,31 +75,99 @@ class FileQueue:
         return len(self._queue)
 
     async def watch_journal(self, interval_s: float = 2.0) -> None:
-        """Pick up files queued by another process (`rpi-braze-sync retry`)."""
+        """Pick up files queued by another process (`rpi-braze-sync retry`); keep the age of
+        the oldest unfinished file up to date."""
         while True:
             await asyncio.sleep(interval_s)
-            for record in self.journal.queued():
-                self.put(record)
+            self.refresh_from_journal()
+
+    def refresh_from_journal(self) -> None:
+        for record in self.journal.queued():
+            self.put(record)
+        self.metrics.oldest_unfinished_age.set(self.oldest_unfinished_age_s(time.time()))
 
     async def run(self) -> None:
         while True:
             decision = self._decide()
+            self._held_by_rule = isinstance(decision, Wait)
             if decision is None:
-                self._added.clear()
-                await self._added.wait()
+                await self._pause(None, self._next_try_in())
                 continue
             if isinstance(decision, Wait):
                 self._tell(decision)
                 await self._pause(decision.until)
                 continue
             file_id = decision.file.id
-            state = await self._run_one(self._queue[file_id])
+            record = self._queue[file_id]
+            state, reason = await self._run_one(record)
             if state == WAIT_FOR_SHARE:
-                await asyncio.sleep(self.share_wait_s)  # then again, from its checkpoint
-                self._queue[file_id] = self.journal.get(file_id)
-                continue
-            del self._queue[file_id]
-            self.metrics.backlog_files.set(len(self._queue))
+                base = self.config.base_output_directory
+                if not await asyncio.to_thread(share_available, base):
+                    await asyncio.sleep(self.share_wait_s)  # then again, from its checkpoint
+                    self._queue[file_id] = self.journal.get(file_id)
+                    continue
+                if not self._failed_try(record, reason):
+                    self._queue[file_id] = self.journal.get(file_id)
+                    continue
+            self._remove(file_id)
+
+    def _remove(self, file_id: int) -> None:
+        del self._queue[file_id]
+        self._failed_tries.pop(file_id, None)
+        self._not_before.pop(file_id, None)
+        self._moves += 1
+        self.metrics.backlog_files.set(len(self._queue))
+
+    # --- tries ---------------------------------------------------------------------------------
+
+    def _next_try_in(self) -> float | None:
+        """Seconds until a file waiting between tries may go again; None when none waits."""
+        waits = [self._not_before[i] for i in self._queue if i in self._not_before]
+        return max(0.0, min(waits) - time.monotonic()) if waits else None
+
+    def _failed_try(self, record: FileRecord, reason: str) -> bool:
+        """A try that failed while the share is there: wait (doubling) and let the others go,
+        or, after watch.file_attempts, park the file as failed. True when parked."""
+        watch = self.config.settings.watch
+        tries = self._failed_tries[record.id] = self._failed_tries.get(record.id, 0) + 1
+        export = self._export_of(record.rel_path)
+        logger = export_logger(log, export.values) if export else log
+        if tries >= watch.file_attempts:
+            why = (
+                f"{reason}; gave up after {tries} tries (watch.file_attempts):"
+                " `rpi-braze-sync retry` sends it again"
+            )
+            logger.error("failed: %s", why)
+            self.journal.finish(record.id, FAILED, why)
+            self.metrics.files.labels(record.channel or "", FAILED).inc()
+            return True
+        wait_s = file_retry_s(tries, watch.file_retry_seconds)
+        self._not_before[record.id] = time.monotonic() + wait_s
+        logger.warning(
+            "try %d of %d failed: %s; next try in %.0f s (other files go meanwhile)",
+            tries, watch.file_attempts, reason, wait_s,
+        )  # fmt: skip
+        return False
+
+    # --- health --------------------------------------------------------------------------------
+
+    def oldest_unfinished_age_s(self, now_epoch: float) -> float:
+        """Seconds since the oldest queued file became complete (0 when none is queued)."""
+        since = [r.completed_at or r.first_seen_at for r in self._queue.values()]
+        return max(0.0, now_epoch - min(since)) if since else 0.0
+
+    def stalled_for_s(self, now: float) -> float:
+        """Seconds the queue has held files without moving: no row of the file being sent
+        settled, no file finished (0 while it is empty, or waits by the order rules)."""
+        active = self.active
+        mark = (
+            self._moves,
+            active.record.id if active else None,
+            active.settled_rows if active else 0,
+        )
+        if not self._queue or self._held_by_rule or mark != self._last_seen_move:
+            self._last_seen_move, self._moved_at = mark, now
+        return now - self._moved_at
 
     # --- order -----------------------------------------------------------------------------
 
@@ -110,19 +187,23 @@ class FileQueue:
         )
 
     def _decide(self) -> Run | Wait | None:
-        if not self._queue:
+        """The file to run now (none between its tries), a wait, or None: nothing to run."""
+        now = time.monotonic()
+        ready = [r for r in self._queue.values() if self._not_before.get(r.id, 0.0) <= now]
+        if not ready:
             return None
         upsert_channels = [n for n, c in self.config.channels.items() if c.settings.mode == UPSERT]
         return choose_next(
-            [self._info(record) for record in self._queue.values()],
+            [self._info(record) for record in ready],
             [self._info(record) for record in self.journal.unfinished(upsert_channels)],
             self.journal.last_sent_at(upsert_channels),
             self.config.settings.braze.append_delay_seconds,
             time.time(),
         )
 
-    async def _pause(self, until: float | None) -> None:
-        timeout = RECHECK_S if until is None else min(RECHECK_S, max(0.0, until - time.time()))
+    async def _pause(self, until: float | None, timeout_s: float | None = RECHECK_S) -> None:
+        """Until a file is added, `until` (epoch) or `timeout_s`, whichever comes first."""
+        timeout = timeout_s if until is None else min(RECHECK_S, max(0.0, until - time.time()))
         self._added.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._added.wait(), timeout)
@@ -149,18 +230,19 @@ class FileQueue:
             logger.info(
                 "append file waits for the upsert file %s (%s), seen no later than it: Braze "
                 "ignores update-only rows for users it does not have yet",
-                upsert.rel_path,
+                display_name(upsert.rel_path),
                 doing,
             )
 
     # --- one file ----------------------------------------------------------------------------
 
-    async def _run_one(self, record: FileRecord) -> str:
+    async def _run_one(self, record: FileRecord) -> tuple[str, str]:
+        """The file's final state, or WAIT_FOR_SHARE and why."""
         export = self._export_of(record.rel_path)
         channel = self.config.channels.get(export.channel) if export else None
         if export is None or channel is None:
             self.journal.finish(record.id, FAILED, "its channel is no longer configured")
-            return FAILED
+            return FAILED, ""
         job = FileJob(
             record,
             export,
@@ -174,4 +256,4 @@ class FileQueue:
         self.active = job  # stays set if cancelled: shutdown checkpoints it after draining
         state = await job.run()
         self.active = None
-        return state
+        return state, job.retry_reason

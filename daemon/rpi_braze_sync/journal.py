@@ -8,6 +8,7 @@ All writes are single transactions: a kill at any moment leaves a consistent jou
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -31,6 +32,27 @@ VANISHED = "vanished"
 QUEUED_STATES = (COMPLETE, SENDING)
 FINAL_STATES = (PREEXISTING, DONE, FAILED, VANISHED)
 STATES = (PREEXISTING, SEEN, COMPLETE, SENDING, DONE, FAILED, VANISHED)
+
+
+def _db_text(value: object) -> object:
+    """A name that is not UTF-8 (os.fsdecode keeps its bytes as surrogates, which SQLite's
+    text cannot hold) is stored as those bytes, a BLOB; _py_text turns it back, byte for byte.
+    Every other value is stored as it is."""
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return os.fsencode(value)
+    return value
+
+
+def _db_args(args: tuple[object, ...]) -> tuple[object, ...]:
+    return tuple(map(_db_text, args))
+
+
+def _py_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row as read: a BLOB (only ever a name stored by _db_text) back to its text."""
+    return tuple(os.fsdecode(v) if isinstance(v, bytes) else v for v in row)
 
 
 def journal_path(state_directory: Path, dry_run: bool) -> Path:
@@ -106,13 +128,14 @@ class Journal:
 
     def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         try:
-            return self._db.execute(sql, args).fetchall()
+            rows = self._db.execute(sql, _db_args(args)).fetchall()
         except sqlite3.Error as exc:
             raise JournalError(f"journal read failed: {exc}") from None
+        return list(map(_py_row, rows))
 
     def _write(self, sql: str, args: tuple[object, ...]) -> int:
         try:
-            cursor = self._db.execute(sql, args)
+            cursor = self._db.execute(sql, _db_args(args))
         except sqlite3.Error as exc:
             raise JournalError(f"journal write failed: {exc}") from None
         return cursor.lastrowid or 0
@@ -139,7 +162,7 @@ class Journal:
                     "INSERT INTO files (rel_path, channel, size, mtime_ns, state, first_seen_at,"
                     " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (rel, ch, size, mtime, PREEXISTING, now, now)
+                        _db_args((rel, ch, size, mtime, PREEXISTING, now, now))
                         for rel, ch, size, mtime in preexisting
                     ],
                 )
@@ -217,7 +240,7 @@ class Journal:
     def seen_id(self, rel_path: str) -> int | None:
         row = self._db.execute(
             "SELECT id FROM files WHERE rel_path = ? AND state = ? ORDER BY id DESC LIMIT 1",
-            (rel_path, SEEN),
+            _db_args((rel_path, SEEN)),
         ).fetchone()
         return int(row[0]) if row else None
 
@@ -300,7 +323,7 @@ class Journal:
                     f" WHERE state IN ({_marks(FINAL_STATES)})",
                     FINAL_STATES,
                 ).fetchall()
-                for file_id, rel_path, gone_at in rows:
+                for file_id, rel_path, gone_at in map(_py_row, rows):
                     if rel_path in present:
                         if gone_at is not None:
                             self._db.execute(
@@ -356,6 +379,13 @@ class Journal:
         self._write("DELETE FROM rpi_calls WHERE received_at < ?", (since,))
         rows = self._read("SELECT received_at, body FROM rpi_calls ORDER BY id")
         return [(float(at), str(body)) for at, body in rows]
+
+    def note(self, file_id: int, reason: str | None) -> None:
+        """Why a file waits (it cannot be opened), without changing its state; None clears."""
+        self._write(
+            "UPDATE files SET reason = ?, updated_at = ? WHERE id = ?",
+            (reason, time.time(), file_id),
+        )
 
     def finish(self, file_id: int, state: str, reason: str | None = None) -> None:
         now = time.time()

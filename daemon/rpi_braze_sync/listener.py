@@ -12,7 +12,7 @@ import orjson
 from .filequeue import FileQueue
 from .firststart import start_journal
 from .journal import SEEN, VANISHED, Journal
-from .watch import Snapshot
+from .shareio import Snapshot
 from .watchrules import ExportPath
 
 if TYPE_CHECKING:
@@ -74,6 +74,14 @@ class JournalListener:
         file_id = self.journal.seen_id(rel)
         if file_id is not None:
             self.journal.finish(file_id, VANISHED, "deleted before it was complete")
+
+    def waiting(self, rel: str, export: ExportPath, reason: str | None) -> None:
+        """Why the file waits (it cannot be opened), shown by `status`; None once it can."""
+        file_id = self.journal.seen_id(rel)
+        if file_id is None and reason is not None:
+            file_id = self.journal.record_seen(rel, export.channel, 0, 0)
+        if file_id is not None:
+            self.journal.note(file_id, reason)
 
     def complete(self, rel: str, export: ExportPath, size: int, mtime_ns: int, at: float) -> None:
         call = self.daemon.rpi_call_for(export)

@@ -1,7 +1,8 @@
 """Logging set-up: readable lines for journald by default, JSON lines on request.
 
 Lines about one export carry its channel, offer, workflow id and file name, as fields in JSON
-and as a prefix in text.
+and as a prefix in text. Every message and field is escaped (display_name): a file name with a
+line end cannot forge a log line, nor one that is not UTF-8 break a JSON line.
 """
 
 from __future__ import annotations
@@ -16,6 +17,27 @@ from typing import Any
 import orjson
 
 FILE_FIELDS = ("channel", "offer", "workflow_id", "file_name")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def display_name(text: str) -> str:
+    """`text` on one line, as a person can read it: control characters escaped (\\n, \\x1b),
+    a byte that was not UTF-8 in a file name (kept as a surrogate by os.fsdecode) as \\xNN,
+    other unprintable characters as \\uNNNN. Printable text is returned as it is."""
+    if text.isprintable():
+        return text
+    return "".join(map(_display_char, text))
+
+
+def _display_char(char: str) -> str:
+    if char.isprintable():
+        return char
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: the byte code - 0xDC00 of the name
+        return f"\\x{code - 0xDC00:02x}"
+    if code < 0x100:
+        return _SHORT_ESCAPES.get(char) or f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -24,11 +46,11 @@ class JsonFormatter(logging.Formatter):
             "time": iso_utc(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": display_name(record.getMessage()),
         }
         export = getattr(record, "export", None)
         if export:
-            entry.update(export)
+            entry.update({key: display_name(value) for key, value in export.items()})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
@@ -46,10 +68,12 @@ class TextFormatter(logging.Formatter):
         super().__init__(fmt + "%(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
+        message = display_name(record.getMessage())
         export = getattr(record, "export", None)
         if export:
-            where = " ".join(f"{k}={export[k]!r}" for k in FILE_FIELDS if k in export)
-            record = logging.makeLogRecord({**record.__dict__, "msg": f"[{where}] {record.msg}"})
+            where = " ".join(f"{k}='{display_name(export[k])}'" for k in FILE_FIELDS if k in export)
+            message = f"[{where}] {message}"
+        record = logging.makeLogRecord({**record.__dict__, "msg": message, "args": None})
         return super().format(record)
 
 

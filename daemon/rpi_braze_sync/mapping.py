@@ -36,6 +36,8 @@ _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 _NESTED_KEY = re.compile(r"[^.$\s]{1,255}")
 KeyPath = tuple[str | int, ...]
 MAX_NESTED_KEY_CHARS = 255
+# Wider than this, a file is mapped row by row by the generic loop (see RowMapper).
+ROW_CODE_MAX_COLUMNS = 1000
 # Values known about every file besides its path pattern's parts. rpi_channel_execution_id
 # comes from RPI's post-execution call for the file (empty when none matched).
 EXTRA_PATH_VALUES = ("file_name", "rpi_channel_execution_id")
@@ -372,7 +374,12 @@ class RowMapper:
                 if bound is not None:
                     explicit.append((r.name.split(".", 1)[1], bound))
             self.nested.append((name, merge, inferred, explicit))
-        self.map_row: Callable[[list[str], int], Mapped | Rejection] = compile_row_function(self)
+        # The generated row function grows with the columns, and compiling it held about 30 KB
+        # a column (300 MB for 10,000): a wider file is mapped by the generic loop.
+        self.map_row: Callable[[list[str], int], Mapped | Rejection] = (
+            compile_row_function(self) if self.width <= ROW_CODE_MAX_COLUMNS
+            else self.map_row_generic
+        )  # fmt: skip
         # The column-wise fast path, for the rows it can take (None: every row by map_row).
         self.map_chunk: ChunkFunction | None = compile_chunk_function(self)
 

@@ -23,7 +23,8 @@ P = "rpi_braze_sync_"
 # when they happen).
 ROW_OUTCOMES = ("sent", "rejected")
 FILE_OUTCOMES = ("done", "failed", "vanished")
-IGNORED_REASONS = ("layout", "channel")
+# Why a path on the share was left alone: the layout, no such channel, or not a regular file.
+IGNORED_REASONS = ("layout", "channel", "symlink", "fifo", "device", "socket", "directory")
 REQUEST_CODES = ("201", "400", "401", "403", "404", "413", "429", "500", "502", "503", "504")
 REQUEST_ERRORS = ("connection", "dns", "tls", "timeout")  # no answer (braze.TransportError)
 RETRY_REASONS = ("rate_limited", "too_large", "bisect", "auth", "http_4xx", "http_5xx",
@@ -120,6 +121,16 @@ class Metrics:
             P + "build_info",
             "Always 1; the labels say what runs",
             ["version", "python"],
+            registry=r,
+        )
+        self.observer_restarts = Counter(
+            P + "observer_restarts",
+            "Times the watcher's observer thread was found stopped and started again",
+            registry=r,
+        )
+        self.oldest_unfinished_age = Gauge(
+            P + "oldest_unfinished_file_age_seconds",
+            "Age of the oldest file complete and not yet done, failed or vanished (0 if none)",
             registry=r,
         )
         self.config_last_reload_ok.set(1)

@@ -10,6 +10,8 @@ import socket
 import time
 from collections.abc import Mapping
 
+from .logs import display_name
+
 log = logging.getLogger(__name__)
 
 
@@ -41,7 +43,7 @@ class Notifier:
             log.debug("sd_notify failed: %s", exc)
 
     def ready(self, status: str) -> None:
-        self.send("READY=1", f"STATUS={status}")
+        self.send("READY=1", f"STATUS={display_name(status)}")
 
     def reloading(self) -> None:
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
@@ -54,7 +56,8 @@ class Notifier:
         self.send("WATCHDOG=1")
 
     def status(self, text: str) -> None:
-        self.send(f"STATUS={text}")
+        # One line: a file name with a line end must not add a field (READY=1, MAINPID=...).
+        self.send(f"STATUS={display_name(text)}")
 
     def close(self) -> None:
         if self._socket is not None:

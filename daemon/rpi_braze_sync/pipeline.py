@@ -10,43 +10,39 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 
+from .afterdone import apply_after_done
 from .batching import Item, Progress
 from .config import Channel, LoadedConfig
 from .delivery import Sender
-from .errors import ExportFileError, FileVanishedError, ShareUnavailableError
+from .errors import ExportFileError, FileVanishedError, NotRegularFileError, ShareUnavailableError
+from .inspection import FileInspection, inspect_file, prefix_sha256, share_available
 from .journal import DONE, FAILED, VANISHED, FileRecord, Journal
 from .logs import export_logger
 from .mapping import HeaderError
 from .metrics import Metrics
 from .progress import ProgressMeter
-from .reader import (
-    FileInspection,
-    inspect_file,
-    prefix_sha256,
-    share_available,
-)
 from .rejects import RejectsWriter
 from .rowsource import ChunkData, SourceSpec
 from .sources import ChunkSource, MappingProcess, ThreadSource
-from .watchrules import ExportPath
+from .watchrules import ExportPath, sendable_text
 
 log = logging.getLogger(__name__)
-WAIT_FOR_SHARE = "wait_for_share"  # not a journal state: the file stays 'sending'
+# Not a journal state: the file stays 'sending' and is tried again (filequeue.py counts the
+# tries while the share itself is available); FileJob.retry_reason says why.
+WAIT_FOR_SHARE = "wait_for_share"
 SHARE_WAIT_S = 5.0
+# Rows read and not yet settled hold their bodies and source rows: at most about this many
+# bytes of them (the sender's own bounds count rows, and rows can be 1 MiB each).
+MAX_HELD_BYTES = 64 << 20
 # Benchmarks only (tests/benchmarks measure the journal's cost): no checkpoint while sending.
 CHECKPOINTS = not os.environ.get("RPI_BRAZE_SYNC_BENCH_NO_CHECKPOINTS")
-
-
-def _move(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(source, target)
 
 
 ExportOf = Callable[[str], ExportPath | None]
@@ -79,9 +75,11 @@ class FileJob:
         self.sender = sender
         self.metrics = metrics
         self.rejects_root = config.state_directory / "rejects"
+        self.state_directory = config.state_directory
         self.checkpoint_interval_s = checkpoint_interval_s
         self.progress_interval_s = config.settings.logging.progress_seconds
         self.meter: ProgressMeter | None = None  # from the first row sent
+        self.retry_reason = ""  # why run() returned WAIT_FOR_SHARE
         self.rows_total: int | None = None
         self._started_at = 0.0  # monotonic, when run() began
         self.log = export_logger(log, export.values)
@@ -90,6 +88,10 @@ class FileJob:
         self.rejected = record.rows_rejected
         self.dropped = record.fields_dropped
         self._outstanding = 0
+        # Chunks taken: (index after their last row, their bytes), released once the
+        # checkpoint passes them (rows settled ahead of it are still counted: a bound).
+        self._held: deque[tuple[int, int]] = deque()
+        self._held_bytes = 0
         self._checkpoint_due = False
         self._settled = asyncio.Event()
         self._rejects: RejectsWriter | None = None
@@ -134,13 +136,14 @@ class FileJob:
         self._started_at = time.monotonic()
         fmt = self.channel.settings.format
         try:
-            inspection = await asyncio.to_thread(inspect_file, self.path, fmt)
+            inspection = await asyncio.to_thread(inspect_file, self.path, fmt, self.base)
         except FileNotFoundError:
             if not await asyncio.to_thread(share_available, self.base):
+                self.retry_reason = "the export folder is not available"
                 return WAIT_FOR_SHARE
             return self._finish(VANISHED, "the file vanished before it was read")
         except OSError as exc:
-            self.log.warning("cannot read the file (%s); will try again", exc.strerror)
+            self.retry_reason = f"cannot read the file: {exc.strerror or exc}"
             return WAIT_FOR_SHARE
         except ExportFileError as exc:
             return self._finish(FAILED, str(exc))
@@ -174,7 +177,8 @@ class FileJob:
             return self._finish(FAILED, f"header: {exc}; nothing was sent")
         except ExportFileError as exc:
             return self._finish(FAILED, str(exc))
-        except (OSError, ShareUnavailableError):
+        except (OSError, ShareUnavailableError) as exc:
+            self.retry_reason = str(exc.strerror if isinstance(exc, OSError) else exc)
             return WAIT_FOR_SHARE
         try:
             for warning in source.warnings:
@@ -193,12 +197,18 @@ class FileJob:
             if self._rejects is not None:
                 self._rejects.close()
         if state == DONE:
-            await self._after_done()
+            await self._after_done(inspection.identity)
         return state
 
     def _path_values(self) -> dict[str, str]:
         """The path's parts, and what RPI's post-execution call said about this file."""
+        fallback = self.channel.settings.format.fallback_encoding
         values = dict(self.export.values)
+        for key, value in values.items():
+            text = sendable_text(value, fallback)
+            if text is not None:  # a folder or file name that is not UTF-8
+                self.log.warning("{%s} is not valid UTF-8: mapped as %r", key, text)
+                values[key] = text
         if self.record.rpi_call:
             call = orjson.loads(self.record.rpi_call)
             values["rpi_channel_execution_id"] = str(call.get("channelExecutionID", ""))
@@ -227,7 +237,7 @@ class FileJob:
             )
             return self._finish(DONE, f"same content as record {base.id}; not sent again")
         grew = inspection.size > base.size and base.sha256 == await asyncio.to_thread(
-            prefix_sha256, self.path, base.size
+            prefix_sha256, self.path, base.size, self.base
         )
         ahead: list[tuple[int, int]] = []
         if grew:
@@ -253,6 +263,7 @@ class FileJob:
         try:
             while True:
                 await self.sender.wait_room()
+                await self._wait_held_room()
                 chunk = await source.next_chunk()
                 self._take(chunk)
                 records_read = chunk.records_read
@@ -274,7 +285,7 @@ class FileJob:
             await self._wait_settled()
             self.write_checkpoint()
             if isinstance(exc, ShareUnavailableError):
-                self.log.warning("%s: waiting for the share; %d rows sent so far", exc, self.sent)
+                self.retry_reason = f"{exc}; {self.sent} rows sent so far"
                 return WAIT_FOR_SHARE
             reason = (
                 f"{exc} while being sent; {self.sent} rows were sent, {self.rejected} rejected,"
@@ -311,21 +322,29 @@ class FileJob:
         snapshot = self.meter.peek(self.settled_rows, time.monotonic())
         return f"sending {self.source}: {snapshot.describe()}"
 
-    async def _after_done(self) -> None:
+    async def _after_done(self, identity: tuple[int, int]) -> None:
         """keep, archive or delete the file, as the channel says; only once it is done."""
         action = self.channel.settings.after_done
         if action == "keep":
             return
+        where = (self.base, self.source, identity, self.archive_root, self.state_directory)
         try:
-            if action == "delete":
-                await asyncio.to_thread(self.path.unlink)
-            else:
-                target = self.archive_root / self.source
-                await asyncio.to_thread(_move, self.path, target)
-        except OSError as exc:
-            self.log.error("could not %s the file after it was sent: %s", action, exc.strerror)
+            done = await asyncio.to_thread(apply_after_done, action, *where)
+        except (NotRegularFileError, OSError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            self.log.error("did not %s the file after it was sent: %s", action, why)
             return
-        self.log.info("%s after it was sent", "deleted" if action == "delete" else "archived")
+        self.log.info("%s after it was sent", done)
+
+    async def _wait_held_room(self) -> None:
+        """Wait, before reading on, until the rows held take less than MAX_HELD_BYTES."""
+        while True:
+            held, checkpoint = self._held, self.progress.checkpoint
+            while held and held[0][0] <= checkpoint:
+                self._held_bytes -= held.popleft()[1]
+            if self._held_bytes < MAX_HELD_BYTES or not self._outstanding:
+                return
+            await asyncio.sleep(0.05)  # (only over the bound: rows of hundreds of KB)
 
     def _take(self, chunk: ChunkData) -> None:
         assert self._rejects is not None
@@ -335,6 +354,10 @@ class FileJob:
             self.dropped += len(chunk.drops)
             self.metrics.fields_dropped.labels(self.channel.name).inc(len(chunk.drops))
         rows = len(chunk.rejected) + len(chunk.indexes)
+        if chunk.indexes:
+            size = sum(map(len, chunk.bodies)) + sum(map(len, chunk.packed))
+            self._held.append((chunk.indexes[-1] + 1, size))
+            self._held_bytes += size
         self._outstanding += rows
         self.metrics.backlog_rows.inc(rows)
         if self._outstanding:

@@ -17,8 +17,9 @@ import orjson
 
 from .config import Channel, LoadedConfig, load_config
 from .errors import ExportFileError, InputMissingError, UsageError
+from .inspection import inspect_file
 from .mapping import HeaderError, Mapped, Rejection, RowMapper, parse_path_pattern
-from .reader import ExportReader, inspect_file
+from .reader import ExportReader
 from .watchrules import ExportPath, classify_path
 
 

@@ -98,3 +98,9 @@ def exhausted_wait_s(headers: Mapping[str, str], epoch_now: float) -> float | No
 def backoff_s(attempt: int, base_s: float, cap_s: float, random: Callable[[], float]) -> float:
     """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
     return float(random() * min(cap_s, base_s * 2.0 ** min(attempt, 30)))
+
+
+def file_retry_s(failed_tries: int, first_s: float, cap_s: float = 900.0) -> float:
+    """Wait before trying a file again after `failed_tries` (1, 2, ...) failed tries: `first_s`,
+    then doubled each time, at most `cap_s`."""
+    return float(min(cap_s, first_s * 2.0 ** min(failed_tries - 1, 30)))

@@ -1,214 +1,100 @@
-"""Streaming CSV reading of export files: encoding checks, BOMs, gzip, delimiter sniffing.
+"""Streaming CSV reading of export files, after their inspection (inspection.py): quoted
+fields, CRLF, BOMs, gzip, from a given record on, a chunk at a time.
 
-Blocking I/O: the pipeline runs these functions in a worker thread. Memory stays flat: a file
-is read in chunks, never whole. A file that is not valid in its encoding is refused before a
-single row is read, so it is never sent in part or with replacement characters.
+Blocking I/O: the pipeline runs these functions in a worker thread or the mapping process.
+Memory stays flat: a file is read in chunks, never whole, and no line nor record longer than
+format.max_record_bytes is ever held (a longer line is rejected with its number).
 """
 
 from __future__ import annotations
 
-import codecs
 import csv
-import gzip
-import hashlib
 import io
 import os
 import re
+from bisect import bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
-from .errors import ExportFileError, FileChangedError, FileVanishedError, ShareUnavailableError
-from .recordcount import RecordCounter
+from .errors import (
+    ExportFileError,
+    FileChangedError,
+    FileVanishedError,
+    RecordTooLongError,
+    ShareUnavailableError,
+)
+from .inspection import (
+    FileInspection,
+    max_record_of,
+    open_stream,
+    read_line_bounded,
+    share_available,
+)
+from .shareio import open_regular
 
 if TYPE_CHECKING:  # the mapping process imports this module, never pydantic (plain.py)
     from .settings import FormatSettings, RecordCountSpec
 
-CHUNK_BYTES = 1 << 20
-DELIMITERS = (",", "\t", "|", ";")
-GZIP_MAGIC = b"\x1f\x8b"
-# Codecs whose bytes for CR, LF or '"' can belong to other characters.
-_NOT_ASCII_SAFE = ("utf-16", "utf-32", "utf-7", "iso2022", "hz")
 csv.field_size_limit(16 << 20)  # a long cell is a value to reject, not a reason to stop reading
+# A line longer than format.max_record_bytes is not read: the reader hands csv this line in
+# its place, and the record that holds it is rejected with the line's number.
+TOO_LONG_PLACEHOLDER = "\ue000"
+# A chunk of records ends at this many characters read, whatever its number of rows, so that a
+# file of long rows does not hold CHUNK_ROWS of them at once.
+CHUNK_CHARS = 1 << 20
 
 
-@dataclass(frozen=True)
-class FileInspection:
-    """What a full read of the file established before anything is sent."""
-
-    size: int
-    mtime_ns: int
-    sha256: str
-    encoding: str
-    delimiter: str
-    used_fallback: bool
-    records: int  # data records after the header, counted while the encoding was checked
+def _line_end(line: str) -> str:
+    if line.endswith("\r\n"):
+        return "\r\n"
+    return line[-1] if line.endswith(("\n", "\r")) else ""
 
 
-class _Bounded(io.RawIOBase):
-    """Reads a file only up to `limit` bytes: what was hashed is what is sent, even if RPI
-    appends meanwhile (the appended part is a new version, sent from where this one ended)."""
+class _BoundedLines:
+    """The lines csv.reader parses, none longer than the limit, and no record either.
 
-    def __init__(self, raw: IO[bytes], limit: int) -> None:
-        self._raw = raw
-        self._left = limit
+    A line over the limit is read in pieces and dropped; csv gets TOO_LONG_PLACEHOLDER in its
+    place and `replaced` notes its line number, so the record that holds it is rejected. A
+    record that grows over the limit across lines (quoted line ends) stops the file: where it
+    ends cannot be known without holding it. `total` counts characters handed to csv; the
+    reader sets `record_start` as each record ends."""
 
-    def readable(self) -> bool:
-        return True
+    __slots__ = ("_text", "first_line", "limit", "record_start", "replaced", "total")
 
-    def readinto(self, buffer: Any) -> int:
-        if self._left <= 0:
-            return 0
-        view = memoryview(buffer)[: self._left]
-        count = self._raw.readinto(view)  # type: ignore[attr-defined]
-        self._left -= count or 0
-        return count or 0
+    def __init__(self, text: IO[str], limit: int, first_line: int) -> None:
+        self._text = text
+        self.limit = limit
+        self.first_line = first_line  # the physical line number of the first line handed over
+        self.replaced: list[int] = []
+        self.record_start = 0
+        self.total = 0
 
-    def fileno(self) -> int:
-        return self._raw.fileno()
-
-    def close(self) -> None:
-        self._raw.close()
-        super().close()
-
-
-def _open_raw(path: Path, limit: int | None = None) -> IO[bytes]:
-    raw: IO[bytes] = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
-    head = raw.read(2)
-    raw.seek(0)
-    if limit is not None:
-        raw = io.BufferedReader(_Bounded(raw, limit), CHUNK_BYTES)
-    if head == GZIP_MAGIC:
-        return _OwningGzipFile(raw)  # type: ignore[return-value]
-    return raw
-
-
-class _OwningGzipFile(gzip.GzipFile):
-    """gzip.GzipFile leaves the file it was given open; this one closes it too."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        super().__init__(fileobj=raw, mode="rb")
-        self._owned = raw
-
-    def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            self._owned.close()
-
-
-def _bom_encoding(head: bytes, configured: str) -> str:
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and not head.startswith(
-        codecs.BOM_UTF32_LE
-    ):
-        return "utf-16"
-    if codecs.lookup(configured).name == "utf-8":
-        return "utf-8-sig"  # strips a UTF-8 BOM when there is one, harmless when not
-    return configured
-
-
-def _decode_and_count(
-    path: Path, size: int, encoding: str, fmt: FormatSettings
-) -> tuple[int, int] | int:
-    """The data records of the file's first `size` bytes, or (line, byte offset) of the first
-    byte that is not valid in `encoding`. One pass: the text decoded to check it is counted."""
-    decoder = codecs.getincrementaldecoder(encoding)("strict")
-    counter = RecordCounter(fmt.quote_char, fmt.skip_lines)
-    # Where CR, LF and quote bytes can be parts of other characters, count the text as UTF-8.
-    reencode = codecs.lookup(encoding).name.startswith(_NOT_ASCII_SAFE)
-    newline = "\n".encode(encoding.replace("-sig", ""))
-    if encoding == "utf-16":
-        newline = b"\n"  # counted on the raw bytes only roughly; the offset stays exact
-    line, offset = 1, 0
-    with _open_raw(path, limit=size) as raw:
-        while True:
-            chunk = raw.read(CHUNK_BYTES)
-            held = len(decoder.getstate()[0])  # bytes of a character split across chunks
-            try:
-                text = decoder.decode(chunk, final=not chunk)
-                counter.feed(text.encode("utf-8") if reencode else chunk)
-            except UnicodeDecodeError as exc:
-                # exc.start counts the held bytes first: they belong to the previous chunk
-                # (start < 0: the bad sequence began there, on the line already counted).
-                start = exc.start - held
-                return line + chunk[: max(start, 0)].count(newline), offset + start
-            if not chunk:
-                return counter.finish()
-            line += chunk.count(newline)
-            offset += len(chunk)
-
-
-def _content_digest(path: Path) -> tuple[int, int, str]:
-    """(size, mtime_ns, sha256) of the bytes on disk, read through one open descriptor."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        before = os.fstat(f.fileno())
-        while chunk := f.read(CHUNK_BYTES):
-            digest.update(chunk)
-        after = os.fstat(f.fileno())
-    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
-        raise FileChangedError("the file changed while it was being read")
-    return after.st_size, after.st_mtime_ns, digest.hexdigest()
-
-
-def prefix_sha256(path: Path, length: int) -> str:
-    """sha256 of the first `length` bytes: is an earlier version a prefix of this one?"""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        left = length
-        while left > 0 and (chunk := f.read(min(CHUNK_BYTES, left))):
-            digest.update(chunk)
-            left -= len(chunk)
-    return digest.hexdigest()
-
-
-def share_available(base: Path) -> bool:
-    try:
-        os.listdir(base)
-    except OSError:
-        return False
-    return True
-
-
-def sniff_delimiter(header_line: str) -> str:
-    """The candidate that splits the header most; comma when the header has one column."""
-    counts = {d: header_line.count(d) for d in DELIMITERS}
-    best = max(DELIMITERS, key=lambda d: counts[d])
-    return best if counts[best] else ","
-
-
-def inspect_file(path: Path, fmt: FormatSettings) -> FileInspection:
-    """Hash the file, settle its encoding (or fail it whole) and find its delimiter."""
-    size, mtime_ns, sha256 = _content_digest(path)
-    with _open_raw(path) as raw:
-        head = raw.read(4)
-    encoding = _bom_encoding(head, fmt.encoding)
-    used_fallback = False
-    counted = _decode_and_count(path, size, encoding, fmt)
-    if isinstance(counted, tuple):
-        line, byte = counted
-        if fmt.fallback_encoding is None:
-            raise ExportFileError(
-                f"line {line} (byte {byte}): not valid {fmt.encoding}; nothing was sent "
-                "(set format.fallback_encoding, e.g. cp1252, if the file comes from a Windows tool)"
-            )
-        encoding = fmt.fallback_encoding
-        used_fallback = True
-        counted = _decode_and_count(path, size, encoding, fmt)
-        if isinstance(counted, tuple):
-            line, byte = counted
-            raise ExportFileError(
-                f"line {line} (byte {byte}): valid neither in {fmt.encoding} nor in "
-                f"{fmt.fallback_encoding}; nothing was sent"
-            )
-    delimiter: str = fmt.delimiter
-    if delimiter == "auto":
-        with _open_raw(path) as raw:
-            text = io.TextIOWrapper(raw, encoding=encoding, newline="")
-            for _ in range(fmt.skip_lines):
-                text.readline()
-            delimiter = sniff_delimiter(text.readline())
-    return FileInspection(size, mtime_ns, sha256, encoding, delimiter, used_fallback, counted)
+    def __iter__(self) -> Iterator[str]:
+        readline, limit = self._text.readline, self.limit
+        quarter = limit // 4  # a line of fewer characters cannot have more bytes than `limit`
+        line_no = self.first_line - 1
+        while line := readline(limit + 1):
+            line_no += 1
+            size = len(line)
+            if size > quarter and (
+                size > limit or len(line.encode("utf-8", "surrogatepass")) > limit
+            ):
+                if size > limit and not line.endswith(("\n", "\r")):
+                    while (rest := readline(limit + 1)) and not rest.endswith(("\n", "\r")):
+                        pass
+                    line = rest
+                self.replaced.append(line_no)
+                line = TOO_LONG_PLACEHOLDER + _line_end(line)
+                size = len(line)
+            self.total += size
+            if self.total - self.record_start > limit:
+                raise RecordTooLongError(
+                    f"line {line_no}: a record that goes on over several lines is longer than"
+                    f" format.max_record_bytes ({limit:,} bytes)"
+                )
+            yield line
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +102,7 @@ class Record:
     index: int  # 0-based position among the data rows; checkpoints count these
     line_no: int  # physical line where the record starts, 1-based, as an editor shows it
     cells: list[str]
+    too_long: bool = False  # longer than format.max_record_bytes: not read, to reject
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,23 +112,53 @@ class RecordBatch:
     first_index: int
     line_numbers: list[int]
     rows: list[list[str]]
+    at_end: bool = False  # the file has no records after these
+    too_long: tuple[int, ...] = ()  # positions in `rows` of records over the limit
+
+
+def too_long_reason(line_no: int, limit: int) -> str:
+    return (
+        f"line {line_no} is longer than format.max_record_bytes ({limit:,} bytes): not read;"
+        " fix that line of the export (or raise the limit) and send the row again"
+    )
 
 
 class ExportReader:
-    """Header first, then records from `start_index` on; a context manager that owns the file."""
+    """Header first, then records from `start_index` on; a context manager that owns the file.
+
+    `base`: the share the file is in (opened through shareio, never through a link); None for
+    a file named on the command line."""
 
     def __init__(
-        self, path: Path, inspection: FileInspection, fmt: FormatSettings, start_index: int = 0
+        self,
+        path: Path,
+        inspection: FileInspection,
+        fmt: FormatSettings,
+        start_index: int = 0,
+        base: Path | None = None,
     ) -> None:
-        self._raw = _open_raw(path, limit=inspection.size)
+        raw = open_regular(path, base)
+        try:
+            st = os.fstat(raw.fileno())
+            if inspection.identity != (0, 0) and (st.st_dev, st.st_ino) != inspection.identity:
+                raise FileChangedError("the file was replaced by another one since it was checked")
+            self._raw = open_stream(raw, inspection.size)
+        except BaseException:
+            raw.close()
+            raise
         self._inspection = inspection
+        self.max_record = max_record_of(fmt)
         self._text = io.TextIOWrapper(self._raw, encoding=inspection.encoding, newline="")
         # Lines before the header (a template's title or record count), kept for the caller.
-        self.preamble = [self._text.readline().rstrip("\r\n") for _ in range(fmt.skip_lines)]
+        self.preamble = [
+            read_line_bounded(self._text, self.max_record)[0].rstrip("\r\n")
+            for _ in range(fmt.skip_lines)
+        ]
         self._line_offset = fmt.skip_lines
         self.records_read = 0  # data records seen so far, including those skipped on resume
+        self._lines = _BoundedLines(self._text, self.max_record, fmt.skip_lines + 1)
         self._csv = csv.reader(
-            self._text, delimiter=inspection.delimiter, quotechar=fmt.quote_char, strict=False
+            self._lines, delimiter=inspection.delimiter, quotechar=fmt.quote_char, strict=False
         )
         self._start_index = start_index
         try:
@@ -249,8 +166,10 @@ class ExportReader:
         except BaseException:
             self.close()
             raise
+        self._lines.record_start = self._lines.total
         self._next_index = 0
         self._next_line = self._line_offset + self._csv.line_num + 1
+        self._at_end = False
 
     def _read_header(self) -> list[str]:
         try:
@@ -261,6 +180,11 @@ class ExportReader:
             raise ExportFileError(
                 f"line {self._line_offset + 1}: unreadable header: {exc}"
             ) from None
+        if self._lines.replaced:
+            raise ExportFileError(
+                f"line {self._lines.replaced[0]}: the header is longer than"
+                f" format.max_record_bytes ({self.max_record:,} bytes); nothing was sent"
+            )
         if not any(cell.strip() for cell in header):
             raise ExportFileError(f"line {self._line_offset + 1}: the header row is empty")
         return header
@@ -269,30 +193,39 @@ class ExportReader:
         """Up to `limit` records from where the last call stopped; [] at the end of the file."""
         batch = self.take_batch(limit)
         first = batch.first_index
+        too_long = set(batch.too_long)
         return [
-            Record(first + i, line_no, cells)
+            Record(first + i, line_no, cells, i in too_long)
             for i, (line_no, cells) in enumerate(zip(batch.line_numbers, batch.rows, strict=True))
         ]
 
-    def take_batch(self, limit: int) -> RecordBatch:
+    def take_batch(self, limit: int, max_chars: int = CHUNK_CHARS) -> RecordBatch:
         """`take` as columns, for the hot path: one tight loop (no generator, no per-row
-        attribute look-ups, no object per record)."""
+        attribute look-ups beyond the bounds', no object per record). Stops after `limit`
+        records or `max_chars` characters read, whichever comes first."""
         rows: list[list[str]] = []
         line_numbers: list[int] = []
         keep_row, keep_line = rows.append, line_numbers.append
-        reader = self._csv
+        reader, lines = self._csv, self._lines
         offset = self._line_offset
         index, start, line_no = self._next_index, self._start_index, self._next_line
+        replaced_before = len(lines.replaced)
+        chars_end = lines.total + max_chars
+        at_end = self._at_end
         try:
-            for cells in reader:
-                if cells:  # a blank line is no record
-                    if index >= start:
-                        keep_row(cells)
-                        keep_line(line_no)
-                    index += 1
-                line_no = offset + reader.line_num + 1
-                if len(rows) >= limit:
-                    break
+            if not at_end:
+                for cells in reader:
+                    if cells:  # a blank line is no record
+                        if index >= start:
+                            keep_row(cells)
+                            keep_line(line_no)
+                        index += 1
+                    line_no = offset + reader.line_num + 1
+                    lines.record_start = total = lines.total
+                    if len(rows) >= limit or total >= chars_end:
+                        break
+                else:
+                    at_end = True
         except csv.Error as exc:
             raise ExportFileError(f"line {line_no}: malformed CSV: {exc}") from None
         except UnicodeDecodeError:
@@ -305,8 +238,15 @@ class ExportReader:
         finally:
             self._next_index, self._next_line = index, line_no
             self.records_read = index
+            self._at_end = at_end
+        too_long: tuple[int, ...] = ()
+        if len(lines.replaced) > replaced_before:
+            # The record that holds a replaced line is the last one starting at or before it.
+            found = {bisect_right(line_numbers, n) - 1 for n in lines.replaced[replaced_before:]}
+            too_long = tuple(sorted(i for i in found if i >= 0))
+            del lines.replaced[:]
         # Records from `start` on are kept without a gap, the last one just before `index`.
-        return RecordBatch(index - len(rows), line_numbers, rows)
+        return RecordBatch(index - len(rows), line_numbers, rows, at_end, too_long)
 
     def progress(self) -> float:
         """Share of the file's bytes read so far (read-ahead makes it a little early)."""
@@ -337,7 +277,7 @@ class ExportReader:
         if st.st_size == size and st.st_mtime_ns != mtime:
             raise FileChangedError("the file was rewritten in place")
         try:
-            on_disk = os.stat(path)
+            on_disk = os.stat(path, follow_symlinks=False)  # a link put in its place is not it
         except FileNotFoundError:
             if not share_available(base):
                 raise ShareUnavailableError(f"{base} is not available") from None

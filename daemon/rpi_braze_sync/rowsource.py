@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 import orjson
 
 from .batching import Item, Range, keep_unsettled, pack_rows
+from .inspection import FileInspection
 from .mapping import CompiledMapping, Drop, Rejection
-from .reader import ExportReader, FileInspection
+from .reader import ExportReader, too_long_reason
 
 if TYPE_CHECKING:  # this module runs the mapping process, which never imports pydantic
     from .settings import FormatSettings
@@ -33,6 +34,9 @@ T = TypeVar("T")
 # Rows read and mapped at a time. Column-wise mapping holds a chunk's columns several times
 # over; 500 rows measured both faster and 30 MB lighter than 2,000 (caches, allocator).
 CHUNK_ROWS = 500
+# ... and at most this many cells: a file of 10,000 columns is read a few rows at a time, so
+# that it takes the memory of a narrow one (reader.CHUNK_CHARS bounds the characters too).
+CHUNK_CELLS = 32_000
 
 
 def tune_garbage_collector() -> None:
@@ -93,7 +97,9 @@ class InProcessSource:
     def __init__(self, spec: SourceSpec) -> None:
         fmt, mapping = spec.fmt, spec.mapping
         self.spec = spec
-        self.reader = ExportReader(spec.path, spec.inspection, fmt, spec.start_index)
+        self.reader = ExportReader(
+            spec.path, spec.inspection, fmt, spec.start_index, base=spec.base
+        )
         try:
             self.mapper = mapping.bind(self.reader.header, spec.path_values)
             self.stated = self.reader.stated_count(fmt.record_count) if fmt.record_count else None
@@ -102,21 +108,32 @@ class InProcessSource:
             raise
         self.header = self.reader.header
         self.warnings = self.mapper.warnings
+        self.chunk_rows = max(1, min(CHUNK_ROWS, CHUNK_CELLS // max(1, len(self.header))))
 
     def next_chunk(self) -> ChunkData:
         reader, map_chunk = self.reader, self.mapper.map_chunk
         reader.verify_source(self.spec.path, self.spec.base)
-        batch = reader.take_batch(CHUNK_ROWS)
+        batch = reader.take_batch(self.chunk_rows)
         rows, line_numbers = batch.rows, batch.line_numbers
-        at_end = len(rows) < CHUNK_ROWS
         indexes = list(range(batch.first_index, batch.first_index + len(rows)))
+        too_long = set(batch.too_long)
         unsettled = keep_unsettled(batch.first_index, len(rows), self.spec.skip)
         if unsettled is not None:  # settled before a restart: not sent, rejected nor counted
             rows, line_numbers = _pick(rows, unsettled), _pick(line_numbers, unsettled)
             indexes = _pick(indexes, unsettled)
-        packed = pack_rows(rows)
+            too_long = {j for j, i in enumerate(unsettled) if i in too_long}
         drops: list[Drop] = []
         rejected: list[RejectData] = []
+        if too_long:  # rejected with their line; their cells were never read
+            blank = [""] * len(self.header)
+            limit = reader.max_record
+            for i in sorted(too_long):
+                line_no = line_numbers[i]
+                rejected.append((indexes[i], line_no, blank, too_long_reason(line_no, limit)))
+            read = [i for i in range(len(rows)) if i not in too_long]
+            rows, line_numbers = _pick(rows, read), _pick(line_numbers, read)
+            indexes = _pick(indexes, read)
+        packed = pack_rows(rows)
         if map_chunk is not None:
             mapped, users = map_chunk(rows)
         else:
@@ -148,7 +165,7 @@ class InProcessSource:
             packed,
             rejected,
             drops,
-            at_end,
+            batch.at_end,
             reader.progress(),
             reader.records_read,
         )

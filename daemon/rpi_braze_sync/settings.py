@@ -78,6 +78,16 @@ class WatchSettings(StrictModel):
         description="where after_done: archive moves files (same relative path);"
         " default <base_output_directory>/.archive",
     )
+    file_attempts: Annotated[int, Field(ge=1)] = Field(
+        5,
+        description="tries of a file that cannot be read or sent (the share being available)"
+        " before it is parked as failed; `retry` brings it back",
+    )
+    file_retry_seconds: Annotated[float, Field(gt=0)] = Field(
+        30.0,
+        description="wait before the second try of such a file, doubled at each try (at most"
+        " 15 min); other files go meanwhile",
+    )
 
     @field_validator("path_pattern")
     @classmethod
@@ -143,6 +153,11 @@ class FormatSettings(StrictModel):
     skip_lines: Annotated[int, Field(ge=0)] = Field(0, description="lines before the header")
     record_count: RecordCountSpec | None = Field(
         None, description="a line that states the number of records, checked at the end"
+    )
+    max_record_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = Field(
+        1 << 20,
+        description="the longest record read (1 MiB): a longer line is rejected with its line"
+        " number; a longer record of several lines fails the file. Memory depends on it",
     )
 
     @model_validator(mode="after")

@@ -19,7 +19,7 @@ import orjson
 from .config import LoadedConfig, load_config
 from .errors import InputMissingError, RpiBrazeSyncError, error_lines, exit_status
 from .journal import DONE, FileRecord, Journal, journal_path
-from .logs import iso_utc
+from .logs import display_name, iso_utc
 
 SCHEMA_VERSION = 1
 
@@ -82,7 +82,7 @@ def percent_settled(record: FileRecord) -> float | None:
 def file_entry(record: FileRecord) -> dict[str, Any]:
     return {
         "id": record.id,
-        "path": record.rel_path,
+        "path": display_name(record.rel_path),  # one line; bytes not UTF-8 as \xNN
         "channel": record.channel,
         "state": record.state,
         "rows_total": record.rows_total,
@@ -91,7 +91,7 @@ def file_entry(record: FileRecord) -> dict[str, Any]:
         "rows_rejected": record.rows_rejected,
         "fields_dropped": record.fields_dropped,
         "percent": percent_settled(record),
-        "reason": record.reason,
+        "reason": display_name(record.reason) if record.reason is not None else None,
         "retry": bool(record.retry),
         "first_seen_at": _time(record.first_seen_at),
         "completed_at": _time(record.completed_at),
@@ -161,10 +161,10 @@ def render_text(journals: list[tuple[JournalChoice, list[FileRecord]]]) -> str:
             updated = iso_utc(r.updated_at)[:19] + "Z"
             out.append(
                 f"{r.state:<11} {rows:>10} {done:>6} {r.rows_sent:>10,} {r.rows_rejected:>9,}"
-                f" {r.fields_dropped:>8,}  {updated:<20}  {r.rel_path}"
+                f" {r.fields_dropped:>8,}  {updated:<20}  {display_name(r.rel_path)}"
             )
             if r.reason:
-                out.append(f"{'':<11} reason: {r.reason}")
+                out.append(f"{'':<11} reason: {display_name(r.reason)}")
         total = totals(records)
         states = ", ".join(f"{n} {s}" for s, n in sorted(total["by_state"].items()))
         out.append(

@@ -3,7 +3,9 @@
 Owns the observer thread (native inotify or polling) and hands its events to the event loop
 with `call_soon_threadsafe`. Disk access runs in worker threads: a network share can hang.
 Reports each export once it is complete (size and mtime stable for settle_seconds, read with
-open + fstat, which revalidates NFS's attribute cache).
+open + fstat, which revalidates NFS's attribute cache). Only regular files inside the share
+are considered (shareio.py): links, FIFOs, devices, sockets and folders where a file should be
+are skipped and logged once; a file that cannot be opened waits, with its reason.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from .logs import display_name
 from .mapping import parse_path_pattern
 from .metrics import Metrics
 from .settings import WatchSettings
+from .shareio import Snapshot, Unreadable, scan_tree, stat_file
 from .watchrules import (
     ExportPath,
     Ignored,
@@ -34,7 +38,6 @@ from .watchrules import (
 )
 
 log = logging.getLogger(__name__)
-Snapshot = dict[str, tuple[int, int]]  # relative path -> (size, mtime_ns)
 
 
 class WatchListener(Protocol):
@@ -56,57 +59,15 @@ class WatchListener(Protocol):
         """A file is complete. `at` (wall clock) is shared by every file complete at once."""
         ...
 
+    def waiting(self, rel: str, export: ExportPath, reason: str | None) -> None:
+        """The file cannot be opened (reason), or can again (None)."""
+        ...
+
     def scanned(self, snapshot: Snapshot) -> None: ...
 
     def fast_settle_s(self, export: ExportPath) -> float | None:
         """A shorter settle time for this file (RPI said its run finished), or None."""
         ...
-
-
-def scan_tree(base: Path, max_depth: int) -> Snapshot | None:
-    """Every visible file down to `max_depth` folders below `base`; None if the share is gone."""
-    found: Snapshot = {}
-    try:
-        base_fd_check = os.stat(base)
-    except OSError:
-        return None
-    del base_fd_check
-    stack: list[tuple[Path, str, int]] = [(base, "", 0)]
-    while stack:
-        folder, prefix, depth = stack.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            if depth == 0:
-                return None
-            continue  # a folder that vanished mid-scan; the next scan will tell
-        for entry in entries:
-            if is_ignored_name(entry.name):
-                continue
-            rel = f"{prefix}{entry.name}"
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    if depth < max_depth:
-                        stack.append((Path(entry.path), rel + "/", depth + 1))
-                elif entry.is_file(follow_symlinks=False):
-                    st = entry.stat(follow_symlinks=False)
-                    found[rel] = (st.st_size, st.st_mtime_ns)
-            except OSError:
-                continue
-    return found
-
-
-def stat_file(path: Path) -> tuple[int, int] | None:
-    """(size, mtime_ns) through open + fstat (fresh attributes on NFS); None if it is gone."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        return st.st_size, st.st_mtime_ns
-    finally:
-        os.close(fd)
 
 
 def read_mounts() -> str:
@@ -128,7 +89,7 @@ class _Forwarder(FileSystemEventHandler):
             return
         for raw in (event.src_path, getattr(event, "dest_path", "")):
             if raw:
-                path = raw.decode() if isinstance(raw, bytes) else raw
+                path = os.fsdecode(raw)  # a name that is not UTF-8 keeps its bytes
                 self._loop.call_soon_threadsafe(self._sink, path, event.is_directory)
 
 
@@ -157,7 +118,9 @@ class Watcher:
         self._wake = asyncio.Event()
         self._rescan_now = True
         self._logged_ignored: set[str] = set()
+        self._unreadable: dict[str, str] = {}  # path -> why it cannot be opened (waits)
         self.observer_kind = ""
+        self.observer_restarts = 0
         self.running = False
         self.share_available = True
 
@@ -170,14 +133,28 @@ class Watcher:
             self._hints.add(path)
         self._wake.set()
 
+    def _observer_alive(self) -> bool:
+        """The observer's thread and every emitter thread (inotify readers) it started."""
+        observer = self._observer
+        return (
+            observer is not None
+            and observer.is_alive()
+            and all(emitter.is_alive() for emitter in observer.emitters)
+        )
+
     def _ensure_observer(self) -> None:
-        if self._observer is not None and self._observer.is_alive():
+        if self._observer_alive():
             return
         if self._observer is not None:
             log.warning(
-                "the %s observer stopped (share unavailable?); restarting it", self.observer_kind
+                "the %s observer's thread stopped (share unavailable, or an error in it);"
+                " restarting it (scans go on meanwhile)",
+                self.observer_kind,
             )
+            self.observer_restarts += 1
+            self.metrics.observer_restarts.inc()
             self._stop_observer()
+            self._rescan_now = True  # events may have been missed while it was down
         kind = choose_observer(self.settings.observer, read_mounts(), str(self.base.resolve()))
         observer: BaseObserver = (
             PollingObserver(timeout=self.settings.poll_interval_seconds)
@@ -209,20 +186,33 @@ class Watcher:
 
     # --- scanning ------------------------------------------------------------------------
 
+    def _ignore(self, rel: str, reason: str, why: str) -> None:
+        """Log a path left alone once (until a reload), and count it by reason."""
+        if rel in self._logged_ignored:
+            return
+        self._logged_ignored.add(rel)
+        self.metrics.ignored_files.labels(reason).inc()
+        log.info("ignoring %s: %s", display_name(rel), why)
+
+    def _skip_special(self, rel: str, kind: str) -> None:
+        """Not a regular file: never opened (a link may lead outside the share, a FIFO or a
+        device would block or never end)."""
+        if rel in self._tracker:  # it was a file a moment ago
+            self._tracker.forget(rel)
+            self.listener.gone(rel)
+        self._ignore(rel, kind, f"a {kind}, not a regular file: never read")
+
     def _consider(self, rel: str, size: int, mtime_ns: int, now: float, found_at: float) -> None:
-        if self.known.get(rel) == (size, mtime_ns):
+        if self.known.get(rel) == (size, mtime_ns) or rel in self._unreadable:
             return
         where = classify_path(rel, self._pattern, self.channels)
         if isinstance(where, Ignored):
-            if rel not in self._logged_ignored:
-                self._logged_ignored.add(rel)
-                self.metrics.ignored_files.labels(where.reason).inc()
-                why = (
-                    "does not fit the layout"
-                    if where.reason == "layout"
-                    else "is under no configured channel"
-                )
-                log.info("ignoring %s: it %s (%s/<file>)", rel, why, self.settings.path_pattern)
+            why = (
+                "does not fit the layout"
+                if where.reason == "layout"
+                else "is under no configured channel"
+            )
+            self._ignore(rel, where.reason, f"it {why} ({self.settings.path_pattern}/<file>)")
             return
         first_sight = rel not in self._tracker
         self._tracker.observe(rel, size, mtime_ns, now)
@@ -232,6 +222,28 @@ class Watcher:
         if fast is not None:
             self._tracker.shorten(rel, fast, now)
 
+    def _cannot_open(self, rel: str, reason: str) -> None:
+        """A file that cannot be opened (permissions) waits, with its reason: not taken for
+        gone (that would be churn: vanished, seen, vanished...) nor sent half-checked."""
+        where = classify_path(rel, self._pattern, self.channels)
+        if not isinstance(where, ExportPath):
+            return
+        if rel not in self._tracker and rel in self.known:
+            return  # a version already complete: its send says what it cannot read
+        self._tracker.forget(rel)
+        if rel not in self._unreadable:
+            self._unreadable[rel] = reason
+            log.warning(
+                "cannot open %s (%s): waiting until it can be read", display_name(rel), reason
+            )
+            self.listener.waiting(rel, where, f"cannot be opened: {reason} (waiting)")
+
+    def _readable_again(self, rel: str) -> None:
+        where = classify_path(rel, self._pattern, self.channels)
+        if isinstance(where, ExportPath):
+            log.info("%s can be read now", display_name(rel))
+            self.listener.waiting(rel, where, None)
+
     def _rel(self, path: str) -> str | None:
         try:
             rel = Path(path).relative_to(self.base).as_posix()
@@ -240,23 +252,26 @@ class Watcher:
         return None if any(is_ignored_name(p) for p in rel.split("/")) else rel
 
     async def _scan(self) -> bool:
-        snapshot = await asyncio.to_thread(scan_tree, self.base, len(self._pattern))
-        self.share_available = snapshot is not None
+        scanned = await asyncio.to_thread(scan_tree, self.base, len(self._pattern))
+        self.share_available = scanned is not None
         self.metrics.share_available.set(1 if self.share_available else 0)
-        if snapshot is None:
+        if scanned is None:
             log.warning("the export folder %s is not available; will retry", self.base)
             return False
+        snapshot, specials = scanned
         if not self._initialized:
             self.known = self.listener.initialize(snapshot)
             self._initialized = True  # ready from here: what is on the share is known
         self.listener.scanned(snapshot)
         now, found_at = time.monotonic(), time.time()
+        for rel, kind in specials.items():
+            self._skip_special(rel, kind)
         for rel, (size, mtime) in snapshot.items():
             self._consider(rel, size, mtime, now, found_at)
         return True
 
     async def _recheck(self) -> None:
-        paths = set(self._tracker.paths())
+        paths = set(self._tracker.paths()) | set(self._unreadable)
         for hint in self._hints:
             rel = self._rel(hint)
             if rel is not None:
@@ -264,14 +279,24 @@ class Watcher:
         self._hints.clear()
         if not paths:
             return
-        stats = await asyncio.to_thread(lambda: {p: stat_file(self.base / p) for p in paths})
+        stats = await asyncio.to_thread(lambda: {p: stat_file(self.base, p) for p in paths})
         now, found_at = time.monotonic(), time.time()
         for rel, stat in stats.items():
+            if isinstance(stat, Unreadable):
+                self._cannot_open(rel, stat.reason)
+                continue
+            was_waiting = self._unreadable.pop(rel, None) is not None
             if stat is None:
-                if rel in self._tracker:
+                if rel in self._tracker or was_waiting:
                     self._tracker.forget(rel)
                     self.listener.gone(rel)
+            elif isinstance(stat, str):
+                if was_waiting:
+                    self.listener.gone(rel)
+                self._skip_special(rel, stat)
             else:
+                if was_waiting:
+                    self._readable_again(rel)
                 self._consider(rel, stat[0], stat[1], now, found_at)
         for rel, size, mtime in self._tracker.due(now):
             where = classify_path(rel, self._pattern, self.channels)

@@ -57,6 +57,21 @@ def is_ignored_name(name: str) -> bool:
     )
 
 
+def sendable_text(name: str, fallback: str | None) -> str | None:
+    """A folder or file name that is not UTF-8 (os.fsdecode keeps its bytes as surrogates, which
+    no JSON can carry) as text a mapping can send: decoded with the format's fallback
+    encoding when that works, else its odd bytes written as \\xNN. None: `name` is fine."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = name.encode("utf-8", "surrogateescape")
+        try:
+            return raw.decode(fallback or "utf-8")
+        except (UnicodeDecodeError, LookupError):
+            return raw.decode("utf-8", "backslashreplace")
+    return None
+
+
 @dataclass(frozen=True)
 class ExportPath:
     channel: str

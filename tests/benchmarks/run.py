@@ -29,7 +29,7 @@ import aiohttp
 import orjson
 import yaml
 
-from rpi_braze_sync import reader
+from rpi_braze_sync import inspection
 from rpi_braze_sync.config import load_config
 from rpi_braze_sync.mapping import Mapped
 from rpi_braze_sync.settings import FormatSettings
@@ -374,6 +374,8 @@ def quote_all(data: Path, target: Path) -> None:
 class _NoCount:
     """Stands in for the record counter, to time the inspection without it."""
 
+    too_long = None
+
     def __init__(self, *args: object) -> None:
         pass
 
@@ -388,14 +390,14 @@ def inspection_cost(data: Path) -> dict[str, float]:
     """The daemon's inspection (hash, encoding check, record count) of a file, timed with and
     without the record count, in turns, in this process."""
     fmt = FormatSettings()
-    counting = reader.RecordCounter
+    counting = inspection.RecordCounter
     timings: dict[bool, float] = {}
     for with_count in (True, False):
-        reader.RecordCounter = counting if with_count else _NoCount  # type: ignore[misc]
+        inspection.RecordCounter = counting if with_count else _NoCount  # type: ignore[misc]
         started = time.perf_counter()
-        reader.inspect_file(data, fmt)
+        inspection.inspect_file(data, fmt)
         timings[with_count] = time.perf_counter() - started
-    reader.RecordCounter = counting  # type: ignore[misc]
+    inspection.RecordCounter = counting  # type: ignore[misc]
     return {"seconds": timings[True], "count_s": timings[True] - timings[False]}
 
 

@@ -60,6 +60,7 @@ class DaemonProcess:
         self.proc: asyncio.subprocess.Process | None = None
         self.extra_env: dict[str, str] = {}
         self.own_session = False  # True: a process group of its own, as a terminal gives
+        self.preexec: Callable[[], None] | None = None  # run in the child before exec
         self.settings: dict[str, Any] = {
             "braze": {
                 "api_url": fake.url,
@@ -93,6 +94,7 @@ class DaemonProcess:
         self.proc = await asyncio.create_subprocess_exec(
             str(SCRIPT), "run", "--config", str(self.config), *extra,
             stdout=log, stderr=log, env=self.env(), start_new_session=self.own_session,
+            preexec_fn=self.preexec,
         )  # fmt: skip
         log.close()
         if wait_ready:

@@ -259,7 +259,7 @@ def test_wrong_types_are_said_in_yaml_terms(tmp_path: Path) -> None:
         in problems
     )
     assert (
-        f"configuration error: {config}:{line_of('settle_minutes')}:3: watch.settle_minutes: unknown key (allowed: base_output_directory, settle_seconds, observer, backfill, poll_interval_seconds, rescan_interval_seconds, path_pattern, archive_directory)"
+        f"configuration error: {config}:{line_of('settle_minutes')}:3: watch.settle_minutes: unknown key (allowed: base_output_directory, settle_seconds, observer, backfill, poll_interval_seconds, rescan_interval_seconds, path_pattern, archive_directory, file_attempts, file_retry_seconds)"
         in problems
     )
     assert (

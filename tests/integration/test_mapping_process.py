@@ -21,8 +21,8 @@ import pytest
 from rpi_braze_sync import rowsource
 from rpi_braze_sync.config import load_config
 from rpi_braze_sync.errors import FileChangedError, ShareUnavailableError
+from rpi_braze_sync.inspection import inspect_file
 from rpi_braze_sync.mapping import Drop, HeaderError
-from rpi_braze_sync.reader import inspect_file
 from rpi_braze_sync.rowsource import CHUNK_ROWS, ChunkData, RejectData, SourceSpec
 from rpi_braze_sync.sources import ChunkSource, MappingProcess, ThreadSource
 

@@ -228,6 +228,7 @@ EXPECTED_ALERTS = {
     "RpiBrazeSyncBrazeErrorsHigh",
     "RpiBrazeSyncBrazeRateLimited",
     "RpiBrazeSyncFileFailed",
+    "RpiBrazeSyncOldestFileWaiting",
 }
 
 

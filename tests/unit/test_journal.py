@@ -253,3 +253,32 @@ def test_a_tool_reads_a_journal_an_older_daemon_wrote(db_path: Path) -> None:
     finally:
         old.close()
     assert (record.rel_path, record.rows_total) == ("C/o/w/f.txt", None)
+
+
+def test_a_name_that_is_not_utf8_round_trips_byte_for_byte(db_path: Path) -> None:
+    """os.fsdecode keeps such bytes as surrogates, which SQLite text cannot hold: the name is
+    stored as its bytes and read back as the same str, at every step and after a restart."""
+    import os
+
+    odd = "Braze Append/O/1/" + os.fsdecode(b"RPI_\xff\xfe.txt")
+    journal = Journal(db_path)
+    journal.mark_initialized([(odd + ".old", "Braze Append", 1, 1)])
+    journal.record_seen(odd, "Braze Append", 10, 20)
+    journal.note(journal.seen_id(odd) or 0, "cannot be opened: Permission denied (waiting)")
+    record = journal.record_complete(odd, "Braze Append", 11, 21)
+    assert record.rel_path == odd
+    journal.start(record.id, "f" * 64, 11, 21)
+    journal.finish(record.id, DONE)
+    assert journal.previous_done(odd, record.id + 1) is not None
+    journal.close()
+    reopened = Journal(db_path)
+    try:
+        paths = set(reopened.latest_by_path())
+        assert paths == {odd, odd + ".old"}
+        assert reopened.latest(odd) is not None
+        assert reopened.sweep({odd, odd + ".old"}, 0) == 0  # still present: kept, not gone
+        assert all(r.gone_at is None for r in reopened.all())
+    finally:
+        reopened.close()
+    stored = sqlite3.connect(db_path).execute("SELECT rel_path FROM files").fetchall()
+    assert (os.fsencode(odd),) in stored

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from rpi_braze_sync.errors import ExportFileError
-from rpi_braze_sync.reader import CHUNK_BYTES, ExportReader, FileInspection, inspect_file
+from rpi_braze_sync.inspection import CHUNK_BYTES, FileInspection, inspect_file
+from rpi_braze_sync.reader import ExportReader
 from rpi_braze_sync.settings import FormatSettings
 
 Rows = list[tuple[int, int, list[str]]]  # (index, line_no, cells)
