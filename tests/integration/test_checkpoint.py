@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from rpi_braze_sync.inspection import inspect_file
 from rpi_braze_sync.journal import Journal, journal_path
-from rpi_braze_sync.reader import inspect_file
 from rpi_braze_sync.settings import FormatSettings
 from tests.e2e.conftest import UPSERT, wait_until
 from tests.fakebraze import FakeBraze
