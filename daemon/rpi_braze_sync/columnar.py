@@ -321,9 +321,18 @@ def compile_chunk_function(mapper: RowMapper) -> ChunkFunction | None:
         columns = list(zip(*rows, strict=True))
         bad: set[int] = set()
         users = list(map(_strip, columns[id_column]))
-        # Empty ids are rejections; long ones need their bytes counted: the row function's.
-        if "" in users or max(map(len, users)) > ID_CHARS_ALWAYS_SHORT:
-            bad.update(i for i, u in enumerate(users) if not u or len(u) > ID_CHARS_ALWAYS_SHORT)
+        # Empty ids are rejections; long ones need their bytes counted, and ones with a
+        # character that is not printable a look for control characters: the row function's.
+        if (
+            "" in users
+            or max(map(len, users)) > ID_CHARS_ALWAYS_SHORT
+            or not all(map(str.isprintable, users))
+        ):
+            bad.update(
+                i
+                for i, u in enumerate(users)
+                if not u or len(u) > ID_CHARS_ALWAYS_SHORT or not u.isprintable()
+            )
         pieces: list[Piece] = [b'{"external_id":"', encode_strings(users), b'"']
         pieces += pieces_of(top, columns, bad)[0]
         merging: list[bool] | None = None  # rows that carry a nested object with merge

@@ -15,7 +15,7 @@ import orjson
 
 from .columnar import ChunkFunction, compile_chunk_function
 from .plain import detached
-from .rowcode import MAX_EXTERNAL_ID_BYTES, compile_row_function
+from .rowcode import MAX_EXTERNAL_ID_BYTES, compile_row_function, control_character
 from .transforms import (
     MAX_NESTED_BYTES,
     SKIP,
@@ -461,7 +461,11 @@ class RowMapper:
                 return Rejection(line_no, f"{bound[0].name}: {raw.strip()!r} is {exc}")
             if value is SKIP or value is None or value == "":
                 return Rejection(line_no, f"{bound[0].name} is empty")
-            values.append(str(value))
+            text = str(value)
+            problem = control_character(text)
+            if problem is not None:
+                return Rejection(line_no, f"{bound[0].name} {problem}")
+            values.append(text)
         if self._kind == "user_alias":
             name, label = values
             return f"alias:{label}:{name}", {

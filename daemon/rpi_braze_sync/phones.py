@@ -34,7 +34,9 @@ def valid_as_written(text: str) -> bool:
     """`text` is `+<digits>` and libphonenumber finds it valid as it is: it is its E.164.
     False says nothing (libphonenumber may still read it, after stripping a prefix...)."""
     digits = text[1:]
-    if text[:1] != "+" or not (digits.isascii() and digits.isdigit()) or len(digits) < 3:
+    # E.164 has at most 15 digits (libphonenumber reads 17): a longer text is not looked at,
+    # and its length never becomes a key of the pattern cache below.
+    if text[:1] != "+" or not 3 <= len(digits) <= 17 or not (digits.isascii() and digits.isdigit()):
         return False
     key = (digits[:3], len(digits))
     found = _BY_START.get(key)

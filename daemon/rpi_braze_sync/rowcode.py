@@ -8,6 +8,7 @@ tests compare both on random rows.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,23 @@ ID_CHARS_ALWAYS_SHORT = MAX_EXTERNAL_ID_BYTES // 4
 
 if TYPE_CHECKING:
     from .mapping import Mapped, Rejection, RowMapper, ValueRule
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode's Cc: C0, DEL and C1
+
+
+def control_character(identifier: str) -> str | None:
+    """Why an identifier cannot be used, if it holds a control character (a NUL, a tab, a
+    newline...): Braze would keep it as a different user. Printable text, nearly every value,
+    is answered by str.isprintable in C; only the others are searched."""
+    if identifier.isprintable():
+        return None
+    found = _CONTROL.search(identifier)
+    if found is None:
+        return None  # other non-printables (a no-break space...) are ordinary characters
+    return (
+        f"holds a control character (U+{ord(found.group()):04X} at character {found.start() + 1})"
+    )
+
 
 RowFunction = Callable[[list[str], int], "Mapped | Rejection"]
 Reject = tuple[str, bool] | None  # (message prefix, whether the bad text is shown), or drop
@@ -123,6 +141,8 @@ def compile_row_function(mapper: RowMapper) -> RowFunction:
         limit = MAX_EXTERNAL_ID_BYTES  # only long ids can be over it: bytes counted for those
         w.emit(1, f"if len(user) > {ID_CHARS_ALWAYS_SHORT} and len(user.encode()) > {limit}:")
         w.emit(2, f"return Rejection(line_no, 'external_id is longer than {limit} bytes')")
+        w.emit(1, "if not user.isprintable() and (_r := control_character(user)):")
+        w.emit(2, "return Rejection(line_no, 'external_id ' + _r)")
         w.emit(1, "a = {'external_id': user}")
     else:
         w.emit(1, f"identity = {w.constant(mapper.identify)}(cells, line_no)")
@@ -208,6 +228,7 @@ def compile_row_function(mapper: RowMapper) -> RowFunction:
         "infer_value": infer_value,
         "dumps": orjson.dumps,
         "nested_too_large": nested_too_large,
+        "control_character": control_character,
     }
     source = "\n".join(w.lines)
     exec(compile(source, "<row function>", "exec"), namespace)  # our own text, built above

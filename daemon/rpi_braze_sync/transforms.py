@@ -33,12 +33,21 @@ def nested_too_large(size: int) -> str:
     )
 
 
+# An ISO 8601 date-time is at most 32 characters (2024-01-02T03:04:05.123456+05:30); a longer
+# text is refused before Python's parser sees it.
+MAX_DATE_TIME_CHARS: Final = 64
 _WHOLE = r"-?(?:0|[1-9][0-9]{0,14})"
 _WHOLE_NUMBER = re.compile(_WHOLE)
-_NUMBER = re.compile(_WHOLE + r"(\.[0-9]+)?")
+_NUMBER = re.compile(_WHOLE + r"(\.[0-9]++)?")
 _INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_EMAIL = re.compile(r"[^@\s\"(),:;<>\[\\\]]+@[^@\s\"(),:;<>\[\\\]]+\.[^@\s\"(),:;<>\[\\\]]+")
+# Linear time, whatever the text: each quantifier is possessive (never gives characters back),
+# so a long run of near misses costs one pass. local@domain, the domain holding a dot with a
+# character on each side: the dot is the first one after the domain's first character.
+_ADDRESS_CHAR = r"[^@\s\"(),:;<>\[\\\]]"
+_EMAIL = re.compile(
+    rf"{_ADDRESS_CHAR}++@{_ADDRESS_CHAR}(?:(?!\.){_ADDRESS_CHAR})*+\.{_ADDRESS_CHAR}++"
+)
 _GENDERS = {"m": "M", "f": "F", "o": "O", "n": "N", "p": "P"}
 _GENDERS |= {"male": "M", "female": "F", "other": "O"}
 
@@ -76,6 +85,8 @@ def parse_date(value: str) -> str:
 
 def parse_time(value: str) -> str:
     """ISO 8601 date-time (a date alone is midnight); a time without a zone is UTC."""
+    if len(value) > MAX_DATE_TIME_CHARS:
+        raise FieldValueError("not an ISO 8601 date-time")
     try:
         moment = datetime.datetime.fromisoformat(value)
     except ValueError:
@@ -92,6 +103,7 @@ def parse_integer(value: str) -> int:
 
 
 def parse_float(value: str) -> float:
+    check_length(value)  # before the parse: its work grows with the digits
     try:
         number = float(value)
     except ValueError:
@@ -111,9 +123,10 @@ def parse_boolean(value: str) -> bool:
 
 
 def parse_email(value: str) -> str:
+    check_length(value)  # first: a long text is refused without being searched
     if not _EMAIL.fullmatch(value):
         raise FieldValueError("not an email address")
-    return check_length(value)
+    return value
 
 
 def parse_gender(value: str) -> str:
@@ -183,6 +196,7 @@ def formats_parser(formats: list[str], as_time: bool) -> Callable[[str], str]:
     """Dates or times written in other formats (strptime), to yyyy-MM-dd or ISO 8601."""
 
     def parse_with_formats(value: str) -> str:
+        check_length(value)  # strptime matches with a regular expression
         for fmt in formats:
             try:
                 moment = datetime.datetime.strptime(value, fmt)
@@ -215,6 +229,8 @@ def infer_value(value: str) -> Any:
     """Typed value for an unmapped column: integer, float, boolean, date ($time), else text.
 
     `value` is not empty. The first character decides which checks can apply (hot path)."""
+    if len(value) > MAX_STRING_CHARS:  # before any pattern: a long text is never searched
+        raise FieldValueError(f"longer than {MAX_STRING_CHARS} characters ({len(value)})")
     first = value[0]
     if first in "-0123456789":
         number = _NUMBER.fullmatch(value)
@@ -232,8 +248,6 @@ def infer_value(value: str) -> Any:
             return True
         if lowered == "false":
             return False
-    if len(value) > MAX_STRING_CHARS:
-        raise FieldValueError(f"longer than {MAX_STRING_CHARS} characters ({len(value)})")
     return value
 
 
@@ -241,8 +255,9 @@ def infer_value(value: str) -> Any:
 
 
 def _emails_as_written(values: list[str]) -> list[str] | None:
-    valid = None not in map(_EMAIL.fullmatch, values)
-    return values if valid and max(map(len, values)) <= MAX_STRING_CHARS else None
+    if max(map(len, values)) > MAX_STRING_CHARS:  # the lengths first, as parse_email
+        return None
+    return values if None not in map(_EMAIL.fullmatch, values) else None
 
 
 def _dates_as_written(values: list[str]) -> list[str] | None:

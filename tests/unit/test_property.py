@@ -35,6 +35,7 @@ GENDERS = {"M", "F", "O", "N", "P"}
 DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 FORBIDDEN_IN_KEY = re.compile(r"[.$\s]")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # never in an identifier sent
 MAX_STRING = 255
 
 # A mapping that exercises most of the language: alias identifier, append mode, every type,
@@ -269,6 +270,9 @@ def check_result(
     if kind in ("email", "phone"):
         assert isinstance(attrs[kind], str)
         assert attrs[kind]
+    identifiers = attrs["user_alias"].values() if kind == "user_alias" else [attrs[kind]]
+    for identifier in identifiers:
+        assert not CONTROL.search(identifier), repr(identifier)
 
     # special keys
     assert isinstance(attrs["_update_existing_only"], bool)
