@@ -44,9 +44,8 @@ def control_character(identifier: str) -> str | None:
     found = _CONTROL.search(identifier)
     if found is None:
         return None  # other non-printables (a no-break space...) are ordinary characters
-    return (
-        f"holds a control character (U+{ord(found.group()):04X} at character {found.start() + 1})"
-    )
+    code, at = ord(found.group()), found.start() + 1
+    return f"holds a control character (U+{code:04X} at character {at})"
 
 
 RowFunction = Callable[[list[str], int], "Mapped | Rejection"]
