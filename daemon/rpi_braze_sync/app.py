@@ -34,6 +34,7 @@ from .notify import Notifier
 from .rowsource import tune_garbage_collector
 from .server import HookRoute, build_app, start_server
 from .sources import MappingProcess
+from .statedir import StateLock, tighten_modes
 from .watch import Watcher, read_mounts
 from .watchrules import NETWORK_FILESYSTEMS, ExportPath, classify_path, filesystem_of
 
@@ -277,16 +278,22 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
             loop.add_signal_handler(signal.SIGHUP, self.reload)
-        # The address first: a second daemon on the same configuration stops here (exit 69),
-        # before it touches the journal.
-        hook = HookRoute(self.accept_rpi_call, config.hook_token)
-        runner = await start_server(
-            build_app(self.metrics, self.readiness, hook), config.settings.http.listen
-        )
+        # The lock first: a second daemon on the same state directory stops here (exit 75),
+        # before it writes anything; then the address (exit 69), before the journal.
+        lock = StateLock(config.state_directory)
+        lock.acquire()
         try:
-            return await self._run()
+            tighten_modes(config.state_directory)
+            hook = HookRoute(self.accept_rpi_call, config.hook_token)
+            runner = await start_server(
+                build_app(self.metrics, self.readiness, hook), config.settings.http.listen
+            )
+            try:
+                return await self._run()
+            finally:
+                await runner.cleanup()
         finally:
-            await runner.cleanup()
+            lock.release()
 
     async def _run(self) -> int:
         config = self.config

@@ -5,12 +5,16 @@ Exit statuses (sysexits.h), the same for every command:
   1    `run`: one of the daemon's tasks failed unexpectedly (systemd restarts it)
   64   usage: a wrong argument; an export outside <channel>/<offer>/<workflow id>/ without
        --channel; `retry` of a file the journal does not know
-  65   data: an export file that cannot be used (encoding, header, CSV)
+  65   data: an export file that cannot be used (encoding, header, CSV); the journal is
+       damaged or is not a journal (systemd does not restart on it; README: "A damaged
+       journal")
   66   no input: the export file, or the journal (`status`, `retry`), does not exist
   69   unavailable: `run` cannot listen on its address (in use, not local, not allowed);
        `check --online` cannot reach Braze or Braze cannot answer now
   73   `init`: a file exists already (use --force) or cannot be written
   74   I/O error: the journal cannot be opened or read
+  75   `run`: another rpi-braze-sync is running on the same state directory (systemd
+       restarts it, so it starts once the other one stops)
   77   `check --online`: Braze refuses the API key
   78   configuration error (systemd does not restart on it)
   130  interrupted (Ctrl-C) outside `run`
@@ -48,6 +52,7 @@ from .journal import STATES, Journal
 from .logs import configure_logging, display_name
 from .preview import cmd_preview
 from .settings import host_port_problem, json_schema
+from .statedir import restrict_umask
 from .status import cmd_status, existing_journals, load_for_journal
 
 DEFAULT_CONFIG = "/etc/rpi-braze-sync/rpi-braze-sync.yaml"
@@ -161,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    restrict_umask()  # before anything is written: journal, rejects and outbox hold personal data
     env = dict(os.environ)
     if args.listen:
         env[LISTEN_ENV] = args.listen  # the flag wins over the environment and the YAML

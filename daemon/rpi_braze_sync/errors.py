@@ -4,10 +4,11 @@ from __future__ import annotations
 
 # Exit statuses, from BSD's sysexits.h (cli.py's docstring and the README list them).
 EXIT_USAGE = 64  # EX_USAGE: wrong arguments, or an export outside the channel layout
-EXIT_DATA = 65  # EX_DATAERR: an export file that cannot be used
+EXIT_DATA = 65  # EX_DATAERR: an export file that cannot be used, or a damaged journal
 EXIT_NOINPUT = 66  # EX_NOINPUT: an input (export file, journal) does not exist
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: the listen address is taken, Braze unreachable
 EXIT_CANTCREAT = 73  # EX_CANTCREAT: init would overwrite a file, or cannot write it
+EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: another daemon holds the state directory; try again later
 EXIT_IOERR = 74  # EX_IOERR: the journal cannot be read or written
 EXIT_NOPERM = 77  # EX_NOPERM: Braze refuses the API key (check --online)
 EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus=78 stops restart loops
@@ -58,6 +59,15 @@ class JournalError(RpiBrazeSyncError):
     """The state database cannot be opened or written."""
 
 
+class JournalDamagedError(JournalError):
+    """The journal is not an SQLite database, or SQLite finds it damaged: restarting cannot
+    fix it (the README says how to recover)."""
+
+
+class StateLockedError(RpiBrazeSyncError):
+    """Another daemon holds the state directory's lock."""
+
+
 class UsageError(RpiBrazeSyncError):
     """The command was asked for something it cannot do as given (exit 64)."""
 
@@ -76,6 +86,8 @@ class ListenError(RpiBrazeSyncError):
 
 _EXIT_STATUSES: tuple[tuple[type[RpiBrazeSyncError], int], ...] = (
     (ConfigError, EXIT_CONFIG),
+    (JournalDamagedError, EXIT_DATA),
+    (StateLockedError, EXIT_TEMPFAIL),
     (ExportFileError, EXIT_DATA),
     (UsageError, EXIT_USAGE),
     (InputMissingError, EXIT_NOINPUT),

@@ -166,7 +166,7 @@ async def test_a_taken_port_is_one_line_and_exit_69(daemon: DaemonProcess) -> No
         f"rpi-braze-sync: cannot listen on 127.0.0.1:{daemon.port}: the address is already in"
         " use (another rpi-braze-sync, or another program)"
     ]
-    assert not daemon.state.exists()  # it stopped before opening the journal
+    assert not (daemon.state / "journal.sqlite").exists()  # it stopped before the journal
 
 
 async def test_json_log_times_are_iso_8601_utc_with_milliseconds(daemon: DaemonProcess) -> None:
