@@ -107,7 +107,7 @@ async def test_state_files_are_private_under_umask_022(
             rejects = daemon.state / "rejects" / UPSERT / "Spring" / "42" / f"{name}.rejects.csv"
             await wait_until(rejects.exists, what="the rejects file")
             journal = "journal-dry-run.sqlite" if mode else "journal.sqlite"
-            await wait_until(lambda: (daemon.state / f"{journal}-wal").exists(), what="the WAL")
+            await wait_until((daemon.state / f"{journal}-wal").exists, what="the WAL")
             running = modes_under(daemon.state)  # while the journal is open: -wal and -shm
             assert f"{journal}-shm" in running
             assert too_open(running, daemon.state) == []
