@@ -305,7 +305,11 @@ class Daemon:
         transport = self._transport()
         sender = self.sender = Sender(transport, config.settings.braze, self.metrics)
         queue = self.queue = FileQueue(config, journal, sender, self.metrics, self.export_of)
-        mapping_process = MappingProcess() if config.settings.performance.mapping_process else None
+        mapping_process = (
+            MappingProcess(secret_env_names(config))
+            if config.settings.performance.mapping_process
+            else None
+        )
         queue.mapping_process = mapping_process
         for record in journal.queued():
             queue.put(record)  # interrupted sends resume first, in their order
@@ -404,6 +408,14 @@ class Daemon:
             log.info("sending to %s/users/track", config.settings.braze.api_url)
         log.info("rejected rows: %s", config.state_directory / "rejects")
         log.info("metrics: http://%s/metrics", config.settings.http.listen)
+
+
+def secret_env_names(config: LoadedConfig) -> set[str]:
+    """Environment variables that hold (or lead to) a secret: the mapping process goes without."""
+    names = {config.settings.braze.api_key_env, "BRAZE_API_KEY", "CREDENTIALS_DIRECTORY"}
+    if config.settings.hook.token_env:
+        names.add(config.settings.hook.token_env)
+    return names
 
 
 async def serve(config: LoadedConfig, load_again: Callable[[], LoadedConfig]) -> int:

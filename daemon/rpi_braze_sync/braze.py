@@ -25,6 +25,7 @@ from yarl import URL
 
 from . import package_version
 from .config import Secret
+from .redact import redact, without
 
 USER_AGENT = f"rpi-braze-sync/{package_version()}"
 
@@ -94,6 +95,7 @@ class HttpTransport:
 
     def __init__(self, api_url: str, api_key: Secret, timeout_s: float, pool_size: int) -> None:
         self.url = f"{api_url}/users/track"
+        self._key = api_key.reveal()
         self._headers = {
             "Authorization": f"Bearer {api_key.reveal()}",
             "Content-Type": "application/json",
@@ -112,6 +114,7 @@ class HttpTransport:
     def set_endpoint(self, api_url: str, api_key: Secret) -> None:
         """A reloaded configuration (a rotated key, a corrected URL): used from the next request."""
         self.url = f"{api_url}/users/track"
+        self._key = api_key.reveal()
         self._headers["Authorization"] = f"Bearer {api_key.reveal()}"
         if self._session is not None:
             self._session.headers["Authorization"] = self._headers["Authorization"]
@@ -135,7 +138,7 @@ class HttpTransport:
         progress = SimpleNamespace(sent=False)  # set once the request starts to go out
         try:
             async with session.post(self.url, data=body, trace_request_ctx=progress) as response:
-                payload = await response.read()
+                payload = without(await response.read(), self._key)  # an echo of it
                 return Reply(
                     response.status, CIMultiDictProxy(CIMultiDict(response.headers)), payload
                 )
@@ -225,7 +228,8 @@ def _row_errors(payload: Mapping[str, Any]) -> dict[int, str]:
             continue
         index = error.get("index")
         if error.get("input_array", "attributes") == "attributes" and isinstance(index, int):
-            errors[index] = str(error.get("type") or error.get("message") or "rejected by Braze")
+            reason = error.get("type") or error.get("message") or "rejected by Braze"
+            errors[index] = redact(str(reason))
     return errors
 
 
@@ -240,7 +244,7 @@ def classify(reply: Reply) -> Verdict:
     if 200 <= status < 300:
         return Verdict(Action.SENT, errors=_row_errors(_json(reply.body)))
     payload = _json(reply.body)
-    message = str(payload.get("message") or _text(reply.body) or f"HTTP {status}")
+    message = redact(str(payload.get("message") or _text(reply.body) or f"HTTP {status}"))
     if status == 400:
         if "valid data must be provided" in message.lower():
             return Verdict(Action.REJECT_ALL, message, _row_errors(payload))

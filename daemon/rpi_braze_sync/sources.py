@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import pickle
 import socket
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any, NoReturn, Protocol
 
@@ -74,7 +76,10 @@ class MappingProcess:
     # Above a chunk (about 300 KB), so a chunk never has to wait for that.
     READ_LIMIT = 1 << 20
 
-    def __init__(self) -> None:
+    def __init__(self, secret_env: Iterable[str] = ()) -> None:
+        # Environment variables the process must not inherit (the API key, the hook's token):
+        # it reads export files, and needs no credential.
+        self._secret_env = frozenset(secret_env)
         self._process: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reading: asyncio.Task[None] | None = None
@@ -108,6 +113,7 @@ class MappingProcess:
                 self._process = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "rpi_braze_sync.rowsource", str(theirs.fileno()),
                     pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                    env={k: v for k, v in os.environ.items() if k not in self._secret_env},
                 )  # fmt: skip
                 reader, self._writer = await asyncio.open_unix_connection(
                     sock=ours, limit=self.READ_LIMIT
