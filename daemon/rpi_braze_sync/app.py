@@ -175,6 +175,15 @@ class Daemon:
         self.notifier.reloading()
         try:
             return self._reload()
+        except Exception as exc:  # whatever the file holds (a bomb, a bug), the daemon goes on
+            log.error(
+                "configuration reload failed, still running on the previous one: %s: %s",
+                type(exc).__name__,
+                str(exc)[:200],
+            )
+            self.metrics.config_reloads.labels("failed").inc()
+            self.metrics.config_last_reload_ok.set(0)
+            return False
         finally:
             self.notifier.ready(self._status_line())
 

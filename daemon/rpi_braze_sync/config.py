@@ -19,6 +19,7 @@ from .configerrors import describe, without_union_branches, yaml_problem
 from .errors import ConfigError
 from .mapping import CompiledMapping, MappingError, compile_mapping
 from .settings import ChannelSettings, Settings
+from .yamllimits import check_yaml_limits
 
 KeyPath = tuple[str | int, ...]
 LISTEN_ENV = "RPI_BRAZE_SYNC_LISTEN"
@@ -132,6 +133,7 @@ def _parse(
     text: str, file_name: str, env: Mapping[str, str]
 ) -> tuple[Settings, dict[KeyPath, yaml.Mark]]:
     try:
+        check_yaml_limits(text, file_name)  # first: composing a bomb is what costs
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         raw = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:

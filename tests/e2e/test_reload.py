@@ -7,7 +7,7 @@ import signal
 
 import yaml
 
-from tests.e2e.conftest import UPSERT, DaemonProcess, wait_until
+from tests.e2e.conftest import SCRIPT, UPSERT, DaemonProcess, wait_until
 from tests.fakebraze import FakeBraze
 
 
@@ -116,3 +116,43 @@ async def test_a_refused_key_pauses_sending_until_a_reload_brings_the_right_one(
     assert await daemon.stop() == 0
     assert "wrong-key" not in daemon.log_text()
     assert fake_braze.api_key not in daemon.log_text()
+
+
+ALIAS_BOMB = "\n# a bomb\nlaughs:\n  a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"  {chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8)
+)
+DEEP = "\ndeep: " + "[" * 5000 + "]" * 5000 + "\n"
+
+
+async def test_bombs_are_refused_by_check_and_by_the_reload_which_keeps_going(
+    daemon: DaemonProcess, fake_braze: FakeBraze
+) -> None:
+    """An alias bomb and a 5,000-deep nesting: exit 78 from check, a refused reload (counted)
+    from the running daemon, which then applies the next good edit."""
+    await daemon.start()
+    good = daemon.config.read_text()
+    reloads = {"outcome": "failed"}
+    for n, (bomb, said) in enumerate(
+        [(ALIAS_BOMB, "aliases expand the file to more than 100,000 values"),
+         (DEEP, "nested more than 50 levels deep")], start=1,
+    ):  # fmt: skip
+        bad = daemon.tmp / f"bomb{n}.yaml"
+        bad.write_text(good + bomb)
+        check = await asyncio.create_subprocess_exec(
+            str(SCRIPT), "check", "--config", str(bad), env=daemon.env(),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(check.communicate(), 30)
+        assert check.returncode == 78, err
+        assert said in err.decode()
+        daemon.config.write_text(good + bomb)  # noticed without a signal
+        await wait_until(lambda s=said: s in daemon.log_text(), timeout_s=10, what="refusal")
+        assert await daemon.metric("rpi_braze_sync_config_reloads_total", reloads) == n
+        assert await daemon.metric("rpi_braze_sync_config_last_reload_successful") == 0
+    daemon.config.write_text(good + "\n# fixed\n")
+    await wait_until(lambda: "configuration reloaded" in daemon.log_text(), what="the reload")
+    assert await daemon.metric("rpi_braze_sync_config_last_reload_successful") == 1
+    daemon.export_path(UPSERT, "Offer", "wf-1", "f.txt").write_text(rows("z", 2))
+    await wait_until(lambda: len(fake_braze.objects()) == 2, what="sending after it all")
+    assert await daemon.stop() == 0
+    assert "Traceback" not in daemon.log_text()
