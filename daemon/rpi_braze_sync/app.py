@@ -17,21 +17,20 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-import orjson
-
 from . import package_version
 from .braze import HttpTransport, OutboxTransport, Transport
 from .config import LoadedConfig
 from .delivery import Sender
-from .errors import ConfigError
+from .errors import ConfigError, JournalError
 from .filequeue import FileQueue
-from .hook import RpiCall, call_for, parse_rpi_call
+from .hook import RpiCall, parse_rpi_call
 from .journal import Journal, journal_path
 from .listener import JournalListener
 from .mapping import parse_path_pattern
 from .metrics import Metrics
 from .notify import Notifier
 from .rowsource import tune_garbage_collector
+from .rpicalls import RpiCallStore
 from .server import HookRoute, build_app, start_server
 from .sources import MappingProcess
 from .statedir import StateLock, tighten_modes
@@ -73,7 +72,7 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self._load_again = load_again
         self._loaded_stamp = self._config_stamp()
-        self._rpi_calls: list[RpiCall] = []
+        self.rpi_calls = RpiCallStore(lambda: self.config.settings.hook.call_ttl_seconds)
         self.notifier = Notifier()
         self._stop = asyncio.Event()
         self._hard_stop = asyncio.Event()
@@ -101,8 +100,7 @@ class Daemon:
     # --- RPI's post-execution call --------------------------------------------------------
 
     def rpi_call_for(self, export: ExportPath) -> RpiCall | None:
-        hook = self.config.settings.hook
-        return call_for(export.values, self._rpi_calls, time.time(), hook.call_ttl_seconds)
+        return self.rpi_calls.call_for(export.values)
 
     def accept_rpi_call(self, payload: object) -> tuple[int, str]:
         """Store the call (before answering), then let matching files settle sooner."""
@@ -113,11 +111,14 @@ class Daemon:
         if self.journal is None:
             self.metrics.hook_calls.labels("unavailable").inc()
             return 503, "not started yet"
-        new = self.journal.store_rpi_call(orjson.dumps(dict(call.fields)).decode())
+        try:
+            new = self.rpi_calls.add(call)
+        except JournalError as exc:
+            self.metrics.hook_calls.labels("unavailable").inc()
+            return 503, f"cannot keep the call now: {exc}"
         if not new:
             self.metrics.hook_calls.labels("duplicate").inc()
             return 200, "already known"
-        self._rpi_calls.append(call)
         self.metrics.hook_calls.labels("accepted").inc()
         log.info(
             "RPI says channel %r, offer %r finished (channel execution %s)",
@@ -128,13 +129,6 @@ class Daemon:
         if self.watcher is not None:
             self.watcher.reconsider()
         return 202, "accepted"
-
-    def _load_rpi_calls(self, journal: Journal) -> None:
-        ttl = self.config.settings.hook.call_ttl_seconds
-        for received_at, body in journal.rpi_calls_since(time.time() - ttl):
-            call = parse_rpi_call(orjson.loads(body), received_at)
-            if not isinstance(call, str):
-                self._rpi_calls.append(call)
 
     def readiness(self) -> list[str]:
         problems = []
@@ -294,13 +288,13 @@ class Daemon:
         try:
             tighten_modes(config.state_directory)
             hook = HookRoute(self.accept_rpi_call, config.hook_token)
-            runner = await start_server(
+            server = await start_server(
                 build_app(self.metrics, self.readiness, hook), config.settings.http.listen
             )
             try:
                 return await self._run()
             finally:
-                await runner.cleanup()
+                await server.cleanup()
         finally:
             lock.release()
 
@@ -310,7 +304,7 @@ class Daemon:
         self._warn_if_network_state(config)
         self.metrics.add_channels(config.channels)
         journal = self.journal = Journal(journal_path(config.state_directory, config.dry_run))
-        self._load_rpi_calls(journal)
+        self.rpi_calls.attach(journal)
         transport = self._transport()
         sender = self.sender = Sender(transport, config.settings.braze, self.metrics)
         queue = self.queue = FileQueue(config, journal, sender, self.metrics, self.export_of)

@@ -16,6 +16,9 @@ FIELDS = (
     "offerName", "channelName", "activityName", "channelOfferName", "channelExecutionID",
     "clientID",
 )  # fmt: skip
+# RPI's ids and names are short; a longer field is refused, so that the calls kept (memory and
+# journal, rpicalls.py) stay small whatever a caller posts.
+MAX_FIELD_CHARS = 512
 WORKFLOW_ID_FIELDS = ("workflowAssociationInstanceID", "workflowAssociationID", "interactionID")
 
 
@@ -49,6 +52,9 @@ def parse_rpi_call(payload: object, received_at: float) -> RpiCall | str:
     wrong = sorted(k for k, v in fields.items() if not isinstance(v, str))
     if wrong:
         return f"these fields must be strings: {', '.join(wrong)}"
+    long = sorted(k for k, v in fields.items() if len(v) > MAX_FIELD_CHARS)
+    if long:
+        return f"these fields are longer than {MAX_FIELD_CHARS} characters: {', '.join(long)}"
     if not fields.get("channelName") or not fields.get("offerName"):
         return "channelName and offerName are required"
     return RpiCall(received_at, fields)

@@ -369,9 +369,13 @@ class Journal:
 
     def store_rpi_call(self, body: str) -> bool:
         """Keep a post-execution call (its JSON text); False if the same call was kept before."""
-        cursor = self._db.execute(
-            "INSERT OR IGNORE INTO rpi_calls (received_at, body) VALUES (?, ?)", (time.time(), body)
-        )
+        try:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO rpi_calls (received_at, body) VALUES (?, ?)",
+                (time.time(), body),
+            )
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal write failed: {exc}") from None
         return cursor.rowcount == 1
 
     def rpi_calls_since(self, since: float) -> list[tuple[float, str]]:
@@ -386,6 +390,17 @@ class Journal:
             "UPDATE files SET reason = ?, updated_at = ? WHERE id = ?",
             (reason, time.time(), file_id),
         )
+
+    def prune_rpi_calls(self, before: float, keep: int) -> None:
+        """Forget calls received before `before`, and all but the newest `keep`."""
+        try:
+            self._db.execute(
+                "DELETE FROM rpi_calls WHERE received_at < ? OR id <= COALESCE("
+                "(SELECT id FROM rpi_calls ORDER BY id DESC LIMIT 1 OFFSET ?), 0)",
+                (before, keep),
+            )
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal write failed: {exc}") from None
 
     def finish(self, file_id: int, state: str, reason: str | None = None) -> None:
         now = time.time()

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import warnings
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,8 +92,44 @@ def export_logger(logger: logging.Logger, values: Mapping[str, str]) -> ExportLo
     return ExportLogger(logger, {k: values[k] for k in FILE_FIELDS if k in values})
 
 
+class RepeatFilter(logging.Filter):
+    """The same line from the HTTP server or its libraries (a connection refused, an accept
+    that failed, a malformed request) once per interval: the first passes, the next ones are
+    counted, and the first after the interval says how many were held back. A flood of slow
+    clients cannot fill the disk with log."""
+
+    LOGGERS = ("asyncio", "aiohttp", "rpi_braze_sync.server")
+
+    def __init__(self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.interval_s = interval_s
+        self._clock = clock
+        self._seen: dict[tuple[str, object], tuple[float, int]] = {}  # -> (shown at, held)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.LOGGERS):
+            return True
+        key = (record.name, record.msg)
+        now = self._clock()
+        shown_at, held = self._seen.get(key, (float("-inf"), 0))
+        if now - shown_at < self.interval_s:
+            self._seen[key] = (shown_at, held + 1)
+            return False
+        if len(self._seen) > 1000:  # keys are templates: a handful, unless a library formats
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        if held:
+            record.msg = (
+                f"{record.getMessage()} ({held} more like this in the last"
+                f" {now - shown_at:.0f} s, not shown)"
+            )
+            record.args = None
+        return True
+
+
 def configure_logging(json_lines: bool, level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RepeatFilter())
     # journald stamps each line itself; a terminal gets the time.
     handler.setFormatter(
         JsonFormatter() if json_lines else TextFormatter(with_time=sys.stderr.isatty())

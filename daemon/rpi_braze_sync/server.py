@@ -2,11 +2,15 @@
 POST /rpi/post-execution for RPI's post-execution call.
 
 Only adapts the app's state to HTTP. The hook's token guards that route alone (Prometheus
-scrapes freely); without a token the route answers only callers on loopback.
+scrapes freely); without a token the route answers only callers on loopback. Slow or idle
+clients are bounded: at most MAX_CONNECTIONS at once (more are answered 503 and closed), a
+request's headers within IDLE_TIMEOUT_S of the connection or of the previous answer, a body
+within BODY_TIMEOUT_S.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hmac
 import ipaddress
@@ -28,6 +32,15 @@ log = logging.getLogger(__name__)
 Readiness = Callable[[], list[str]]  # what keeps the daemon from being ready; empty when ready
 HOOK_PATH = "/rpi/post-execution"
 MAX_HOOK_BODY = 64 * 1024
+# Prometheus, probes and RPI need a handful; the rest of the 1,024 descriptors systemd gives a
+# service by default stay for the journal, the share and Braze.
+MAX_CONNECTIONS = 128
+IDLE_TIMEOUT_S = 15.0  # no complete request headers by then: the connection is closed
+BODY_TIMEOUT_S = 10.0
+_REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 19\r\n"
+    b"Content-Type: text/plain\r\n\r\ntoo many connections"
+)
 
 
 @dataclass(frozen=True)
@@ -57,11 +70,35 @@ def _is_loopback(remote: str | None) -> bool:
 
 
 def _authorised(request: web.Request, token: Secret | None) -> bool:
+    """`Authorization: Bearer <token>`, else `?token=`; any other Authorization header (a
+    scheme of its own, no token, bytes that are not text) is refused, never an error."""
     if token is None:
         return _is_loopback(request.remote)
-    header = request.headers.get("Authorization", "")
-    given = header[7:] if header[:7].lower() == "bearer " else request.query.get("token", "")
-    return hmac.compare_digest(given.encode(), token.reveal().encode())
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, given = header.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+    else:
+        given = request.query.get("token", "")
+    try:
+        offered = given.strip().encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes, as aiohttp passes them on
+        return False
+    return hmac.compare_digest(offered, token.reveal().encode())
+
+
+async def _read_body(request: web.Request) -> bytes | None:
+    """The whole body, sent with Content-Length or chunked; None when over MAX_HOOK_BODY."""
+    if request.content_length is not None and request.content_length > MAX_HOOK_BODY:
+        return None
+    body = bytearray()
+    while len(body) <= MAX_HOOK_BODY:
+        chunk = await request.content.read(MAX_HOOK_BODY + 1 - len(body))
+        if not chunk:
+            return bytes(body)
+        body += chunk
+    return None
 
 
 def build_app(
@@ -83,8 +120,13 @@ def build_app(
         if not _authorised(request, hook.token):
             metrics.hook_calls.labels("unauthorised").inc()
             return web.json_response({"error": "unauthorised"}, status=401 if hook.token else 403)
-        body = await request.content.read(MAX_HOOK_BODY + 1)
-        if len(body) > MAX_HOOK_BODY:
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                body = await _read_body(request)
+        except TimeoutError:
+            metrics.hook_calls.labels("invalid").inc()
+            return web.json_response({"error": "the body came too slowly"}, status=408)
+        if body is None:
             metrics.hook_calls.labels("invalid").inc()
             return web.json_response({"error": "body too large"}, status=413)
         try:
@@ -107,19 +149,69 @@ def build_app(
     return app
 
 
-async def start_server(app: web.Application, listen: str) -> web.AppRunner:
+class _Refused(asyncio.Protocol):
+    """A connection over the cap: told why, and closed at once (its descriptor with it)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(_REFUSAL)
+        transport.close()
+
+
+class _Capped:
+    """aiohttp's protocol factory, answering 503 past `limit` open connections."""
+
+    def __init__(self, server: web.Server, limit: int) -> None:
+        self._server = server
+        self._limit = limit
+        self.refused = 0
+
+    def __call__(self) -> asyncio.BaseProtocol:
+        if len(self._server.connections) >= self._limit:
+            self.refused += 1
+            log.warning("too many HTTP connections (%d open): refusing more", self._limit)
+            return _Refused()
+        return self._server()
+
+
+class HttpServer:
+    """The listening socket and aiohttp's runner behind it; `cleanup` closes both."""
+
+    def __init__(self, runner: web.AppRunner, listener: asyncio.Server, capped: _Capped) -> None:
+        self._runner = runner
+        self._listener = listener
+        self._capped = capped
+
+    @property
+    def refused(self) -> int:
+        return self._capped.refused
+
+    async def cleanup(self) -> None:
+        self._listener.close()
+        await self._runner.cleanup()  # open connections: answered, then closed
+
+
+async def start_server(
+    app: web.Application, listen: str, max_connections: int = MAX_CONNECTIONS
+) -> HttpServer:
     host, _, port = listen.rpartition(":")
     runner = web.AppRunner(
-        app, access_log_class=AccessLogger, access_log=logging.getLogger("rpi_braze_sync.access")
+        app,
+        access_log_class=AccessLogger,
+        access_log=logging.getLogger("rpi_braze_sync.access"),
+        keepalive_timeout=IDLE_TIMEOUT_S,  # aiohttp counts it from the connection's start too
     )
     await runner.setup()
-    site = web.TCPSite(runner, host.strip("[]"), int(port))
+    assert runner.server is not None
+    capped = _Capped(runner.server, max_connections)
     try:
-        await site.start()
+        listener = await asyncio.get_running_loop().create_server(
+            capped, host.strip("[]"), int(port), reuse_address=True, backlog=64
+        )
     except OSError as exc:
         await runner.cleanup()
         raise ListenError(f"cannot listen on {listen}: {_why(exc)}") from None
-    return runner
+    return HttpServer(runner, listener, capped)
 
 
 def _why(exc: OSError) -> str:

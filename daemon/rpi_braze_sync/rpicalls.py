@@ -1,0 +1,80 @@
+"""The RPI post-execution calls the daemon keeps: in memory to match files, and in the journal so
+that a restart keeps them. Calls expire after hook.call_ttl_seconds and are pruned as they do,
+in memory and in the journal; at most MAX_CALLS are kept (the oldest go first: a call is only a
+hint), each at most hook.py's MAX_FIELD_CHARS a field.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+import orjson
+
+from .hook import RpiCall, call_for, parse_rpi_call
+
+MAX_CALLS = 1_000  # RPI calls once per channel run: far more than a TTL's worth
+
+
+class CallJournal(Protocol):
+    """Where calls are kept across restarts (journal.py)."""
+
+    def store_rpi_call(self, body: str) -> bool: ...
+
+    def rpi_calls_since(self, since: float) -> list[tuple[float, str]]: ...
+
+    def prune_rpi_calls(self, before: float, keep: int) -> None: ...
+
+
+class RpiCallStore:
+    def __init__(
+        self,
+        ttl_s: Callable[[], float],
+        *,
+        max_calls: int = MAX_CALLS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._ttl_s = ttl_s  # read at each use: a reload may change it
+        self._max_calls = max_calls
+        self._clock = clock
+        self._calls: deque[RpiCall] = deque()  # oldest first
+        self._journal: CallJournal | None = None
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def attach(self, journal: CallJournal) -> None:
+        """Keep calls in `journal` from now on, and take back the live ones it holds."""
+        self._journal = journal
+        for received_at, body in journal.rpi_calls_since(self._clock() - self._ttl_s()):
+            call = parse_rpi_call(orjson.loads(body), received_at)
+            if not isinstance(call, str):
+                self._calls.append(call)
+        self._prune()
+
+    def add(self, call: RpiCall) -> bool:
+        """Keep `call` (in the journal first); False if the same call was kept before.
+        Raises the journal's error when it cannot be written: the caller answers 503."""
+        journal = self._journal
+        if journal is not None and not journal.store_rpi_call(
+            orjson.dumps(dict(call.fields)).decode()
+        ):
+            return False
+        self._calls.append(call)
+        self._prune()
+        if self._journal is not None:
+            self._journal.prune_rpi_calls(self._clock() - self._ttl_s(), self._max_calls)
+        return True
+
+    def call_for(self, values: Mapping[str, str]) -> RpiCall | None:
+        """The newest live call for a file's path values (hook.call_for)."""
+        self._prune()
+        return call_for(values, self._calls, self._clock(), self._ttl_s())
+
+    def _prune(self) -> None:
+        expired_before = self._clock() - self._ttl_s()
+        calls = self._calls
+        while calls and (len(calls) > self._max_calls or calls[0].received_at < expired_before):
+            calls.popleft()
