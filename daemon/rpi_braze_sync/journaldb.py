@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from .errors import JournalError
+from .errors import JournalDamagedError, JournalError
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -61,6 +61,7 @@ def open_database(path: Path, read_only: bool) -> sqlite3.Connection:
             uri = f"{path.resolve().as_uri()}?mode=ro"
             db = sqlite3.connect(uri, uri=True, isolation_level=None)
             db.execute("PRAGMA busy_timeout=5000")
+            _check_integrity(db)
             return db
         path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -71,9 +72,35 @@ def open_database(path: Path, read_only: bool) -> sqlite3.Connection:
         _add_missing_columns(db)
         version = (str(SCHEMA_VERSION),)
         db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", version)
+        _check_integrity(db)
     except (sqlite3.Error, OSError) as exc:
-        raise JournalError(f"cannot open the journal {path}: {exc}") from None
+        raise _opening_failed(path, exc) from None
     return db
+
+
+_DAMAGE_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+
+
+class _Damaged(sqlite3.DatabaseError):
+    """What PRAGMA quick_check found."""
+
+
+def _check_integrity(db: sqlite3.Connection) -> None:
+    """SQLite's own check of every page (quick_check: not the indexes' contents), so that a
+    damaged journal stops the start instead of a write hours later."""
+    found = [" ".join(str(row[0]).split()) for row in db.execute("PRAGMA quick_check(3)")]
+    if found != ["ok"]:
+        raise _Damaged("; ".join(found))  # one line: it ends up in one log or error line
+
+
+def _opening_failed(path: Path, exc: BaseException) -> JournalError:
+    damaged = isinstance(exc, _Damaged) or getattr(exc, "sqlite_errorcode", None) in _DAMAGE_CODES
+    if damaged:
+        return JournalDamagedError(
+            f"the journal {path} is damaged or is not a journal ({exc}); restarting will not"
+            " help: move it aside (see the README, 'A damaged journal')"
+        )
+    return JournalError(f"cannot open the journal {path}: {exc}")
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:

@@ -10,6 +10,7 @@ import stat
 import subprocess
 from pathlib import Path
 
+from rpi_braze_sync.journal import Journal
 from tests.e2e.conftest import SCRIPT, UPSERT, DaemonProcess, free_port, wait_until, write_config
 from tests.fakebraze import FakeBraze
 
@@ -130,3 +131,55 @@ async def test_state_files_are_private_under_umask_022(
     assert modes["rejects/old/f.txt.rejects.csv"] == 0o640
     assert modes["journal.sqlite"] == 0o640
     assert len(fake_braze.objects()) == 2  # u1 and u3 went live; the row without an id did not
+
+
+async def run_once(daemon: DaemonProcess, *command: str) -> tuple[int, str, str]:
+    write_config(daemon.config, daemon.settings)
+    proc = await asyncio.create_subprocess_exec(
+        str(SCRIPT), *command, "--config", str(daemon.config), env=daemon.env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+SERVICE = Path(__file__).resolve().parents[2] / "systemd" / "rpi-braze-sync.service"
+
+
+def damage(journal: Path) -> None:
+    """A real journal of some pages, then random bytes over three of them."""
+    kept = Journal(journal)
+    for n in range(3000):
+        kept.record_seen(f"{UPSERT}/Spring/{n}/file-{n}.txt", UPSERT, n, n)
+    kept.close()
+    with journal.open("r+b") as damaged:
+        damaged.seek(5 * 4096)
+        damaged.write(os.urandom(3 * 4096))
+
+
+async def test_a_damaged_journal_stops_the_start_with_65_in_one_line(
+    daemon: DaemonProcess,
+) -> None:
+    """Not a journal at all, then a real one with damaged pages: exit 65 (the unit's
+    RestartPreventExitStatus), one line, no traceback; status says the same."""
+    journal = daemon.state / "journal.sqlite"
+    damage(journal)
+    not_a_journal = os.urandom(8192)
+    for case in ("damaged", "not a journal"):
+        if case == "not a journal":
+            for leftover in daemon.state.glob("journal.sqlite*"):
+                leftover.unlink()
+            journal.write_bytes(not_a_journal)
+        for command in ("run", "status"):
+            status, out, err = await run_once(daemon, command)
+            assert status == 65, (case, command, err)
+            assert out == ""
+            (line,) = err.splitlines()
+            assert line.startswith(
+                f"journal error: the journal {journal} is damaged or is not a journal ("
+            ), line
+            assert line.endswith(
+                "restarting will not help: move it aside (see the README, 'A damaged journal')"
+            )
+    assert "\nRestartPreventExitStatus=78 64 65\n" in SERVICE.read_text()
