@@ -33,7 +33,8 @@ from .rowsource import tune_garbage_collector
 from .rpicalls import RpiCallStore
 from .server import HookRoute, build_app, start_server
 from .sources import MappingProcess
-from .statedir import StateLock, tighten_modes
+from .statedir import StateLock, probe_writable, tighten_modes
+from .statewrites import StateWrites
 from .watch import Watcher, read_mounts
 from .watchrules import NETWORK_FILESYSTEMS, ExportPath, classify_path, filesystem_of
 
@@ -81,13 +82,15 @@ class Daemon:
         self.watcher: Watcher | None = None
         self.sender: Sender | None = None
         self.queue: FileQueue | None = None
+        self.state_writes = StateWrites()
 
     # --- wiring --------------------------------------------------------------------------
 
     def _transport(self) -> Transport:
         braze = self.config.settings.braze
         if self.config.dry_run:
-            return OutboxTransport(self.config.state_directory / "outbox")
+            outbox = self.config.state_directory / "outbox"
+            return OutboxTransport(outbox, on_failure=self.state_writes.failed)
         assert self.config.api_key is not None  # load_config refuses a live run without one
         return HttpTransport(
             braze.api_url, self.config.api_key, braze.request_timeout_seconds, braze.max_in_flight
@@ -145,6 +148,8 @@ class Daemon:
             problems.append(
                 f"Braze has not answered well for {self.sender.failing_for_s():.0f} s (retrying)"
             )
+        if self.state_writes.problem is not None:
+            problems.append(f"{self.state_writes.problem}: sending is paused")
         if self.queue is not None and self.sender is not None and not self.sender.auth_failing:
             stalled_s = self.queue.stalled_for_s(time.monotonic())
             if stalled_s > STALLED_AFTER_S and self.sender.failing_for_s() < UNREACHABLE_AFTER_S:
@@ -308,6 +313,8 @@ class Daemon:
         transport = self._transport()
         sender = self.sender = Sender(transport, config.settings.braze, self.metrics)
         queue = self.queue = FileQueue(config, journal, sender, self.metrics, self.export_of)
+        queue.state_writes = self.state_writes
+        self.state_writes.on_change(lambda writable: sender.hold(not writable))
         mapping_process = (
             MappingProcess(secret_env_names(config))
             if config.settings.performance.mapping_process
@@ -333,6 +340,10 @@ class Daemon:
             asyncio.create_task(self._watch_config_file(), name="config-watch"),
             asyncio.create_task(queue.watch_journal(), name="journal-watch"),
             asyncio.create_task(self._keep_systemd_informed(tasks), name="sd-notify"),
+            asyncio.create_task(
+                self.state_writes.probe_while_failing(lambda: self._probe(journal)),
+                name="state-probe",
+            ),
         ]
         self.notifier.ready(f"watching {config.base_output_directory}")
         stop_wait = asyncio.create_task(self._stop.wait())
@@ -375,6 +386,10 @@ class Daemon:
         await asyncio.gather(*tasks, return_exceptions=True)
         if queue.active is not None:
             queue.active.suspend()
+
+    def _probe(self, journal: Journal) -> None:
+        probe_writable(self.config.state_directory)
+        journal.note_writable()
 
     @staticmethod
     def _warn_if_network_state(config: LoadedConfig) -> None:

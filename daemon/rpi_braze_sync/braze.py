@@ -8,10 +8,11 @@ the session's default headers only: it is never formatted into a message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -160,32 +161,57 @@ async def _note_sent(
 class OutboxTransport:
     """Dry run: each body becomes one JSON line in <outbox>/<relative path>.jsonl."""
 
-    def __init__(self, outbox: Path) -> None:
+    def __init__(
+        self, outbox: Path, on_failure: Callable[[str, OSError], None] | None = None
+    ) -> None:
         self.outbox = outbox
-        self._files: dict[str, Any] = {}
+        self._files: dict[str, int] = {}  # open descriptors, by source
+        self._on_failure = on_failure  # a full or read-only state directory (statewrites.py)
 
     def path_for(self, source: str) -> Path:
         return self.outbox / f"{source}.jsonl"
 
     async def post(self, body: bytes, source: str) -> Reply:
-        handle = self._files.get(source)
-        if handle is None:
-            target = self.path_for(source)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # Dry run only: a small local append, not worth a thread hop per request.
-            handle = self._files[source] = open(target, "ab")  # noqa: SIM115, ASYNC230
-        handle.write(body + b"\n")
-        handle.flush()
+        try:
+            self._append(source, body + b"\n")
+        except OSError as exc:
+            # Like a request that got no answer: the sender tries it again (once it can).
+            if self._on_failure is not None:
+                self._on_failure("the outbox", exc)
+            raise TransportError(
+                "connection", False, f"cannot write the outbox: {exc.strerror}"
+            ) from None
         await asyncio.sleep(0)
         count = body.count(b'"_update_existing_only"')
         reply = orjson.dumps({"message": "success", "attributes_processed": count})
         return Reply(201, CIMultiDictProxy(CIMultiDict()), reply)
 
+    def _append(self, source: str, line: bytes) -> None:
+        """The whole line, or nothing: a write cut short by a full disk is taken back."""
+        fd = self._files.get(source)
+        if fd is None:
+            target = self.path_for(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Dry run only: a small local append, not worth a thread hop per request.
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+            fd = self._files[source] = os.open(target, flags, 0o640)
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            written = 0
+            while written < len(line):
+                written += os.write(fd, line[written:])
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise
+
     def finish(self, source: str) -> None:
-        handle = self._files.pop(source, None)
-        if handle is not None:
-            os.fsync(handle.fileno())
-            handle.close()
+        fd = self._files.pop(source, None)
+        if fd is not None:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     async def close(self) -> None:
         for source in list(self._files):

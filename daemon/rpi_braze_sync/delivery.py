@@ -72,6 +72,7 @@ class Sender:
         self._shown_limit = self.limit.limit  # what the concurrency_limit gauge says
         metrics.concurrency_limit.set(self._shown_limit)
         self._dispatching = True
+        self._held = False  # the state directory cannot take checkpoints: no new requests
         self.auth_failing = False
         self.auth_message = ""
         self._failing_since: float | None = None
@@ -155,9 +156,10 @@ class Sender:
         """Start requests as the rate limit and the concurrency allow; runs until cancelled."""
         while True:
             work = bool(self._resend or self.planner.has_ready)
-            if not self._dispatching or not work or self.outstanding >= self.concurrency():
+            held = not self._dispatching or self._held
+            if held or not work or self.outstanding >= self.concurrency():
                 if (
-                    self._dispatching
+                    not held
                     and work
                     and not self.auth_failing
                     and self.limiter.delay(self._clock()) == 0
@@ -188,6 +190,11 @@ class Sender:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)  # (also if cancelled before it ran)
             self.metrics.in_flight.set(len(self._tasks))
+
+    def hold(self, held: bool) -> None:
+        """No new requests while `held` (those in flight finish and settle)."""
+        self._held = held
+        self._wake.set()
 
     def stop_dispatching(self) -> None:
         self._dispatching = False

@@ -23,6 +23,7 @@ from .metrics import Metrics
 from .pipeline import SHARE_WAIT_S, WAIT_FOR_SHARE, ExportOf, FileJob
 from .ratelimit import file_retry_s
 from .sources import MappingProcess
+from .statewrites import StateWriteErrors, StateWrites
 
 log = logging.getLogger(__name__)
 # While a file waits for an upsert, the journal is looked at again this often: the upsert
@@ -62,6 +63,7 @@ class FileQueue:
         self._held_by_rule = False  # the last decision was to wait (order rules, not a stall)
         self._moved_at = time.monotonic()
         self._last_seen_move: tuple[int, int | None, int] = (0, None, 0)
+        self.state_writes = StateWrites()  # the daemon's own, when it runs one (app.py)
 
     def put(self, record: FileRecord) -> None:
         if record.id in self._queued_ids:
@@ -99,7 +101,16 @@ class FileQueue:
                 continue
             file_id = decision.file.id
             record = self._queue[file_id]
-            state, reason = await self._run_one(record)
+            try:
+                state, reason = await self._run_one(record)
+            except StateWriteErrors as exc:
+                # The journal refused a write the file could not go on without (its start,
+                # its end): the file is tried again, from its checkpoint, once it can.
+                self.active = None
+                self.state_writes.failed("the journal", exc)
+                await asyncio.sleep(self.state_writes.retry_s)
+                self._queue[file_id] = self.journal.get(file_id)
+                continue
             if state == WAIT_FOR_SHARE:
                 base = self.config.base_output_directory
                 if not await asyncio.to_thread(share_available, base):
@@ -252,6 +263,7 @@ class FileQueue:
             self.sender,
             self.metrics,
             self.mapping_process,
+            state_writes=self.state_writes,
         )
         self.active = job  # stays set if cancelled: shutdown checkpoints it after draining
         state = await job.run()

@@ -391,6 +391,11 @@ class Journal:
             (reason, time.time(), file_id),
         )
 
+    def note_writable(self) -> None:
+        """A real write (StateWrites' probe): raises JournalError while the journal cannot
+        take one."""
+        self._write("INSERT OR REPLACE INTO meta VALUES ('write_probe', ?)", (str(time.time()),))
+
     def prune_rpi_calls(self, before: float, keep: int) -> None:
         """Forget calls received before `before`, and all but the newest `keep`."""
         try:

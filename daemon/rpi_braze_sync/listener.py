@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from .errors import JournalError
 from .filequeue import FileQueue
 from .firststart import start_journal
 from .journal import SEEN, VANISHED, Journal
@@ -28,6 +29,10 @@ class JournalListener:
         self.daemon = daemon
         self.journal = journal
         self.queue = queue
+        self.state_writes = queue.state_writes
+        # Complete files the journal could not record yet (a full disk): the watcher counts
+        # them as known, so they are kept here and recorded at the next scan.
+        self._unrecorded: dict[str, tuple[ExportPath, int, int, float]] = {}
 
     def initialize(self, snapshot: Snapshot) -> Snapshot:
         """The first scan. At the very first start of the state directory, what is already on
@@ -67,13 +72,20 @@ class JournalListener:
                 self.journal.finish(record.id, VANISHED, "deleted before it was complete")
 
     def seen(self, rel: str, export: ExportPath, size: int, mtime_ns: int, at: float) -> None:
-        if self.journal.seen_id(rel) is None:
-            self.journal.record_seen(rel, export.channel, size, mtime_ns, at)
+        try:  # only a note: a file completes without it
+            if self.journal.seen_id(rel) is None:
+                self.journal.record_seen(rel, export.channel, size, mtime_ns, at)
+        except JournalError as exc:
+            self.state_writes.failed("the journal", exc)
 
     def gone(self, rel: str) -> None:
-        file_id = self.journal.seen_id(rel)
-        if file_id is not None:
-            self.journal.finish(file_id, VANISHED, "deleted before it was complete")
+        self._unrecorded.pop(rel, None)
+        try:  # a 'seen' record left behind is marked vanished at the next start
+            file_id = self.journal.seen_id(rel)
+            if file_id is not None:
+                self.journal.finish(file_id, VANISHED, "deleted before it was complete")
+        except JournalError as exc:
+            self.state_writes.failed("the journal", exc)
 
     def waiting(self, rel: str, export: ExportPath, reason: str | None) -> None:
         """Why the file waits (it cannot be opened), shown by `status`; None once it can."""
@@ -84,10 +96,20 @@ class JournalListener:
             self.journal.note(file_id, reason)
 
     def complete(self, rel: str, export: ExportPath, size: int, mtime_ns: int, at: float) -> None:
-        call = self.daemon.rpi_call_for(export)
-        body = orjson.dumps(dict(call.fields)).decode() if call else None
-        record = self.journal.record_complete(rel, export.channel, size, mtime_ns, body, at)
-        self.queue.put(record)
+        self._unrecorded[rel] = (export, size, mtime_ns, at)
+        self._record_complete()
+
+    def _record_complete(self) -> None:
+        for rel, (export, size, mtime_ns, at) in list(self._unrecorded.items()):
+            call = self.daemon.rpi_call_for(export)
+            body = orjson.dumps(dict(call.fields)).decode() if call else None
+            try:
+                record = self.journal.record_complete(rel, export.channel, size, mtime_ns, body, at)
+            except JournalError as exc:
+                self.state_writes.failed("the journal", exc)
+                return
+            del self._unrecorded[rel]
+            self.queue.put(record)
 
     def fast_settle_s(self, export: ExportPath) -> float | None:
         if self.daemon.rpi_call_for(export) is None:
@@ -95,5 +117,9 @@ class JournalListener:
         return self.daemon.config.settings.hook.recheck_seconds
 
     def scanned(self, snapshot: Snapshot) -> None:
+        self._record_complete()
         retention_s = self.daemon.config.settings.journal.retention_days * 86400
-        self.journal.sweep(set(snapshot), retention_s)
+        try:
+            self.journal.sweep(set(snapshot), retention_s)
+        except JournalError as exc:
+            self.state_writes.failed("the journal", exc)

@@ -31,6 +31,7 @@ from .progress import ProgressMeter
 from .rejects import RejectsWriter
 from .rowsource import ChunkData, SourceSpec
 from .sources import ChunkSource, MappingProcess, ThreadSource
+from .statewrites import StateWriteErrors, StateWrites
 from .watchrules import ExportPath, sendable_text
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class FileJob:
         metrics: Metrics,
         mapping_process: MappingProcess | None = None,
         checkpoint_interval_s: float = 1.0,
+        state_writes: StateWrites | None = None,
     ) -> None:
         self.record = record
         self.mapping_process = mapping_process
@@ -77,6 +79,7 @@ class FileJob:
         self.rejects_root = config.state_directory / "rejects"
         self.state_directory = config.state_directory
         self.checkpoint_interval_s = checkpoint_interval_s
+        self.state_writes = state_writes or StateWrites()
         self.progress_interval_s = config.settings.logging.progress_seconds
         self.meter: ProgressMeter | None = None  # from the first row sent
         self.retry_reason = ""  # why run() returned WAIT_FOR_SHARE
@@ -283,7 +286,7 @@ class FileJob:
             self._outstanding -= len(unsent)
             self.metrics.backlog_rows.dec(len(unsent))
             await self._wait_settled()
-            self.write_checkpoint()
+            await self.state_writes.until_written(self.write_checkpoint)
             if isinstance(exc, ShareUnavailableError):
                 self.retry_reason = f"{exc}; {self.sent} rows sent so far"
                 return WAIT_FOR_SHARE
@@ -296,6 +299,8 @@ class FileJob:
             checkpointer.cancel()
             reporter.cancel()
             self.write_checkpoint()
+        # Done only once the last checkpoint and rejects are written (a full disk: waits).
+        await self.state_writes.until_written(self.write_checkpoint)
         counts = f"{self.sent:,} sent, {self.rejected:,} rejected, {self.dropped:,} fields dropped"
         took = self.meter.summary(self.settled_rows, time.monotonic(), self._started_at)
         self.log.info("done: %s: %s", took, counts)
@@ -382,21 +387,28 @@ class FileJob:
             await asyncio.sleep(self.checkpoint_interval_s)
             self.write_checkpoint()
 
-    def write_checkpoint(self, durable: bool = True) -> None:
+    def write_checkpoint(self, durable: bool = True) -> bool:
         """Rejects first, then the journal: a checkpoint never covers a reject not written.
 
         Every checkpoint reaches the OS (enough for a killed process); `durable` ones are also
-        fsynced (a power cut), once a second.
+        fsynced (a power cut), once a second. False when the state directory cannot take them
+        (StateWrites pauses sending; the next call tries again).
         """
-        if self._rejects is not None:
-            self._rejects.flush(durable)
-        progress = self.progress
-        self.journal.checkpoint(
-            self.record.id, progress.checkpoint, self.sent, self.rejected, self.dropped,
-            progress.ahead,
-        )  # fmt: skip
+        try:
+            if self._rejects is not None:
+                self._rejects.flush(durable)
+            progress = self.progress
+            self.journal.checkpoint(
+                self.record.id, progress.checkpoint, self.sent, self.rejected, self.dropped,
+                progress.ahead,
+            )  # fmt: skip
+        except StateWriteErrors as exc:
+            self.state_writes.failed("the checkpoint (journal or rejects)", exc)
+            return False
+        self.state_writes.succeeded()
         if self.rows_total:
             self.metrics.current_file_progress.set(min(1.0, self.settled_rows / self.rows_total))
+        return True
 
     def suspend(self) -> None:
         """Shutdown, after requests in flight settled: record how far the file got."""

@@ -7,55 +7,96 @@ fix the rows and drop the file back (columns starting with `_` are never mapped)
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import os
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from .mapping import Drop
 
 
 class RejectsWriter:
+    """Rows are kept in memory as CSV text until `flush` writes them. A write that fails (a
+    full disk, a read-only state directory) raises, and keeps every byte not written for the
+    next flush: the checkpoint that covers these rows waits for them (pipeline.py)."""
+
     def __init__(self, root: Path, rel_path: str, header: list[str], fresh: bool) -> None:
         self.rejects_path = root / f"{rel_path}.rejects.csv"
         self.dropped_path = root / f"{rel_path}.dropped.csv"
         self._header = header
-        self._handles: dict[Path, tuple[IO[str], Any]] = {}
-        if fresh:  # a new send of this path: keep what an earlier send wrote, under another name
+        # A new send of this path: what an earlier send wrote is kept under another name, at
+        # the first flush (the first write to the state directory).
+        self._set_aside = fresh
+        self._texts: dict[Path, tuple[io.StringIO, Any]] = {}  # rows since the last flush
+        self._unwritten: dict[Path, bytes] = {}  # encoded, not yet accepted by the OS
+        self._fds: dict[Path, int] = {}
+
+    def _writer(self, path: Path) -> Any:
+        entry = self._texts.get(path)
+        if entry is None:
+            text = io.StringIO(newline="")
+            entry = self._texts[path] = (text, csv.writer(text))
+        return entry[1]
+
+    def reject(self, line_no: int, cells: list[str], reason: str) -> None:
+        self._writer(self.rejects_path).writerow([*cells, line_no, reason])
+
+    def drop(self, drop: Drop) -> None:
+        self._writer(self.dropped_path).writerow(
+            [drop.line_no, drop.field, drop.value, drop.reason]
+        )
+
+    def _header_of(self, path: Path) -> list[str]:
+        if path == self.rejects_path:
+            return [*self._header, "_line", "_reason"]
+        return ["_line", "field", "value", "reason"]
+
+    def _open(self, path: Path) -> int:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        if os.fstat(fd).st_size == 0:
+            header = io.StringIO(newline="")
+            csv.writer(header).writerow(self._header_of(path))
+            self._unwritten[path] = header.getvalue().encode() + self._unwritten.get(path, b"")
+        self._fds[path] = fd
+        return fd
+
+    def flush(self, durable: bool = True) -> None:
+        """Written before a checkpoint covers these rows; fsynced too when `durable`. Raises
+        OSError when the state directory cannot take them (they are kept)."""
+        if self._set_aside:
             stamp = time.strftime("%Y%m%dT%H%M%S")
             for path in (self.rejects_path, self.dropped_path):
                 if path.exists():
                     path.rename(path.with_name(f"{path.name}.{stamp}"))
-
-    def _writer(self, path: Path, header: list[str]) -> Any:
-        entry = self._handles.get(path)
-        if entry is None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115 - kept open
-            writer = csv.writer(handle)
-            if handle.tell() == 0:
-                writer.writerow(header)
-            entry = self._handles[path] = (handle, writer)
-        return entry[1]
-
-    def reject(self, line_no: int, cells: list[str], reason: str) -> None:
-        writer = self._writer(self.rejects_path, [*self._header, "_line", "_reason"])
-        writer.writerow([*cells, line_no, reason])
-
-    def drop(self, drop: Drop) -> None:
-        writer = self._writer(self.dropped_path, ["_line", "field", "value", "reason"])
-        writer.writerow([drop.line_no, drop.field, drop.value, drop.reason])
-
-    def flush(self, durable: bool = True) -> None:
-        """Written before a checkpoint covers these rows; fsynced too when `durable`."""
-        for handle, _ in self._handles.values():
-            handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
+            self._set_aside = False
+        for path, (text, _) in self._texts.items():
+            if text.tell():
+                self._unwritten[path] = self._unwritten.get(path, b"") + text.getvalue().encode()
+                text.seek(0)
+                text.truncate()
+        for path in list(self._unwritten):
+            fd = self._fds.get(path)
+            if fd is None:
+                fd = self._open(path)
+            data = self._unwritten[path]
+            while data:
+                data = data[os.write(fd, data) :]  # a short write, then the error: kept
+                self._unwritten[path] = data
+            del self._unwritten[path]
+        if durable:
+            for fd in self._fds.values():
+                os.fsync(fd)
 
     def close(self) -> None:
-        self.flush()
-        for handle, _ in self._handles.values():
-            handle.close()
-        self._handles.clear()
+        """Flush what can be; rows that cannot be written are not covered by a checkpoint,
+        so the next send of the file rejects them again."""
+        with contextlib.suppress(OSError):
+            self.flush()
+        for fd in self._fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()

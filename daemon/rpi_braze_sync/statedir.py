@@ -95,3 +95,21 @@ class StateLock:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
+
+
+PROBE_NAME = ".write-probe"
+_PROBE_BYTES = b"\0" * 65536  # a journal checkpoint's size, about: room for one, not for a byte
+
+
+def probe_writable(directory: Path) -> None:
+    """Write, sync and remove a small file: raises OSError while the directory cannot take
+    writes (full, read-only, permissions)."""
+    path = directory / PROBE_NAME
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _OPEN_FLAGS, 0o640)
+    try:
+        os.write(fd, _PROBE_BYTES)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
