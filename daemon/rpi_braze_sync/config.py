@@ -17,7 +17,8 @@ from pydantic import ValidationError
 
 from .configerrors import describe, without_union_branches, yaml_problem
 from .errors import ConfigError
-from .mapping import CompiledMapping, MappingError, compile_mapping
+from .mapping import MappingError
+from .plan import ChannelPlan, compile_channel_plan
 from .settings import ChannelSettings, Settings
 from .yamllimits import check_yaml_limits
 
@@ -54,7 +55,7 @@ class Secret:
 class Channel:
     name: str
     settings: ChannelSettings
-    mapping: CompiledMapping
+    plan: ChannelPlan  # how its files are read and mapped
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,7 @@ def compile_channels(settings: Settings) -> dict[str, Channel]:
     problems: list[tuple[tuple[str | int, ...], str]] = []
     for name, channel in settings.channels.items():
         try:
-            compiled = compile_mapping(channel.mapping, channel.mode, settings.watch.path_pattern)
+            compiled = compile_channel_plan(channel, settings.watch.path_pattern)
         except MappingError as exc:
             problems += [(("channels", name, "mapping", *path), msg) for path, msg in exc.problems]
             continue

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
+from .chunks import Drop
 from .columnar import ChunkFunction, compile_chunk_function
 from .plain import detached
 from .rowcode import MAX_EXTERNAL_ID_BYTES, compile_row_function, control_character
@@ -60,14 +61,6 @@ class MappingError(ValueError):
     def __init__(self, problems: list[tuple[KeyPath, str]]) -> None:
         self.problems = problems
         super().__init__("; ".join(f"{'.'.join(map(str, p))}: {m}" for p, m in problems))
-
-
-@dataclass(frozen=True, slots=True)
-class Drop:
-    line_no: int
-    field: str
-    value: str
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ import orjson
 
 from .afterdone import apply_after_done
 from .batching import Item, Progress
+from .chunks import ChunkData, ChunkSource, FileRequest, OpenChunks
 from .config import Channel, LoadedConfig
 from .delivery import Sender
 from .errors import ExportFileError, FileVanishedError, NotRegularFileError, ShareUnavailableError
@@ -29,8 +30,7 @@ from .mapping import HeaderError
 from .metrics import Metrics
 from .progress import ProgressMeter
 from .rejects import RejectsWriter
-from .rowsource import ChunkData, SourceSpec
-from .sources import ChunkSource, MappingProcess, ThreadSource
+from .sources import MappingProcess, ThreadSource
 from .statewrites import StateWriteErrors, StateWrites
 from .watchrules import ExportPath, sendable_text
 
@@ -158,22 +158,20 @@ class FileJob:
         i = inspection
         self.rows_total = i.records
         self.journal.start(self.record.id, i.sha256, i.size, i.mtime_ns, i.records)
-        spec = SourceSpec(
+        request = FileRequest(
             self.path,
             self.base,
             inspection,
-            fmt,
-            self.channel.mapping,
+            self.channel.plan,
             self._path_values(),
             self.progress.checkpoint,
             tuple(self.progress.ahead),  # settled before a restart: skipped
         )
+        open_chunks: OpenChunks = (
+            ThreadSource.open if self.mapping_process is None else self.mapping_process.open
+        )
         try:
-            source: ChunkSource
-            if self.mapping_process is not None:
-                source = await self.mapping_process.open(spec)
-            else:
-                source = await ThreadSource.open(spec)
+            source: ChunkSource = await open_chunks(request)
         except FileNotFoundError:
             return self._finish(VANISHED, "the file vanished before it was read")
         except HeaderError as exc:

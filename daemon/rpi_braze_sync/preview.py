@@ -59,11 +59,11 @@ def open_mapped(
     except OSError as exc:
         raise InputMissingError(f"{export_file}: {exc.strerror}") from None
     try:
-        reader = ExportReader(export_file, inspection, fmt)
+        reader = ExportReader(export_file, inspection, channel.plan.read)
     except ExportFileError as exc:
         raise ExportFileError(f"{export_file}: {exc}") from None
     try:
-        mapper = channel.mapping.bind(reader.header, values)
+        mapper = channel.plan.mapping.bind(reader.header, values)
     except HeaderError as exc:
         reader.close()
         raise ExportFileError(f"{export_file}: header: {exc}") from None

@@ -27,15 +27,14 @@ from .errors import (
 )
 from .inspection import (
     FileInspection,
-    max_record_of,
     open_stream,
     read_line_bounded,
     share_available,
 )
 from .shareio import open_regular
 
-if TYPE_CHECKING:  # the mapping process imports this module, never pydantic (plain.py)
-    from .settings import FormatSettings, RecordCountSpec
+if TYPE_CHECKING:
+    from .plan import ReadFormat, RecordCount
 
 csv.field_size_limit(16 << 20)  # a long cell is a value to reject, not a reason to stop reading
 # A line longer than format.max_record_bytes is not read: the reader hands csv this line in
@@ -133,7 +132,7 @@ class ExportReader:
         self,
         path: Path,
         inspection: FileInspection,
-        fmt: FormatSettings,
+        fmt: ReadFormat,
         start_index: int = 0,
         base: Path | None = None,
     ) -> None:
@@ -147,7 +146,7 @@ class ExportReader:
             raw.close()
             raise
         self._inspection = inspection
-        self.max_record = max_record_of(fmt)
+        self.max_record = fmt.max_record_bytes
         self._text = io.TextIOWrapper(self._raw, encoding=inspection.encoding, newline="")
         # Lines before the header (a template's title or record count), kept for the caller.
         self.preamble = [
@@ -256,7 +255,7 @@ class ExportReader:
             return 0.0
         return min(1.0, position / self._inspection.size) if self._inspection.size else 1.0
 
-    def stated_count(self, spec: RecordCountSpec) -> int:
+    def stated_count(self, spec: RecordCount) -> int:
         """The record count the file's preamble states; ExportFileError if it states none."""
         line = self.preamble[spec.line - 1] if spec.line <= len(self.preamble) else ""
         found = re.search(spec.pattern, line)

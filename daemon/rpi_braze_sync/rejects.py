@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .mapping import Drop
+from .chunks import Drop
 
 
 class RejectsWriter:

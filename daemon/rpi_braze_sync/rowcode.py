@@ -123,7 +123,8 @@ class _Writer:
 
 def compile_row_function(mapper: RowMapper) -> RowFunction:
     """The generated equivalent of `mapper.map_row_generic`."""
-    from .mapping import Drop, Mapped, Rejection  # mapping imports this module
+    from .chunks import Drop
+    from .mapping import Mapped, Rejection  # mapping imports this module
 
     w = _Writer()
     w.emit(0, "def map_row(cells, line_no):")

@@ -15,20 +15,14 @@ import signal
 import socket
 import struct
 import sys
-from dataclasses import dataclass
-from itertools import repeat
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import orjson
 
-from .batching import Item, Range, keep_unsettled, pack_rows
-from .inspection import FileInspection
-from .mapping import CompiledMapping, Drop, Rejection
+from .batching import keep_unsettled, pack_rows
+from .chunks import ChunkData, Drop, FileRequest, RejectData
+from .mapping import Rejection
 from .reader import ExportReader, too_long_reason
-
-if TYPE_CHECKING:  # this module runs the mapping process, which never imports pydantic
-    from .settings import FormatSettings
 
 T = TypeVar("T")
 # Rows read and mapped at a time. Column-wise mapping holds a chunk's columns several times
@@ -48,45 +42,6 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 50)
 
 
-# (record index, line, source cells, reason)
-RejectData = tuple[int, int, list[str], str]
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """Everything needed to read and map one file, picklable for the mapping process."""
-
-    path: Path
-    base: Path
-    inspection: FileInspection
-    fmt: FormatSettings
-    mapping: CompiledMapping  # the channel's, compiled at load (pickled as its recipe)
-    path_values: dict[str, str]
-    start_index: int
-    skip: tuple[Range, ...] = ()  # records settled beyond start_index before a restart
-
-
-@dataclass
-class ChunkData:
-    """A chunk's rows to send as columns, one entry a row (no object per row until the
-    sender's Item), then its rejected rows and dropped fields."""
-
-    indexes: list[int]  # record index in the file
-    line_numbers: list[int]
-    users: list[str]
-    bodies: list[bytes]  # each row's attributes object, serialised
-    packed: list[str | list[str]]  # each source row, for a rejects file (pack_cells)
-    rejected: list[RejectData]
-    drops: list[Drop]
-    at_end: bool
-    progress: float  # share of the file's bytes read
-    records_read: int
-
-    def items_for(self, job: Any) -> list[Item]:
-        columns = (self.indexes, self.line_numbers, self.users, self.bodies, self.packed)
-        return list(map(Item, repeat(job), *columns))
-
-
 def _pick(column: list[T], positions: list[int]) -> list[T]:
     return [column[i] for i in positions]
 
@@ -94,8 +49,8 @@ def _pick(column: list[T], positions: list[int]) -> list[T]:
 class InProcessSource:
     """Reads and maps in the calling thread. Also what the mapping process runs inside."""
 
-    def __init__(self, spec: SourceSpec) -> None:
-        fmt, mapping = spec.fmt, spec.mapping
+    def __init__(self, spec: FileRequest) -> None:
+        fmt, mapping = spec.plan.read, spec.plan.mapping
         self.spec = spec
         self.reader = ExportReader(
             spec.path, spec.inspection, fmt, spec.start_index, base=spec.base
@@ -112,7 +67,8 @@ class InProcessSource:
 
     def next_chunk(self) -> ChunkData:
         reader, map_chunk = self.reader, self.mapper.map_chunk
-        reader.verify_source(self.spec.path, self.spec.base)
+        if self.spec.base is not None:
+            reader.verify_source(self.spec.path, self.spec.base)
         batch = reader.take_batch(self.chunk_rows)
         rows, line_numbers = batch.rows, batch.line_numbers
         indexes = list(range(batch.first_index, batch.first_index + len(rows)))

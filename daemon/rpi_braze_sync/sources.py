@@ -14,24 +14,13 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterable
-from dataclasses import replace
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 
+from .chunks import ChunkData, FileRequest
 from .errors import ShareUnavailableError
-from .plain import detached
-from .rowsource import FRAME_LENGTH, ChunkData, InProcessSource, SourceSpec, decode_reply, frame
+from .rowsource import FRAME_LENGTH, InProcessSource, decode_reply, frame
 
 log = logging.getLogger(__name__)
-
-
-class ChunkSource(Protocol):
-    header: list[str]
-    warnings: list[str]
-    stated: int | None  # the record count the file states, when its format has one
-
-    async def next_chunk(self) -> ChunkData: ...
-
-    async def close(self) -> None: ...
 
 
 class ThreadSource:
@@ -43,7 +32,7 @@ class ThreadSource:
         self.header, self.warnings, self.stated = source.header, source.warnings, source.stated
 
     @classmethod
-    async def open(cls, spec: SourceSpec) -> ThreadSource:
+    async def open(cls, spec: FileRequest) -> ThreadSource:
         return cls(await asyncio.to_thread(InProcessSource, spec))
 
     async def next_chunk(self) -> ChunkData:
@@ -170,16 +159,11 @@ class MappingProcess:
         await self.stop()
         raise ShareUnavailableError("the mapping process stopped; the file will be retried")
 
-    async def open(self, spec: SourceSpec) -> WorkerSource:
+    async def open(self, spec: FileRequest) -> WorkerSource:
         await self.close_file()  # an abandoned file's chunks asked for ahead, if any
-        await self._send(self.open_request(spec))
+        await self._send(("open", spec))
         _, header, warnings, stated = await self._take()
         return WorkerSource(self, header, warnings, stated)
-
-    @staticmethod
-    def open_request(spec: SourceSpec) -> tuple[str, SourceSpec]:
-        """What is sent to open a file: settings as plain objects (plain.py)."""
-        return ("open", replace(spec, fmt=detached(spec.fmt)))
 
     async def next_chunk(self) -> ChunkData:
         if not self._owed:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import time
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -16,12 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rpi_braze_sync.chunks import FileRequest
 from rpi_braze_sync.config import load_config
 from rpi_braze_sync.errors import ExportFileError
 from rpi_braze_sync.inspection import inspect_file
 from rpi_braze_sync.mapping import HeaderError
-from rpi_braze_sync.plain import detached
-from rpi_braze_sync.rowsource import InProcessSource, SourceSpec
+from rpi_braze_sync.plan import ReadFormat
+from rpi_braze_sync.rowsource import InProcessSource
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "rpi-braze-sync.yaml"
 CHANNEL = load_config(SHIPPED, dry_run=True, secrets=False).channels["Braze Onboarding and Upsert"]
@@ -52,7 +54,8 @@ def read_everything(path: Path, share: Path, fallback: str | None = None) -> tup
     changes = {"max_record_bytes": LIMIT, "fallback_encoding": fallback}
     fmt = CHANNEL.settings.format.model_copy(update=changes)
     inspection = inspect_file(path, fmt, share)
-    spec = SourceSpec(path, share, inspection, detached(fmt), CHANNEL.mapping, {"offer": "O"}, 0)
+    plan = replace(CHANNEL.plan, read=ReadFormat.of(fmt))
+    spec = FileRequest(path, share, inspection, plan, {"offer": "O"}, 0)
     source = InProcessSource(spec)
     settled: list[int] = []
     bodies = 0

@@ -19,12 +19,13 @@ from pathlib import Path
 import pytest
 
 from rpi_braze_sync import rowsource
+from rpi_braze_sync.chunks import ChunkData, ChunkSource, Drop, FileRequest, RejectData
 from rpi_braze_sync.config import load_config
 from rpi_braze_sync.errors import FileChangedError, ShareUnavailableError
 from rpi_braze_sync.inspection import inspect_file
-from rpi_braze_sync.mapping import Drop, HeaderError
-from rpi_braze_sync.rowsource import CHUNK_ROWS, ChunkData, RejectData, SourceSpec
-from rpi_braze_sync.sources import ChunkSource, MappingProcess, ThreadSource
+from rpi_braze_sync.mapping import HeaderError
+from rpi_braze_sync.rowsource import CHUNK_ROWS
+from rpi_braze_sync.sources import MappingProcess, ThreadSource
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "rpi-braze-sync.yaml"
 CHANNEL = load_config(SHIPPED, env={}, dry_run=True, secrets=False).channels[
@@ -42,14 +43,13 @@ def export(path: Path, rows: int, tag: str, bad_every: int = 0) -> Path:
     return path
 
 
-def spec_for(path: Path, start_index: int = 0) -> SourceSpec:
+def spec_for(path: Path, start_index: int = 0) -> FileRequest:
     fmt = CHANNEL.settings.format
-    return SourceSpec(
+    return FileRequest(
         path,
         path.parent,
         inspect_file(path, fmt),
-        fmt,
-        CHANNEL.mapping,
+        CHANNEL.plan,
         {"channel": "Braze Onboarding and Upsert", "offer": "Spring", "workflow_id": "7"},
         start_index,
     )
@@ -236,7 +236,7 @@ def test_the_process_maps_without_pydantic_or_asyncio(tmp_path: Path) -> None:
     # asyncio, which only the daemon's side needs (sources.py).
     path = export(tmp_path / "plain.txt", 3, "p", bad_every=2)
     request = tmp_path / "request.pickle"
-    request.write_bytes(pickle.dumps(MappingProcess.open_request(spec_for(path))))
+    request.write_bytes(pickle.dumps(("open", spec_for(path))))
     script = (
         "import pickle, sys\n"
         "from rpi_braze_sync.rowsource import InProcessSource\n"
@@ -274,7 +274,7 @@ def test_an_error_pickle_cannot_carry_still_reaches_the_daemon(
             super().__init__("a lambda inside")
             self.callback = lambda: None
 
-    def failing_source(spec: SourceSpec) -> None:
+    def failing_source(spec: FileRequest) -> None:
         raise Unpicklable()
 
     monkeypatch.setattr(rowsource, "InProcessSource", failing_source)
@@ -284,7 +284,7 @@ def test_an_error_pickle_cannot_carry_still_reaches_the_daemon(
     serving.start()
     with ours, ours.makefile("rb") as replies:
         spec = spec_for(export(tmp_path / "a.txt", 2, "a"))
-        ours.sendall(rowsource.frame(pickle.dumps(MappingProcess.open_request(spec))))
+        ours.sendall(rowsource.frame(pickle.dumps(("open", spec))))
         (size,) = rowsource.FRAME_LENGTH.unpack(replies.read(rowsource.FRAME_LENGTH.size))
         kind, error = rowsource.decode_reply(replies.read(size))
         assert kind == "error"

@@ -59,7 +59,7 @@ def test_shipped_config_loads() -> None:
     assert config.settings.watch.settle_seconds == 10
     assert config.settings.http.listen == "127.0.0.1:9464"
     assert list(config.channels) == ["Braze Onboarding and Upsert", "Braze Append"]
-    assert [c.mapping.mode for c in config.channels.values()] == ["upsert", "append"]
+    assert [c.plan.mapping.mode for c in config.channels.values()] == ["upsert", "append"]
     assert config.base_output_directory == Path("var/exports").absolute()
     assert config.state_directory == Path("var/state").absolute()
 

@@ -73,7 +73,7 @@ HEADER = ["id", "mail", "birth", "seen", "score", "ratio", "tel", "other"]
 
 
 def compile_yaml(text: str) -> CompiledMapping:
-    return compile_channels(parse_settings(text, "cfg.yaml", {}))["C"].mapping
+    return compile_channels(parse_settings(text, "cfg.yaml", {}))["C"].plan.mapping
 
 
 def test_every_check_takes_linear_time_on_adversarial_text() -> None:

@@ -156,7 +156,9 @@ def channels() -> dict[str, Any]:
 
 
 def bind(channels: dict[str, Any], header: list[str], channel: str = UPSERT) -> RowMapper:
-    mapper: RowMapper = channels[channel].mapping.bind(header, {**PATH_VALUES, "channel": channel})
+    mapper: RowMapper = channels[channel].plan.mapping.bind(
+        header, {**PATH_VALUES, "channel": channel}
+    )
     return mapper
 
 

@@ -177,11 +177,11 @@ channels:
 
 
 def compile_yaml(text: str) -> CompiledMapping:
-    return compile_channels(parse_settings(text, "cfg.yaml", {}))["C"].mapping
+    return compile_channels(parse_settings(text, "cfg.yaml", {}))["C"].plan.mapping
 
 
 SHIPPED_MAPPING = (
-    load_config(SHIPPED, env={}, dry_run=True).channels["Braze Onboarding and Upsert"].mapping
+    load_config(SHIPPED, env={}, dry_run=True).channels["Braze Onboarding and Upsert"].plan.mapping
 )
 ALIAS_MAPPING = compile_yaml(ALIAS_YAML)
 EMAIL_MAPPING = compile_yaml(EMAIL_YAML)
@@ -784,7 +784,7 @@ def test_shipped_mapping_rejects_bad_external_ids(external_id: str, reason: str)
 
 
 def test_shipped_append_mapping_updates_existing_users_only() -> None:
-    append = load_config(SHIPPED, env={}, dry_run=True).channels["Braze Append"].mapping
+    append = load_config(SHIPPED, env={}, dry_run=True).channels["Braze Append"].plan.mapping
     mapper = bind(append, ["external_id", "output_name"])
     result = check_result(append, mapper.map_row(["u-3", "Audience B"], 2), 2)
     assert result == Mapped(

@@ -1,0 +1,89 @@
+"""The chunk model: what reading and mapping one export file hands the sender, a chunk of rows
+at a time, and the interface a file job gets chunks through (`ChunkSource`, opened by an
+injected `OpenChunks` from a `FileRequest`). Plain data only: chunks cross a process boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from itertools import repeat
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .batching import Item, Range
+
+if TYPE_CHECKING:
+    from .inspection import FileInspection
+    from .plan import ChannelPlan
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """An optional field left out of its row, and why (the row itself is sent)."""
+
+    line_no: int
+    field: str
+    value: str
+    reason: str
+
+
+# A rejected row: (record index, line, source cells, reason).
+RejectData = tuple[int, int, list[str], str]
+
+
+@dataclass
+class ChunkData:
+    """A chunk's rows to send as columns, one entry a row (no object per row until the
+    sender's Item), then its rejected rows and dropped fields."""
+
+    indexes: list[int]  # record index in the file
+    line_numbers: list[int]
+    users: list[str]
+    bodies: list[bytes]  # each row's attributes object, serialised
+    packed: list[str | list[str]]  # each source row, for a rejects file (pack_cells)
+    rejected: list[RejectData]
+    drops: list[Drop]
+    at_end: bool
+    progress: float  # share of the file's bytes read
+    records_read: int
+
+    def items_for(self, job: Any) -> list[Item]:
+        columns = (self.indexes, self.line_numbers, self.users, self.bodies, self.packed)
+        return list(map(Item, repeat(job), *columns))
+
+
+@dataclass(frozen=True)
+class FileRequest:
+    """What opens one export file for sending: the file as inspected, its channel's plan
+    (how to read and map it), and where sending starts. Plain data (no settings model, no
+    closure): it is sent as it is to the mapping process."""
+
+    path: Path
+    base: Path | None  # the share the file is in; None for a file named on the command line
+    inspection: FileInspection
+    plan: ChannelPlan
+    path_values: dict[str, str]  # the path's parts, file_name, rpi_channel_execution_id
+    start_index: int = 0  # the checkpoint: records before it are not read again
+    skip: tuple[Range, ...] = ()  # records settled beyond start_index before a restart
+
+
+class ChunkSource(Protocol):
+    """One open export file, read and mapped a chunk at a time.
+
+    Opening raises FileNotFoundError (gone), HeaderError (the header does not fit the
+    mapping), ExportFileError (cannot be sent), ShareUnavailableError or OSError (try later).
+    `next_chunk` raises ExportFileError or ShareUnavailableError; `close` never raises."""
+
+    header: list[str]
+    warnings: list[str]  # said once per file (a column missing, a constant that is invalid)
+    stated: int | None  # the record count the file states, when its format has one
+
+    async def next_chunk(self) -> ChunkData: ...
+
+    async def close(self) -> None: ...
+
+
+# How a file job opens its file: in a worker thread, or in the mapping process (app.py
+# chooses, from performance.mapping_process).
+OpenChunks = Callable[[FileRequest], Awaitable[ChunkSource]]
