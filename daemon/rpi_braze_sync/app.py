@@ -26,10 +26,10 @@ from .filequeue import FileQueue
 from .hook import RpiCall, parse_rpi_call
 from .journal import Journal, journal_path
 from .listener import JournalListener
+from .mapchild import tune_garbage_collector
 from .mapping import parse_path_pattern
 from .metrics import Metrics
 from .notify import Notifier
-from .rowsource import tune_garbage_collector
 from .rpicalls import RpiCallStore
 from .server import HookRoute, build_app, start_server
 from .sources import MappingProcess

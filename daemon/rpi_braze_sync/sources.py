@@ -1,7 +1,9 @@
 """Where a file job gets its chunks, awaited from the event loop: a worker thread of the
 daemon (ThreadSource), or the mapping process (MappingProcess), which takes the per-row work
-off the interpreter that sends so that reading and sending use both cores. rowsource.py does
-the reading and mapping itself, in both."""
+off the interpreter that sends so that reading and sending use both cores. chunkreader.py does
+the reading and mapping itself, in both; codec.py frames what crosses to the process, and
+mapchild.py is the process's entry point. `chunk_opener` is what the composition root injects
+into file jobs."""
 
 from __future__ import annotations
 
@@ -9,16 +11,28 @@ import asyncio
 import contextlib
 import logging
 import os
-import pickle
 import socket
 import subprocess
 import sys
 from collections.abc import Iterable
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from .chunks import ChunkData, FileRequest
+from .chunkreader import ChunkReader
+from .chunks import ChunkData, FileRequest, OpenChunks
+from .codec import (
+    FRAME_LENGTH,
+    Chunk,
+    CloseFile,
+    Failed,
+    NextChunk,
+    Opened,
+    OpenFile,
+    Reply,
+    Request,
+    decode,
+    encode,
+)
 from .errors import ShareUnavailableError
-from .rowsource import FRAME_LENGTH, InProcessSource, decode_reply, frame
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +41,13 @@ class ThreadSource:
     """Everything in the daemon's process: each chunk is read and mapped in a worker thread,
     so the loop that sends never waits on it."""
 
-    def __init__(self, source: InProcessSource) -> None:
+    def __init__(self, source: ChunkReader) -> None:
         self._source = source
         self.header, self.warnings, self.stated = source.header, source.warnings, source.stated
 
     @classmethod
-    async def open(cls, spec: FileRequest) -> ThreadSource:
-        return cls(await asyncio.to_thread(InProcessSource, spec))
+    async def open(cls, request: FileRequest) -> ThreadSource:
+        return cls(await asyncio.to_thread(ChunkReader, request))
 
     async def next_chunk(self) -> ChunkData:
         return await asyncio.to_thread(self._source.next_chunk)
@@ -100,7 +114,7 @@ class MappingProcess:
             ours, theirs = socket.socketpair()
             try:
                 self._process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "rpi_braze_sync.rowsource", str(theirs.fileno()),
+                    sys.executable, "-m", "rpi_braze_sync.mapchild", str(theirs.fileno()),
                     pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
                     env={k: v for k, v in os.environ.items() if k not in self._secret_env},
                 )  # fmt: skip
@@ -129,50 +143,53 @@ class MappingProcess:
         except (EOFError, OSError):  # (asyncio.IncompleteReadError is an EOFError)
             replies.put_nowait(None)
 
-    async def _send(self, request: tuple[Any, ...]) -> None:
+    async def _send(self, request: Request) -> None:
         """Only opening a file starts the process: one started since the file was opened
         would not know the file the other requests are about."""
-        if request[0] == "open":
+        if isinstance(request, OpenFile):
             await self._ensure()
         if self._writer is None or not self.running:
             await self._gone()
-        self._writer.write(frame(pickle.dumps(request)))
-        if request[0] != "close":  # the only request without a reply
+        self._writer.write(encode(request))
+        if not isinstance(request, CloseFile):  # the only request without a reply
             self._owed += 1  # from now: even if cancelled below, the reply will come
         try:
             await self._writer.drain()
         except OSError:
             await self._gone()
 
-    async def _take(self) -> tuple[Any, ...]:
+    async def _take(self) -> Reply:
         """The next reply owed; the exception it carries is raised."""
         payload = await self._replies.get()
         self._owed -= 1
         if payload is None:
             await self._gone()
-        reply = decode_reply(payload)
-        if reply[0] == "error":
-            raise reply[1]
+        reply = decode(payload)
+        if isinstance(reply, Failed):
+            raise reply.error
+        assert isinstance(reply, Opened | Chunk), reply
         return reply
 
     async def _gone(self) -> NoReturn:
         await self.stop()
         raise ShareUnavailableError("the mapping process stopped; the file will be retried")
 
-    async def open(self, spec: FileRequest) -> WorkerSource:
+    async def open(self, request: FileRequest) -> WorkerSource:
         await self.close_file()  # an abandoned file's chunks asked for ahead, if any
-        await self._send(("open", spec))
-        _, header, warnings, stated = await self._take()
-        return WorkerSource(self, header, warnings, stated)
+        await self._send(OpenFile(request))
+        opened = await self._take()
+        assert isinstance(opened, Opened), opened
+        return WorkerSource(self, opened.header, opened.warnings, opened.stated)
 
     async def next_chunk(self) -> ChunkData:
         if not self._owed:
-            await self._send(("chunk",))
-        chunk: ChunkData = (await self._take())[1]
-        if not chunk.at_end:  # ask for the next ones now: mapped while this one is sent
+            await self._send(NextChunk())
+        reply = await self._take()
+        assert isinstance(reply, Chunk), reply
+        if not reply.data.at_end:  # ask for the next ones now: mapped while this one is sent
             while self._owed < self.PREFETCH_CHUNKS:
-                await self._send(("chunk",))
-        return chunk
+                await self._send(NextChunk())
+        return reply.data
 
     async def close_file(self) -> None:
         """Forget the current file: the replies still owed are read and dropped."""
@@ -189,7 +206,7 @@ class MappingProcess:
             return
         if self.running:
             with contextlib.suppress(ShareUnavailableError):  # (stopped meanwhile)
-                await self._send(("close",))
+                await self._send(CloseFile())
 
     async def _discard_owed(self) -> None:
         while self._owed:
@@ -248,3 +265,9 @@ class WorkerSource:
 
     async def close(self) -> None:
         await self.worker.close_file()
+
+
+def chunk_opener(mapping_process: MappingProcess | None) -> OpenChunks:
+    """How file jobs open their files: in the mapping process when there is one, else in a
+    worker thread of the daemon (performance.mapping_process: false)."""
+    return ThreadSource.open if mapping_process is None else mapping_process.open

@@ -1,5 +1,5 @@
 """Fuzzing the reader and the mapping with arbitrary bytes, as a share can hold them: the
-inspection and then the mapping process's own loop (InProcessSource, column-wise mapping and
+inspection and then the mapping process's own loop (ChunkReader, column-wise mapping and
 row function) either read the file or refuse it with the project's own error. Every record
 read is settled exactly once (sent or rejected), every body is JSON, and time and memory stay
 bounded by format.max_record_bytes, whatever the bytes."""
@@ -17,13 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rpi_braze_sync.chunkreader import ChunkReader
 from rpi_braze_sync.chunks import FileRequest
 from rpi_braze_sync.config import load_config
 from rpi_braze_sync.errors import ExportFileError
 from rpi_braze_sync.inspection import inspect_file
 from rpi_braze_sync.mapping import HeaderError
 from rpi_braze_sync.plan import ReadFormat
-from rpi_braze_sync.rowsource import InProcessSource
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "rpi-braze-sync.yaml"
 CHANNEL = load_config(SHIPPED, dry_run=True, secrets=False).channels["Braze Onboarding and Upsert"]
@@ -56,7 +56,7 @@ def read_everything(path: Path, share: Path, fallback: str | None = None) -> tup
     inspection = inspect_file(path, fmt, share)
     plan = replace(CHANNEL.plan, read=ReadFormat.of(fmt))
     spec = FileRequest(path, share, inspection, plan, {"offer": "O"}, 0)
-    source = InProcessSource(spec)
+    source = ChunkReader(spec)
     settled: list[int] = []
     bodies = 0
     try:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pickle
 import signal
 import socket
 import subprocess
@@ -18,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from rpi_braze_sync import rowsource
+from rpi_braze_sync import mapchild
+from rpi_braze_sync.chunkreader import CHUNK_ROWS
 from rpi_braze_sync.chunks import ChunkData, ChunkSource, Drop, FileRequest, RejectData
+from rpi_braze_sync.codec import FRAME_LENGTH, Failed, OpenFile, decode, encode
 from rpi_braze_sync.config import load_config
 from rpi_braze_sync.errors import FileChangedError, ShareUnavailableError
 from rpi_braze_sync.inspection import inspect_file
 from rpi_braze_sync.mapping import HeaderError
-from rpi_braze_sync.rowsource import CHUNK_ROWS
 from rpi_braze_sync.sources import MappingProcess, ThreadSource
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "rpi-braze-sync.yaml"
@@ -231,17 +231,18 @@ async def test_a_file_that_shrinks_fails_and_the_process_goes_on(
 
 
 def test_the_process_maps_without_pydantic_or_asyncio(tmp_path: Path) -> None:
-    # Settings cross as plain objects and compiled rules as their recipe (plain.py): the
-    # process never imports pydantic or builds the settings models, 20 MB of its memory. Nor
-    # asyncio, which only the daemon's side needs (sources.py).
+    # The plan crosses as plain data (plan.py): the process never imports pydantic or builds
+    # the settings models, 20 MB of its memory. Nor asyncio, which only the daemon's side
+    # needs (sources.py).
     path = export(tmp_path / "plain.txt", 3, "p", bad_every=2)
-    request = tmp_path / "request.pickle"
-    request.write_bytes(pickle.dumps(("open", spec_for(path))))
+    request = tmp_path / "request.frame"
+    request.write_bytes(encode(OpenFile(spec_for(path)))[FRAME_LENGTH.size :])
     script = (
-        "import pickle, sys\n"
-        "from rpi_braze_sync.rowsource import InProcessSource\n"
-        f"_, spec = pickle.loads(open({str(request)!r}, 'rb').read())\n"
-        "chunk = InProcessSource(spec).next_chunk()\n"
+        "import sys\n"
+        "from rpi_braze_sync.chunkreader import ChunkReader\n"
+        "from rpi_braze_sync.codec import decode\n"
+        f"spec = decode(open({str(request)!r}, 'rb').read()).request\n"
+        "chunk = ChunkReader(spec).next_chunk()\n"
         "print(chunk.users, len(chunk.drops))\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'asyncio')"
         " or m == 'rpi_braze_sync.settings'))\n"
@@ -277,19 +278,19 @@ def test_an_error_pickle_cannot_carry_still_reaches_the_daemon(
     def failing_source(spec: FileRequest) -> None:
         raise Unpicklable()
 
-    monkeypatch.setattr(rowsource, "InProcessSource", failing_source)
+    monkeypatch.setattr(mapchild, "ChunkReader", failing_source)
     ours, theirs = socket.socketpair()
     ours.settimeout(30)
-    serving = threading.Thread(target=rowsource._serve, args=(theirs,))
+    serving = threading.Thread(target=mapchild.serve, args=(theirs,))
     serving.start()
     with ours, ours.makefile("rb") as replies:
         spec = spec_for(export(tmp_path / "a.txt", 2, "a"))
-        ours.sendall(rowsource.frame(pickle.dumps(("open", spec))))
-        (size,) = rowsource.FRAME_LENGTH.unpack(replies.read(rowsource.FRAME_LENGTH.size))
-        kind, error = rowsource.decode_reply(replies.read(size))
-        assert kind == "error"
-        assert isinstance(error, RuntimeError)
-        assert str(error) == "Unpicklable: a lambda inside"
+        ours.sendall(encode(OpenFile(spec)))
+        (size,) = FRAME_LENGTH.unpack(replies.read(FRAME_LENGTH.size))
+        reply = decode(replies.read(size))
+        assert isinstance(reply, Failed)
+        assert isinstance(reply.error, RuntimeError)
+        assert str(reply.error) == "Unpicklable: a lambda inside"
         ours.shutdown(socket.SHUT_WR)  # the daemon is gone: the loop ends
         serving.join(timeout=30)
     theirs.close()

@@ -1,0 +1,128 @@
+"""Pure: the messages between the daemon and the mapping process, and how each is framed.
+
+A frame is an 8-byte length, then a one-byte tag naming the message's type, then its fields.
+Each type says how it is written, in the table below: a chunk, the bulk of the traffic, is
+plain lists, strings and bytes, which marshal writes about four times faster than pickle;
+the others are rare and hold richer objects (a FileRequest, an exception), so pickle.
+"""
+
+from __future__ import annotations
+
+import marshal
+import pickle
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .chunks import ChunkData, Drop, FileRequest
+
+FRAME_LENGTH = struct.Struct("!Q")
+
+
+# --- requests, daemon -> mapping process -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OpenFile:
+    """Open this file (closing the one open, if any); answered by Opened or Failed."""
+
+    request: FileRequest
+
+
+@dataclass(frozen=True, slots=True)
+class NextChunk:
+    """Read and map the open file's next chunk; answered by Chunk or Failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class CloseFile:
+    """Forget the open file. The one request without a reply."""
+
+
+# --- replies, mapping process -> daemon ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    header: list[str]
+    warnings: list[str]
+    stated: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    data: ChunkData
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The request failed with this error, raised again on the daemon's side."""
+
+    error: BaseException
+
+
+Request = OpenFile | NextChunk | CloseFile
+Reply = Opened | Chunk | Failed
+Message = Request | Reply
+
+
+def _chunk_fields(message: Chunk) -> bytes:
+    c = message.data
+    drops = [(d.line_no, d.field, d.value, d.reason) for d in c.drops]
+    columns = (c.indexes, c.line_numbers, c.users, c.bodies, c.packed)
+    return marshal.dumps((*columns, c.rejected, drops, c.at_end, c.progress, c.records_read))
+
+
+def _chunk_of(fields: memoryview) -> Chunk:
+    indexes, line_numbers, users, bodies, packed, rejected, drops, *rest = marshal.loads(fields)
+    at_end, progress, records_read = rest
+    dropped = [Drop(*d) for d in drops]
+    columns = (indexes, line_numbers, users, bodies, packed)
+    return Chunk(ChunkData(*columns, rejected, dropped, at_end, progress, records_read))
+
+
+def _pickled(message: Message) -> bytes:
+    return pickle.dumps(message)
+
+
+def _unpickled(fields: memoryview) -> Any:
+    return pickle.loads(fields)
+
+
+# tag -> (type, how it is written, how it is read back)
+_CODECS: dict[bytes, tuple[type[Any], Callable[[Any], bytes], Callable[[memoryview], Any]]] = {
+    b"o": (OpenFile, _pickled, _unpickled),
+    b"n": (NextChunk, lambda _: b"", lambda _: NextChunk()),
+    b"x": (CloseFile, lambda _: b"", lambda _: CloseFile()),
+    b"h": (Opened, _pickled, _unpickled),
+    b"c": (Chunk, _chunk_fields, _chunk_of),
+    b"f": (Failed, _pickled, _unpickled),
+}
+_TAGS = {kind: tag for tag, (kind, _, _) in _CODECS.items()}
+
+
+def encode(message: Message) -> bytes:
+    """One frame. Raises what pickle raises for a Failed whose error it cannot carry."""
+    tag = _TAGS[type(message)]
+    payload = tag + _CODECS[tag][1](message)
+    return FRAME_LENGTH.pack(len(payload)) + payload
+
+
+def decode(payload: bytes) -> Message:
+    """A frame's payload (after its length) back into its message."""
+    kind, _, read = _CODECS[payload[:1]]
+    message = read(memoryview(payload)[1:])
+    if type(message) is not kind:
+        raise ValueError(f"a {type(message).__name__} framed as a {kind.__name__}")
+    return message  # type: ignore[no-any-return]
+
+
+def sendable(reply: Reply) -> bytes:
+    """encode(reply), or, for an error pickle cannot carry, a RuntimeError with its type and
+    text (the daemon still learns what went wrong)."""
+    try:
+        return encode(reply)
+    except Exception as unsendable:
+        what = reply.error if isinstance(reply, Failed) else unsendable
+        return encode(Failed(RuntimeError(f"{type(what).__name__}: {what}")))
