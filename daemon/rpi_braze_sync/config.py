@@ -67,10 +67,17 @@ class LoadedConfig:
     api_key: Secret | None
     channels: dict[str, Channel] = field(default_factory=dict)
     hook_token: Secret | None = None
+    journal_password: Secret | None = None  # journal.password_file's; None: libpq's own ways
 
     @property
     def dry_run(self) -> bool:
         return self.settings.braze.dry_run
+
+    @property
+    def journal_url(self) -> str | None:
+        """The PostgreSQL journal's URL when this run uses it: a dry run keeps its SQLite
+        journal in state_directory (it must never mark a file done for the live pair)."""
+        return None if self.dry_run else self.settings.journal.url
 
 
 def format_key_path(path: KeyPath) -> str:
@@ -241,6 +248,23 @@ def load_hook_token(settings: Settings, env: Mapping[str, str], file_name: str) 
     return None
 
 
+def load_journal_password(
+    settings: Settings, env: Mapping[str, str], file_name: str, strict: bool
+) -> Secret | None:
+    """journal.password_file's password. `strict` (the daemon): a file that cannot be read is
+    a configuration error. Otherwise (status, retry from an operator's shell, where
+    $CREDENTIALS_DIRECTORY is not set) None: libpq's PGPASSWORD or ~/.pgpass apply."""
+    name = settings.journal.password_file
+    if not name or not settings.journal.url:
+        return None
+    try:
+        return _read_secret_file(name, env, file_name, "journal.password_file")
+    except ConfigError:
+        if strict:
+            raise
+        return None
+
+
 def load_config(
     path: str | os.PathLike[str],
     env: Mapping[str, str] | None = None,
@@ -284,4 +308,5 @@ def load_config(
         api_key=api_key,
         channels=channels,
         hook_token=hook_token,
+        journal_password=load_journal_password(settings, env, file_name, strict=secrets),
     )

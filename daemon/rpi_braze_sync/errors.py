@@ -64,6 +64,11 @@ class JournalDamagedError(JournalError):
     fix it (the README says how to recover)."""
 
 
+class LeaseLostError(JournalError):
+    """The PostgreSQL journal's lease moved to another daemon (or was never held): this one
+    writes no checkpoint or state change, and sends nothing more."""
+
+
 class StateLockedError(RpiBrazeSyncError):
     """Another daemon holds the state directory's lock."""
 

@@ -380,6 +380,48 @@ class JournalSettings(StrictModel):
     retention_days: Annotated[float, Field(gt=0)] = Field(
         30.0, description="how long a finished file's record outlives the file itself"
     )
+    url: str | None = Field(
+        None,
+        description="postgresql://user@host:5432/db: the journal lives in PostgreSQL, shared by"
+        " an active/standby pair (the README's 'Two machines'); unset: SQLite in state_directory",
+    )
+    password_file: str | None = Field(
+        None,
+        description="file holding the database password (relative: in $CREDENTIALS_DIRECTORY);"
+        " else libpq's PGPASSWORD or ~/.pgpass",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _postgresql_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql:// (a libpq connection URI)")
+        if _url_password(url):
+            raise ValueError(
+                "holds a password: put it in journal.password_file (or .pgpass), never in the"
+                " configuration"
+            )
+        return url
+
+
+def _url_password(url: str) -> bool:
+    """Whether a connection URI carries a password (user:password@, or ?password=)."""
+    authority = url.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
+    query = url.split("?", 1)[1] if "?" in url else ""
+    in_query = any(part.split("=", 1)[0] == "password" for part in query.split("&"))
+    return in_query or ("@" in authority and ":" in authority.rsplit("@", 1)[0])
+
+
+class HaSettings(StrictModel):
+    """Active/standby on a shared PostgreSQL journal (journal.url)."""
+
+    lease_seconds: Annotated[float, Field(ge=1, le=600)] = Field(
+        15.0,
+        description="the leader renews its lease every third of this; the standby takes over"
+        " within about this long after the leader stops",
+    )
 
 
 class LoggingSettings(StrictModel):
@@ -399,6 +441,7 @@ class Settings(StrictModel):
     )
     http: HttpSettings = HttpSettings()
     journal: JournalSettings = JournalSettings()
+    ha: HaSettings = HaSettings()
     hook: HookSettings = HookSettings()
     performance: PerformanceSettings = PerformanceSettings()
     logging: LoggingSettings = LoggingSettings()

@@ -1,0 +1,178 @@
+"""The PostgreSQL journal and the lease on a real server (a database per test): versioned
+migrations, the records, fencing by epoch, rejects kept once, and two lease keepers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from rpi_braze_sync.config import LoadedConfig, load_config
+from rpi_braze_sync.errors import ConfigError, JournalError, LeaseLostError
+from rpi_braze_sync.journal import DONE, SENDING
+from rpi_braze_sync.leader import LeaseKeeper
+from rpi_braze_sync.lease import Role
+from rpi_braze_sync.pgjournal import PgJournal
+from rpi_braze_sync.pgschema import LATEST
+from tests.e2e.conftest import write_config
+from tests.fakebraze import API_KEY
+
+WEIRD = "Braze Append/caf\udce9.csv"  # a name that is not UTF-8 (os.fsdecode's surrogate)
+
+
+def config_for(tmp_path: Path, url: str, lease_s: float = 15, **journal: str) -> LoadedConfig:
+    path = write_config(
+        tmp_path / "config.yaml",
+        {"journal": {"url": url, **journal}, "ha": {"lease_seconds": lease_s},
+         "braze": {"dry_run": False}, "state_directory": str(tmp_path / "state")},
+    )  # fmt: skip
+    return load_config(path, env={"BRAZE_API_KEY": API_KEY})
+
+
+def versions(url: str) -> list[int]:
+    with psycopg.connect(url) as conn:
+        return [v for (v,) in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
+
+
+def take_lease(url: str) -> int:
+    """What another daemon's acquisition does to the lease row."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("UPDATE ha_lease SET epoch = epoch + 1 RETURNING epoch").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def test_migrations_are_versioned_applied_once_and_a_newer_schema_is_refused(
+    tmp_path: Path, pg_url: str
+) -> None:
+    config = config_for(tmp_path, pg_url)
+    PgJournal(config).close()
+    assert versions(pg_url) == list(range(1, LATEST + 1))
+    PgJournal(config).close()  # a second start applies nothing again
+    assert versions(pg_url) == list(range(1, LATEST + 1))
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO schema_migrations VALUES (%s, 'from the future')", (LATEST + 1,))
+    with pytest.raises(JournalError, match="newer than this daemon"):
+        PgJournal(config)
+
+
+def test_a_file_from_seen_to_done_with_a_name_that_is_not_utf8(tmp_path: Path, pg_url: str) -> None:
+    journal = PgJournal(config_for(tmp_path, pg_url))
+    journal.epoch = take_lease(pg_url)
+    file_id = journal.record_seen(WEIRD, "Braze Append", 10, 1)
+    assert journal.seen_id(WEIRD) == file_id
+    record = journal.record_complete(WEIRD, "Braze Append", 20, 2, '{"call": 1}')
+    assert (record.id, record.state, record.size, record.rpi_call) == (
+        file_id,
+        "complete",
+        20,
+        '{"call": 1}',
+    )
+    journal.start(file_id, "abc", 20, 2, 5)
+    journal.checkpoint(file_id, 3, 2, 1, 0, [(4, 5)])
+    got = journal.get(file_id)
+    assert (got.state, got.checkpoint, got.rows_sent, got.ahead) == (SENDING, 3, 2, [(4, 5)])
+    assert journal.queued() == [got]
+    journal.finish(file_id, DONE)
+    assert journal.latest_by_path()[WEIRD].state == DONE
+    assert journal.previous_done(WEIRD, file_id + 1) == journal.get(file_id)
+    assert journal.store_rpi_call('{"a": 1}')
+    assert not journal.store_rpi_call('{"a": 1}')
+    assert [body for _, body in journal.rpi_calls_since(0)] == ['{"a": 1}']
+    journal.close()
+
+
+def test_writes_are_fenced_by_the_epoch(tmp_path: Path, pg_url: str) -> None:
+    config = config_for(tmp_path, pg_url)
+    old, new = PgJournal(config), PgJournal(config)
+    old.epoch = take_lease(pg_url)
+    file_id = old.record_complete("Braze Append/a.csv", "Braze Append", 1, 1).id
+    old.checkpoint(file_id, 5, 5, 0, 0)
+    new.epoch = take_lease(pg_url)  # the standby took over
+    with pytest.raises(LeaseLostError, match="another daemon leads"):
+        old.checkpoint(file_id, 9, 9, 0, 0)
+    with pytest.raises(LeaseLostError):
+        old.finish(file_id, DONE)
+    with pytest.raises(LeaseLostError):
+        old.record_seen("Braze Append/b.csv", "Braze Append", 1, 1)
+    assert new.get(file_id).checkpoint == 5
+    assert new.get(file_id).state == "complete"
+    new.checkpoint(file_id, 7, 7, 0, 0)
+    assert new.get(file_id).checkpoint == 7
+    standby = PgJournal(config)  # no lease: reads, RPI calls and retries only
+    with pytest.raises(LeaseLostError, match="does not hold the lease"):
+        standby.checkpoint(file_id, 8, 8, 0, 0)
+    for journal in (old, new, standby):
+        journal.close()
+
+
+def test_rejects_from_two_daemons_are_kept_once_each(tmp_path: Path, pg_url: str) -> None:
+    config = config_for(tmp_path, pg_url)
+    old, new = PgJournal(config), PgJournal(config)
+    old.epoch = take_lease(pg_url)
+    file_id = old.record_complete("Braze Append/a.csv", "Braze Append", 1, 1).id
+    old.store_rejects(file_id, [(2, ["x", "y"], "bad email"), (5, ["z"], "no id")])
+    new.epoch = take_lease(pg_url)
+    with pytest.raises(LeaseLostError):
+        old.store_rejects(file_id, [(9, ["late"], "from the old leader")])
+    new.store_rejects(file_id, [(5, ["z"], "no id"), (7, ["w", ""], "bad date")])
+    assert new.rejects_of(file_id) == [
+        (2, ["x", "y"], "bad email"), (5, ["z"], "no id"), (7, ["w", ""], "bad date"),
+    ]  # fmt: skip
+    old.close()
+    new.close()
+
+
+def test_a_password_is_refused_in_the_url_and_read_from_the_credential_file(
+    tmp_path: Path, pg_url: str
+) -> None:
+    with pytest.raises(ConfigError, match="password_file") as caught:
+        config_for(tmp_path, pg_url.replace("postgres@", "postgres:hunter2@"))
+    assert "hunter2" not in str(caught.value)
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "creds" / "pg").write_text("s3cret\n")
+    path = write_config(
+        tmp_path / "c.yaml",
+        {"journal": {"url": pg_url, "password_file": "pg"}, "braze": {"dry_run": False}},
+    )
+    env = {"BRAZE_API_KEY": API_KEY, "CREDENTIALS_DIRECTORY": str(tmp_path / "creds")}
+    config = load_config(path, env=env)
+    assert config.journal_password is not None
+    assert config.journal_password.reveal() == "s3cret"
+    assert "s3cret" not in repr(config)
+
+
+async def test_the_standby_takes_the_lease_once_the_leader_stops_renewing(
+    tmp_path: Path, pg_url: str
+) -> None:
+    config = config_for(tmp_path, pg_url, lease_s=1.5)
+    PgJournal(config).close()  # the schema
+    roles: dict[str, list[Role]] = {"a": [], "b": []}
+    a = LeaseKeeper(config, roles["a"].append)
+    b = LeaseKeeper(config, roles["b"].append)
+    task_a = asyncio.create_task(a.run())
+    for _ in range(50):
+        if a.may_send():
+            break
+        await asyncio.sleep(0.05)
+    task_b = asyncio.create_task(b.run())
+    await asyncio.sleep(3)  # two lease lengths: a keeps it by renewing
+    assert (roles["a"], roles["b"]) == ([Role.LEADER], [])
+    assert a.may_send()
+    assert not b.may_send()
+    task_a.cancel()  # a stops renewing (as if killed)
+    stopped = time.monotonic()
+    while not b.may_send():
+        await asyncio.sleep(0.05)
+        assert time.monotonic() - stopped < 1.5 + 2, "the standby did not take over in time"
+    assert not a.may_send()  # a's own deadline passed before b could take it
+    assert b.lease is not None
+    assert a.lease is not None
+    assert b.lease.epoch == a.lease.epoch + 1
+    task_b.cancel()
+    await asyncio.gather(task_a, task_b, return_exceptions=True)
+    await b.release()
+    await a.release()
