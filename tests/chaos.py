@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rpi_braze_sync.journal import Journal, journal_path
+from rpi_braze_sync.sqlitejournal import SqliteJournal, journal_path
 from tests.e2e.conftest import UPSERT, DaemonProcess, wait_until
 from tests.fakebraze import FakeBraze
 
@@ -54,7 +54,7 @@ def _all_done(state: Path, names: set[str]) -> bool:
     path = journal_path(state, dry_run=False)
     if not path.exists():
         return False
-    journal = Journal(path)
+    journal = SqliteJournal(path)
     try:
         done = {Path(r.rel_path).name for r in journal.all() if r.state == "done"}
     finally:

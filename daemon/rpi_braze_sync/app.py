@@ -24,7 +24,7 @@ from .delivery import Sender
 from .errors import ConfigError, JournalError
 from .filequeue import FileQueue
 from .hook import RpiCall, parse_rpi_call
-from .journal import Journal, journal_path
+from .journal import Journal
 from .listener import JournalListener
 from .mapchild import tune_garbage_collector
 from .mapping import parse_path_pattern
@@ -33,6 +33,7 @@ from .notify import Notifier
 from .rpicalls import RpiCallStore
 from .server import HookRoute, build_app, start_server
 from .sources import MappingProcess
+from .sqlitejournal import SqliteJournal, journal_path
 from .statedir import StateLock, probe_writable, tighten_modes
 from .statewrites import StateWrites
 from .watch import Watcher, read_mounts
@@ -308,7 +309,7 @@ class Daemon:
         config.state_directory.mkdir(parents=True, exist_ok=True)
         self._warn_if_network_state(config)
         self.metrics.add_channels(config.channels)
-        journal = self.journal = Journal(journal_path(config.state_directory, config.dry_run))
+        journal = self.journal = SqliteJournal(journal_path(config.state_directory, config.dry_run))
         self.rpi_calls.attach(journal)
         transport = self._transport()
         sender = self.sender = Sender(transport, config.settings.braze, self.metrics)

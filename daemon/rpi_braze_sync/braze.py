@@ -88,6 +88,11 @@ class Transport(Protocol):
         """Send one /users/track body; `source` is the export's relative path (for the outbox)."""
         ...
 
+    def finish(self, source: str) -> None:
+        """Every request of `source` was answered and it is done: make what was written for
+        it durable (the outbox); nothing to do over HTTP."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -145,6 +150,9 @@ class HttpTransport:
                 )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise describe_failure(exc, self.host, self._timeout_s, progress.sent) from None
+
+    def finish(self, source: str) -> None:
+        """Braze keeps what it acknowledged: nothing to make durable here."""
 
     async def close(self) -> None:
         if self._session is not None:

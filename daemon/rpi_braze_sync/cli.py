@@ -48,10 +48,11 @@ from .errors import (
     error_lines,
     exit_status,
 )
-from .journal import STATES, Journal
+from .filestates import QUEUED_STATES, STATES, FileState
 from .logs import configure_logging, display_name
 from .preview import cmd_preview
 from .settings import host_port_problem, json_schema
+from .sqlitejournal import SqliteJournal
 from .statedir import restrict_umask
 from .status import cmd_status, existing_journals, load_for_journal
 
@@ -200,13 +201,13 @@ def cmd_retry(args: argparse.Namespace) -> int:
         st = full.stat()
     except OSError as exc:
         raise InputMissingError(f"{full}: {exc.strerror}") from None
-    journal = Journal(existing_journals(config, args.dry_run)[0].path)
+    journal = SqliteJournal(existing_journals(config, args.dry_run)[0].path)
     try:
         record = journal.latest(rel)
         shown = display_name(rel)
         if record is None:
             raise UsageError(f"{shown}: not in the journal; the daemon sends new files by itself")
-        if record.state in ("complete", "sending", "seen"):
+        if record.state in (FileState.SEEN, *QUEUED_STATES):
             print(f"{shown}: already queued ({record.state})")
             return 0
         queued = journal.request_retry(record, st.st_size, st.st_mtime_ns)

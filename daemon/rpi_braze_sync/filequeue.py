@@ -16,8 +16,9 @@ import time
 from .config import LoadedConfig
 from .delivery import Sender
 from .fileorder import UPSERT, FileInfo, Run, Wait, choose_next
+from .filestates import FileState
 from .inspection import share_available
-from .journal import FAILED, SEEN, SENDING, FileRecord, Journal
+from .journal import FileRecord, Journal
 from .logs import display_name, export_logger
 from .metrics import Metrics
 from .pipeline import SHARE_WAIT_S, WAIT_FOR_SHARE, ExportOf, FileJob
@@ -149,8 +150,8 @@ class FileQueue:
                 " `rpi-braze-sync retry` sends it again"
             )
             logger.error("failed: %s", why)
-            self.journal.finish(record.id, FAILED, why)
-            self.metrics.files.labels(record.channel or "", FAILED).inc()
+            self.journal.finish(record.id, FileState.FAILED, why)
+            self.metrics.files.labels(record.channel or "", FileState.FAILED).inc()
             return True
         wait_s = file_retry_s(tries, watch.file_retry_seconds)
         self._not_before[record.id] = time.monotonic() + wait_s
@@ -237,7 +238,9 @@ class FileQueue:
                 )
                 continue
             record = self.journal.get(upsert.id)
-            doing = {SEEN: "still being written", SENDING: "being sent"}.get(record.state, "queued")
+            doing = {FileState.SEEN: "still being written", FileState.SENDING: "being sent"}.get(
+                record.state, "queued"
+            )
             logger.info(
                 "append file waits for the upsert file %s (%s), seen no later than it: Braze "
                 "ignores update-only rows for users it does not have yet",
@@ -252,8 +255,8 @@ class FileQueue:
         export = self._export_of(record.rel_path)
         channel = self.config.channels.get(export.channel) if export else None
         if export is None or channel is None:
-            self.journal.finish(record.id, FAILED, "its channel is no longer configured")
-            return FAILED, ""
+            self.journal.finish(record.id, FileState.FAILED, "its channel is no longer configured")
+            return FileState.FAILED, ""
         job = FileJob(
             record,
             export,

@@ -10,7 +10,8 @@ import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from .journal import FileVersion, Journal, journal_path
+from .journal import FileVersion, Journal
+from .sqlitejournal import SqliteJournal, journal_path
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ def first_start_history(path: Path) -> list[FileVersion] | None:
     does not exist or never started."""
     if not path.is_file():
         return None
-    journal = Journal(path, read_only=True)
+    journal = SqliteJournal(path, read_only=True)
     try:
         return journal.preexisting() if journal.initialized else None
     finally:
@@ -35,6 +36,7 @@ def start_journal(
     backfill: bool,
     channel_of: Callable[[str], str | None],
     base: Path,
+    state_directory: Path,
 ) -> bool:
     """Initialise a journal at its first start; True when `snapshot` (the share now) is
     history, False when its files are to be sent."""
@@ -43,7 +45,7 @@ def start_journal(
         log.info("first start with watch.backfill: the %d files there will be sent", len(snapshot))
         return False
     this, other = ("dry run", "live run") if dry_run else ("live run", "dry run")
-    history = first_start_history(journal_path(journal.path.parent, not dry_run))
+    history = first_start_history(journal_path(state_directory, not dry_run))
     if history is not None:
         journal.mark_initialized(history)
         known = {rel for rel, _, _, _ in history}

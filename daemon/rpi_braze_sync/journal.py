@@ -1,66 +1,22 @@
-"""SQLite journal: every export file seen, its state, its progress and its outcome.
+"""What the daemon, `status` and `retry` need from a journal, whatever keeps it (SQLite:
+sqlitejournal.py; PostgreSQL beside it): one record per file version, its state (filestates.py),
+its checkpoint and its outcome, and the RPI calls kept across restarts.
 
-One row per file version (relative path + size + mtime, and the content hash once read). The
-checkpoint is the number of leading records settled (acknowledged by Braze or rejected), and
-`settled_ahead` the ranges settled beyond it, so a restart resumes there and skips those.
-All writes are single transactions: a kill at any moment leaves a consistent journal.
+A journal is called from more than one thread (the event loop and the state writer,
+statewriter.py), never concurrently for one call: an implementation serialises its own
+connection. Every method raises JournalError when its store cannot be read or written, and
+StateTransitionError for a move filestates.TRANSITIONS does not allow.
 """
 
 from __future__ import annotations
 
-import os
-import sqlite3
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import orjson
 
-from .errors import JournalError
-from .journaldb import open_database
-
-# States of a file version, in lifecycle order.
-PREEXISTING = "preexisting"  # on the share before the very first start; never sent
-SEEN = "seen"  # found, still being written (or not yet settled)
-COMPLETE = "complete"  # settled on disk, queued to send
-SENDING = "sending"
-DONE = "done"
-FAILED = "failed"
-VANISHED = "vanished"
-QUEUED_STATES = (COMPLETE, SENDING)
-FINAL_STATES = (PREEXISTING, DONE, FAILED, VANISHED)
-STATES = (PREEXISTING, SEEN, COMPLETE, SENDING, DONE, FAILED, VANISHED)
-
-
-def _db_text(value: object) -> object:
-    """A name that is not UTF-8 (os.fsdecode keeps its bytes as surrogates, which SQLite's
-    text cannot hold) is stored as those bytes, a BLOB; _py_text turns it back, byte for byte.
-    Every other value is stored as it is."""
-    if isinstance(value, str) and not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return os.fsencode(value)
-    return value
-
-
-def _db_args(args: tuple[object, ...]) -> tuple[object, ...]:
-    return tuple(map(_db_text, args))
-
-
-def _py_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A row as read: a BLOB (only ever a name stored by _db_text) back to its text."""
-    return tuple(os.fsdecode(v) if isinstance(v, bytes) else v for v in row)
-
-
-def journal_path(state_directory: Path, dry_run: bool) -> Path:
-    """The journal a run uses: `dry_run` is the configuration's (braze.dry_run, or --dry-run).
-
-    A dry run keeps its own journal, so it never marks a file done for the live run."""
-    return state_directory / ("journal-dry-run.sqlite" if dry_run else "journal.sqlite")
-
+from .filestates import FileState
 
 FileVersion = tuple[str, str | None, int, int]  # rel_path, channel, size, mtime_ns
 
@@ -73,7 +29,7 @@ class FileRecord:
     size: int
     mtime_ns: int
     sha256: str | None
-    state: str
+    state: FileState
     checkpoint: int
     rows_sent: int
     rows_rejected: int
@@ -98,151 +54,77 @@ class FileRecord:
         return [(int(start), int(end)) for start, end in orjson.loads(self.settled_ahead)]
 
 
-def _marks(values: Sequence[object]) -> str:
-    return ", ".join("?" * len(values))
-
-
-def _ranges_json(ranges: Sequence[tuple[int, int]]) -> str | None:
+def ranges_json(ranges: Sequence[tuple[int, int]]) -> str | None:
+    """FileRecord.settled_ahead's text for `ranges` (None when there are none)."""
     return orjson.dumps(ranges).decode() if ranges else None
 
 
-class Journal:
-    def __init__(self, path: Path, read_only: bool = False) -> None:
-        """`read_only` for tools (status) run as another user: they must not leave files the
-        daemon's user cannot write, nor change the schema under a running daemon."""
-        self.path = path
-        self._db = open_database(path, read_only)
-        try:
-            self._columns = self._select_list()
-        except sqlite3.Error as exc:
-            raise JournalError(f"cannot open the journal {path}: {exc}") from None
-
-    def _select_list(self) -> str:
-        """FileRecord's columns; NULL for those a journal opened read-only has not gained yet
-        (a daemon of an earlier version wrote it)."""
-        have = {row[1] for row in self._db.execute("PRAGMA table_info(files)")}
-        return ", ".join(c if c in have else "NULL" for c in FileRecord.__dataclass_fields__)
-
-    def close(self) -> None:
-        self._db.close()
-
-    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-        try:
-            rows = self._db.execute(sql, _db_args(args)).fetchall()
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal read failed: {exc}") from None
-        return list(map(_py_row, rows))
-
-    def _write(self, sql: str, args: tuple[object, ...]) -> int:
-        try:
-            cursor = self._db.execute(sql, _db_args(args))
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal write failed: {exc}") from None
-        return cursor.lastrowid or 0
-
-    # --- first start ---------------------------------------------------------------------
-
-    @property
-    def initialized(self) -> bool:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'initialized_at'").fetchone()
-        return row is not None
-
-    def preexisting(self) -> list[FileVersion]:
-        """The files recorded as pre-existing at the first start."""
-        sql = "SELECT rel_path, channel, size, mtime_ns FROM files WHERE state = ? ORDER BY id"
-        return [(rel, channel, size, mtime) for rel, channel, size, mtime in
-                self._read(sql, (PREEXISTING,))]  # fmt: skip
-
-    def mark_initialized(self, preexisting: list[FileVersion]) -> None:
-        """Record the files found at the very first start as pre-existing, atomically."""
-        now = time.time()
-        try:
-            with self._transaction():
-                self._db.executemany(
-                    "INSERT INTO files (rel_path, channel, size, mtime_ns, state, first_seen_at,"
-                    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        _db_args((rel, ch, size, mtime, PREEXISTING, now, now))
-                        for rel, ch, size, mtime in preexisting
-                    ],
-                )
-                self._db.execute("INSERT INTO meta VALUES ('initialized_at', ?)", (str(now),))
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal write failed: {exc}") from None
-
-    def _transaction(self) -> sqlite3.Connection:
-        self._db.execute("BEGIN")
-        return self._db
-
-    # --- reading -------------------------------------------------------------------------
-
-    def _records(self, where: str = "", args: tuple[object, ...] = ()) -> Iterator[FileRecord]:
-        for row in self._read(f"SELECT {self._columns} FROM files {where}", args):
-            yield FileRecord(*row)
-
-    def get(self, file_id: int) -> FileRecord:
-        for record in self._records("WHERE id = ?", (file_id,)):
-            return record
-        raise JournalError(f"no journal record {file_id}")
-
-    def latest_by_path(self) -> dict[str, FileRecord]:
-        """The newest record of every path: what the watcher compares the share against."""
-        latest: dict[str, FileRecord] = {}
-        for record in self._records("ORDER BY id"):
-            latest[record.rel_path] = record
-        return latest
-
-    def queued(self, after_id: int = 0) -> list[FileRecord]:
-        """Files to send, in the order they became complete (a restart resumes these)."""
-        return list(
-            self._records(
-                f"WHERE state IN ({_marks(QUEUED_STATES)}) AND id > ? ORDER BY completed_at, id",
-                (*QUEUED_STATES, after_id),
-            )
-        )
+class JournalReader(Protocol):
+    """What `status` reads (a journal opened read-only, maybe under a running daemon)."""
 
     def all(self) -> list[FileRecord]:
-        return list(self._records("ORDER BY id"))
+        """Every record, oldest first."""
+        ...
+
+    def latest(self, rel_path: str) -> FileRecord | None:
+        """The newest record of this path."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Journal(JournalReader, Protocol):
+    """A journal the daemon (and `retry`) writes. Times are epoch seconds (time.time())."""
+
+    # --- first start ---------------------------------------------------------------------
+    @property
+    def initialized(self) -> bool:
+        """Whether mark_initialized ran (the state directory's first start happened)."""
+        ...
+
+    def preexisting(self) -> list[FileVersion]:
+        """The files recorded as pre-existing at the first start, in their order."""
+        ...
+
+    def mark_initialized(self, preexisting: list[FileVersion]) -> None:
+        """Record these as PREEXISTING and the journal as initialized, in one transaction."""
+        ...
+
+    # --- reading -------------------------------------------------------------------------
+    def get(self, file_id: int) -> FileRecord:
+        """The record; JournalError when there is none."""
+        ...
+
+    def latest_by_path(self) -> dict[str, FileRecord]:
+        """The newest record of every path."""
+        ...
+
+    def queued(self, after_id: int = 0) -> list[FileRecord]:
+        """Records in QUEUED_STATES with id > after_id, by completed_at then id."""
+        ...
 
     def unfinished(self, channels: Sequence[str]) -> list[FileRecord]:
-        """Files of these channels seen, complete or being sent: not finished yet."""
-        states = (SEEN, *QUEUED_STATES)
-        return list(
-            self._records(
-                f"WHERE state IN ({_marks(states)}) AND channel IN ({_marks(channels)})"
-                " ORDER BY id",
-                (*states, *channels),
-            )
-        )
+        """Records of these channels in UNFINISHED_STATES, by id."""
+        ...
 
     def last_sent_at(self, channels: Sequence[str]) -> float | None:
-        """When the last file of these channels that sent rows finished (epoch seconds)."""
-        (last,) = self._read(
-            "SELECT MAX(finished_at) FROM files WHERE state = ? AND rows_sent > 0"
-            f" AND channel IN ({_marks(channels)})",
-            (DONE, *channels),
-        )[0]
-        return None if last is None else float(last)
+        """The latest finished_at of a DONE record of these channels with rows_sent > 0."""
+        ...
 
-    # --- lifecycle -----------------------------------------------------------------------
+    def seen_id(self, rel_path: str) -> int | None:
+        """The newest SEEN record of this path."""
+        ...
 
+    def previous_done(self, rel_path: str, before_id: int) -> FileRecord | None:
+        """The newest DONE record of this path with a sha256, id < before_id."""
+        ...
+
+    # --- the watcher ---------------------------------------------------------------------
     def record_seen(
         self, rel_path: str, channel: str, size: int, mtime_ns: int, seen_at: float | None = None
     ) -> int:
-        """A new file, still being written. `seen_at`: files found in one scan share it."""
-        now = time.time() if seen_at is None else seen_at
-        return self._write(
-            "INSERT INTO files (rel_path, channel, size, mtime_ns, state, first_seen_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (rel_path, channel, size, mtime_ns, SEEN, now, now),
-        )
-
-    def seen_id(self, rel_path: str) -> int | None:
-        row = self._db.execute(
-            "SELECT id FROM files WHERE rel_path = ? AND state = ? ORDER BY id DESC LIMIT 1",
-            _db_args((rel_path, SEEN)),
-        ).fetchone()
-        return int(row[0]) if row else None
+        """A new SEEN record; its id."""
+        ...
 
     def record_complete(
         self,
@@ -253,102 +135,30 @@ class Journal:
         rpi_call: str | None = None,
         completed_at: float | None = None,
     ) -> FileRecord:
-        """The file settled: its 'seen' record (or a new one) becomes complete, queued to send.
-        `completed_at`: files found complete together share it."""
-        now = time.time() if completed_at is None else completed_at
-        file_id = self.seen_id(rel_path)
-        if file_id is None:
-            file_id = self._write(
-                "INSERT INTO files (rel_path, channel, size, mtime_ns, state, first_seen_at,"
-                " completed_at, updated_at, rpi_call) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (rel_path, channel, size, mtime_ns, COMPLETE, now, now, now, rpi_call),
-            )
-        else:
-            self._write(
-                "UPDATE files SET state = ?, size = ?, mtime_ns = ?, completed_at = ?,"
-                " updated_at = ?, rpi_call = COALESCE(?, rpi_call) WHERE id = ?",
-                (COMPLETE, size, mtime_ns, now, now, rpi_call, file_id),
-            )
-        return self.get(file_id)
+        """The path's SEEN record (or a new one) becomes COMPLETE with this size and mtime."""
+        ...
 
-    def previous_done(self, rel_path: str, before_id: int) -> FileRecord | None:
-        """The last finished send of this path before `before_id`: what a new version is
-        compared with (same content: not resent; appended to: continue)."""
-        for record in self._records(
-            "WHERE rel_path = ? AND id < ? AND state = ? AND sha256 IS NOT NULL"
-            " ORDER BY id DESC LIMIT 1",
-            (rel_path, before_id, DONE),
-        ):
-            return record
-        return None
+    def note(self, file_id: int, reason: str | None) -> None:
+        """Set `reason` (why the file waits; None clears it) without changing the state."""
+        ...
+
+    def sweep(self, present: set[str], retention_s: float) -> int:
+        """Final records: set gone_at when their path left the share (clear it when back),
+        delete those gone for retention_s. Returns how many were deleted."""
+        ...
+
+    # --- one file's send (the state writer's thread) -------------------------------------
+    def start(
+        self, file_id: int, sha256: str, size: int, mtime_ns: int, rows_total: int | None = None
+    ) -> None:
+        """COMPLETE or SENDING -> SENDING, with the content read; started_at kept if set."""
+        ...
 
     def restart_from(
         self, file_id: int, checkpoint: int, ahead: Sequence[tuple[int, int]] = ()
     ) -> None:
-        """Send a version from `checkpoint` (0: from scratch), forgetting earlier counts;
-        `ahead`: ranges beyond it that were settled and stay so."""
-        self._write(
-            "UPDATE files SET checkpoint = ?, settled_ahead = ?, rows_sent = 0,"
-            " rows_rejected = 0, fields_dropped = 0, updated_at = ? WHERE id = ?",
-            (checkpoint, _ranges_json(ahead), time.time(), file_id),
-        )
-
-    def request_retry(self, record: FileRecord, size: int, mtime_ns: int) -> FileRecord:
-        """A new version of a finished file, queued to be sent again from its first row."""
-        now = time.time()
-        file_id = self._write(
-            "INSERT INTO files (rel_path, channel, size, mtime_ns, state, first_seen_at,"
-            " completed_at, updated_at, reason, retry) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
-            (record.rel_path, record.channel, size, mtime_ns, COMPLETE, now, now, now,
-             f"retry requested (after record {record.id})"),
-        )  # fmt: skip
-        return self.get(file_id)
-
-    def latest(self, rel_path: str) -> FileRecord | None:
-        for record in self._records("WHERE rel_path = ? ORDER BY id DESC LIMIT 1", (rel_path,)):
-            return record
-        return None
-
-    def sweep(self, present: set[str], retention_s: float) -> int:
-        """Note which finished files left the share; forget those gone for `retention_s`.
-
-        A record lives as long as its file plus the retention, so a rescan never resends.
-        """
-        now = time.time()
-        removed = 0
-        try:
-            with self._transaction():
-                rows = self._db.execute(
-                    "SELECT id, rel_path, gone_at FROM files"
-                    f" WHERE state IN ({_marks(FINAL_STATES)})",
-                    FINAL_STATES,
-                ).fetchall()
-                for file_id, rel_path, gone_at in map(_py_row, rows):
-                    if rel_path in present:
-                        if gone_at is not None:
-                            self._db.execute(
-                                "UPDATE files SET gone_at = NULL WHERE id = ?", (file_id,)
-                            )
-                    elif gone_at is None:
-                        self._db.execute(
-                            "UPDATE files SET gone_at = ? WHERE id = ?", (now, file_id)
-                        )
-                    elif now - gone_at > retention_s:
-                        self._db.execute("DELETE FROM files WHERE id = ?", (file_id,))
-                        removed += 1
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal write failed: {exc}") from None
-        return removed
-
-    def start(
-        self, file_id: int, sha256: str, size: int, mtime_ns: int, rows_total: int | None = None
-    ) -> None:
-        now = time.time()
-        self._write(
-            "UPDATE files SET state = ?, sha256 = ?, size = ?, mtime_ns = ?, rows_total = ?,"
-            " started_at = COALESCE(started_at, ?), updated_at = ? WHERE id = ?",
-            (SENDING, sha256, size, mtime_ns, rows_total, now, now, file_id),
-        )
+        """Send from `checkpoint` (0: from scratch), counts back to 0, `ahead` kept settled."""
+        ...
 
     def checkpoint(
         self,
@@ -359,57 +169,33 @@ class Journal:
         dropped: int,
         ahead: Sequence[tuple[int, int]] = (),
     ) -> None:
-        """How far a file got: the settled prefix, the settled ranges beyond it and the
-        counts, in one statement (a kill leaves them consistent)."""
-        self._write(
-            "UPDATE files SET checkpoint = ?, settled_ahead = ?, rows_sent = ?,"
-            " rows_rejected = ?, fields_dropped = ?, updated_at = ? WHERE id = ?",
-            (checkpoint, _ranges_json(ahead), sent, rejected, dropped, time.time(), file_id),
-        )
+        """The settled prefix, the ranges settled beyond it and the counts, in one write."""
+        ...
 
+    def finish(self, file_id: int, state: FileState, reason: str | None = None) -> None:
+        """Move to a final state (TRANSITIONS says from which), with finished_at."""
+        ...
+
+    # --- `retry` -------------------------------------------------------------------------
+    def request_retry(self, record: FileRecord, size: int, mtime_ns: int) -> FileRecord:
+        """A new COMPLETE record of record's path with retry = 1: sent whole."""
+        ...
+
+    # --- RPI's post-execution calls (rpicalls.py) -----------------------------------------
     def store_rpi_call(self, body: str) -> bool:
-        """Keep a post-execution call (its JSON text); False if the same call was kept before."""
-        try:
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO rpi_calls (received_at, body) VALUES (?, ?)",
-                (time.time(), body),
-            )
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal write failed: {exc}") from None
-        return cursor.rowcount == 1
+        """Keep a call (its JSON text); False when the same text is kept already."""
+        ...
 
     def rpi_calls_since(self, since: float) -> list[tuple[float, str]]:
-        """Calls received after `since` (epoch seconds), oldest first; older ones are dropped."""
-        self._write("DELETE FROM rpi_calls WHERE received_at < ?", (since,))
-        rows = self._read("SELECT received_at, body FROM rpi_calls ORDER BY id")
-        return [(float(at), str(body)) for at, body in rows]
-
-    def note(self, file_id: int, reason: str | None) -> None:
-        """Why a file waits (it cannot be opened), without changing its state; None clears."""
-        self._write(
-            "UPDATE files SET reason = ?, updated_at = ? WHERE id = ?",
-            (reason, time.time(), file_id),
-        )
-
-    def note_writable(self) -> None:
-        """A real write (StateWrites' probe): raises JournalError while the journal cannot
-        take one."""
-        self._write("INSERT OR REPLACE INTO meta VALUES ('write_probe', ?)", (str(time.time()),))
+        """(received_at, body) of calls received at or after `since`, oldest first; older
+        ones are deleted."""
+        ...
 
     def prune_rpi_calls(self, before: float, keep: int) -> None:
-        """Forget calls received before `before`, and all but the newest `keep`."""
-        try:
-            self._db.execute(
-                "DELETE FROM rpi_calls WHERE received_at < ? OR id <= COALESCE("
-                "(SELECT id FROM rpi_calls ORDER BY id DESC LIMIT 1 OFFSET ?), 0)",
-                (before, keep),
-            )
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal write failed: {exc}") from None
+        """Delete calls received before `before`, and all but the newest `keep`."""
+        ...
 
-    def finish(self, file_id: int, state: str, reason: str | None = None) -> None:
-        now = time.time()
-        self._write(
-            "UPDATE files SET state = ?, reason = ?, finished_at = ?, updated_at = ? WHERE id = ?",
-            (state, reason, now, now, file_id),
-        )
+    # --- the state directory's health -----------------------------------------------------
+    def note_writable(self) -> None:
+        """A real, small write: raises JournalError while the journal cannot take one."""
+        ...

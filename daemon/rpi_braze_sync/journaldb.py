@@ -4,8 +4,10 @@ settings every connection needs. journal.py reads and writes it.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from .errors import JournalDamagedError, JournalError
 
@@ -109,3 +111,24 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
     for column, declaration in _ADDED_COLUMNS.items():
         if column not in have:
             db.execute(f"ALTER TABLE files ADD COLUMN {column} {declaration}")
+
+
+def db_text(value: object) -> object:
+    """A name that is not UTF-8 (os.fsdecode keeps its bytes as surrogates, which SQLite's
+    text cannot hold) is stored as those bytes, a BLOB; py_row turns it back, byte for byte.
+    Every other value is stored as it is."""
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return os.fsencode(value)
+    return value
+
+
+def db_args(args: tuple[object, ...]) -> tuple[object, ...]:
+    return tuple(map(db_text, args))
+
+
+def py_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row as read: a BLOB (only ever a name stored by db_text) back to its text."""
+    return tuple(os.fsdecode(v) if isinstance(v, bytes) else v for v in row)

@@ -11,8 +11,9 @@ import orjson
 
 from .errors import JournalError
 from .filequeue import FileQueue
+from .filestates import FileState
 from .firststart import start_journal
-from .journal import SEEN, VANISHED, Journal
+from .journal import Journal
 from .shareio import Snapshot
 from .watchrules import ExportPath
 
@@ -53,6 +54,7 @@ class JournalListener:
             backfill=config.settings.watch.backfill,
             channel_of=channel_of,
             base=config.base_output_directory,
+            state_directory=config.state_directory,
         )
         return {**self._known(), **snapshot} if history else self._known()
 
@@ -61,15 +63,15 @@ class JournalListener:
         return {
             r.rel_path: (r.size, r.mtime_ns)
             for r in self.journal.latest_by_path().values()
-            if r.state != SEEN
+            if r.state != FileState.SEEN
         }
 
     def _forget_vanished_while_down(self, snapshot: Snapshot) -> None:
         """A file seen before a restart but gone now will never complete: say so, so that no
         append file waits for it."""
         for record in self.journal.latest_by_path().values():
-            if record.state == SEEN and record.rel_path not in snapshot:
-                self.journal.finish(record.id, VANISHED, "deleted before it was complete")
+            if record.state == FileState.SEEN and record.rel_path not in snapshot:
+                self.journal.finish(record.id, FileState.VANISHED, "deleted before it was complete")
 
     def seen(self, rel: str, export: ExportPath, size: int, mtime_ns: int, at: float) -> None:
         try:  # only a note: a file completes without it
@@ -83,7 +85,7 @@ class JournalListener:
         try:  # a 'seen' record left behind is marked vanished at the next start
             file_id = self.journal.seen_id(rel)
             if file_id is not None:
-                self.journal.finish(file_id, VANISHED, "deleted before it was complete")
+                self.journal.finish(file_id, FileState.VANISHED, "deleted before it was complete")
         except JournalError as exc:
             self.state_writes.failed("the journal", exc)
 

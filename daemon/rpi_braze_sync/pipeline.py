@@ -23,8 +23,9 @@ from .chunks import ChunkData, ChunkSource, FileRequest, OpenChunks
 from .config import Channel, LoadedConfig
 from .delivery import Sender
 from .errors import ExportFileError, FileVanishedError, NotRegularFileError, ShareUnavailableError
+from .filestates import FileState
 from .inspection import FileInspection, inspect_file, prefix_sha256, share_available
-from .journal import DONE, FAILED, VANISHED, FileRecord, Journal
+from .journal import FileRecord, Journal
 from .logs import export_logger
 from .mapping import HeaderError
 from .metrics import Metrics
@@ -144,12 +145,12 @@ class FileJob:
             if not await asyncio.to_thread(share_available, self.base):
                 self.retry_reason = "the export folder is not available"
                 return WAIT_FOR_SHARE
-            return self._finish(VANISHED, "the file vanished before it was read")
+            return self._finish(FileState.VANISHED, "the file vanished before it was read")
         except OSError as exc:
             self.retry_reason = f"cannot read the file: {exc.strerror or exc}"
             return WAIT_FOR_SHARE
         except ExportFileError as exc:
-            return self._finish(FAILED, str(exc))
+            return self._finish(FileState.FAILED, str(exc))
         if inspection.used_fallback:
             self.log.warning("not valid %s: read as %s", fmt.encoding, fmt.fallback_encoding)
         settled = await self._settle_identity(inspection)
@@ -173,11 +174,11 @@ class FileJob:
         try:
             source: ChunkSource = await open_chunks(request)
         except FileNotFoundError:
-            return self._finish(VANISHED, "the file vanished before it was read")
+            return self._finish(FileState.VANISHED, "the file vanished before it was read")
         except HeaderError as exc:
-            return self._finish(FAILED, f"header: {exc}; nothing was sent")
+            return self._finish(FileState.FAILED, f"header: {exc}; nothing was sent")
         except ExportFileError as exc:
-            return self._finish(FAILED, str(exc))
+            return self._finish(FileState.FAILED, str(exc))
         except (OSError, ShareUnavailableError) as exc:
             self.retry_reason = str(exc.strerror if isinstance(exc, OSError) else exc)
             return WAIT_FOR_SHARE
@@ -197,7 +198,7 @@ class FileJob:
             await source.close()
             if self._rejects is not None:
                 self._rejects.close()
-        if state == DONE:
+        if state == FileState.DONE:
             await self._after_done(inspection.identity)
         return state
 
@@ -236,7 +237,7 @@ class FileJob:
             self.log.info(
                 "same content as the version sent before (record %d): not sent again", base.id
             )
-            return self._finish(DONE, f"same content as record {base.id}; not sent again")
+            return self._finish(FileState.DONE, f"same content as record {base.id}; not sent again")
         grew = inspection.size > base.size and base.sha256 == await asyncio.to_thread(
             prefix_sha256, self.path, base.size, self.base
         )
@@ -274,7 +275,7 @@ class FileJob:
             stated = source.stated
             if stated is not None and stated != records_read:
                 return self._finish(
-                    FAILED,
+                    FileState.FAILED,
                     f"the file states {stated} records but holds {records_read}: "
                     f"truncated or padded? {self.sent} rows were sent, {self.rejected} rejected",
                 )
@@ -292,7 +293,10 @@ class FileJob:
                 f"{exc} while being sent; {self.sent} rows were sent, {self.rejected} rejected,"
                 f" rows from {self.progress.checkpoint + 1} on were not sent"
             )
-            return self._finish(VANISHED if isinstance(exc, FileVanishedError) else FAILED, reason)
+            return self._finish(
+                FileState.VANISHED if isinstance(exc, FileVanishedError) else FileState.FAILED,
+                reason,
+            )
         finally:
             checkpointer.cancel()
             reporter.cancel()
@@ -302,7 +306,7 @@ class FileJob:
         counts = f"{self.sent:,} sent, {self.rejected:,} rejected, {self.dropped:,} fields dropped"
         took = self.meter.summary(self.settled_rows, time.monotonic(), self._started_at)
         self.log.info("done: %s: %s", took, counts)
-        return self._finish(DONE)
+        return self._finish(FileState.DONE)
 
     # --- progress ------------------------------------------------------------------------
 
@@ -414,13 +418,11 @@ class FileJob:
         if self._rejects is not None:
             self._rejects.close()
 
-    def _finish(self, state: str, reason: str | None = None) -> str:
+    def _finish(self, state: FileState, reason: str | None = None) -> FileState:
         self.metrics.current_file_progress.set(0)
-        if state != DONE:
+        if state != FileState.DONE:
             self.log.error("%s: %s", state, reason)
         self.journal.finish(self.record.id, state, reason)
         self.metrics.files.labels(self.channel.name, state).inc()
-        finish = getattr(self.sender.transport, "finish", None)
-        if finish is not None:
-            finish(self.source)
+        self.sender.transport.finish(self.source)
         return state

@@ -18,8 +18,10 @@ import orjson
 
 from .config import LoadedConfig, load_config
 from .errors import InputMissingError, RpiBrazeSyncError, error_lines, exit_status
-from .journal import DONE, FileRecord, Journal, journal_path
+from .filestates import FileState
+from .journal import FileRecord
 from .logs import display_name, iso_utc
+from .sqlitejournal import SqliteJournal, journal_path
 
 SCHEMA_VERSION = 1
 
@@ -72,7 +74,7 @@ def _time(epoch_s: float | None) -> str | None:
 
 def percent_settled(record: FileRecord) -> float | None:
     """Share of the file's rows acknowledged or rejected; None when its size is unknown."""
-    if record.state == DONE:
+    if record.state == FileState.DONE:
         return 100.0
     if not record.rows_total:
         return None
@@ -105,7 +107,8 @@ def file_entry(record: FileRecord) -> dict[str, Any]:
 def totals(records: list[FileRecord]) -> dict[str, Any]:
     by_state: dict[str, int] = {}
     for record in records:
-        by_state[record.state] = by_state.get(record.state, 0) + 1
+        state = record.state.value  # (orjson takes only str keys, not a str Enum)
+        by_state[state] = by_state.get(state, 0) + 1
     return {
         "files": len(records),
         "by_state": by_state,
@@ -116,7 +119,7 @@ def totals(records: list[FileRecord]) -> dict[str, Any]:
 
 
 def read_journal(choice: JournalChoice, states: list[str] | None) -> list[FileRecord]:
-    journal = Journal(choice.path, read_only=True)
+    journal = SqliteJournal(choice.path, read_only=True)
     try:
         records = journal.all()
     finally:

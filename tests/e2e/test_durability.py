@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rpi_braze_sync.journal import FileRecord, Journal, journal_path
+from rpi_braze_sync.journal import FileRecord
+from rpi_braze_sync.sqlitejournal import SqliteJournal, journal_path
 from tests.e2e.conftest import UPSERT, DaemonProcess, wait_until
 from tests.fakebraze import FakeBraze
 
@@ -28,7 +29,7 @@ def slow_daemon(daemon: DaemonProcess, fake: FakeBraze, latency_s: float = 0.02)
 
 
 def records(daemon: DaemonProcess) -> dict[str, FileRecord]:
-    journal = Journal(journal_path(daemon.state, dry_run=False))
+    journal = SqliteJournal(journal_path(daemon.state, dry_run=False))
     try:
         return {Path(r.rel_path).name: r for r in journal.all()}
     finally:
@@ -36,7 +37,7 @@ def records(daemon: DaemonProcess) -> dict[str, FileRecord]:
 
 
 def first_record(daemon: DaemonProcess, name: str) -> FileRecord | None:
-    journal = Journal(journal_path(daemon.state, dry_run=False))
+    journal = SqliteJournal(journal_path(daemon.state, dry_run=False))
     try:
         return next((r for r in journal.all() if Path(r.rel_path).name == name), None)
     finally:

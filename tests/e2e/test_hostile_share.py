@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from rpi_braze_sync.journal import Journal, journal_path
+from rpi_braze_sync.sqlitejournal import SqliteJournal, journal_path
 from tests.e2e.conftest import SCRIPT, UPSERT, DaemonProcess, wait_until
 from tests.fakebraze import FakeBraze, Scripted
 
@@ -203,7 +203,7 @@ async def test_a_hostile_share_neither_blocks_the_queue_nor_leaks(
 
 
 def state_of(daemon: DaemonProcess, name: str) -> tuple[str | None, str | None]:
-    journal = Journal(journal_path(daemon.state, dry_run=False))
+    journal = SqliteJournal(journal_path(daemon.state, dry_run=False))
     try:
         found = [r for r in journal.all() if Path(r.rel_path).name == name]
     finally:

@@ -10,7 +10,7 @@ import stat
 import subprocess
 from pathlib import Path
 
-from rpi_braze_sync.journal import Journal
+from rpi_braze_sync.sqlitejournal import SqliteJournal
 from tests.e2e.conftest import SCRIPT, UPSERT, DaemonProcess, free_port, wait_until, write_config
 from tests.fakebraze import FakeBraze
 
@@ -151,7 +151,7 @@ SERVICE = Path(__file__).resolve().parents[2] / "systemd" / "rpi-braze-sync.serv
 
 def damage(journal: Path) -> None:
     """A real journal of some pages, then random bytes over three of them."""
-    kept = Journal(journal)
+    kept = SqliteJournal(journal)
     for n in range(3000):
         kept.record_seen(f"{UPSERT}/Spring/{n}/file-{n}.txt", UPSERT, n, n)
     kept.close()

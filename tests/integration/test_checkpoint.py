@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from rpi_braze_sync.inspection import inspect_file
-from rpi_braze_sync.journal import Journal, journal_path
 from rpi_braze_sync.settings import FormatSettings
+from rpi_braze_sync.sqlitejournal import SqliteJournal, journal_path
 from tests.e2e.conftest import UPSERT, wait_until
 from tests.fakebraze import FakeBraze
 from tests.integration.test_pipeline import InProcess, daemon  # noqa: F401 - the fixture
@@ -78,7 +78,7 @@ async def test_a_restart_skips_the_rows_settled_beyond_the_checkpoint(
     path = daemon.drop("f.txt", export_text(rows))
     rel = path.relative_to(daemon.exports).as_posix()
     inspection = inspect_file(path, FormatSettings())
-    journal = Journal(journal_path(daemon.state, dry_run=False))
+    journal = SqliteJournal(journal_path(daemon.state, dry_run=False))
     journal.mark_initialized([])
     stat = path.stat()
     record = journal.record_complete(rel, UPSERT, stat.st_size, stat.st_mtime_ns)

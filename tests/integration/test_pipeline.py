@@ -12,8 +12,8 @@ import pytest
 
 from rpi_braze_sync.app import Daemon
 from rpi_braze_sync.config import load_config
-from rpi_braze_sync.journal import Journal, journal_path
 from rpi_braze_sync.metrics import Metrics
+from rpi_braze_sync.sqlitejournal import SqliteJournal, journal_path
 from tests.e2e.conftest import UPSERT, free_port, wait_until, write_config
 from tests.fakebraze import API_KEY, FakeBraze
 
@@ -67,7 +67,7 @@ class InProcess:
         return folder / name
 
     def records(self) -> dict[str, Any]:
-        journal = Journal(journal_path(self.state, dry_run=False))
+        journal = SqliteJournal(journal_path(self.state, dry_run=False))
         try:
             return {Path(r.rel_path).name: r for r in journal.all()}
         finally:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rpi_braze_sync.journal import DONE, Journal
+from rpi_braze_sync.filestates import FileState
 from rpi_braze_sync.settings import json_schema
+from rpi_braze_sync.sqlitejournal import SqliteJournal
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,12 +32,12 @@ def test_the_schema_knows_the_public_keys() -> None:
 
 
 def test_sweep_keeps_records_of_present_files_and_forgets_long_gone_ones(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "j.sqlite")
+    journal = SqliteJournal(tmp_path / "j.sqlite")
     kept = journal.record_complete("C/o/w/kept.txt", "C", 1, 1)
     gone = journal.record_complete("C/o/w/gone.txt", "C", 1, 1)
     back = journal.record_complete("C/o/w/back.txt", "C", 1, 1)
     for record in (kept, gone, back):
-        journal.finish(record.id, DONE)
+        journal.finish(record.id, FileState.DONE)
     assert journal.sweep({"C/o/w/kept.txt"}, retention_s=3600) == 0  # gone ones get a date
     assert journal.get(gone.id).gone_at is not None
     assert journal.get(kept.id).gone_at is None

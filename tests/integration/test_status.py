@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rpi_braze_sync.journal import DONE, FAILED, Journal, journal_path
+from rpi_braze_sync.filestates import FileState
+from rpi_braze_sync.sqlitejournal import SqliteJournal, journal_path
 from tests.e2e.conftest import UPSERT, write_config
 
 SCRIPT = Path(sys.executable).parent / "rpi-braze-sync"
@@ -42,12 +43,12 @@ def setup(tmp: Path, dry_run_in_yaml: bool) -> tuple[Path, Path, Path]:
 
 
 def add_record(state: Path, dry_run: bool, rel: str, state_name: str, total: int) -> None:
-    journal = Journal(journal_path(state, dry_run))
+    journal = SqliteJournal(journal_path(state, dry_run))
     record = journal.record_complete(rel, UPSERT, 10, 1)
     journal.start(record.id, "0" * 64, 10, 1, total)
     journal.checkpoint(record.id, total // 4, total // 4 - 1, 1, 0)
     journal.finish(
-        record.id, state_name, "line 3: not valid utf-8" if state_name == FAILED else None
+        record.id, state_name, "line 3: not valid utf-8" if state_name == FileState.FAILED else None
     )
     journal.close()
 
@@ -60,9 +61,9 @@ def test_status_and_retry_use_the_dry_run_journal_when_the_yaml_says_dry_run(
 ) -> None:
     """Issue 12: `braze.dry_run: true` in the YAML selects the dry run's journal."""
     config, state, export = setup(tmp_path, dry_run_in_yaml=True)
-    journal = Journal(journal_path(state, dry_run=True))
+    journal = SqliteJournal(journal_path(state, dry_run=True))
     record = journal.record_complete(REL, UPSERT, 10, 1)
-    journal.finish(record.id, FAILED, "line 3: not valid utf-8")
+    journal.finish(record.id, FileState.FAILED, "line 3: not valid utf-8")
     journal.close()
     shown = cli("status", "--config", str(config))
     assert shown.returncode == 0, shown.stdout + shown.stderr
@@ -76,7 +77,7 @@ def test_status_and_retry_use_the_dry_run_journal_when_the_yaml_says_dry_run(
 
 def test_dry_run_flag_overrides_a_live_yaml(tmp_path: Path) -> None:
     config, state, _ = setup(tmp_path, dry_run_in_yaml=False)
-    add_record(state, True, REL, DONE, 400)
+    add_record(state, True, REL, FileState.DONE, 400)
     missing = cli("status", "--config", str(config))
     assert missing.returncode == 66
     assert "no live journal" in missing.stderr
@@ -93,8 +94,8 @@ def document(result: subprocess.CompletedProcess[str]) -> Any:
 
 def test_both_journals_are_shown_the_one_in_use_first(tmp_path: Path) -> None:
     config, state, _ = setup(tmp_path, dry_run_in_yaml=False)
-    add_record(state, False, REL, FAILED, 400)
-    add_record(state, True, f"{UPSERT}/Spring/42/g.txt", DONE, 80)
+    add_record(state, False, REL, FileState.FAILED, 400)
+    add_record(state, True, f"{UPSERT}/Spring/42/g.txt", FileState.DONE, 80)
     text = cli("status", "--config", str(config))
     assert text.returncode == 0, text.stderr
     live = text.stdout.index(f"live journal {journal_path(state, False)} (this configuration's)")
@@ -110,7 +111,11 @@ def test_both_journals_are_shown_the_one_in_use_first(tmp_path: Path) -> None:
     ]
     failed = doc["journals"][0]["files"][0]
     assert failed["path"] == REL
-    assert (failed["state"], failed["rows_total"], failed["rows_settled"]) == (FAILED, 400, 100)
+    assert (failed["state"], failed["rows_total"], failed["rows_settled"]) == (
+        FileState.FAILED,
+        400,
+        100,
+    )
     assert failed["percent"] == 25.0
     assert doc["journals"][1]["files"][0]["percent"] == 100.0
     for key in ("first_seen_at", "completed_at", "started_at", "finished_at", "updated_at"):
@@ -118,7 +123,7 @@ def test_both_journals_are_shown_the_one_in_use_first(tmp_path: Path) -> None:
     assert failed["gone_at"] is None
     assert doc["journals"][0]["totals"] == {
         "files": 1,
-        "by_state": {FAILED: 1},
+        "by_state": {FileState.FAILED: 1},
         "rows_sent": 99,
         "rows_rejected": 1,
         "fields_dropped": 0,
@@ -127,8 +132,8 @@ def test_both_journals_are_shown_the_one_in_use_first(tmp_path: Path) -> None:
 
 def test_status_table_has_totals_percentages_and_iso_times(tmp_path: Path) -> None:
     config, state, _ = setup(tmp_path, dry_run_in_yaml=False)
-    add_record(state, False, REL, FAILED, 400)
-    add_record(state, False, f"{UPSERT}/Spring/42/g.txt", DONE, 80)
+    add_record(state, False, REL, FileState.FAILED, 400)
+    add_record(state, False, f"{UPSERT}/Spring/42/g.txt", FileState.DONE, 80)
     text = cli("status", "--config", str(config)).stdout
     failed_line = next(line for line in text.splitlines() if line.endswith("f.txt"))
     assert re.match(
@@ -139,8 +144,8 @@ def test_status_table_has_totals_percentages_and_iso_times(tmp_path: Path) -> No
 
 def test_state_filter(tmp_path: Path) -> None:
     config, state, _ = setup(tmp_path, dry_run_in_yaml=False)
-    add_record(state, False, REL, FAILED, 400)
-    add_record(state, False, f"{UPSERT}/Spring/42/g.txt", DONE, 80)
+    add_record(state, False, REL, FileState.FAILED, 400)
+    add_record(state, False, f"{UPSERT}/Spring/42/g.txt", FileState.DONE, 80)
     doc = document(cli("status", "--config", str(config), "--json", "--state", "failed"))
     assert [f["path"] for f in doc["journals"][0]["files"]] == [REL]
     both = document(
@@ -171,7 +176,7 @@ def test_missing_journal_exits_66_and_json_errors_are_json(tmp_path: Path) -> No
 
 def test_retry_of_unknown_or_missing_files(tmp_path: Path) -> None:
     config, state, export = setup(tmp_path, dry_run_in_yaml=False)
-    add_record(state, False, f"{UPSERT}/Spring/42/other.txt", DONE, 10)
+    add_record(state, False, f"{UPSERT}/Spring/42/other.txt", FileState.DONE, 10)
     unknown = cli("retry", "--config", str(config), str(export))
     assert unknown.returncode == 64
     assert "not in the journal" in unknown.stderr

@@ -10,16 +10,8 @@ from pathlib import Path
 import pytest
 
 from rpi_braze_sync.errors import JournalError
-from rpi_braze_sync.journal import (
-    COMPLETE,
-    DONE,
-    FAILED,
-    PREEXISTING,
-    SENDING,
-    VANISHED,
-    Journal,
-    journal_path,
-)
+from rpi_braze_sync.filestates import FileState
+from rpi_braze_sync.sqlitejournal import SqliteJournal, journal_path
 
 
 @pytest.fixture
@@ -28,8 +20,8 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def journal(db_path: Path) -> Iterator[Journal]:
-    j = Journal(db_path)
+def journal(db_path: Path) -> Iterator[SqliteJournal]:
+    j = SqliteJournal(db_path)
     yield j
     j.close()
 
@@ -43,7 +35,7 @@ def set_completed_at(db_path: Path, file_id: int, when: float) -> None:
         db.close()
 
 
-def test_a_new_journal_is_empty_and_not_initialized(journal: Journal, db_path: Path) -> None:
+def test_a_new_journal_is_empty_and_not_initialized(journal: SqliteJournal, db_path: Path) -> None:
     assert db_path.is_file()  # the parent folder was created
     assert journal.initialized is False
     assert journal.all() == []
@@ -51,7 +43,7 @@ def test_a_new_journal_is_empty_and_not_initialized(journal: Journal, db_path: P
     assert journal.latest_by_path() == {}
 
 
-def test_mark_initialized_records_preexisting_files(journal: Journal) -> None:
+def test_mark_initialized_records_preexisting_files(journal: SqliteJournal) -> None:
     before = time.time()
     journal.mark_initialized(
         [("email/O1/W1/a.txt", "email", 120, 1_000), ("old/b.txt", None, 0, 2_000)]
@@ -60,8 +52,8 @@ def test_mark_initialized_records_preexisting_files(journal: Journal) -> None:
     assert journal.initialized is True
     rows = journal.all()
     assert [(r.rel_path, r.channel, r.size, r.mtime_ns, r.state) for r in rows] == [
-        ("email/O1/W1/a.txt", "email", 120, 1_000, PREEXISTING),
-        ("old/b.txt", None, 0, 2_000, PREEXISTING),
+        ("email/O1/W1/a.txt", "email", 120, 1_000, FileState.PREEXISTING),
+        ("old/b.txt", None, 0, 2_000, FileState.PREEXISTING),
     ]
     for r in rows:
         assert before <= r.first_seen_at == r.updated_at <= after
@@ -70,13 +62,13 @@ def test_mark_initialized_records_preexisting_files(journal: Journal) -> None:
     assert journal.queued() == []  # pre-existing files are never sent
 
 
-def test_mark_initialized_with_no_files(journal: Journal) -> None:
+def test_mark_initialized_with_no_files(journal: SqliteJournal) -> None:
     journal.mark_initialized([])
     assert journal.initialized is True
     assert journal.all() == []
 
 
-def test_a_second_mark_initialized_fails_and_writes_nothing(journal: Journal) -> None:
+def test_a_second_mark_initialized_fails_and_writes_nothing(journal: SqliteJournal) -> None:
     journal.mark_initialized([("a.txt", "email", 1, 1)])
     with pytest.raises(JournalError, match="journal write failed"):
         journal.mark_initialized([("b.txt", "email", 2, 2), ("c.txt", "email", 3, 3)])
@@ -84,7 +76,7 @@ def test_a_second_mark_initialized_fails_and_writes_nothing(journal: Journal) ->
     assert journal.initialized is True
 
 
-def test_lifecycle_round_trip(journal: Journal) -> None:
+def test_lifecycle_round_trip(journal: SqliteJournal) -> None:
     before = time.time()
     record = journal.record_complete("email/O1/W1/a.txt", "email", 100, 5_000)
     assert record == journal.get(record.id)
@@ -93,7 +85,7 @@ def test_lifecycle_round_trip(journal: Journal) -> None:
         "email",
         100,
         5_000,
-        COMPLETE,
+        FileState.COMPLETE,
     )
     assert record.completed_at is not None
     assert before <= record.first_seen_at <= record.completed_at <= time.time()
@@ -102,7 +94,7 @@ def test_lifecycle_round_trip(journal: Journal) -> None:
     journal.start(record.id, "ab" * 32, 150, 6_000)  # the file grew before it was read
     started = journal.get(record.id)
     assert (started.state, started.sha256, started.size, started.mtime_ns) == (
-        SENDING,
+        FileState.SENDING,
         "ab" * 32,
         150,
         6_000,
@@ -118,24 +110,29 @@ def test_lifecycle_round_trip(journal: Journal) -> None:
         progressed.rows_rejected,
         progressed.fields_dropped,
     ) == (40, 37, 2, 5)
-    assert progressed.state == SENDING
+    assert progressed.state == FileState.SENDING
 
-    journal.finish(record.id, DONE)
+    journal.finish(record.id, FileState.DONE)
     done = journal.get(record.id)
-    assert (done.state, done.reason, done.checkpoint, done.rows_sent) == (DONE, None, 40, 37)
+    assert (done.state, done.reason, done.checkpoint, done.rows_sent) == (
+        FileState.DONE,
+        None,
+        40,
+        37,
+    )
     assert done.finished_at is not None
     assert done.finished_at >= started.started_at
     assert done.updated_at == done.finished_at
 
 
-def test_finish_with_a_reason(journal: Journal) -> None:
+def test_finish_with_a_reason(journal: SqliteJournal) -> None:
     record = journal.record_complete("a.txt", "email", 1, 1)
-    journal.finish(record.id, FAILED, "bad header: no external_id column")
+    journal.finish(record.id, FileState.FAILED, "bad header: no external_id column")
     failed = journal.get(record.id)
-    assert (failed.state, failed.reason) == (FAILED, "bad header: no external_id column")
+    assert (failed.state, failed.reason) == (FileState.FAILED, "bad header: no external_id column")
 
 
-def test_a_restart_keeps_the_first_started_at(journal: Journal, db_path: Path) -> None:
+def test_a_restart_keeps_the_first_started_at(journal: SqliteJournal, db_path: Path) -> None:
     record = journal.record_complete("a.txt", "email", 1, 1)
     journal.start(record.id, "00" * 32, 1, 1)
     db = sqlite3.connect(db_path, isolation_level=None)
@@ -146,13 +143,13 @@ def test_a_restart_keeps_the_first_started_at(journal: Journal, db_path: Path) -
     assert (again.started_at, again.sha256, again.size) == (1000.0, "11" * 32, 2)
 
 
-def test_get_an_unknown_record(journal: Journal) -> None:
+def test_get_an_unknown_record(journal: SqliteJournal) -> None:
     with pytest.raises(JournalError, match="no journal record 42"):
         journal.get(42)
 
 
 def test_queued_holds_complete_and_sending_in_completion_order(
-    journal: Journal, db_path: Path
+    journal: SqliteJournal, db_path: Path
 ) -> None:
     ids = {
         name: journal.record_complete(f"email/O/W/{name}.txt", "email", 1, 1).id
@@ -160,52 +157,52 @@ def test_queued_holds_complete_and_sending_in_completion_order(
     }
     journal.mark_initialized([("email/O/W/old.txt", "email", 1, 1)])
     journal.start(ids["b"], "00" * 32, 1, 1)
-    journal.finish(ids["c"], DONE)
-    journal.finish(ids["d"], FAILED, "unreadable")
-    journal.finish(ids["e"], VANISHED)
+    journal.finish(ids["c"], FileState.DONE)
+    journal.finish(ids["d"], FileState.FAILED, "unreadable")
+    journal.finish(ids["e"], FileState.VANISHED)
     # completion times out of id order (the wall clock was stepped back)
     set_completed_at(db_path, ids["a"], 300.0)
     set_completed_at(db_path, ids["b"], 100.0)
     set_completed_at(db_path, ids["f"], 200.0)
     queued = journal.queued()
     assert [r.rel_path for r in queued] == ["email/O/W/b.txt", "email/O/W/f.txt", "email/O/W/a.txt"]
-    assert [r.state for r in queued] == [SENDING, COMPLETE, COMPLETE]
+    assert [r.state for r in queued] == [FileState.SENDING, FileState.COMPLETE, FileState.COMPLETE]
 
 
-def test_queued_ties_on_completion_keep_id_order(journal: Journal, db_path: Path) -> None:
+def test_queued_ties_on_completion_keep_id_order(journal: SqliteJournal, db_path: Path) -> None:
     ids = [journal.record_complete(f"{n}.txt", "email", 1, 1).id for n in range(4)]
     for file_id in ids:
         set_completed_at(db_path, file_id, 500.0)
     assert [r.id for r in journal.queued()] == ids
 
 
-def test_latest_by_path_returns_the_newest_record_per_path(journal: Journal) -> None:
+def test_latest_by_path_returns_the_newest_record_per_path(journal: SqliteJournal) -> None:
     journal.mark_initialized([("a.txt", "email", 1, 1), ("b.txt", "email", 2, 2)])
     first_a = journal.record_complete("a.txt", "email", 10, 10)
-    journal.finish(first_a.id, DONE)
+    journal.finish(first_a.id, FileState.DONE)
     second_a = journal.record_complete("a.txt", "email", 20, 20)
     c = journal.record_complete("c.txt", "sms", 3, 3)
     latest = journal.latest_by_path()
     assert sorted(latest) == ["a.txt", "b.txt", "c.txt"]
     assert latest["a.txt"] == journal.get(second_a.id)
-    assert (latest["a.txt"].size, latest["a.txt"].state) == (20, COMPLETE)
-    assert (latest["b.txt"].size, latest["b.txt"].state) == (2, PREEXISTING)
+    assert (latest["a.txt"].size, latest["a.txt"].state) == (20, FileState.COMPLETE)
+    assert (latest["b.txt"].size, latest["b.txt"].state) == (2, FileState.PREEXISTING)
     assert latest["c.txt"] == journal.get(c.id)
 
 
 def test_reopening_keeps_everything(db_path: Path) -> None:
-    journal = Journal(db_path)
+    journal = SqliteJournal(db_path)
     journal.mark_initialized([("old.txt", None, 5, 5)])
     a = journal.record_complete("a.txt", "email", 10, 10)
     journal.start(a.id, "cd" * 32, 10, 10)
     journal.checkpoint(a.id, 7, 6, 1, 0)
     b = journal.record_complete("b.txt", "sms", 20, 20)
-    journal.finish(b.id, FAILED, "gone bad")
+    journal.finish(b.id, FileState.FAILED, "gone bad")
     snapshot = journal.all()
     queued = journal.queued()
     journal.close()
 
-    reopened = Journal(db_path)
+    reopened = SqliteJournal(db_path)
     try:
         assert reopened.initialized is True
         assert reopened.all() == snapshot
@@ -220,7 +217,7 @@ def test_reopening_keeps_everything(db_path: Path) -> None:
 
 def test_a_journal_that_cannot_be_opened(tmp_path: Path) -> None:
     with pytest.raises(JournalError, match="cannot open the journal"):
-        Journal(tmp_path)  # a directory, not a database file
+        SqliteJournal(tmp_path)  # a directory, not a database file
 
 
 @pytest.mark.parametrize(
@@ -230,7 +227,7 @@ def test_journal_path(tmp_path: Path, dry_run: bool, name: str) -> None:
     assert journal_path(tmp_path, dry_run) == tmp_path / name
 
 
-def test_start_records_the_files_rows(journal: Journal) -> None:
+def test_start_records_the_files_rows(journal: SqliteJournal) -> None:
     record = journal.record_complete("C/o/w/f.txt", "C", 10, 1)
     assert record.rows_total is None  # not inspected yet
     journal.start(record.id, "ab" * 32, 10, 1, 1234)
@@ -239,7 +236,7 @@ def test_start_records_the_files_rows(journal: Journal) -> None:
 
 def test_a_tool_reads_a_journal_an_older_daemon_wrote(db_path: Path) -> None:
     """`status` opens it read-only, so it cannot add the columns added since: they read None."""
-    Journal(db_path).close()
+    SqliteJournal(db_path).close()
     db = sqlite3.connect(db_path, isolation_level=None)
     db.execute("ALTER TABLE files DROP COLUMN rows_total")
     db.execute(
@@ -247,7 +244,7 @@ def test_a_tool_reads_a_journal_an_older_daemon_wrote(db_path: Path) -> None:
         " VALUES ('C/o/w/f.txt', 1, 1, 'done', 0, 0)"
     )
     db.close()
-    old = Journal(db_path, read_only=True)
+    old = SqliteJournal(db_path, read_only=True)
     try:
         (record,) = old.all()
     finally:
@@ -261,17 +258,17 @@ def test_a_name_that_is_not_utf8_round_trips_byte_for_byte(db_path: Path) -> Non
     import os
 
     odd = "Braze Append/O/1/" + os.fsdecode(b"RPI_\xff\xfe.txt")
-    journal = Journal(db_path)
+    journal = SqliteJournal(db_path)
     journal.mark_initialized([(odd + ".old", "Braze Append", 1, 1)])
     journal.record_seen(odd, "Braze Append", 10, 20)
     journal.note(journal.seen_id(odd) or 0, "cannot be opened: Permission denied (waiting)")
     record = journal.record_complete(odd, "Braze Append", 11, 21)
     assert record.rel_path == odd
     journal.start(record.id, "f" * 64, 11, 21)
-    journal.finish(record.id, DONE)
+    journal.finish(record.id, FileState.DONE)
     assert journal.previous_done(odd, record.id + 1) is not None
     journal.close()
-    reopened = Journal(db_path)
+    reopened = SqliteJournal(db_path)
     try:
         paths = set(reopened.latest_by_path())
         assert paths == {odd, odd + ".old"}
