@@ -28,20 +28,13 @@ import psycopg
 
 from .config import LoadedConfig
 from .errors import JournalError, LeaseLostError
-from .journal import (
-    COMPLETE,
-    DONE,
-    FINAL_STATES,
-    PREEXISTING,
-    QUEUED_STATES,
-    SEEN,
-    SENDING,
-    FileRecord,
-    FileVersion,
-)
+from .filestates import FINAL_STATES, QUEUED_STATES, FileState
+from .journal import FileRecord, FileVersion
 from .pgconnect import connect, shown_url, why
 from .pgschema import migrate
 
+COMPLETE, DONE, PREEXISTING = FileState.COMPLETE, FileState.DONE, FileState.PREEXISTING
+SEEN, SENDING = FileState.SEEN, FileState.SENDING
 _COLUMNS = ", ".join(FileRecord.__dataclass_fields__)
 _HELD = "EXISTS (SELECT 1 FROM ha_lease WHERE id = 1 AND epoch = %(epoch)s FOR SHARE)"
 
@@ -160,7 +153,9 @@ class PgJournal:
 
     def _records(self, where: str = "", args: tuple[object, ...] = ()) -> Iterator[FileRecord]:
         for row in self._rows(f"SELECT {_COLUMNS} FROM files {where}", args):
-            yield FileRecord(row[0], os.fsdecode(row[1]), *row[2:])
+            values = [row[0], os.fsdecode(row[1]), *row[2:]]
+            values[6] = FileState(values[6])
+            yield FileRecord(*values)
 
     def get(self, file_id: int) -> FileRecord:
         for record in self._records("WHERE id = %s", (file_id,)):

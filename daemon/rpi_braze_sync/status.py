@@ -107,7 +107,7 @@ def file_entry(record: FileRecord) -> dict[str, Any]:
 def totals(records: list[FileRecord]) -> dict[str, Any]:
     by_state: dict[str, int] = {}
     for record in records:
-        state = record.state.value  # (orjson takes only str keys, not a str Enum)
+        state = str(record.state)  # (orjson takes only str keys, not a str Enum)
         by_state[state] = by_state.get(state, 0) + 1
     return {
         "files": len(records),

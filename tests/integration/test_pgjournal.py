@@ -12,7 +12,7 @@ import pytest
 
 from rpi_braze_sync.config import LoadedConfig, load_config
 from rpi_braze_sync.errors import ConfigError, JournalError, LeaseLostError
-from rpi_braze_sync.journal import DONE, SENDING
+from rpi_braze_sync.filestates import FileState
 from rpi_braze_sync.leader import LeaseKeeper
 from rpi_braze_sync.lease import Role
 from rpi_braze_sync.pgjournal import PgJournal
@@ -74,10 +74,15 @@ def test_a_file_from_seen_to_done_with_a_name_that_is_not_utf8(tmp_path: Path, p
     journal.start(file_id, "abc", 20, 2, 5)
     journal.checkpoint(file_id, 3, 2, 1, 0, [(4, 5)])
     got = journal.get(file_id)
-    assert (got.state, got.checkpoint, got.rows_sent, got.ahead) == (SENDING, 3, 2, [(4, 5)])
+    assert (got.state, got.checkpoint, got.rows_sent, got.ahead) == (
+        FileState.SENDING,
+        3,
+        2,
+        [(4, 5)],
+    )
     assert journal.queued() == [got]
-    journal.finish(file_id, DONE)
-    assert journal.latest_by_path()[WEIRD].state == DONE
+    journal.finish(file_id, FileState.DONE)
+    assert journal.latest_by_path()[WEIRD].state == FileState.DONE
     assert journal.previous_done(WEIRD, file_id + 1) == journal.get(file_id)
     assert journal.store_rpi_call('{"a": 1}')
     assert not journal.store_rpi_call('{"a": 1}')
@@ -95,7 +100,7 @@ def test_writes_are_fenced_by_the_epoch(tmp_path: Path, pg_url: str) -> None:
     with pytest.raises(LeaseLostError, match="another daemon leads"):
         old.checkpoint(file_id, 9, 9, 0, 0)
     with pytest.raises(LeaseLostError):
-        old.finish(file_id, DONE)
+        old.finish(file_id, FileState.DONE)
     with pytest.raises(LeaseLostError):
         old.record_seen("Braze Append/b.csv", "Braze Append", 1, 1)
     assert new.get(file_id).checkpoint == 5
