@@ -21,6 +21,7 @@ from . import package_version
 from .braze import HttpTransport, OutboxTransport, Transport
 from .config import LoadedConfig
 from .delivery import Sender
+from .deltarun import open_delta
 from .errors import ConfigError, JournalError
 from .filequeue import FileQueue
 from .hook import RpiCall, parse_rpi_call
@@ -322,6 +323,7 @@ class Daemon:
             else None
         )
         queue.mapping_process = mapping_process
+        delta = queue.delta = open_delta(config, self.metrics)
         for record in journal.queued():
             queue.put(record)  # interrupted sends resume first, in their order
         self.watcher = Watcher(
@@ -346,6 +348,8 @@ class Daemon:
                 name="state-probe",
             ),
         ]
+        if delta is not None:
+            helpers.append(asyncio.create_task(delta.sweep_forever(), name="delta-retention"))
         self.notifier.ready(f"watching {config.base_output_directory}")
         stop_wait = asyncio.create_task(self._stop.wait())
         await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -362,6 +366,8 @@ class Daemon:
             await transport.close()
             if mapping_process is not None:
                 await mapping_process.stop()
+            if delta is not None:
+                await delta.close()
             journal.close()
             self.notifier.close()
         log.info("stopped")

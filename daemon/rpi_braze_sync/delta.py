@@ -15,12 +15,15 @@ import xxhash
 # A row: its fields (standard fields and nested keys at their full path, each with its value's
 # exact JSON encoding as sent) and its array values added (array path, encoding). Fingerprints
 # are XXH3, specified and the same on every platform, process and version (unlike hash()):
-# 64 bits per value and per row's values together, 32 per path, 128 per user key. Time is per
+# 64 bits per value and per whole row, 32 per path, 128 per user key. The whole row's
+# fingerprint (the caller passes its object's bytes' one: deltabody.py) decides the usual row,
+# unchanged since it was last acknowledged, without parsing it (held_whole). Time is per
 # record: `refreshed_at` is when all its values were last sent together; once that is max_age
 # old the whole row is sent again and the record starts over. So no value is skipped that was
 # last sent longer ago than max_age (one changed since is resent a little early, with the rest).
-RECORD_VERSION = 1
-# version, flags (none yet), refreshed_at, fields, adds, fields the group covers, group
+RECORD_VERSION = 2
+# version, flags (none yet), refreshed_at, fields, adds, data points of the row last written
+# (the one `whole` names), whole
 _HEADER = struct.Struct("<BBIHHH8s")
 HEADER_BYTES = _HEADER.size
 # Array values remembered per user, the most recently sent or seen kept: values seen run after
@@ -40,9 +43,11 @@ def user_key(user: str) -> bytes:
     return _user_digest(user.encode("utf-8"))
 
 
-def _group_fp(encodings: Iterable[bytes]) -> bytes:
-    """One fingerprint of a row's values: the usual row (nothing changed) is decided by it."""
-    return _value_fp(_SEPARATOR.join(encodings))
+def whole_fp(fields: Mapping[str, bytes], adds: Sequence[tuple[str, bytes]]) -> bytes:
+    """A row's fingerprint from its values, for callers that have no object bytes."""
+    parts = [b"%s\x1e%s" % (p.encode(), e) for p, e in fields.items()]
+    parts += [b"%s\x1d%s" % (p.encode(), e) for p, e in adds]
+    return _value_fp(_SEPARATOR.join(parts))
 
 
 # --- fingerprints of paths, cached: a mapping has few paths, a file few field sets ----------
@@ -102,15 +107,15 @@ def _held(section: bytes, fp: bytes) -> bool:
 
 class Record(NamedTuple):
     """A record unpacked: `paths` (4 bytes each) and `values` (8 bytes each) pair up; `adds`
-    are (array path, value) fingerprints of 8 bytes; `group` covers the first `grouped`
-    values, those of the row the record was last built from."""
+    are (array path, value) fingerprints of 8 bytes; `whole` names the row the record was
+    last built from, which had `points` data points."""
 
     refreshed_at: int
     paths: bytes
     values: bytes
     adds: bytes
-    grouped: int
-    group: bytes
+    points: int
+    whole: bytes
 
 
 def parse_record(record: bytes) -> Record | None:
@@ -118,7 +123,7 @@ def parse_record(record: bytes) -> Record | None:
     header = _header(record)
     if header is None:
         return None
-    _, _, refreshed_at, n, _m, grouped, group = header
+    _, _, refreshed_at, n, _m, points, whole = header
     values_at = HEADER_BYTES + 4 * n
     adds_at = values_at + 8 * n
     return Record(
@@ -126,8 +131,8 @@ def parse_record(record: bytes) -> Record | None:
         record[HEADER_BYTES:values_at],
         record[values_at:adds_at],
         record[adds_at:],
-        grouped,
-        group,
+        points,
+        whole,
     )
 
 
@@ -136,7 +141,7 @@ def _header(record: bytes | None) -> tuple[int, int, int, int, int, int, bytes] 
     if record is None or len(record) < HEADER_BYTES or record[0] != RECORD_VERSION:
         return None
     header: tuple[int, int, int, int, int, int, bytes] = _HEADER.unpack_from(record)
-    if len(record) != HEADER_BYTES + 12 * header[3] + 8 * header[4] or header[5] > header[3]:
+    if len(record) != HEADER_BYTES + 12 * header[3] + 8 * header[4]:
         return None
     return header
 
@@ -148,10 +153,10 @@ def refreshed_at(record: bytes) -> int | None:
 
 
 def pack_record(
-    refreshed_at_s: int, paths: bytes, values: bytes, adds: bytes, grouped: int, group: bytes
+    refreshed_at_s: int, paths: bytes, values: bytes, adds: bytes, points: int, whole: bytes
 ) -> bytes:
     n, m = len(paths) // 4, len(adds) // 8
-    header = _HEADER.pack(RECORD_VERSION, 0, refreshed_at_s, n, m, grouped, group)
+    header = _HEADER.pack(RECORD_VERSION, 0, refreshed_at_s, n, m, min(points, 0xFFFF), whole)
     return b"".join((header, paths, values, adds))
 
 
@@ -176,8 +181,10 @@ class Remember(NamedTuple):
     merge: Merge
     fields: Mapping[str, bytes]
     adds: Sequence[tuple[str, bytes]]
-    group: bytes | None = None
+    whole: bytes
     add_fps: list[bytes] | None = None
+    removes: Sequence[tuple[str, bytes]] = ()
+    points: int | None = None  # the whole row's data points, when `fields` are only those sent
 
 
 class Decision(NamedTuple):
@@ -186,16 +193,39 @@ class Decision(NamedTuple):
     send: Send
     skipped_fields: tuple[str, ...]  # paths Braze holds: leave them out (Send.SOME)
     skipped_adds: tuple[int, ...]  # indices into the row's adds to leave out
-    points_sent: int  # Braze data points: one per field, nested key and array value added
+    points_sent: int  # Braze data points: one per field, nested key, array value added/removed
     points_skipped: int
     remember: Remember | None  # None: write nothing, even once acknowledged
 
 
+def held_whole(whole: bytes, record: bytes | None, now_s: int, max_age_s: int) -> int | None:
+    """The usual row: the one the user's record was last built from, unchanged, not too old.
+    Its data points (all held by Braze), or None when the row must be compared (or sent)."""
+    if record is None or len(record) < HEADER_BYTES or record[0] != RECORD_VERSION:
+        return None
+    if record[HEADER_BYTES - 8 : HEADER_BYTES] != whole:
+        return None
+    header = _header(record)
+    if header is None or now_s - header[2] > max_age_s:
+        return None
+    return header[5]
+
+
+def fresh(record: bytes | None, now_s: int, max_age_s: int) -> bool:
+    """Whether the record is one this version reads, refreshed within max_age."""
+    header = _header(record)
+    return header is not None and now_s - header[2] <= max_age_s
+
+
 def _everything(
-    fields: Mapping[str, bytes], adds: Sequence[tuple[str, bytes]], merge: Merge | None
+    fields: Mapping[str, bytes],
+    adds: Sequence[tuple[str, bytes]],
+    removes: Sequence[tuple[str, bytes]],
+    whole: bytes,
+    merge: Merge | None,
 ) -> Decision:
-    remember = None if merge is None else Remember(merge, fields, adds)
-    return Decision(Send.ALL, (), (), len(fields) + len(adds), 0, remember)
+    remember = None if merge is None else Remember(merge, fields, adds, whole, None, removes)
+    return Decision(Send.ALL, (), (), len(fields) + len(adds) + len(removes), 0, remember)
 
 
 def compare(
@@ -206,6 +236,8 @@ def compare(
     max_age_s: int,
     mode: Mode,
     busy: bool = False,
+    whole: bytes | None = None,
+    removes: Sequence[tuple[str, bytes]] = (),
 ) -> Decision:
     """Which of the row's values Braze already holds from us, given the user's record.
 
@@ -213,30 +245,42 @@ def compare(
     unknown, so this row is sent whole (deltaflight.py tracks it). Append rows are
     remembered only over a fresh record: a record exists only for users an acknowledged
     upsert created, and Braze silently ignores update-only rows for users it lacks.
+    `whole`: the row's fingerprint (whole_fp by default). `removes`: array values removed,
+    always sent (never compared): once acknowledged they are no longer remembered as added.
     """
+    if whole is None:
+        whole = whole_fp(fields, adds)
     header = _header(record)
     if header is None or now_s - header[2] > max_age_s:
-        return _everything(fields, adds, Merge.REBUILD if mode == "upsert" else None)
+        merge = Merge.REBUILD if mode == "upsert" else None
+        return _everything(fields, adds, removes, whole, merge)
     paths = tuple(fields)
     shape = _shape(paths)
     if shape is None:
-        return _everything(fields, adds, None)
+        return _everything(fields, adds, removes, whole, None)
     if busy:
-        return _everything(fields, adds, Merge.INTO_LATEST)
+        return _everything(fields, adds, removes, whole, Merge.INTO_LATEST)
     assert record is not None  # a header was read from it
-    _, _, _, n_fields, n_adds, grouped, held_group = header
+    _, _, _, n_fields, n_adds, _, held_whole_fp = header
     n = len(paths)
+    if held_whole_fp == whole:  # the usual row, unchanged (held_whole decides it sooner)
+        return Decision(Send.NOTHING, paths, tuple(range(len(adds))), 0, n + len(adds), None)
     skipped: tuple[str, ...]
-    group = _group_fp(fields.values())
-    if grouped == n and held_group == group and record.startswith(shape, HEADER_BYTES):
-        skipped = paths  # the usual row: the same fields as last time, unchanged
+    values_at = HEADER_BYTES + 4 * n_fields
+    if record.startswith(shape, HEADER_BYTES):  # the same fields as last time, in order
+        held_values = record[values_at : values_at + 8 * n]
+        values = list(map(_value_fp, fields.values()))
+        skipped = tuple(
+            p
+            for i, (p, v) in enumerate(zip(paths, values, strict=True))
+            if held_values[8 * i : 8 * i + 8] == v
+        )
     else:
-        values_at = HEADER_BYTES + 4 * n_fields
         held_paths = _items(record[HEADER_BYTES:values_at], 4)
         held = dict(
             zip(held_paths, _items(record[values_at : values_at + 8 * n_fields], 8), strict=True)
         )
-        values = map(_value_fp, fields.values())
+        values = list(map(_value_fp, fields.values()))
         skipped = tuple(
             p for p, fp, v in zip(paths, _items(shape, 4), values, strict=True) if held.get(fp) == v
         )
@@ -250,10 +294,10 @@ def compare(
             held_adds = record[len(record) - 8 * n_adds :]
             skipped_adds = tuple(i for i, fp in enumerate(fps) if _held(held_adds, fp))
     points_skipped = len(skipped) + len(skipped_adds)
-    points_sent = n + len(adds) - points_skipped
+    points_sent = n + len(adds) + len(removes) - points_skipped
     if points_sent == 0:
         return Decision(Send.NOTHING, skipped, skipped_adds, 0, points_skipped, None)
-    remember = Remember(Merge.INTO_LATEST, fields, adds, group, fps)
+    remember = Remember(Merge.INTO_LATEST, fields, adds, whole, fps, removes)
     send = Send.SOME if points_skipped else Send.ALL
     return Decision(send, skipped, skipped_adds, points_sent, points_skipped, remember)
 
@@ -272,11 +316,11 @@ def build_record(remember: Remember, latest: bytes | None, now_s: int) -> bytes 
         return None
     n = len(fields)
     values = b"".join(map(_value_fp, fields.values()))
-    group = remember.group or _group_fp(fields.values())
     fps = remember.add_fps if remember.add_fps is not None else _adds_fps(remember.adds)
     row_adds = b"".join(dict.fromkeys(fps))
+    points = n + len(fps) + len(remember.removes) if remember.points is None else remember.points
     if remember.merge is Merge.REBUILD:
-        return pack_record(now_s, shape, values, row_adds[-8 * MAX_ADDS :], n, group)
+        return pack_record(now_s, shape, values, row_adds[-8 * MAX_ADDS :], points, remember.whole)
     base = parse_record(latest) if latest is not None else None
     if base is None:  # forgotten meanwhile: nothing proves the skipped values are held
         return None
@@ -284,11 +328,14 @@ def build_record(remember: Remember, latest: bytes | None, now_s: int) -> bytes 
         paths, values = base.paths, values + base.values[8 * n :]
     else:
         paths, values = _fields_over(shape, values, base)
-    if not base.adds.endswith(row_adds):  # the row's values move to the newest end
-        row_adds = (_without(base.adds, fps) + row_adds)[-8 * MAX_ADDS :]
+    held_adds = base.adds
+    if remember.removes:  # removed: no longer held (a later add is sent)
+        held_adds = _without(held_adds, _adds_fps(remember.removes))
+    if not held_adds.endswith(row_adds):  # the row's values move to the newest end
+        row_adds = (_without(held_adds, fps) + row_adds)[-8 * MAX_ADDS :]
     else:
-        row_adds = base.adds
-    return pack_record(base.refreshed_at, paths, values, row_adds, n, group)
+        row_adds = held_adds
+    return pack_record(base.refreshed_at, paths, values, row_adds, points, remember.whole)
 
 
 def _fields_over(shape: bytes, values: bytes, base: Record) -> tuple[bytes, bytes]:

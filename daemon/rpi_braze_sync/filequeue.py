@@ -15,6 +15,7 @@ import time
 
 from .config import LoadedConfig
 from .delivery import Sender
+from .deltarun import DeltaRun
 from .fileorder import UPSERT, FileInfo, Run, Wait, choose_next
 from .filestates import FileState
 from .inspection import share_available
@@ -57,6 +58,7 @@ class FileQueue:
         self.active: FileJob | None = None
         self.share_wait_s = SHARE_WAIT_S
         self.mapping_process: MappingProcess | None = None
+        self.delta: DeltaRun | None = None  # app.py opens it when a channel uses delta
         self._told: set[tuple[int, int | None]] = set()  # (append, its obstacle) logged once
         self._failed_tries: dict[int, int] = {}  # file id -> tries that failed in a row
         self._not_before: dict[int, float] = {}  # file id -> monotonic time of its next try
@@ -267,6 +269,7 @@ class FileQueue:
             self.metrics,
             self.mapping_process,
             state_writes=self.state_writes,
+            delta=self.delta,
         )
         self.active = job  # stays set if cancelled: shutdown checkpoints it after draining
         state = await job.run()

@@ -23,6 +23,7 @@ P = "rpi_braze_sync_"
 # when they happen).
 ROW_OUTCOMES = ("sent", "rejected")
 FILE_OUTCOMES = ("done", "failed", "vanished")
+DATA_POINT_OUTCOMES = ("sent", "skipped")
 # Why a path on the share was left alone: the layout, no such channel, or not a regular file.
 IGNORED_REASONS = ("layout", "channel", "symlink", "fifo", "device", "socket", "directory")
 REQUEST_CODES = ("201", "400", "401", "403", "404", "413", "429", "500", "502", "503", "504")
@@ -41,6 +42,12 @@ class Metrics:
         self.rows = Counter(P + "rows", "Rows by final outcome", ["channel", "outcome"], registry=r)
         self.fields_dropped = Counter(
             P + "fields_dropped", "Optional fields dropped from a sent row", ["channel"], registry=r
+        )
+        self.data_points = Counter(
+            P + "data_points",
+            "Braze data points acknowledged (sent) or left out as held already (skipped, delta)",
+            ["channel", "outcome"],
+            registry=r,
         )
         self.files = Counter(
             P + "files", "Files finished, by outcome", ["channel", "outcome"], registry=r
@@ -156,3 +163,5 @@ class Metrics:
                 self.rows.labels(channel, outcome)
             for outcome in FILE_OUTCOMES:
                 self.files.labels(channel, outcome)
+            for outcome in DATA_POINT_OUTCOMES:
+                self.data_points.labels(channel, outcome)

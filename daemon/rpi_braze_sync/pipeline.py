@@ -22,6 +22,7 @@ from .batching import Item, Progress
 from .chunks import ChunkData, ChunkSource, FileRequest, OpenChunks
 from .config import Channel, LoadedConfig
 from .delivery import Sender
+from .deltarun import DeltaFile, DeltaRun
 from .errors import ExportFileError, FileVanishedError, NotRegularFileError, ShareUnavailableError
 from .filestates import FileState
 from .inspection import FileInspection, inspect_file, prefix_sha256, share_available
@@ -65,6 +66,7 @@ class FileJob:
         mapping_process: MappingProcess | None = None,
         checkpoint_interval_s: float = 1.0,
         state_writes: StateWrites | None = None,
+        delta: DeltaRun | None = None,
     ) -> None:
         self.record = record
         self.mapping_process = mapping_process
@@ -101,15 +103,22 @@ class FileJob:
         self._rejects: RejectsWriter | None = None
         self._rows_label = metrics.rows.labels(channel.name, "sent")
         self._rejected_label = metrics.rows.labels(channel.name, "rejected")
+        self.delta: DeltaFile | None = None  # send only what changed (deltarun.py)
+        if delta is not None and config.settings.delta_for(channel.name):
+            self.delta = delta.for_file(channel.name, channel.settings.mode)
 
     # --- settlement (called by the sender) -----------------------------------------------
 
     def settle_sent(self, items: list[Item]) -> None:
+        if self.delta is not None:  # the store's write is queued before the checkpoint
+            self.delta.acknowledged(items)
         self.sent += len(items)
         self._rows_label.inc(len(items))
         self._settle([item.index for item in items])
 
     def settle_rejected(self, item: Item, reason: str) -> None:
+        if self.delta is not None:
+            self.delta.abandoned([item])
         self._write_reject(item.line_no, item.cells, reason)
         self._settle([item.index])
 
@@ -267,7 +276,8 @@ class FileJob:
                 await self.sender.wait_room()
                 await self._wait_held_room()
                 chunk = await source.next_chunk()
-                self._take(chunk)
+                unchanged = await self.delta.filter(chunk) if self.delta is not None else []
+                self._take(chunk, unchanged)
                 records_read = chunk.records_read
                 if chunk.at_end:
                     break
@@ -282,6 +292,8 @@ class FileJob:
         except (ExportFileError, ShareUnavailableError) as exc:
             # Stop reading; what is in flight still settles, what is queued stays unsent.
             unsent = self.sender.drop_job(self)
+            if self.delta is not None:
+                self.delta.abandoned(unsent)
             self._outstanding -= len(unsent)
             self.metrics.backlog_rows.dec(len(unsent))
             await self._wait_settled()
@@ -300,10 +312,14 @@ class FileJob:
         finally:
             checkpointer.cancel()
             reporter.cancel()
+            if self.delta is not None:
+                self.delta.close()
             self.write_checkpoint()
         # Done only once the last checkpoint and rejects are written (a full disk: waits).
         await self.state_writes.until_written(self.write_checkpoint)
         counts = f"{self.sent:,} sent, {self.rejected:,} rejected, {self.dropped:,} fields dropped"
+        if self.delta is not None:
+            counts += self.delta.summary()
         took = self.meter.summary(self.settled_rows, time.monotonic(), self._started_at)
         self.log.info("done: %s: %s", took, counts)
         return self._finish(FileState.DONE)
@@ -353,14 +369,16 @@ class FileJob:
                 return
             await asyncio.sleep(0.05)  # (only over the bound: rows of hundreds of KB)
 
-    def _take(self, chunk: ChunkData) -> None:
+    def _take(self, chunk: ChunkData, unchanged: list[int] | None = None) -> None:
+        """`unchanged`: rows delta left with nothing to send, settled as sent (Braze holds
+        every value of theirs)."""
         assert self._rejects is not None
         for drop in chunk.drops:
             self._rejects.drop(drop)
         if chunk.drops:
             self.dropped += len(chunk.drops)
             self.metrics.fields_dropped.labels(self.channel.name).inc(len(chunk.drops))
-        rows = len(chunk.rejected) + len(chunk.indexes)
+        rows = len(chunk.rejected) + len(chunk.indexes) + len(unchanged or ())
         if chunk.indexes:
             size = sum(map(len, chunk.bodies)) + sum(map(len, chunk.packed))
             self._held.append((chunk.indexes[-1] + 1, size))
@@ -373,6 +391,10 @@ class FileJob:
             self._write_reject(line_no, cells, reason)
         if chunk.rejected:
             self._settle([index for index, _, _, _ in chunk.rejected])
+        if unchanged:
+            self.sent += len(unchanged)
+            self._rows_label.inc(len(unchanged))
+            self._settle(unchanged)
         self.sender.submit(chunk.items_for(self))
 
     async def _wait_settled(self) -> None:

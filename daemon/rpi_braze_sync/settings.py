@@ -346,6 +346,9 @@ class MappingSpec(StrictModel):
 
 class ChannelSettings(StrictModel):
     mode: Literal["upsert", "append"]
+    delta: bool | None = Field(
+        None, description="send only values Braze does not hold from us; default delta.enabled"
+    )
     after_done: Literal["keep", "archive", "delete"] = Field(
         "keep", description="what becomes of a file once every row is sent or rejected"
     )
@@ -373,6 +376,17 @@ class PerformanceSettings(StrictModel):
         True,
         description="read and map files in a second process, so reading and sending use two"
         " cores; false keeps it all in one process (one core, about 20 MB less)",
+    )
+
+
+class DeltaSettings(StrictModel):
+    """Send only what changed (README: Paying only for what changed)."""
+
+    enabled: bool = Field(
+        False, description="leave out values Braze acknowledged before (channels may override)"
+    )
+    max_age_days: Annotated[float, Field(gt=0)] = Field(
+        30.0, description="a value last sent longer ago than this is sent again"
     )
 
 
@@ -442,6 +456,7 @@ class Settings(StrictModel):
     http: HttpSettings = HttpSettings()
     journal: JournalSettings = JournalSettings()
     ha: HaSettings = HaSettings()
+    delta: DeltaSettings = DeltaSettings()
     hook: HookSettings = HookSettings()
     performance: PerformanceSettings = PerformanceSettings()
     logging: LoggingSettings = LoggingSettings()
@@ -464,6 +479,11 @@ class Settings(StrictModel):
                 " disagree; keep logging.format only"
             )
         return self
+
+    def delta_for(self, channel: str) -> bool:
+        """Whether the channel sends only what changed."""
+        own = self.channels[channel].delta
+        return self.delta.enabled if own is None else own
 
     @property
     def log_format_in_use(self) -> str:

@@ -22,6 +22,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rpi_braze_sync.metrics import (
+    DATA_POINT_OUTCOMES,
     FILE_OUTCOMES,
     HOOK_OUTCOMES,
     IGNORED_REASONS,
@@ -56,6 +57,7 @@ CHANNELS = ("Braze Onboarding and Upsert", "Braze Append")
 LABEL_VALUES: dict[str, tuple[str, ...]] = {
     "rows": ROW_OUTCOMES,
     "files": FILE_OUTCOMES,
+    "data_points": DATA_POINT_OUTCOMES,
     "ignored_files": IGNORED_REASONS,
     "requests": REQUEST_CODES,
     "request_errors": REQUEST_ERRORS,
@@ -102,6 +104,7 @@ def scrape() -> dict[str, set[str]]:
     children: dict[str, Any] = {
         "rows": m.rows,
         "files": m.files,
+        "data_points": m.data_points,
         "ignored_files": m.ignored_files,
         "requests": m.requests,
         "request_errors": m.request_errors,
@@ -112,7 +115,7 @@ def scrape() -> dict[str, set[str]]:
     }
     for key, metric in children.items():
         for value in LABEL_VALUES[key]:
-            if key in ("rows", "files"):
+            if key in ("rows", "files", "data_points"):
                 for channel in CHANNELS:
                     metric.labels(channel, value).inc()
             else:

@@ -1,0 +1,291 @@
+"""Delta in the daemon (issue 16): the store on a thread of its own, the rows in flight, and per
+file the comparison of each chunk before it is sent and the records written once Braze
+acknowledged its rows.
+
+Crash safety (kill -9 at any moment): nothing is written to the store when a chunk is compared
+or a request leaves; a row's record is written only from `acknowledged`, which the sender calls
+for the objects of a 2xx answer that Braze did not list in `errors`. The store's write is
+queued before the job settles those rows, so before the checkpoint that covers them can be
+written (deltastore.py explains why either order would remember nothing unacknowledged, and
+why this one sends less again after a kill).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, NamedTuple
+
+from .batching import Item
+from .chunks import ChunkData
+from .delta import (
+    Merge,
+    Mode,
+    Remember,
+    Send,
+    build_record,
+    compare,
+    fresh,
+    held_whole,
+    user_key,
+)
+from .deltabody import parse, rebuild, whole_fp
+from .deltaflight import InFlight
+from .deltastore import DeltaStore, DeltaStoreError, workspace_fingerprint
+
+if TYPE_CHECKING:
+    from .config import LoadedConfig
+    from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+SWEEP_EVERY_S = 3600.0  # retention: one step between others, all records once an hour
+SWEEP_PAUSE_S = 1.0
+DAY_S = 86400
+
+
+class _Sent(NamedTuple):
+    """A row sent with delta on, until its answer."""
+
+    key: bytes
+    merge: Merge | None  # how to remember it once acknowledged; None: never
+    base: bytes | None  # the record it was compared with
+    whole: bytes  # the fingerprint of its whole object (before values were left out)
+    points: int | None  # the whole object's data points, when values were left out
+
+
+def uses_delta(config: LoadedConfig) -> bool:
+    """Some channel sends only what changed (never in a dry run: nothing is acknowledged)."""
+    settings = config.settings
+    return not config.dry_run and any(settings.delta_for(name) for name in settings.channels)
+
+
+def workspace_of(config: LoadedConfig) -> str:
+    """The Braze workspace's fingerprint: api_url and key, the key never kept as it is."""
+    key = config.api_key.reveal() if config.api_key is not None else ""
+    return workspace_fingerprint(config.settings.braze.api_url, key)
+
+
+def open_delta(config: LoadedConfig, metrics: Metrics) -> DeltaRun | None:
+    """The daemon's delta, if a channel uses it (raises DeltaStoreError)."""
+    if not uses_delta(config):
+        return None
+    store = DeltaStore.open(config.state_directory, workspace_of(config))
+    log.info(
+        "delta: values remembered in %s (about %d users)", store.directory, store.records_estimate()
+    )
+    return DeltaRun(store, config.settings.delta.max_age_days, metrics)
+
+
+class DeltaRun:
+    """One per daemon: the store (one thread makes every call, in order: a lookup queued after
+    a write reads it), and the rows in flight of every file."""
+
+    def __init__(
+        self,
+        store: DeltaStore,
+        max_age_days: float,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.max_age_s = int(max_age_days * DAY_S)
+        self.metrics = metrics
+        self.clock = clock
+        self.inflight = InFlight()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="delta-store")
+        self._writes: set[Future[None]] = set()
+        self._write_failed_at = 0.0
+
+    def for_file(self, channel: str, mode: Mode) -> DeltaFile:
+        return DeltaFile(self, channel, mode)
+
+    async def lookup(self, keys: list[bytes]) -> list[bytes | None]:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._thread, self.store.lookup, keys
+            )
+        except DeltaStoreError as exc:  # nothing known: everything is sent
+            log.error("delta: %s: the rows are sent whole", exc)
+            return [None] * len(keys)
+
+    def remember(self, records: list[tuple[bytes, bytes]]) -> None:
+        """Queue a write of acknowledged records (before the next lookup, in order)."""
+        future = self._thread.submit(self.store.remember, records)
+        self._writes.add(future)
+        future.add_done_callback(self._written)
+
+    def _written(self, future: Future[None]) -> None:
+        self._writes.discard(future)
+        exc = future.exception()
+        if exc is not None and time.monotonic() - self._write_failed_at > 60:
+            # Not remembered: those values are sent again next time (safe, only dearer).
+            self._write_failed_at = time.monotonic()
+            log.error("delta: cannot remember acknowledged values: %s", exc)
+
+    async def drained(self) -> None:
+        """Every queued write is done (a file's end, shutdown)."""
+        await asyncio.get_running_loop().run_in_executor(self._thread, lambda: None)
+
+    async def sweep_forever(self) -> None:
+        """Retention: records older than max_age_days only cause sending again: deleted, a
+        step at a time on the store's thread, so that lookups wait at most one step."""
+        loop = asyncio.get_running_loop()
+        while True:
+            after: bytes | None = None
+            deleted = 0
+            while True:
+                step = self.store.sweep_step
+                try:
+                    n, after = await loop.run_in_executor(
+                        self._thread, step, int(self.clock()), self.max_age_s, after
+                    )
+                except DeltaStoreError as exc:
+                    log.error("delta: retention: %s", exc)
+                    break
+                deleted += n
+                if after is None:
+                    break
+                await asyncio.sleep(SWEEP_PAUSE_S)
+            if deleted:
+                log.info("delta: retention removed %d users' values older than max_age", deleted)
+            await asyncio.sleep(SWEEP_EVERY_S)
+
+    async def close(self) -> None:
+        await self.drained()
+        self._thread.shutdown(wait=True)
+        self.store.close()
+
+
+class DeltaFile:
+    """One file's rows through delta: `filter` each chunk before it is sent, then
+    `acknowledged` or `abandoned` for each row sent."""
+
+    def __init__(self, run: DeltaRun, channel: str, mode: Mode) -> None:
+        self.run = run
+        self.mode: Mode = mode
+        self.points_sent = 0
+        self.points_skipped = 0
+        self.rows_unchanged = 0  # rows not sent at all
+        self._rows: dict[int, _Sent] = {}  # record index -> the row in flight
+        self._sent_label = run.metrics.data_points.labels(channel, "sent")
+        self._skipped_label = run.metrics.data_points.labels(channel, "skipped")
+
+    async def filter(self, chunk: ChunkData) -> list[int]:
+        """Leave out of `chunk` (in place) the values Braze holds from us; returns the record
+        indexes of the rows left with nothing to send (settled without a request)."""
+        users = chunk.users
+        if not users:
+            return []
+        run, inflight = self.run, self.run.inflight
+        keys = list(map(user_key, users))
+        token = inflight.lookup_started()
+        try:
+            records = await run.lookup(keys)
+            now, max_age, upsert = int(run.clock()), run.max_age_s, self.mode == "upsert"
+            bodies, indexes, rows = chunk.bodies, chunk.indexes, self._rows
+            unsent: list[int] = []
+            skipped_points = 0
+            for pos, key in enumerate(keys):
+                record, busy = inflight.base(token, key, records[pos])
+                body = bodies[pos]
+                whole = whole_fp(body)
+                if not fresh(record, now, max_age):
+                    state = _Sent(key, Merge.REBUILD if upsert else None, None, whole, None)
+                elif busy:  # its earlier row's outcome is unknown: sent whole
+                    state = _Sent(key, Merge.INTO_LATEST, record, whole, None)
+                else:
+                    held = held_whole(whole, record, now, max_age)
+                    if held is not None:  # the usual row: unchanged since acknowledged
+                        unsent.append(pos)
+                        skipped_points += held
+                        continue
+                    parsed = parse(body)
+                    decision = compare(
+                        parsed.fields, parsed.adds, record, now, max_age, self.mode,
+                        False, whole, parsed.removes,
+                    )  # fmt: skip
+                    skipped_points += decision.points_skipped
+                    if decision.send is Send.NOTHING:
+                        unsent.append(pos)
+                        continue
+                    if decision.send is Send.SOME:
+                        bodies[pos] = rebuild(
+                            parsed, decision.skipped_fields, decision.skipped_adds
+                        )
+                    merge = None if decision.remember is None else decision.remember.merge
+                    state = _Sent(key, merge, record, whole, parsed.points)
+                rows[indexes[pos]] = state
+                inflight.sending(key)
+        finally:
+            inflight.lookup_done(token)
+        self.points_skipped += skipped_points
+        self._skipped_label.inc(skipped_points)
+        if not unsent:
+            return []
+        self.rows_unchanged += len(unsent)
+        return _leave_out(chunk, unsent)
+
+    def summary(self) -> str:
+        """For the done line."""
+        return (
+            f"; delta: {self.points_sent:,} data points sent, {self.points_skipped:,} skipped"
+            f" ({self.rows_unchanged:,} rows unchanged, not sent)"
+        )
+
+    def acknowledged(self, items: Sequence[Item]) -> None:
+        """Braze acknowledged these objects: remember their values."""
+        run, inflight = self.run, self.run.inflight
+        now = int(run.clock())
+        written: list[tuple[bytes, bytes]] = []
+        points = 0
+        for item in items:
+            state = self._rows.pop(item.index, None)
+            if state is None:
+                continue
+            parsed = parse(item.body)
+            points += parsed.points
+            record = None
+            if state.merge is not None:
+                remember = Remember(
+                    state.merge, parsed.fields, parsed.adds, state.whole, None,
+                    parsed.removes, state.points,
+                )  # fmt: skip
+                record = build_record(remember, inflight.latest(state.key, state.base), now)
+            inflight.answered(state.key, record)
+            if record is not None:
+                written.append((state.key, record))
+        if written:
+            run.remember(written)
+        self.points_sent += points
+        self._sent_label.inc(points)
+
+    def abandoned(self, items: Sequence[Item]) -> None:
+        """Rejected (locally or by Braze) or never sent: nothing remembered."""
+        inflight = self.run.inflight
+        for item in items:
+            state = self._rows.pop(item.index, None)
+            if state is not None:
+                inflight.answered(state.key, None)
+
+    def close(self) -> None:
+        """The file ended (or was given up): rows still held were never answered."""
+        inflight = self.run.inflight
+        for state in self._rows.values():
+            inflight.answered(state.key, None)
+        self._rows.clear()
+
+
+def _leave_out(chunk: ChunkData, positions: list[int]) -> list[int]:
+    """Remove rows from the chunk's columns; returns their record indexes."""
+    drop = set(positions)
+    keep = [i for i in range(len(chunk.indexes)) if i not in drop]
+    left = [chunk.indexes[i] for i in positions]
+    chunk.indexes = [chunk.indexes[i] for i in keep]
+    chunk.line_numbers = [chunk.line_numbers[i] for i in keep]
+    chunk.users = [chunk.users[i] for i in keep]
+    chunk.bodies = [chunk.bodies[i] for i in keep]
+    chunk.packed = [chunk.packed[i] for i in keep]
+    return left

@@ -1,0 +1,119 @@
+"""Delta in the daemon (issue 16), in-process against the fake Braze: a file sent again sends
+nothing, a change sends only the changed values, what Braze rejects is never remembered, and
+append rows are remembered only for users an acknowledged upsert created."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rpi_braze_sync.metrics import Metrics
+from tests.e2e.conftest import APPEND, UPSERT, wait_until
+from tests.fakebraze import FakeBraze
+from tests.integration.test_pipeline import InProcess
+
+HEADER = "external_id,first_name,country,income\n"
+
+
+def rows(n: int, changed: frozenset[int] = frozenset(), name: str = "Ann") -> bytes:
+    lines = [f"u{i},{name + '2' if i in changed else name}{i},FR,{1000 + i}\n" for i in range(n)]
+    return (HEADER + "".join(lines)).encode()
+
+
+def points(metrics: Metrics, outcome: str, channel: str = UPSERT) -> float:
+    value = metrics.registry.get_sample_value(
+        "rpi_braze_sync_data_points_total", {"channel": channel, "outcome": outcome}
+    )
+    return value or 0.0
+
+
+def finished_in(daemon: InProcess, channel: str, count: int) -> Callable[[], bool]:
+    def check() -> bool:
+        done = daemon.metrics.registry.get_sample_value
+        labels = {"channel": channel, "outcome": "done"}
+        return (done("rpi_braze_sync_files_total", labels) or 0) >= count
+
+    return check
+
+
+def sent_for(fake: FakeBraze, start: int) -> list[dict[str, Any]]:
+    return fake.objects()[start:]
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path, fake_braze: FakeBraze) -> AsyncIterator[InProcess]:
+    process = InProcess(tmp_path, fake_braze)
+    process.changes["delta"] = {"enabled": True}
+    yield process
+    if process.task is not None and not process.task.done():
+        await process.stop()
+
+
+async def test_again_sends_nothing_and_a_change_only_the_changed_fields(
+    daemon: InProcess, fake_braze: FakeBraze
+) -> None:
+    await daemon.start()
+    daemon.drop("run1.txt", rows(40))
+    await wait_until(daemon.finished(1), what="the first file")
+    first = fake_braze.objects()
+    assert len(first) == 40
+    # first_name, country, income (nested) and the offer from the path: 4 points a row
+    assert points(daemon.metrics, "sent") == 160
+    assert points(daemon.metrics, "skipped") == 0
+
+    daemon.drop("run2.txt", rows(40))
+    await wait_until(daemon.finished(2), what="the same rows again")
+    assert len(fake_braze.objects()) == 40  # nothing sent
+    assert points(daemon.metrics, "skipped") == 160
+
+    changed = frozenset({3, 17, 29, 31})  # 10 %
+    daemon.drop("run3.txt", rows(40, changed))
+    await wait_until(daemon.finished(3), what="the changed rows")
+    sent = sent_for(fake_braze, 40)
+    assert sorted(o["external_id"] for o in sent) == [f"u{i}" for i in sorted(changed, key=str)]
+    for obj in sent:
+        i = int(obj["external_id"][1:])
+        data = {k: v for k, v in obj.items() if not k.startswith("_") and k != "external_id"}
+        assert data == {"first_name": f"Ann2{i}"}  # only the changed value
+    assert points(daemon.metrics, "sent") == 164
+    assert points(daemon.metrics, "skipped") == 160 + 156
+    assert await daemon.stop() == 0
+
+
+async def test_values_braze_rejected_are_not_remembered(
+    daemon: InProcess, fake_braze: FakeBraze
+) -> None:
+    fake_braze.minor_errors = {"u1": "invalid_value"}
+    await daemon.start()
+    daemon.drop("run1.txt", rows(3))
+    await wait_until(daemon.finished(1), what="the first file")
+    fake_braze.minor_errors = {}
+    daemon.drop("run2.txt", rows(3))
+    await wait_until(daemon.finished(2), what="the second file")
+    assert [o["external_id"] for o in fake_braze.objects()[3:]] == ["u1"]
+    assert await daemon.stop() == 0
+
+
+async def test_append_rows_are_remembered_only_for_users_an_upsert_created(
+    daemon: InProcess, fake_braze: FakeBraze
+) -> None:
+    await daemon.start()
+    # u0 and u1 are unknown to Braze: it ignores update-only rows for them
+    daemon.drop("a1.txt", rows(2), channel=APPEND)
+    await wait_until(finished_in(daemon, APPEND, 1), what="the append file")
+    assert fake_braze.profiles == set()  # ignored by Braze, with a 201
+    daemon.drop("u1.txt", rows(1, name="Bea"))  # an upsert creates u0 only
+    await wait_until(daemon.finished(1), what="the upsert file")
+    before = len(fake_braze.objects())
+    daemon.drop("a2.txt", rows(2), channel=APPEND)
+    await wait_until(finished_in(daemon, APPEND, 2), what="the append file again")
+    # u1: never remembered, sent again; u0: its first_name changed back to Ann0
+    again = fake_braze.objects()[before:]
+    assert sorted(o["external_id"] for o in again) == ["u0", "u1"]
+    daemon.drop("a3.txt", rows(2), channel=APPEND)
+    await wait_until(finished_in(daemon, APPEND, 3), what="the append file a third time")
+    assert [o["external_id"] for o in fake_braze.objects()[before + 2 :]] == ["u1"]
+    assert await daemon.stop() == 0
