@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import random
 import signal
 import sys
@@ -60,6 +61,10 @@ def _all_done(state: Path, names: set[str]) -> bool:
     finally:
         journal.close()
     return names <= done
+
+
+def seen_past(seen: set[str], count: float) -> bool:
+    return len(seen) >= count
 
 
 async def _tear_down(daemon: DaemonProcess, fake: FakeBraze) -> None:
@@ -173,7 +178,7 @@ async def run_resent(
         for kill in range(kills):
             share = (kill + rng.uniform(0.3, 0.7)) / kills * 0.9
             await wait_until(
-                lambda share=share: len(seen) >= share * rows, timeout_s=300, what="progress"
+                functools.partial(seen_past, seen, share * rows), timeout_s=300, what="progress"
             )
             in_flight, arrived = fake.in_flight_rows, fake.arrived_rows
             await daemon.stop(signal.SIGKILL)

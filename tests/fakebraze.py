@@ -185,8 +185,8 @@ class FakeBraze:
             if o.get("external_id") in self.minor_errors
         ]
         if errors and len(errors) == len(objects):
-            reply = {"message": VALID_DATA_MESSAGE, "errors": errors}
-            return self._answer(400, orjson.dumps(reply))
+            refusal = {"message": VALID_DATA_MESSAGE, "errors": errors}
+            return self._answer(400, orjson.dumps(refusal))
         self.requests.append(body)
         refused = {error["index"] for error in errors}
         for index, obj in enumerate(objects):

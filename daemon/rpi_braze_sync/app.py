@@ -82,6 +82,7 @@ class Daemon:
         self._pattern = parse_path_pattern(config.settings.watch.path_pattern)
         self.journal: Journal | None = None
         self.watcher: Watcher | None = None
+        self.listener: JournalListener | None = None
         self.sender: Sender | None = None
         self.queue: FileQueue | None = None
         self.state_writes = StateWrites()
@@ -227,6 +228,8 @@ class Daemon:
             self.queue.config = self.config
         if self.watcher is not None:
             self.watcher.apply(watch, set(self.config.channels))
+        if self.listener is not None:
+            self.listener.apply(self.config)
         if self.sender is not None:
             self.sender.apply(braze)
             transport = self.sender.transport
@@ -326,11 +329,12 @@ class Daemon:
         delta = queue.delta = open_delta(config, self.metrics)
         for record in journal.queued():
             queue.put(record)  # interrupted sends resume first, in their order
+        self.listener = JournalListener(config, journal, queue, self.rpi_calls, self.export_of)
         self.watcher = Watcher(
             config.base_output_directory,
             config.settings.watch,
             set(config.channels),
-            JournalListener(self, journal, queue),
+            self.listener,
             self.metrics,
         )
         self._announce()

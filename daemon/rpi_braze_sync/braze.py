@@ -25,8 +25,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from . import package_version
-from .config import Secret
+from .errors import TransportError
 from .redact import redact, without
+from .secret import Secret
 
 USER_AGENT = f"rpi-braze-sync/{package_version()}"
 
@@ -36,18 +37,6 @@ class Reply:
     status: int
     headers: Mapping[str, str]  # case-insensitive
     body: bytes
-
-
-class TransportError(Exception):
-    """No answer from Braze. `error` is a bounded label (metrics.REQUEST_ERRORS);
-    `reached`: the request may have reached Braze and been applied (it was at least partly
-    written), so resending it may duplicate it; `detail` is for the log (host, never the key)."""
-
-    def __init__(self, error: str, reached: bool, detail: str) -> None:
-        self.error = error
-        self.reached = reached
-        self.detail = detail
-        super().__init__(detail)
 
 
 def describe_failure(

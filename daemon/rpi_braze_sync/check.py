@@ -14,18 +14,20 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from .braze import HttpTransport, Reply, TransportError, classify
-from .config import LoadedConfig, Secret, load_api_key, load_config, load_hook_token
+from .braze import HttpTransport, Reply, classify
+from .config import LoadedConfig, load_api_key, load_config, load_hook_token
 from .errors import (
     EXIT_CONFIG,
     EXIT_NOPERM,
     EXIT_UNAVAILABLE,
     ConfigError,
     RpiBrazeSyncError,
+    TransportError,
     error_lines,
     exit_status,
 )
 from .preview import check_export
+from .secret import Secret
 
 PROBE_BODY = b'{"attributes":[]}'  # no object: nothing in Braze can change
 PROBE_TIMEOUT_S = 15.0

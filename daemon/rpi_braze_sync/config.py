@@ -16,9 +16,9 @@ import yaml
 from pydantic import ValidationError
 
 from .configerrors import describe, without_union_branches, yaml_problem
-from .errors import ConfigError
-from .mapping import MappingError
+from .errors import ConfigError, MappingError
 from .plan import ChannelPlan, compile_channel_plan
+from .secret import Secret
 from .settings import ChannelSettings, Settings
 from .yamllimits import check_yaml_limits
 
@@ -32,23 +32,6 @@ ENV_OVERRIDES: dict[str, KeyPath] = {
     "BASE_OUTPUT_DIRECTORY": ("watch", "base_output_directory"),
     LISTEN_ENV: ("http", "listen"),  # `run --listen` sets it, so the flag wins over both
 }
-
-
-class Secret:
-    """A string that never prints itself: repr, str and format all show a mask."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('********')"
-
-    __str__ = __repr__
 
 
 @dataclass(frozen=True)

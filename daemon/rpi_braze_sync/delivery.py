@@ -18,8 +18,9 @@ from collections.abc import Callable
 from typing import Protocol
 
 from .batching import Item, Planner, build_body, split_batch
-from .braze import Action, Reply, Transport, TransportError, classify
+from .braze import Action, Reply, Transport, classify
 from .concurrency import ConcurrencyLimit, Sent
+from .errors import TransportError
 from .metrics import Metrics
 from .ratelimit import SlidingWindow, backoff_s, exhausted_wait_s, retry_after_s
 from .settings import BrazeSettings

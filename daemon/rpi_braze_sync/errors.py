@@ -1,4 +1,7 @@
-"""The project's one error hierarchy; foreign exceptions are converted where they enter."""
+"""The project's one error hierarchy; foreign exceptions are converted where they enter
+(aiohttp's and the OS's in braze.py, sqlite3's in the journal, pydantic's in config.py).
+PURE: the mapping core imports it, so it imports nothing that does I/O.
+"""
 
 from __future__ import annotations
 
@@ -26,8 +29,27 @@ class ConfigError(RpiBrazeSyncError):
         super().__init__("\n".join(problems))
 
 
+class MappingError(RpiBrazeSyncError):
+    """A channel's mapping cannot be compiled; each problem has the key path (below the
+    mapping) it is about. config.py turns it into a ConfigError at the file's lines."""
+
+    def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{'.'.join(map(str, p))}: {m}" for p, m in problems))
+
+
+class FieldValueError(RpiBrazeSyncError, ValueError):
+    """A value Braze would refuse or misread; the message says why. It never leaves the
+    mapping: it becomes a rejected row or a dropped field. (A ValueError too: the value
+    functions catch Python's own ValueErrors and theirs alike.)"""
+
+
 class ExportFileError(RpiBrazeSyncError):
     """One export file cannot be sent (encoding, header, layout); other files go on."""
+
+
+class HeaderError(ExportFileError):
+    """The file's header cannot be used with its channel's mapping: the whole file fails."""
 
 
 class FileChangedError(ExportFileError):
@@ -53,6 +75,19 @@ class RecordTooLongError(ExportFileError):
 
 class ShareUnavailableError(RpiBrazeSyncError):
     """The export folder cannot be read right now (a network share that dropped): wait."""
+
+
+class TransportError(RpiBrazeSyncError):
+    """No answer from Braze (braze.py maps aiohttp's and the OS's errors to it). `error` is a
+    bounded label (metrics.REQUEST_ERRORS); `reached`: the request may have reached Braze and
+    been applied (it was at least partly written), so resending it may duplicate it; `detail`
+    is for the log (host, never the key)."""
+
+    def __init__(self, error: str, reached: bool, detail: str) -> None:
+        self.error = error
+        self.reached = reached
+        self.detail = detail
+        super().__init__(detail)
 
 
 class JournalError(RpiBrazeSyncError):

@@ -1,4 +1,4 @@
-"""PURE: the states of a file version in the journal and the moves allowed between them.
+"""Pure: the states of a file version in the journal and the moves allowed between them.
 
 Every journal (SQLite, PostgreSQL) stores a state as its value (the text `status` shows and
 `status --state` takes); a write that would make a move the table does not allow is refused.

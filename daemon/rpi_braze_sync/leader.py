@@ -20,9 +20,9 @@ from collections.abc import Callable
 
 import psycopg
 
-from .braze import Reply, Transport, TransportError
+from .braze import Reply, Transport
 from .config import LoadedConfig
-from .errors import JournalError
+from .errors import JournalError, TransportError
 from .lease import Lease, Role, Step, attempt_timeout_s, next_step, wait_s
 from .pgconnect import AsyncConn, connect_async, shown_url, why
 

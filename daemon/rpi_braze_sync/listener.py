@@ -5,20 +5,19 @@ gone and complete (queued to send, with RPI's post-execution call when one match
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import orjson
 
+from .config import LoadedConfig
 from .errors import JournalError
 from .filequeue import FileQueue
 from .filestates import FileState
 from .firststart import start_journal
 from .journal import Journal
+from .rpicalls import RpiCallStore
 from .shareio import Snapshot
 from .watchrules import ExportPath
-
-if TYPE_CHECKING:
-    from .app import Daemon
 
 log = logging.getLogger(__name__)
 
@@ -26,25 +25,38 @@ log = logging.getLogger(__name__)
 class JournalListener:
     """What the watcher finds, written to the journal; complete files go to the queue."""
 
-    def __init__(self, daemon: Daemon, journal: Journal, queue: FileQueue) -> None:
-        self.daemon = daemon
+    def __init__(
+        self,
+        config: LoadedConfig,
+        journal: Journal,
+        queue: FileQueue,
+        rpi_calls: RpiCallStore,
+        export_of: Callable[[str], ExportPath | None],
+    ) -> None:
+        self.config = config
         self.journal = journal
+        self.rpi_calls = rpi_calls
+        self.export_of = export_of
         self.queue = queue
         self.state_writes = queue.state_writes
         # Complete files the journal could not record yet (a full disk): the watcher counts
         # them as known, so they are kept here and recorded at the next scan.
         self._unrecorded: dict[str, tuple[ExportPath, int, int, float]] = {}
 
+    def apply(self, config: LoadedConfig) -> None:
+        """A reloaded configuration: hook.recheck_seconds, journal.retention_days."""
+        self.config = config
+
     def initialize(self, snapshot: Snapshot) -> Snapshot:
         """The first scan. At the very first start of the state directory, what is already on
         the share is history, not news (firststart.py)."""
-        journal, config = self.journal, self.daemon.config
+        journal, config = self.journal, self.config
         if journal.initialized:
             self._forget_vanished_while_down(snapshot)
             return self._known()
 
         def channel_of(rel: str) -> str | None:
-            export = self.daemon.export_of(rel)
+            export = self.export_of(rel)
             return export.channel if export else None
 
         history = start_journal(
@@ -103,7 +115,7 @@ class JournalListener:
 
     def _record_complete(self) -> None:
         for rel, (export, size, mtime_ns, at) in list(self._unrecorded.items()):
-            call = self.daemon.rpi_call_for(export)
+            call = self.rpi_calls.call_for(export.values)
             body = orjson.dumps(dict(call.fields)).decode() if call else None
             try:
                 record = self.journal.record_complete(rel, export.channel, size, mtime_ns, body, at)
@@ -114,13 +126,13 @@ class JournalListener:
             self.queue.put(record)
 
     def fast_settle_s(self, export: ExportPath) -> float | None:
-        if self.daemon.rpi_call_for(export) is None:
+        if self.rpi_calls.call_for(export.values) is None:
             return None
-        return self.daemon.config.settings.hook.recheck_seconds
+        return self.config.settings.hook.recheck_seconds
 
     def scanned(self, snapshot: Snapshot) -> None:
         self._record_complete()
-        retention_s = self.daemon.config.settings.journal.retention_days * 86400
+        retention_s = self.config.settings.journal.retention_days * 86400
         try:
             self.journal.sweep(set(snapshot), retention_s)
         except JournalError as exc:

@@ -15,6 +15,8 @@ import orjson
 
 from .chunks import Drop
 from .columnar import ChunkFunction, compile_chunk_function
+from .errors import HeaderError as HeaderError  # (re-exported: the error tree owns them)
+from .errors import MappingError as MappingError
 from .plain import detached
 from .rowcode import MAX_EXTERNAL_ID_BYTES, compile_row_function, control_character
 from .transforms import (
@@ -49,18 +51,6 @@ _RESERVED = frozenset({"external_id", "braze_id", "user_alias", "push_token_impo
 def normalise_column(name: str) -> str:
     """'Output Name' -> 'output_name': how header cells and mapping columns are compared."""
     return _NON_ALNUM.sub("_", name.strip().lower()).strip("_")
-
-
-class HeaderError(ValueError):
-    """The file's header cannot be used with this mapping: the whole file fails."""
-
-
-class MappingError(ValueError):
-    """The mapping cannot be compiled; each problem has the key path it is about."""
-
-    def __init__(self, problems: list[tuple[KeyPath, str]]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(f"{'.'.join(map(str, p))}: {m}" for p, m in problems))
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,12 +23,17 @@ from .chunks import ChunkData, ChunkSource, FileRequest, OpenChunks
 from .config import Channel, LoadedConfig
 from .delivery import Sender
 from .deltarun import DeltaFile, DeltaRun
-from .errors import ExportFileError, FileVanishedError, NotRegularFileError, ShareUnavailableError
+from .errors import (
+    ExportFileError,
+    FileVanishedError,
+    HeaderError,
+    NotRegularFileError,
+    ShareUnavailableError,
+)
 from .filestates import FileState
 from .inspection import FileInspection, inspect_file, prefix_sha256, share_available
 from .journal import FileRecord, Journal
 from .logs import export_logger
-from .mapping import HeaderError
 from .metrics import Metrics
 from .progress import ProgressMeter
 from .rejects import RejectsWriter

@@ -16,9 +16,9 @@ from typing import TextIO
 import orjson
 
 from .config import Channel, LoadedConfig, load_config
-from .errors import ExportFileError, InputMissingError, UsageError
+from .errors import ExportFileError, HeaderError, InputMissingError, UsageError
 from .inspection import inspect_file
-from .mapping import HeaderError, Mapped, Rejection, RowMapper, parse_path_pattern
+from .mapping import Mapped, Rejection, RowMapper, parse_path_pattern
 from .reader import ExportReader
 from .watchrules import ExportPath, classify_path
 

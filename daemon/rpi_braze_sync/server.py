@@ -24,9 +24,9 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from .config import Secret
 from .errors import ListenError
 from .metrics import Metrics
+from .secret import Secret
 
 log = logging.getLogger(__name__)
 Readiness = Callable[[], list[str]]  # what keeps the daemon from being ready; empty when ready

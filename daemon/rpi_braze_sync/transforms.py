@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pycountry
 
+from .errors import FieldValueError as FieldValueError  # (re-exported: the error tree owns it)
 from .phones import PhoneError, to_e164, usable_region
 
 if TYPE_CHECKING:  # the mapping process imports this module, never pydantic (plain.py)
@@ -50,10 +51,6 @@ _EMAIL = re.compile(
 )
 _GENDERS = {"m": "M", "f": "F", "o": "O", "n": "N", "p": "P"}
 _GENDERS |= {"male": "M", "female": "F", "other": "O"}
-
-
-class FieldValueError(ValueError):
-    """A value Braze would refuse or misread; the message says why."""
 
 
 class _Skip:

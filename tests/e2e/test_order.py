@@ -69,7 +69,7 @@ async def test_files_found_together_go_upsert_first_whatever_their_order_on_disk
     await wait_until(lambda: len(fake_braze.objects()) == 2 * pairs * USERS, what="all files")
     assert await daemon.stop() == 0
     assert fake_braze.ignored_updates == []
-    by_user = {}
+    by_user: dict[str, list[tuple[bool, int]]] = {}
     for position, obj in enumerate(fake_braze.objects()):
         by_user.setdefault(obj["external_id"], []).append((obj["_update_existing_only"], position))
     assert all(upsert < append for (_, upsert), (_, append) in by_user.values())

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 
 import yaml
 
 from tests.e2e.conftest import SCRIPT, UPSERT, DaemonProcess, wait_until
 from tests.fakebraze import FakeBraze
+
+
+def said_in(said: str, daemon: DaemonProcess) -> bool:
+    return said in daemon.log_text()
 
 
 def rows(prefix: str, count: int) -> str:
@@ -146,7 +151,7 @@ async def test_bombs_are_refused_by_check_and_by_the_reload_which_keeps_going(
         assert check.returncode == 78, err
         assert said in err.decode()
         daemon.config.write_text(good + bomb)  # noticed without a signal
-        await wait_until(lambda s=said: s in daemon.log_text(), timeout_s=10, what="refusal")
+        await wait_until(functools.partial(said_in, said, daemon), timeout_s=10, what="refusal")
         assert await daemon.metric("rpi_braze_sync_config_reloads_total", reloads) == n
         assert await daemon.metric("rpi_braze_sync_config_last_reload_successful") == 0
     daemon.config.write_text(good + "\n# fixed\n")

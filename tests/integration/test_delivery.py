@@ -12,9 +12,9 @@ import pytest
 
 from rpi_braze_sync.batching import Item
 from rpi_braze_sync.braze import HttpTransport
-from rpi_braze_sync.config import Secret
 from rpi_braze_sync.delivery import Sender
 from rpi_braze_sync.metrics import Metrics
+from rpi_braze_sync.secret import Secret
 from rpi_braze_sync.settings import BrazeSettings, RateLimitSettings
 from tests.fakebraze import API_KEY, FakeBraze, Scripted, html_error, rate_limited
 
@@ -157,6 +157,7 @@ async def test_transient_answers_lose_nothing(
     assert retries == 2
     duplicates = len(fake_braze.users()) - len(users)
     counted = metrics.registry.get_sample_value("rpi_braze_sync_possible_duplicate_rows_total")
+    assert counted is not None
     assert duplicates <= counted  # only resends after no answer may duplicate, and they are counted
 
 

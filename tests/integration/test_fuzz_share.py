@@ -20,9 +20,8 @@ from hypothesis import strategies as st
 from rpi_braze_sync.chunkreader import ChunkReader
 from rpi_braze_sync.chunks import FileRequest
 from rpi_braze_sync.config import load_config
-from rpi_braze_sync.errors import ExportFileError
+from rpi_braze_sync.errors import ExportFileError, HeaderError
 from rpi_braze_sync.inspection import inspect_file
-from rpi_braze_sync.mapping import HeaderError
 from rpi_braze_sync.plan import ReadFormat
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "rpi-braze-sync.yaml"

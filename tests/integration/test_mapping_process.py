@@ -22,9 +22,8 @@ from rpi_braze_sync.chunkreader import CHUNK_ROWS
 from rpi_braze_sync.chunks import ChunkData, ChunkSource, Drop, FileRequest, RejectData
 from rpi_braze_sync.codec import FRAME_LENGTH, Failed, OpenFile, decode, encode
 from rpi_braze_sync.config import load_config
-from rpi_braze_sync.errors import FileChangedError, ShareUnavailableError
+from rpi_braze_sync.errors import FileChangedError, HeaderError, ShareUnavailableError
 from rpi_braze_sync.inspection import inspect_file
-from rpi_braze_sync.mapping import HeaderError
 from rpi_braze_sync.sources import MappingProcess, ThreadSource
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "rpi-braze-sync.yaml"

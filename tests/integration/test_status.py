@@ -42,7 +42,7 @@ def setup(tmp: Path, dry_run_in_yaml: bool) -> tuple[Path, Path, Path]:
     return config, state, export
 
 
-def add_record(state: Path, dry_run: bool, rel: str, state_name: str, total: int) -> None:
+def add_record(state: Path, dry_run: bool, rel: str, state_name: FileState, total: int) -> None:
     journal = SqliteJournal(journal_path(state, dry_run))
     record = journal.record_complete(rel, UPSERT, 10, 1)
     journal.start(record.id, "0" * 64, 10, 1, total)

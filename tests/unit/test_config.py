@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from rpi_braze_sync.config import Secret, load_config, parse_settings
+from rpi_braze_sync.config import load_config, parse_settings
 from rpi_braze_sync.errors import ConfigError
+from rpi_braze_sync.secret import Secret
 from rpi_braze_sync.settings import FormatSettings, Settings, ValueSpec, WatchSettings
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "rpi-braze-sync.yaml"

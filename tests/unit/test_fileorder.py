@@ -93,7 +93,7 @@ def test_every_append_waits_for_every_earlier_upsert_whatever_the_order() -> Non
                  rng.randint(0, 3))
             for i in range(6)
         ]  # fmt: skip
-        queued, sent_at, now = list(files), {}, 10.0
+        queued, sent_at, now = list(files), dict[int, float](), 10.0
         while queued:
             unfinished = [f for f in files if f.mode == UPSERT and f.id not in sent_at]
             last = max((sent_at[f.id] for f in files if f.id in sent_at and f.mode == UPSERT),

@@ -29,7 +29,9 @@ def test_display_name(text: str, shown: str) -> None:
     assert display_name(text) == shown
 
 
-def record(message: str, *args: object, export: dict[str, str] | None = None) -> logging.LogRecord:
+def record(
+    message: str, *args: object, export: dict[str, object] | None = None
+) -> logging.LogRecord:
     entry = logging.LogRecord(
         "rpi_braze_sync.watch", logging.INFO, __file__, 1, message, args, None
     )
@@ -48,6 +50,7 @@ def test_text_lines_stay_one_line_per_record() -> None:
     )
     values = {"channel": "C", "offer": "O", "workflow_id": "1", "file_name": ODD_NAME}
     logger = export_logger(logging.getLogger("x"), values)
+    assert logger.extra is not None
     prefixed = formatter.format(record("done", export=dict(logger.extra)))
     assert "\n" not in prefixed
     assert "file_name='RPI_\\xff\\xfe_\\nERROR" in prefixed

@@ -9,9 +9,9 @@ import orjson
 import pytest
 
 from rpi_braze_sync import transforms as tf
+from rpi_braze_sync.chunks import Drop
 from rpi_braze_sync.config import load_config
 from rpi_braze_sync.mapping import (
-    Drop,
     HeaderError,
     Mapped,
     MappingError,

@@ -21,7 +21,8 @@ def test_rate_is_measured_over_the_last_interval() -> None:
     assert (first.rate_per_s, first.left_s) == (200.0, 40.0)
     assert first.describe() == "2,000 of 10,000 rows acknowledged (20.0%), 200 rows/s, 40 s left"
     second = meter.snapshot(8_000, now=112.0)  # faster now: the recent rate says so
-    assert (second.rate_per_s, second.left_s) == (3_000.0, pytest.approx(2 / 3))
+    assert second.rate_per_s == 3_000.0
+    assert second.left_s == pytest.approx(2 / 3)
     assert second.ratio == 0.8
 
 

@@ -17,17 +17,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rpi_braze_sync.chunks import Drop
 from rpi_braze_sync.config import compile_channels, load_config, parse_settings
 from rpi_braze_sync.errors import ConfigError
 from rpi_braze_sync.mapping import (
-    MAX_EXTERNAL_ID_BYTES,
     CompiledMapping,
-    Drop,
     Mapped,
     Rejection,
     RowMapper,
     normalise_column,
 )
+from rpi_braze_sync.rowcode import MAX_EXTERNAL_ID_BYTES
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "rpi-braze-sync.yaml"
 PRIMARY = ("external_id", "user_alias", "braze_id")

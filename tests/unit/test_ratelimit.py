@@ -28,7 +28,7 @@ def drive(
     An event-driven clock: time jumps to the next allowed start or the next answer. Returns
     (start, answer) per request.
     """
-    now, answers_due, done = 0.0, [], []
+    now, answers_due, done = 0.0, list[float](), list[tuple[float, float]]()
     for arrival, latency in zip(arrivals, latencies, strict=True):
         now = max(now, arrival)
         while True:

@@ -14,6 +14,7 @@ import pytest
 
 from rpi_braze_sync.errors import ExportFileError
 from rpi_braze_sync.inspection import CHUNK_BYTES, FileInspection, inspect_file
+from rpi_braze_sync.plan import ReadFormat
 from rpi_braze_sync.reader import ExportReader
 from rpi_braze_sync.settings import FormatSettings
 
@@ -31,7 +32,7 @@ def read_all(
 ) -> tuple[FileInspection, list[str], Rows]:
     fmt = fmt or FormatSettings()
     inspection = inspect_file(path, fmt)
-    with ExportReader(path, inspection, fmt, start_index) as reader:
+    with ExportReader(path, inspection, ReadFormat.of(fmt), start_index) as reader:
         rows = [(r.index, r.line_no, r.cells) for r in reader.take(1000)]
         assert reader.take(1000) == []
         reader.verify_source(path, path.parent)
@@ -158,7 +159,9 @@ def test_gzip_reader_closes_its_file_when_the_header_fails(tmp_path: Path) -> No
 
     def open_empty() -> None:
         with pytest.raises(ExportFileError, match=r"^the file is empty: no header row$"):
-            ExportReader(path, inspect_file(path, FormatSettings()), FormatSettings())
+            ExportReader(
+                path, inspect_file(path, FormatSettings()), ReadFormat.of(FormatSettings())
+            )
 
     assert resource_warnings(open_empty) == []
 
@@ -266,7 +269,7 @@ def test_blank_header_row_is_an_error(
 
     def open_blank_header() -> None:
         with pytest.raises(ExportFileError) as info:
-            ExportReader(path, inspection, fmt)
+            ExportReader(path, inspection, ReadFormat.of(fmt))
         assert str(info.value) == f"line {line}: the header row is empty"
 
     assert resource_warnings(open_blank_header) == []  # the reader closed its file
@@ -291,7 +294,7 @@ def test_start_index_skips_records(tmp_path: Path, start_index: int, expected: R
 def test_batches_are_consecutive_records_across_blank_lines(tmp_path: Path) -> None:
     path = write(tmp_path, b"v\na\n\nb\nc\n\n\nd\ne\n")
     inspection = inspect_file(path, FormatSettings())
-    with ExportReader(path, inspection, FormatSettings(), start_index=1) as reader:
+    with ExportReader(path, inspection, ReadFormat.of(FormatSettings()), start_index=1) as reader:
         batches = [reader.take_batch(2) for _ in range(4)]
     seen = [(b.first_index, b.line_numbers, b.rows) for b in batches]
     assert seen == [
@@ -307,7 +310,7 @@ def test_empty_file(tmp_path: Path) -> None:
     inspection = inspect_file(path, FormatSettings())
     assert (inspection.size, inspection.sha256) == (0, hashlib.sha256(b"").hexdigest())
     with pytest.raises(ExportFileError, match=r"^the file is empty: no header row$"):
-        ExportReader(path, inspection, FormatSettings())
+        ExportReader(path, inspection, ReadFormat.of(FormatSettings()))
 
 
 def test_large_file_in_chunks(tmp_path: Path) -> None:
@@ -318,7 +321,7 @@ def test_large_file_in_chunks(tmp_path: Path) -> None:
     inspection = inspect_file(path, fmt)
     assert inspection.sha256 == hashlib.sha256(data).hexdigest()
     count = 0
-    with ExportReader(path, inspection, fmt) as reader:
+    with ExportReader(path, inspection, ReadFormat.of(fmt)) as reader:
         while chunk := reader.take(5000):
             assert len(chunk) == 5000
             for record in chunk:
