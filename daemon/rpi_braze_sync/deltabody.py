@@ -26,6 +26,7 @@ _ARRAY_OPS = frozenset({"add", "remove"})
 # (delta.held_whole). XXH3 of the exact bytes: the mapping's encoding is deterministic.
 whole_fp = xxhash.xxh3_64_digest
 _dumps = orjson.dumps
+_loads = orjson.loads
 
 
 class Parsed(NamedTuple):
@@ -49,29 +50,36 @@ def _is_array_ops(value: dict[str, Any]) -> bool:
 
 
 def parse(body: bytes) -> Parsed:
-    obj: dict[str, Any] = orjson.loads(body)
-    merge = obj.get("_merge_objects") is True
-    mode: Mode = "append" if obj.get("_update_existing_only") is True else "upsert"
+    """The object's values at their paths (one call per row acknowledged: kept lean)."""
+    obj: dict[str, Any] = _loads(body)
     fields: dict[str, bytes] = {}
     adds: list[tuple[str, bytes]] = []
     removes: list[tuple[str, bytes]] = []
     nested: set[str] = set()
+    merge = obj.get("_merge_objects") is True
+    dumps = _dumps
     items = iter(obj.items())
     next(items, None)  # the identifier
     for name, value in items:
-        if name in CONTROL_KEYS:
-            continue
-        if type(value) is dict:
-            if _is_array_ops(value):
-                adds += [(name, _dumps(v)) for v in value.get("add", ())]
-                removes += [(name, _dumps(v)) for v in value.get("remove", ())]
-                continue
-            if merge and not any(key.startswith("$") for key in value):
-                nested.add(name)
-                for key, inner in value.items():
-                    fields[f"{name}.{key}"] = _dumps(inner)
-                continue
-        fields[name] = _dumps(value)
+        if type(value) is not dict:
+            fields[name] = dumps(value)
+        elif _is_array_ops(value):
+            added = value.get("add")
+            if added:
+                adds += [(name, dumps(v)) for v in added]
+            removed = value.get("remove")
+            if removed:
+                removes += [(name, dumps(v)) for v in removed]
+        elif merge and not any(key.startswith("$") for key in value):
+            nested.add(name)
+            prefix = name + "."
+            for key, inner in value.items():
+                fields[prefix + key] = dumps(inner)
+        else:
+            fields[name] = dumps(value)
+    for key in CONTROL_KEYS:
+        fields.pop(key, None)
+    mode: Mode = "append" if obj.get("_update_existing_only") is True else "upsert"
     return Parsed(obj, fields, adds, removes, mode, frozenset(nested))
 
 

@@ -1,126 +1,110 @@
-"""CPU per row of delta's comparison and record building (issue 16), on rows shaped like the
-seed's: 20 fields (8 standard, 12 nested keys, one a $time) and 4 array values added.
+"""CPU per row of delta in the daemon (issue 16): deltarun.DeltaFile with a real store, on
+objects shaped like the seed's mapping sends (8 standard fields, 3 nested keys, 4 array values).
 
-    python tests/benchmarks/delta_compare.py [--rows 200000]
+    python tests/benchmarks/delta_compare.py [--rows 200000] [--profile]
 
-Rows are made a chunk of 500 at a time and compared at once, as the pipeline will (a row's
-objects are then still in the processor's cache; comparing 100,000 rows made long before
-measures memory latency instead). Prints microseconds of CPU per row, best of --repeat:
-- first run: nothing remembered (compare, then build the record once acknowledged);
-- unchanged: the same rows again (compare only: nothing is sent or written);
-- new ids each run: the same fields, new channel execution and contact ids (compare, build);
-- 10 % changed: one field changed in one row of ten (compare, build);
-- fingerprints alone: the 20 value fingerprints and 4 array ones, for scale.
+Chunks of 500 rows, as the pipeline hands them: per chunk `filter` (user keys, one batched
+lookup, the comparison, objects rebuilt), then `acknowledged` for the rows sent (records built
+and written on the store's thread). Prints CPU µs per row, the process's (every thread: the
+store's writes and compactions included), for:
+- first run: nothing remembered;
+- unchanged: the same rows again (nothing sent, nothing written);
+- 10 % changed: one value changed in one row of ten;
+- new ids: every row carries a new channel execution id (an array value added).
 Not in the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import time
-from collections.abc import Callable
-from typing import Any
+import asyncio
+import cProfile
+import pstats
+import resource
+import tempfile
+from pathlib import Path
 
-import xxhash
+import orjson
 
-from rpi_braze_sync.delta import build_record, compare
+from rpi_braze_sync.batching import Item
+from rpi_braze_sync.chunks import ChunkData
+from rpi_braze_sync.deltarun import DeltaRun
+from rpi_braze_sync.deltastore import DeltaStore
+from rpi_braze_sync.metrics import Metrics
 
-NOW = 1_800_000_000
-MAX_AGE = 30 * 86400
 CHUNK = 500
-Row = tuple[dict[str, bytes], list[tuple[str, bytes]]]
 
 
-def dumps(value: object) -> bytes:
-    # orjson 3.13 leaves each small result holding a ~4 KB allocation: 100,000 rows of
-    # 24 values would measure the allocator, not delta.
-    return json.dumps(value, separators=(",", ":")).encode()
-
-
-def make_row(i: int, run: int, changed_every: int = 0) -> Row:
-    country = "DE" if changed_every and i % changed_every == 0 else "FR"
-    fields = {
-        "first_name": f"First{i % 977}", "last_name": f"Last{i % 1013}",
-        "email": f"u{i}@example.com", "country": country, "dob": f"19{50 + i % 50}-01-1{i % 9}",
+def body(i: int, run: int = 1, changed_every: int = 0) -> bytes:
+    first = f"First{i % 977}" + ("x" if changed_every and i % changed_every == 0 else "")
+    return orjson.dumps({
+        "external_id": f"u{i}", "first_name": first, "last_name": f"Last{i % 1013}",
+        "email": f"u{i}@example.com", "country": "FR", "dob": f"19{50 + i % 50}-01-1{i % 9}",
         "gender": "MF"[i % 2], "home_city": "Paris", "phone": f"+3312345{i % 10000:04d}",
-    }  # fmt: skip
-    encoded = {k: dumps(v) for k, v in fields.items()}
-    for k in range(11):
-        encoded[f"rpi_cdp_attributes.col{k}"] = dumps(i % (k + 7) if k % 2 else f"v{k}")
-    encoded["rpi_cdp_attributes.since"] = dumps({"$time": "2024-01-02"})
-    adds = [
-        ("rpi_audience_outputs", b'"Spring Sale"'), ("rpi_offers", b'"Spring Offer"'),
-        ("rpi_contact_ids", dumps(f"{run}-{i}")), ("rpi_channel_exec_ids", dumps(run)),
-    ]  # fmt: skip
-    return encoded, adds
+        "rpi_audience_outputs": {"add": ["Spring Sale"]}, "rpi_offers": {"add": ["Bench"]},
+        "rpi_contact_ids": {"add": [str(100000 + i)]}, "rpi_channel_exec_ids": {"add": [str(run)]},
+        "rpi_cdp_attributes": {"education": "Master", "income": i % 100000, "marital_status": "married"},
+        "_merge_objects": True, "_update_existing_only": False,
+    })  # fmt: skip
 
 
-Case = Callable[[list[Row], list[bytes | None]], list[bytes | None]]
+def cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
-def compare_only(rows: list[Row], records: list[bytes | None]) -> list[bytes | None]:
-    for (fields, adds), record in zip(rows, records, strict=False):
-        compare(fields, adds, record, NOW, MAX_AGE, "upsert")
-    return records
-
-
-def compare_and_build(rows: list[Row], records: list[bytes | None]) -> list[bytes | None]:
-    out = []
-    for (fields, adds), record in zip(rows, records, strict=False):
-        decision = compare(fields, adds, record, NOW, MAX_AGE, "upsert")
-        if decision.remember is not None:
-            record = build_record(decision.remember, record, NOW)
-        out.append(record)
-    return out
-
-
-def fingerprints(rows: list[Row], records: list[bytes | None]) -> list[bytes | None]:
-    value_fp = xxhash.xxh3_64_digest
-    for fields, adds in rows:
-        b"".join(map(value_fp, fields.values()))
-        [value_fp(e, 7) for _, e in adds]
-    return records
-
-
-def run(n: int, make: Callable[[int], Row], case: Case, stored: list[Any]) -> float:
-    """CPU seconds of `case` alone, chunk by chunk; `stored` is updated with what it returns."""
+async def one_pass(run: DeltaRun, n: int, make: object) -> float:
+    """CPU seconds of delta's work on n rows (making the objects is not counted)."""
+    file = run.for_file("bench", "upsert")
     spent = 0.0
     for start in range(0, n, CHUNK):
-        rows = [make(i) for i in range(start, min(n, start + CHUNK))]
-        records = [
-            None if r is None else bytes(bytearray(r)) for r in stored[start : start + CHUNK]
+        indexes = list(range(start, min(n, start + CHUNK)))
+        bodies = [make(i) for i in indexes]  # type: ignore[operator]
+        chunk = ChunkData(
+            indexes, indexes, [f"u{i}" for i in indexes], bodies, [""] * len(indexes), [], [],
+            False, 0.0, 0,
+        )  # fmt: skip
+        before = cpu()
+        await file.filter(chunk)
+        items = [
+            Item(None, i, i, u, b, "")
+            for i, u, b in zip(chunk.indexes, chunk.users, chunk.bodies, strict=True)
         ]
-        before = time.process_time()
-        out = case(rows, records)
-        spent += time.process_time() - before
-        stored[start : start + CHUNK] = out
+        file.acknowledged(items)
+        spent += cpu() - before
+    before = cpu()
+    await run.drained()
+    run.store._db.flush()  # the memtable's share of the writes' cost
+    spent += cpu() - before
     return spent
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-    n = args.rows
-    cases: list[tuple[str, Callable[[int], Row], Case]] = [
-        ("first run (compare + build)", lambda i: make_row(i, 1), compare_and_build),
-        ("unchanged (compare)", lambda i: make_row(i, 1), compare_only),
-        ("new ids each run (compare + build)", lambda i: make_row(i, 2), compare_and_build),
-        ("10 % changed (compare + build)", lambda i: make_row(i, 1, 10), compare_and_build),
-        ("fingerprints alone (20 + 4)", lambda i: make_row(i, 1), fingerprints),
-    ]
-    first: list[bytes | None] = [None] * n
-    run(n, cases[0][1], compare_and_build, first)
-    print("| case | CPU µs per row |\n| --- | --- |")
-    for name, make, case in cases:
-        best = float("inf")
-        for _ in range(args.repeat):
-            stored = [None] * n if case is cases[0][2] and name.startswith("first") else list(first)
-            best = min(best, run(n, make, case, stored))
-        print(f"| {name} | {best / n * 1e6:.2f} |", flush=True)
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = DeltaStore.open(Path(tmp), "bench")
+        run = DeltaRun(store, 30, Metrics())
+        n = args.rows
+        cases = [
+            ("first run", lambda i: body(i)),
+            ("unchanged", lambda i: body(i)),
+            ("10 % changed", lambda i: body(i, 1, 10)),
+            ("new ids each run", lambda i: body(i, 2)),
+        ]
+        print("| case | CPU µs per row |\n| --- | --- |")
+        for name, make in cases:
+            profile = cProfile.Profile() if args.profile else None
+            if profile:
+                profile.enable()
+            spent = await one_pass(run, n, make)
+            if profile:
+                profile.disable()
+                pstats.Stats(profile).sort_stats("cumulative").print_stats(15)
+            print(f"| {name} | {spent / n * 1e6:.2f} |", flush=True)
+        await run.close()
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--profile", action="store_true")
+    asyncio.run(main(parser.parse_args()))

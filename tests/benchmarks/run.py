@@ -507,6 +507,19 @@ def print_table(runs: int, figures: list[Figure]) -> None:
         print(figure.row())
 
 
+async def delta_figures_for(
+    work: Path, data: Path, args: argparse.Namespace, big: Path | None = None
+) -> list[Figure]:
+    """Delta's targets (issue 16), side by side with delta off: delta_run.py."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from delta_run import delta_figures  # here: delta_run imports this module
+
+    if big is None and args.memory_rows:
+        big = work / "rows-big.txt"
+        generate(big, args.memory_rows)
+    return await delta_figures(work, data, args.rows, args.runs, big, args.memory_rows)
+
+
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         work = Path(tmp)
@@ -516,6 +529,9 @@ async def main(args: argparse.Namespace) -> None:
         generate_messy(messy, args.rows)
         if args.only == "throughput":
             print_table(args.runs, await clean_and_messy(work, data, messy, args.rows, args.runs))
+            return
+        if args.only == "delta":
+            print_table(args.runs, await delta_figures_for(work, data, args))
             return
         if args.only == "saturation":
             sat_data = work / "rows-sat.txt"
@@ -584,6 +600,7 @@ async def main(args: argparse.Namespace) -> None:
         cost = [1 - d["rows_s"] / n["rows_s"] for (_, d), n in zip(pairs, no_ckpt, strict=True)]
         figures.append(Figure("journal cost (1 - with/without)", cost, "", "<= 0.05"))
         figures += await clean_and_messy(work, data, messy, args.rows, args.runs)
+        figures += await delta_figures_for(work, data, args, big)
 
         quoted = work / "rows-quoted.txt"
         quote_all(data, quoted)
@@ -676,9 +693,10 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one run: a smoke test")
     parser.add_argument(
         "--only",
-        choices=("all", "throughput", "saturation"),
+        choices=("all", "throughput", "saturation", "delta"),
         default="all",
-        help="throughput: the daemon on the clean and messy data sets only, in turns",
+        help="throughput: the daemon on the clean and messy data sets only, in turns; delta: "
+        "delta's targets only, beside delta off",
     )
     arguments = parser.parse_args()
     if arguments.quick:

@@ -37,5 +37,8 @@ def test_the_benchmark_runs_and_prints_its_table(tmp_path: Path) -> None:
         "max requests in any 3 s",
         "RPI call -> first request, after re-check",
         "last write -> first request",
+        "delta on, first run / delta off",
+        "unchanged run: requests",
+        "10 % changed: data points sent / values changed",
     ):
         assert figure in rows, result.stdout

@@ -1,0 +1,226 @@
+"""Delta's targets (issue 16), the daemon as a real process against the counting fake Braze,
+side by side with delta off in the same run (run.py calls it; `make bench` prints it).
+
+Per run, in turns: the daemon with delta off sends the file once; then a daemon with delta on
+sends it (first run: nothing remembered), the same rows again under another name (unchanged
+run), and the rows with one value changed in one row of ten (changed run). A big run checks the
+peak memory with --memory-rows users remembered.
+
+    python tests/benchmarks/delta_run.py [--rows 1000000] [--runs 3] [--memory-rows 5000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import (
+    FAST,
+    QUICK_WATCH,
+    Daemon,
+    Fake,
+    Figure,
+    generate,
+    print_table,
+    wait_for_objects,
+)
+
+DELTA_ON = {"delta": {"enabled": True}}
+CHANGED_EVERY = 10  # one row in ten has one value changed
+_SAMPLE = re.compile(r"^(rpi_braze_sync_\w+)\{([^}]*)\} ([0-9.e+]+)$", re.M)
+
+
+def change_every_tenth(data: Path, target: Path) -> int:
+    """The same rows, the first name changed in one row of ten; returns the values changed."""
+    changed = 0
+    with open(data, encoding="utf-8", newline="") as src, open(target, "w", newline="") as out:
+        out.write(src.readline())
+        for i, line in enumerate(src):
+            if i % CHANGED_EVERY == 0:
+                cells = line.split(",")
+                cells[3] = cells[3] + "x"  # first_name
+                line = ",".join(cells)
+                changed += 1
+            out.write(line)
+    return changed
+
+
+async def metrics(daemon: Daemon) -> dict[tuple[str, str], float]:
+    url = f"http://127.0.0.1:{daemon.port}/metrics"
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        text = await r.text()
+    return {(name, labels): float(value) for name, labels, value in _SAMPLE.findall(text)}
+
+
+def value(samples: dict[tuple[str, str], float], name: str, **labels: str) -> float:
+    total = 0.0
+    for (sample, text), number in samples.items():
+        if sample == name and all(f'{k}="{v}"' in text for k, v in labels.items()):
+            total += number
+    return total
+
+
+async def until_done(daemon: Daemon, files: int, timeout_s: float = 900) -> float:
+    """Waits until `files` files are done; returns when (monotonic)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = value(await metrics(daemon), "rpi_braze_sync_files_total", outcome="done")
+        if done >= files:
+            return time.monotonic()
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"timed out waiting for {files} files")
+
+
+def disk_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+async def delta_runs(
+    work: Path, data: Path, changed: Path, rows: int, n_changed: int
+) -> dict[str, float]:
+    """One daemon, delta on: first run, unchanged run, changed run."""
+    async with Fake() as fake, Daemon(work, fake, FAST, QUICK_WATCH, {}, DELTA_ON) as daemon:
+        cpu0 = daemon.cpu_s()
+        start = time.monotonic()
+        daemon.drop(data, "first.txt")
+        stats = await wait_for_objects(fake, rows, timeout_s=900)
+        first_done = await until_done(daemon, 1)
+        cpu1 = daemon.cpu_s()
+        remembered = value(
+            await metrics(daemon), "rpi_braze_sync_data_points_total", outcome="sent"
+        )
+        requests_before = (await fake.stats())["requests"]
+        second_start = time.monotonic()
+        daemon.drop(data, "again.txt")
+        second_done = await until_done(daemon, 2)
+        cpu2 = daemon.cpu_s()
+        requests_again = (await fake.stats())["requests"] - requests_before
+        before = await metrics(daemon)
+        daemon.drop(changed, "changed.txt")
+        await until_done(daemon, 3)
+        after = await metrics(daemon)
+        rss = daemon.peak_rss_mb()
+    sent = value(after, "rpi_braze_sync_data_points_total", outcome="sent") - value(
+        before, "rpi_braze_sync_data_points_total", outcome="sent"
+    )
+    seconds = stats["last"] - stats["first"]
+    return {
+        "rows_s": rows / seconds,
+        "first_s": first_done - start,
+        "second_s": second_done - second_start,
+        "requests_again": requests_again,
+        "cpu_first_per_m": (cpu1 - cpu0) / rows * 1e6,
+        "cpu_second_per_m": (cpu2 - cpu1) / rows * 1e6,
+        "points_over_changed": sent / n_changed,
+        "rss_mb": rss,
+        "store_bytes": disk_bytes(work / "state" / "delta"),
+        "values": remembered,
+    }
+
+
+async def delta_off(work: Path, data: Path, rows: int) -> dict[str, float]:
+    """Delta off, timed as delta_runs times its first run (from the drop to done) too."""
+    async with Fake() as fake, Daemon(work, fake, FAST, QUICK_WATCH, {}) as daemon:
+        start = time.monotonic()
+        daemon.drop(data, "first.txt")
+        stats = await wait_for_objects(fake, rows, timeout_s=900)
+        done = await until_done(daemon, 1)
+    return {"rows_s": rows / (stats["last"] - stats["first"]), "first_s": done - start}
+
+
+async def big_run(work: Path, data: Path, rows: int) -> dict[str, float]:
+    async with Fake() as fake, Daemon(work, fake, FAST, QUICK_WATCH, {}, DELTA_ON) as daemon:
+        daemon.drop(data, "big.txt")
+        await wait_for_objects(fake, rows, timeout_s=1800)
+        await until_done(daemon, 1, 1800)
+        rss = daemon.peak_rss_mb()
+    store = disk_bytes(work / "state" / "delta")
+    return {"rss_mb": rss, "store_bytes": store}
+
+
+async def delta_figures(
+    work: Path, data: Path, rows: int, runs: int, big: Path | None, big_rows: int
+) -> list[Figure]:
+    changed = work / "rows-changed.txt"
+    n_changed = change_every_tenth(data, changed)
+    off: list[dict[str, float]] = []
+    on: list[dict[str, float]] = []
+    for i in range(runs):  # in turns, so the machine's noise hits both alike
+        off.append(await delta_off(work / f"doff{i}", data, rows))
+        on.append(await delta_runs(work / f"don{i}", data, changed, rows, n_changed))
+    figures = [
+        Figure("delta off: rows/s", [r["rows_s"] for r in off], "", "reference"),
+        Figure("delta on, first run: rows/s", [r["rows_s"] for r in on], "", ""),
+        Figure(
+            "delta on, first run / delta off",
+            [d["rows_s"] / o["rows_s"] for o, d in zip(off, on, strict=True)],
+            "",
+            ">= 0.80",
+        ),
+        Figure("delta on, first run: drop -> done", [r["first_s"] for r in on], "s", ""),
+        Figure(
+            "delta on, first run: CPU s per 1M rows", [r["cpu_first_per_m"] for r in on], "s", ""
+        ),
+        Figure("unchanged run: requests", [r["requests_again"] for r in on], "", "0"),
+        Figure("unchanged run: drop -> done", [r["second_s"] for r in on], "s", ""),
+        Figure(
+            "unchanged run / first run (time)",
+            [r["second_s"] / r["first_s"] for r in on],
+            "",
+            "< 0.5",
+        ),
+        Figure("unchanged run: CPU s per 1M rows", [r["cpu_second_per_m"] for r in on], "s", ""),
+        Figure(
+            "10 % changed: data points sent / values changed",
+            [r["points_over_changed"] for r in on],
+            "",
+            "<= 1.05",
+        ),
+        Figure(f"delta on: peak RSS, {rows:,} rows", [r["rss_mb"] for r in on], "MB", ""),
+        Figure(f"store on disk, {rows:,} users", [r["store_bytes"] / 1e6 for r in on], "MB", ""),
+        Figure(
+            "store: bytes per remembered value",
+            [r["store_bytes"] / r["values"] for r in on],
+            "B",
+            "",
+        ),
+    ]
+    if big is not None:
+        result = await big_run(work / "dbig", big, big_rows)
+        figures.append(
+            Figure(f"delta on: peak RSS, {big_rows:,} users", [result["rss_mb"]], "MB", "< 150")
+        )
+        figures.append(
+            Figure(f"store on disk, {big_rows:,} users", [result["store_bytes"] / 1e6], "MB", "")
+        )
+    return figures
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        work = Path(tmp)
+        data = work / "rows.txt"
+        generate(data, args.rows)
+        big = None
+        if args.memory_rows:
+            big = work / "rows-big.txt"
+            generate(big, args.memory_rows)
+        figures = await delta_figures(work, data, args.rows, args.runs, big, args.memory_rows)
+    print_table(args.runs, figures)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--memory-rows", type=int, default=5_000_000, help="0: no big run")
+    parser.add_argument("--workdir", default=None)
+    asyncio.run(main(parser.parse_args()))
