@@ -34,7 +34,7 @@ from typing import NoReturn
 
 import orjson
 
-from . import package_version
+from . import forget, package_version
 from .app import serve
 from .assets import cmd_init
 from .check import cmd_check
@@ -155,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("path", help="the export, relative to the base folder or absolute")
     _journal_args(retry, "queue it in")
 
+    _config_arg(forget.add_parser(sub))
+
     sub.add_parser("schema", help="print the configuration's JSON Schema")
 
     init = sub.add_parser("init", help="write the sample configuration and service files")
@@ -232,6 +234,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": cmd_status,
     "schema": cmd_schema,
     "retry": cmd_retry,
+    "forget": forget.cmd_forget,
     "init": cmd_init,
     "completion": lambda args: cmd_completion(build_parser(), args.shell),
 }

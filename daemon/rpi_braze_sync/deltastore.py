@@ -16,7 +16,7 @@ from typing import cast
 import rocksdict as rocks
 
 from .delta import refreshed_at, user_key
-from .errors import RpiBrazeSyncError
+from .errors import RpiBrazeSyncError, StateLockedError
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,10 @@ MEMTABLE_BYTES = 8 << 20
 
 class DeltaStoreError(RpiBrazeSyncError):
     """The store of remembered values cannot be opened or written."""
+
+
+class DeltaStoreInUseError(DeltaStoreError, StateLockedError):
+    """Another process (a running daemon) has the store open for writing: exit 75."""
 
 
 def workspace_fingerprint(api_url: str, api_key: str) -> str:
@@ -116,6 +120,20 @@ class DeltaStore:
         except OSError as exc:
             raise DeltaStoreError(f"cannot open the delta store in {directory}: {exc}") from exc
         except Exception as exc:  # rocksdict raises bare Exception for RocksDB's errors
+            raise _converted(exc, directory) from exc
+        return cls(directory, db, read_only=False)
+
+    @classmethod
+    def open_existing(cls, state_directory: Path) -> DeltaStore | None:
+        """For `forget`: open the store for writing whatever its workspace (forgetting is
+        always safe), None when there is none. The daemon must be stopped: RocksDB takes one
+        writer, and a running daemon with delta on holds it (DeltaStoreError says so)."""
+        directory = Path(state_directory) / STORE_DIRECTORY
+        if not (directory / _DB / "CURRENT").exists():
+            return None
+        try:
+            db = rocks.Rdict(str(directory / _DB), _options(create=False))
+        except Exception as exc:
             raise _converted(exc, directory) from exc
         return cls(directory, db, read_only=False)
 
@@ -276,7 +294,7 @@ def _write_marker(marker: Path, workspace: str) -> None:
 def _converted(exc: Exception, directory: Path) -> DeltaStoreError:
     text = str(exc)
     if "lock" in text.lower():
-        return DeltaStoreError(
+        return DeltaStoreInUseError(
             f"the delta store in {directory} is open in another process (a running daemon): "
             "stop it first"
         )

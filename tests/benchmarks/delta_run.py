@@ -21,8 +21,8 @@ from pathlib import Path
 
 import aiohttp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.benchmarks.run import (
     FAST,
     QUICK_WATCH,
     Daemon,

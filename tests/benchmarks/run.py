@@ -511,8 +511,8 @@ async def delta_figures_for(
     work: Path, data: Path, args: argparse.Namespace, big: Path | None = None
 ) -> list[Figure]:
     """Delta's targets (issue 16), side by side with delta off: delta_run.py."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from delta_run import delta_figures  # here: delta_run imports this module
+    sys.path.insert(0, str(ROOT))
+    from tests.benchmarks.delta_run import delta_figures  # here: it imports this module
 
     if big is None and args.memory_rows:
         big = work / "rows-big.txt"

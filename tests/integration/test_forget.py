@@ -1,0 +1,89 @@
+"""`rpi-braze-sync forget` (issue 16): what it clears is sent again; it refuses while a daemon
+holds the store (exit 75) and changes nothing then."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from rpi_braze_sync import delta
+from rpi_braze_sync.cli import main
+from rpi_braze_sync.deltastore import DeltaStore
+from rpi_braze_sync.metrics import Metrics
+from tests.e2e.conftest import wait_until, write_config
+from tests.fakebraze import FakeBraze
+from tests.integration.test_delta_pipeline import rows
+from tests.integration.test_pipeline import InProcess
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path, fake_braze: FakeBraze) -> AsyncIterator[InProcess]:
+    process = InProcess(tmp_path, fake_braze)
+    process.changes["delta"] = {"enabled": True}
+    yield process
+    if process.task is not None and not process.task.done():
+        await process.stop()
+
+
+def forget(daemon: InProcess, *args: str) -> int:
+    return main(["forget", "--config", str(daemon.config_path), *args])
+
+
+async def send_again(daemon: InProcess, fake: FakeBraze, name: str) -> list[str]:
+    before = len(fake.objects())
+    daemon.metrics = Metrics()
+    await daemon.start()
+    daemon.drop(name, rows(4))
+    await wait_until(daemon.finished(1), what=name)
+    assert await daemon.stop() == 0
+    return sorted(o["external_id"] for o in fake.objects()[before:])
+
+
+async def test_forget_users_then_all(
+    daemon: InProcess, fake_braze: FakeBraze, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await daemon.start()
+    daemon.drop("run1.txt", rows(4))
+    await wait_until(daemon.finished(1), what="the first file")
+    assert forget(daemon, "--all") == 75  # the running daemon holds the store
+    assert "stop it first" in capsys.readouterr().err
+    assert await daemon.stop() == 0
+
+    assert forget(daemon, "--user", "u1", "u3", "nobody") == 0
+    assert "forgot the values of 2 of 3 users" in capsys.readouterr().out
+    assert await send_again(daemon, fake_braze, "run2.txt") == ["u1", "u3"]
+
+    assert forget(daemon, "--all") == 0
+    assert await send_again(daemon, fake_braze, "run3.txt") == ["u0", "u1", "u2", "u3"]
+
+
+async def test_forget_older_than(daemon: InProcess, fake_braze: FakeBraze) -> None:
+    await daemon.start()
+    daemon.drop("run1.txt", rows(4))
+    await wait_until(daemon.finished(1), what="the first file")
+    assert await daemon.stop() == 0
+    # u2 was last sent 10 days ago: its record's time moved back, as a clock would have
+    store = DeltaStore.open_existing(daemon.state)
+    assert store is not None
+    key = delta.user_key("u2")
+    (record,) = store.lookup([key])
+    assert record is not None
+    old = int(time.time()) - 10 * 86400
+    store.remember([(key, record[:2] + old.to_bytes(4, "little") + record[6:])])
+    store.close()
+    assert forget(daemon, "--older-than", "11") == 0
+    assert await send_again(daemon, fake_braze, "run2.txt") == []
+    assert forget(daemon, "--older-than", "9") == 0
+    assert await send_again(daemon, fake_braze, "run3.txt") == ["u2"]
+
+
+async def test_forget_without_a_store_says_so(
+    tmp_path: Path, fake_braze: FakeBraze, capsys: pytest.CaptureFixture[str]
+) -> None:
+    process = InProcess(tmp_path, fake_braze)
+    write_config(process.config_path, process.changes)
+    assert forget(process, "--all") == 0
+    assert "nothing remembered" in capsys.readouterr().out
