@@ -138,13 +138,16 @@ class DeltaStore:
         return cls(directory, db, read_only=False)
 
     @classmethod
-    def open_read_only(cls, state_directory: Path, workspace: str) -> DeltaStore | None:
+    def open_read_only(cls, state_directory: Path, workspace: str | None) -> DeltaStore | None:
         """For preview --explain, beside a running daemon. None when nothing is remembered for
-        this workspace (no store yet, or one of another workspace, left untouched)."""
+        this workspace (no store yet, or one of another workspace, left untouched); `workspace`
+        None: not checked."""
         directory = Path(state_directory) / STORE_DIRECTORY
         marker = directory / _WORKSPACE
         try:
-            if not marker.exists() or marker.read_text().strip() != workspace:
+            if not marker.exists():
+                return None
+            if workspace is not None and marker.read_text().strip() != workspace:
                 return None
             if not (directory / _DB / "CURRENT").exists():
                 return None

@@ -16,6 +16,7 @@ from typing import TextIO
 import orjson
 
 from .config import Channel, LoadedConfig, load_config
+from .deltaview import DeltaView
 from .errors import ExportFileError, HeaderError, InputMissingError, UsageError
 from .inspection import inspect_file
 from .mapping import Mapped, Rejection, RowMapper, parse_path_pattern
@@ -76,6 +77,12 @@ def cmd_preview(args: argparse.Namespace) -> int:
     out, err = sys.stdout, sys.stderr
     for warning in mapper.warnings:
         print(f"warning: {warning}", file=err)
+    view = None
+    if args.explain:  # what delta would leave out (deltaview.py), the store read-only
+        channel, _ = channel_for(config, args.export_file, args.channel)
+        view = DeltaView.open(args.config, config, channel.name)
+        if view is not None:
+            print(view.note, file=out)
     objects = 0
     rejected: Counter[str] = Counter()
     dropped: Counter[str] = Counter()
@@ -90,7 +97,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
             for record in records:
                 result = mapper.map_row(record.cells, record.line_no)
                 if args.explain and objects + rejected.total() < args.sample:
-                    _explain(out, reader.header, record.cells, record.line_no, result)
+                    _explain(out, reader.header, record.cells, record.line_no, result, view)
                 if isinstance(result, Rejection):
                     rejected[result.reason] += 1
                     if not args.explain:
@@ -116,11 +123,18 @@ def cmd_preview(args: argparse.Namespace) -> int:
             for reason, count in counts.most_common():
                 print(f"  {title} {count} x {reason}", file=out)
     out.flush()
+    if view is not None:
+        view.close()
     return 0
 
 
 def _explain(
-    out: TextIO, header: list[str], cells: list[str], line_no: int, result: Mapped | Rejection
+    out: TextIO,
+    header: list[str],
+    cells: list[str],
+    line_no: int,
+    result: Mapped | Rejection,
+    view: DeltaView | None = None,
 ) -> None:
     """One source row beside what Braze would receive for it."""
     print(f"line {line_no}:", file=out)
@@ -131,6 +145,8 @@ def _explain(
         print(f"  -> rejected: {result.reason}\n", file=out)
         return
     print(f"  -> {orjson.dumps(result.attributes).decode()}", file=out)
+    if view is not None:
+        print(f"  -> {view.explain(result.user, result.attributes)}", file=out)
     for drop in result.drops or ():
         print(f"  -> dropped {drop.field}={drop.value!r}: {drop.reason}", file=out)
     print(file=out)

@@ -1,5 +1,6 @@
-"""`rpi-braze-sync forget` (issue 16): what it clears is sent again; it refuses while a daemon
-holds the store (exit 75) and changes nothing then."""
+"""The command line around delta (issue 16): `forget` clears what is sent again (it refuses
+while a daemon holds the store, exit 75, and changes nothing then); `preview --explain` marks
+what delta would leave out, reading the store beside a running daemon."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from rpi_braze_sync import delta
 from rpi_braze_sync.cli import main
 from rpi_braze_sync.deltastore import DeltaStore
 from rpi_braze_sync.metrics import Metrics
-from tests.e2e.conftest import wait_until, write_config
-from tests.fakebraze import FakeBraze
+from tests.e2e.conftest import UPSERT, wait_until, write_config
+from tests.fakebraze import API_KEY, FakeBraze
 from tests.integration.test_delta_pipeline import rows
 from tests.integration.test_pipeline import InProcess
 
@@ -87,3 +88,31 @@ async def test_forget_without_a_store_says_so(
     write_config(process.config_path, process.changes)
     assert forget(process, "--all") == 0
     assert "nothing remembered" in capsys.readouterr().out
+
+
+async def test_preview_explain_marks_what_delta_would_skip(
+    daemon: InProcess,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BRAZE_API_KEY", API_KEY)  # the workspace is checked
+    await daemon.start()
+    daemon.drop("run1.txt", rows(3))
+    await wait_until(daemon.finished(1), what="the first file")
+    changed = tmp_path / "elsewhere" / UPSERT / "Offer" / "wf-1" / "run2.txt"  # not watched
+    changed.parent.mkdir(parents=True)
+    changed.write_bytes(rows(3, frozenset({1})))
+    args = ["preview", "--config", str(daemon.config_path), "--explain"]
+    code = main([*args, str(changed)])
+    assert code == 0  # beside the running daemon: the store read-only
+    out = capsys.readouterr().out
+    assert "delta: values remembered in" in out
+    lines = [line.strip() for line in out.splitlines() if "-> delta:" in line]
+    assert lines == [
+        "-> delta: not sent: Braze holds all 4 values from us",
+        '-> delta: skips country, rpi_cdp_attributes.income, rpi_offers add "Offer" (held by'
+        " Braze); sends 1",
+        "-> delta: not sent: Braze holds all 4 values from us",
+    ]
+    assert await daemon.stop() == 0
