@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, NamedTuple
 
+from . import deltastats
 from .batching import Item
 from .chunks import ChunkData
 from .delta import (
@@ -73,6 +74,10 @@ def open_delta(config: LoadedConfig, metrics: Metrics) -> DeltaRun | None:
     if not uses_delta(config):
         return None
     store = DeltaStore.open(config.state_directory, workspace_of(config))
+    try:
+        deltastats.prune(config.state_directory)
+    except OSError as exc:
+        log.warning("delta: cannot prune %s: %s", deltastats.FILE_NAME, exc)
     log.info(
         "delta: values remembered in %s (about %d users)", store.directory, store.records_estimate()
     )
@@ -91,6 +96,7 @@ class DeltaRun:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        self.state_directory = store.directory.parent
         self.max_age_s = int(max_age_days * DAY_S)
         self.metrics = metrics
         self.clock = clock
@@ -101,6 +107,16 @@ class DeltaRun:
 
     def for_file(self, channel: str, mode: Mode) -> DeltaFile:
         return DeltaFile(self, channel, mode)
+
+    def file_finished(self, entry: deltastats.FilePoints) -> None:
+        """A file's data points, for `status` (written on the store's thread)."""
+        future = self._thread.submit(deltastats.append, self.state_directory, entry)
+        future.add_done_callback(self._stats_written)
+
+    @staticmethod
+    def _stats_written(future: Future[None]) -> None:
+        if future.exception() is not None:  # only status loses a line
+            log.warning("delta: cannot record a file's data points: %s", future.exception())
 
     async def lookup(self, keys: list[bytes]) -> list[bytes | None]:
         try:
@@ -269,6 +285,14 @@ class DeltaFile:
             state = self._rows.pop(item.index, None)
             if state is not None:
                 inflight.answered(state.key, None)
+
+    def finished(self, record_id: int, rel_path: str, channel: str) -> None:
+        """The file reached a final state: its data points, for `status`."""
+        if self.points_sent or self.points_skipped:
+            entry = deltastats.FilePoints(
+                record_id, rel_path, channel, self.points_sent, self.points_skipped, time.time()
+            )
+            self.run.file_finished(entry)
 
     def close(self) -> None:
         """The file ended (or was given up): rows still held were never answered."""

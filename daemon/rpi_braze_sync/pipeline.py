@@ -450,6 +450,8 @@ class FileJob:
         if state != FileState.DONE:
             self.log.error("%s: %s", state, reason)
         self.journal.finish(self.record.id, state, reason)
+        if self.delta is not None:
+            self.delta.finished(self.record.id, self.record.rel_path, self.channel.name)
         self.metrics.files.labels(self.channel.name, state).inc()
         self.sender.transport.finish(self.source)
         return state

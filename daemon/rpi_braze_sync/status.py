@@ -16,7 +16,9 @@ from typing import Any
 
 import orjson
 
+from . import deltastats
 from .config import LoadedConfig, load_config
+from .deltastats import FilePoints, by_file, recent_totals
 from .errors import InputMissingError, RpiBrazeSyncError, error_lines, exit_status
 from .filestates import FileState
 from .journal import FileRecord
@@ -81,7 +83,8 @@ def percent_settled(record: FileRecord) -> float | None:
     return round(100 * min(record.checkpoint, record.rows_total) / record.rows_total, 1)
 
 
-def file_entry(record: FileRecord) -> dict[str, Any]:
+def file_entry(record: FileRecord, points: FilePoints | None = None) -> dict[str, Any]:
+    """`points`: delta's data points of the file (deltastats.py), when delta sent it."""
     return {
         "id": record.id,
         "path": display_name(record.rel_path),  # one line; bytes not UTF-8 as \xNN
@@ -92,6 +95,8 @@ def file_entry(record: FileRecord) -> dict[str, Any]:
         "rows_sent": record.rows_sent,
         "rows_rejected": record.rows_rejected,
         "fields_dropped": record.fields_dropped,
+        "data_points_sent": points.sent if points is not None else None,
+        "data_points_skipped": points.skipped if points is not None else None,
         "percent": percent_settled(record),
         "reason": display_name(record.reason) if record.reason is not None else None,
         "retry": bool(record.retry),
@@ -127,9 +132,21 @@ def read_journal(choice: JournalChoice, states: list[str] | None) -> list[FileRe
     return [r for r in records if states is None or r.state in states]
 
 
+PointsByFile = dict[tuple[int, str], FilePoints]
+
+
+def _points_of(choice: JournalChoice, points: PointsByFile) -> PointsByFile:
+    return {} if choice.dry_run else points  # delta is off in a dry run
+
+
 def build_document(
-    config: LoadedConfig, journals: list[tuple[JournalChoice, list[FileRecord]]]
+    config: LoadedConfig,
+    journals: list[tuple[JournalChoice, list[FileRecord]]],
+    delta: list[FilePoints] | None = None,
 ) -> dict[str, Any]:
+    entries = delta or []
+    points = by_file(entries)
+    sent, skipped = recent_totals(entries, time.time())
     return {
         "schema_version": SCHEMA_VERSION,
         "generated_at": iso_utc(time.time()),
@@ -141,16 +158,24 @@ def build_document(
                 "path": str(choice.path),
                 "in_use": choice.in_use,
                 "totals": totals(records),
-                "files": [file_entry(r) for r in records],
+                "files": [
+                    file_entry(r, _points_of(choice, points).get((r.id, r.rel_path)))
+                    for r in records
+                ],
             }
             for choice, records in journals
         ],
+        "delta_last_30_days": {"data_points_sent": sent, "data_points_skipped": skipped},
     }
 
 
-def render_text(journals: list[tuple[JournalChoice, list[FileRecord]]]) -> str:
+def render_text(
+    journals: list[tuple[JournalChoice, list[FileRecord]]], delta: list[FilePoints] | None = None
+) -> str:
     out: list[str] = []
+    all_points = by_file(delta or [])
     for choice, records in journals:
+        points = _points_of(choice, all_points)
         used = "this configuration's" if choice.in_use else "not this configuration's"
         out.append(f"{_mode(choice)} journal {choice.path} ({used})")
         out.append(
@@ -168,6 +193,11 @@ def render_text(journals: list[tuple[JournalChoice, list[FileRecord]]]) -> str:
             )
             if r.reason:
                 out.append(f"{'':<11} reason: {display_name(r.reason)}")
+            saved = points.get((r.id, r.rel_path))
+            if saved is not None:
+                out.append(
+                    f"{'':<11} delta: {saved.sent:,} data points sent, {saved.skipped:,} skipped"
+                )
         total = totals(records)
         states = ", ".join(f"{n} {s}" for s, n in sorted(total["by_state"].items()))
         out.append(
@@ -176,6 +206,9 @@ def render_text(journals: list[tuple[JournalChoice, list[FileRecord]]]) -> str:
             " fields dropped"
         )
         out.append("")
+    if delta:
+        sent, skipped = recent_totals(delta, time.time())
+        out.append(f"delta, last 30 days: {sent:,} data points sent, {skipped:,} skipped\n")
     return "\n".join(out)
 
 
@@ -184,6 +217,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         config = load_for_journal(args)
         chosen = existing_journals(config, args.dry_run)
         journals = [(choice, read_journal(choice, args.state)) for choice in chosen]
+        delta = deltastats.read(config.state_directory)
     except RpiBrazeSyncError as exc:
         if not args.json:
             raise
@@ -192,8 +226,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         sys.stdout.write(orjson.dumps({"error": error}).decode() + "\n")
         return exit_status(exc)
     if args.json:
-        document = build_document(config, journals)
+        document = build_document(config, journals, delta)
         sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        sys.stdout.write(render_text(journals))
+        sys.stdout.write(render_text(journals, delta))
     return 0

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from rpi_braze_sync import delta
@@ -116,3 +117,31 @@ async def test_preview_explain_marks_what_delta_would_skip(
         "-> delta: not sent: Braze holds all 4 values from us",
     ]
     assert await daemon.stop() == 0
+
+
+async def test_status_shows_data_points_per_file_and_for_30_days(
+    daemon: InProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await daemon.start()
+    daemon.drop("run1.txt", rows(4))
+    await wait_until(daemon.finished(1), what="the first file")
+    daemon.drop("run2.txt", rows(4, frozenset({2})))
+    await wait_until(daemon.finished(2), what="the second file")
+    assert await daemon.stop() == 0
+    capsys.readouterr()
+    assert main(["status", "--config", str(daemon.config_path), "--json"]) == 0
+    document = orjson.loads(capsys.readouterr().out)
+    files = {Path(f["path"]).name: f for f in document["journals"][0]["files"]}
+    assert (files["run1.txt"]["data_points_sent"], files["run1.txt"]["data_points_skipped"]) == (
+        16,
+        0,
+    )
+    assert (files["run2.txt"]["data_points_sent"], files["run2.txt"]["data_points_skipped"]) == (
+        1,
+        15,
+    )
+    assert document["delta_last_30_days"] == {"data_points_sent": 17, "data_points_skipped": 15}
+    assert main(["status", "--config", str(daemon.config_path)]) == 0
+    text = capsys.readouterr().out
+    assert "delta: 1 data points sent, 15 skipped" in text
+    assert "delta, last 30 days: 17 data points sent, 15 skipped" in text
