@@ -59,6 +59,32 @@ def rate_limited(style: str, wait_s: float = 0.2) -> Scripted:
     return Scripted("status", 429, b'{"message":"Rate Limited"}', headers)
 
 
+_CONTROL = ("external_id", "_merge_objects", "_update_existing_only")
+
+
+def apply_object(profile: dict[str, Any], obj: dict[str, Any]) -> None:
+    """One accepted attributes object applied to a profile as Braze does: a standard field
+    set, a nested object merged key by key under _merge_objects (replaced otherwise), array
+    values added at the end (one already there moves to the end) or removed."""
+    merge = obj.get("_merge_objects") is True
+    for key, value in obj.items():
+        if key in _CONTROL:
+            continue
+        if isinstance(value, dict) and value and set(value) <= {"add", "remove"}:
+            array = profile.setdefault(key, [])
+            for item in value.get("add", []):
+                if item in array:
+                    array.remove(item)
+                array.append(item)
+            for item in value.get("remove", []):
+                while item in array:
+                    array.remove(item)
+        elif isinstance(value, dict) and merge and not any(k.startswith("$") for k in value):
+            profile.setdefault(key, {}).update(value)
+        else:
+            profile[key] = value
+
+
 class FakeBraze:
     def __init__(
         self,
@@ -77,6 +103,8 @@ class FakeBraze:
         self.service_s = service_s
         self._workers = asyncio.Semaphore(workers) if workers else None
         self.profiles: set[str] = set()  # users created by an upsert object
+        # What a profile holds after the accepted objects, as Braze applies them (apply_object)
+        self.attributes: dict[str, dict[str, Any]] = {}
         self.ignored_updates: list[str] = []  # update-only objects for users it did not have
         # Requests and rows between their arrival and their answer, now and at the most.
         self.in_flight_requests = self.in_flight_rows = 0
@@ -197,6 +225,8 @@ class FakeBraze:
                 self.profiles.add(user)
             elif user not in self.profiles:
                 self.ignored_updates.append(user)  # Braze's answer is still a 201
+                continue
+            apply_object(self.attributes.setdefault(user, {}), obj)
         if self.on_request is not None:
             self.on_request(body)
         reply: dict[str, Any] = {"message": "success", "attributes_processed": len(objects)}
