@@ -12,20 +12,18 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import replace
 
 from .config import LoadedConfig
-from .delivery import Sender
-from .deltarun import DeltaRun
 from .fileorder import UPSERT, FileInfo, Run, Wait, choose_next
 from .filestates import FileState
 from .inspection import share_available
-from .journal import FileRecord, Journal
+from .journal import FileRecord
 from .logs import display_name, export_logger
-from .metrics import Metrics
 from .pipeline import SHARE_WAIT_S, WAIT_FOR_SHARE, ExportOf, FileJob
 from .ratelimit import file_retry_s
-from .sources import MappingProcess
-from .statewrites import StateWriteErrors, StateWrites
+from .sending import Sending
+from .statewrites import StateWriteErrors
 
 log = logging.getLogger(__name__)
 # While a file waits for an upsert, the journal is looked at again this often: the upsert
@@ -39,26 +37,16 @@ class FileQueue:
     A file whose share dropped keeps its place and is tried again from its checkpoint.
     """
 
-    def __init__(
-        self,
-        config: LoadedConfig,
-        journal: Journal,
-        sender: Sender,
-        metrics: Metrics,
-        export_of: ExportOf,
-    ) -> None:
-        self.config = config
-        self.journal = journal
-        self.sender = sender
-        self.metrics = metrics
+    def __init__(self, sending: Sending, export_of: ExportOf) -> None:
+        self.sending = sending
+        self.journal = sending.journal
+        self.metrics = sending.metrics
         self._export_of = export_of
         self._queue: dict[int, FileRecord] = {}
         self._queued_ids: set[int] = set()
         self._added = asyncio.Event()
         self.active: FileJob | None = None
         self.share_wait_s = SHARE_WAIT_S
-        self.mapping_process: MappingProcess | None = None
-        self.delta: DeltaRun | None = None  # app.py opens it when a channel uses delta
         self._told: set[tuple[int, int | None]] = set()  # (append, its obstacle) logged once
         self._failed_tries: dict[int, int] = {}  # file id -> tries that failed in a row
         self._not_before: dict[int, float] = {}  # file id -> monotonic time of its next try
@@ -66,7 +54,15 @@ class FileQueue:
         self._held_by_rule = False  # the last decision was to wait (order rules, not a stall)
         self._moved_at = time.monotonic()
         self._last_seen_move: tuple[int, int | None, int] = (0, None, 0)
-        self.state_writes = StateWrites()  # the daemon's own, when it runs one (app.py)
+        self.state_writes = sending.state_writes
+
+    @property
+    def config(self) -> LoadedConfig:
+        return self.sending.config
+
+    def apply(self, config: LoadedConfig) -> None:
+        """A reloaded configuration: files that start from now on use it."""
+        self.sending = replace(self.sending, config=config)
 
     def put(self, record: FileRecord) -> None:
         if record.id in self._queued_ids:
@@ -259,18 +255,7 @@ class FileQueue:
         if export is None or channel is None:
             self.journal.finish(record.id, FileState.FAILED, "its channel is no longer configured")
             return FileState.FAILED, ""
-        job = FileJob(
-            record,
-            export,
-            channel,
-            self.config,
-            self.journal,
-            self.sender,
-            self.metrics,
-            self.mapping_process,
-            state_writes=self.state_writes,
-            delta=self.delta,
-        )
+        job = FileJob(record, export, channel, self.sending)
         self.active = job  # stays set if cancelled: shutdown checkpoints it after draining
         state = await job.run()
         self.active = None

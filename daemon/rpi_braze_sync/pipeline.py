@@ -19,10 +19,9 @@ import orjson
 
 from .afterdone import apply_after_done
 from .batching import Item, Progress
-from .chunks import ChunkData, ChunkSource, FileRequest, OpenChunks
-from .config import Channel, LoadedConfig
-from .delivery import Sender
-from .deltarun import DeltaFile, DeltaRun
+from .chunks import ChunkData, ChunkSource, FileRequest
+from .config import Channel
+from .deltarun import DeltaFile
 from .errors import (
     ExportFileError,
     FileVanishedError,
@@ -32,13 +31,12 @@ from .errors import (
 )
 from .filestates import FileState
 from .inspection import FileInspection, inspect_file, prefix_sha256, share_available
-from .journal import FileRecord, Journal
+from .journal import FileRecord
 from .logs import export_logger
-from .metrics import Metrics
 from .progress import ProgressMeter
 from .rejects import RejectsWriter
-from .sources import MappingProcess, ThreadSource
-from .statewrites import StateWriteErrors, StateWrites
+from .sending import Sending
+from .statewrites import StateWriteErrors
 from .watchrules import ExportPath, sendable_text
 
 log = logging.getLogger(__name__)
@@ -64,30 +62,24 @@ class FileJob:
         record: FileRecord,
         export: ExportPath,
         channel: Channel,
-        config: LoadedConfig,
-        journal: Journal,
-        sender: Sender,
-        metrics: Metrics,
-        mapping_process: MappingProcess | None = None,
-        checkpoint_interval_s: float = 1.0,
-        state_writes: StateWrites | None = None,
-        delta: DeltaRun | None = None,
+        sending: Sending,
     ) -> None:
+        config, metrics, delta = sending.config, sending.metrics, sending.delta
         self.record = record
-        self.mapping_process = mapping_process
+        self.open_chunks = sending.open_chunks
         self.source = record.rel_path
         self.base = config.base_output_directory
         self.path = self.base / record.rel_path
         self.archive_root = Path(config.settings.watch.archive_directory or self.base / ".archive")
         self.export = export
         self.channel = channel
-        self.journal = journal
-        self.sender = sender
+        self.journal = sending.journal
+        self.sender = sending.sender
         self.metrics = metrics
         self.rejects_root = config.state_directory / "rejects"
         self.state_directory = config.state_directory
-        self.checkpoint_interval_s = checkpoint_interval_s
-        self.state_writes = state_writes or StateWrites()
+        self.checkpoint_interval_s = sending.checkpoint_interval_s
+        self.state_writes = sending.state_writes
         self.progress_interval_s = config.settings.logging.progress_seconds
         self.meter: ProgressMeter | None = None  # from the first row sent
         self.retry_reason = ""  # why run() returned WAIT_FOR_SHARE
@@ -182,11 +174,8 @@ class FileJob:
             self.progress.checkpoint,
             tuple(self.progress.ahead),  # settled before a restart: skipped
         )
-        open_chunks: OpenChunks = (
-            ThreadSource.open if self.mapping_process is None else self.mapping_process.open
-        )
         try:
-            source: ChunkSource = await open_chunks(request)
+            source: ChunkSource = await self.open_chunks(request)
         except FileNotFoundError:
             return self._finish(FileState.VANISHED, "the file vanished before it was read")
         except HeaderError as exc:

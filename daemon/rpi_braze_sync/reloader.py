@@ -117,7 +117,10 @@ class ConfigReloader:
         return True
 
     def _count(self, applied: bool) -> None:
-        self.metrics.config_reloads.labels("applied" if applied else "failed").inc()
+        if applied:
+            self.metrics.config_reloads.labels("applied").inc()
+        else:
+            self.metrics.config_reloads.labels("failed").inc()
         self.metrics.config_last_reload_ok.set(1 if applied else 0)
 
     def _config_stamp(self) -> tuple[int, int] | None:

@@ -1,11 +1,13 @@
 """The RPI post-execution calls the daemon keeps: in memory to match files, and in the journal so
 that a restart keeps them. Calls expire after hook.call_ttl_seconds and are pruned as they do,
 in memory and in the journal; at most MAX_CALLS are kept (the oldest go first: a call is only a
-hint), each at most hook.py's MAX_FIELD_CHARS a field.
+hint), each at most hook.py's MAX_FIELD_CHARS a field. `accept` is the hook's handler
+(server.py): the store is injected into the server and the watcher's listener.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -13,7 +15,11 @@ from typing import Protocol
 
 import orjson
 
+from .errors import JournalError
 from .hook import RpiCall, call_for, parse_rpi_call
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 MAX_CALLS = 1_000  # RPI calls once per channel run: far more than a TTL's worth
 
@@ -35,12 +41,15 @@ class RpiCallStore:
         *,
         max_calls: int = MAX_CALLS,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self._ttl_s = ttl_s  # read at each use: a reload may change it
         self._max_calls = max_calls
         self._clock = clock
         self._calls: deque[RpiCall] = deque()  # oldest first
         self._journal: CallJournal | None = None
+        self._metrics = metrics or Metrics()  # (a store of its own: tests)
+        self._on_accepted: list[Callable[[], None]] = []
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -53,6 +62,39 @@ class RpiCallStore:
             if not isinstance(call, str):
                 self._calls.append(call)
         self._prune()
+
+    def on_accepted(self, listener: Callable[[], None]) -> None:
+        """Called after each new call (the watcher looks again at what settles fast)."""
+        self._on_accepted.append(listener)
+
+    def accept(self, payload: object) -> tuple[int, str]:
+        """The hook's handler: keep the call (before answering), then tell the listeners.
+        Returns the HTTP status and its message."""
+        call = parse_rpi_call(payload, self._clock())
+        if isinstance(call, str):
+            self._metrics.hook_calls.labels("invalid").inc()
+            return 400, call
+        if self._journal is None:
+            self._metrics.hook_calls.labels("unavailable").inc()
+            return 503, "not started yet"
+        try:
+            new = self.add(call)
+        except JournalError as exc:
+            self._metrics.hook_calls.labels("unavailable").inc()
+            return 503, f"cannot keep the call now: {exc}"
+        if not new:
+            self._metrics.hook_calls.labels("duplicate").inc()
+            return 200, "already known"
+        self._metrics.hook_calls.labels("accepted").inc()
+        log.info(
+            "RPI says channel %r, offer %r finished (channel execution %s)",
+            call.channel,
+            call.offer,
+            call.channel_execution_id or "?",
+        )
+        for listener in self._on_accepted:
+            listener()
+        return 202, "accepted"
 
     def add(self, call: RpiCall) -> bool:
         """Keep `call` (in the journal first); False if the same call was kept before.

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from rpi_braze_sync import app
+from rpi_braze_sync import readiness
 from tests.e2e.conftest import wait_until
 from tests.fakebraze import FakeBraze
 from tests.integration.test_pipeline import InProcess, daemon  # noqa: F401 - the fixture
@@ -19,7 +19,7 @@ async def test_a_stuck_file_makes_the_daemon_not_ready(
     fake_braze: FakeBraze,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(app, "STALLED_AFTER_S", 1.5)  # (300 s in production)
+    monkeypatch.setattr(readiness, "STALLED_AFTER_S", 1.5)  # (300 s in production)
     daemon.changes["performance"] = {"mapping_process": True}
     await daemon.start()
     assert daemon.daemon is not None
@@ -28,8 +28,8 @@ async def test_a_stuck_file_makes_the_daemon_not_ready(
     await wait_until(lambda: "u0" in fake_braze.users(), what="the first file")
     queue = owner.queue
     assert queue is not None
-    assert queue.mapping_process is not None
-    pid = queue.mapping_process.pid
+    assert owner.mapping_process is not None
+    pid = owner.mapping_process.pid
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)  # the process reading the files hangs, as on a dead mount
     try:
@@ -37,7 +37,7 @@ async def test_a_stuck_file_makes_the_daemon_not_ready(
         daemon.drop("stuck.txt", rows, offer="Other")
         await wait_until(lambda: queue.active is not None, what="the second file to start")
         await wait_until(
-            lambda: any("no queued file has moved" in p for p in owner.readiness()),
+            lambda: any("no queued file has moved" in p for p in owner.readiness.problems()),
             timeout_s=20,
             what="the stall reported by /readyz",
         )
@@ -48,7 +48,7 @@ async def test_a_stuck_file_makes_the_daemon_not_ready(
     finally:
         os.kill(pid, signal.SIGCONT)
     await wait_until(lambda: len(fake_braze.users()) == 21, what="the second file, going again")
-    await wait_until(lambda: not owner.readiness(), what="ready again")
+    await wait_until(lambda: not owner.readiness.problems(), what="ready again")
     queue.refresh_from_journal()
     assert (
         daemon.metrics.registry.get_sample_value(
