@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-import orjson
-
 from .batching import keep_unsettled, pack_rows
-from .chunks import ChunkData, Drop, FileRequest, RejectData
-from .mapping import Rejection
+from .chunks import ChunkData, FileRequest, RejectData
+from .mapper import bind
 from .reader import ExportReader, too_long_reason
 
 T = TypeVar("T")
@@ -38,7 +36,7 @@ class ChunkReader:
             spec.path, spec.inspection, fmt, spec.start_index, base=spec.base
         )
         try:
-            self.mapper = mapping.bind(self.reader.header, spec.path_values)
+            self.mapper = bind(mapping, self.reader.header, spec.path_values)
             self.stated = self.reader.stated_count(fmt.record_count) if fmt.record_count else None
         except BaseException:
             self.reader.close()
@@ -48,7 +46,7 @@ class ChunkReader:
         self.chunk_rows = max(1, min(CHUNK_ROWS, CHUNK_CELLS // max(1, len(self.header))))
 
     def next_chunk(self) -> ChunkData:
-        reader, map_chunk = self.reader, self.mapper.map_chunk
+        reader = self.reader
         if self.spec.base is not None:
             reader.verify_source(self.spec.path, self.spec.base)
         batch = reader.take_batch(self.chunk_rows)
@@ -60,7 +58,6 @@ class ChunkReader:
             rows, line_numbers = _pick(rows, unsettled), _pick(line_numbers, unsettled)
             indexes = _pick(indexes, unsettled)
             too_long = {j for j, i in enumerate(unsettled) if i in too_long}
-        drops: list[Drop] = []
         rejected: list[RejectData] = []
         if too_long:  # rejected with their line; their cells were never read
             blank = [""] * len(self.header)
@@ -72,37 +69,22 @@ class ChunkReader:
             rows, line_numbers = _pick(rows, read), _pick(line_numbers, read)
             indexes = _pick(indexes, read)
         packed = pack_rows(rows)
-        if map_chunk is not None:
-            mapped, users = map_chunk(rows)
-        else:
-            mapped, users = [None] * len(rows), [""] * len(rows)
-        if None in mapped:  # rows for the row function: mapped one by one, or rejected
-            kept: list[int] = []
-            map_row, dumps = self.mapper.map_row, orjson.dumps
-            for i, body in enumerate(mapped):
-                if body is None:
-                    result = map_row(rows[i], line_numbers[i])
-                    if isinstance(result, Rejection):
-                        rejected.append((indexes[i], line_numbers[i], rows[i], result.reason))
-                        continue
-                    if result.drops:
-                        drops.extend(result.drops)
-                    # orjson's result keeps its whole working buffer (4 KB or more) alive;
-                    # a right-sized copy is what waits in memory for Braze.
-                    mapped[i] = bytes(memoryview(dumps(result.attributes)))
-                    users[i] = result.user
-                kept.append(i)
-            if len(kept) < len(rows):
-                indexes, line_numbers = _pick(indexes, kept), _pick(line_numbers, kept)
-                users, mapped, packed = _pick(users, kept), _pick(mapped, kept), _pick(packed, kept)
+        mapped = self.mapper.map_rows(rows, line_numbers)
+        bodies, users = mapped.bodies, mapped.users
+        if mapped.reasons:  # rejected rows leave the columns for the rejects file
+            for i, reason in sorted(mapped.reasons.items()):
+                rejected.append((indexes[i], line_numbers[i], rows[i], reason))
+            kept = [i for i in range(len(rows)) if i not in mapped.reasons]
+            indexes, line_numbers = _pick(indexes, kept), _pick(line_numbers, kept)
+            users, bodies, packed = _pick(users, kept), _pick(bodies, kept), _pick(packed, kept)
         return ChunkData(
             indexes,
             line_numbers,
             users,
-            mapped,  # type: ignore[arg-type]  # no None left
+            bodies,  # type: ignore[arg-type]  # no None left
             packed,
             rejected,
-            drops,
+            mapped.drops,
             batch.at_end,
             reader.progress(),
             reader.records_read,

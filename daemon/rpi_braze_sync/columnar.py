@@ -1,53 +1,47 @@
-"""Pure: map a chunk of rows column by column, straight to request bodies.
+"""Pure: a FilePlan's chunk of rows mapped column by column, straight to request bodies.
 
-The row function (rowcode.py) builds a dict per row for orjson: with the seed's mapping that is
-most of a row's cost, and nearly all of it interpreter overhead. Here each column is handled
-once per chunk with loops that run in C (str.strip over a column, dict look-ups, regex
-matches), the strings of a column are JSON-encoded by one orjson call, and each body is joined
-from the encoded pieces and the constant text between them.
+The row function (rowcode.py) builds a dict per row for orjson: most of a row's cost, nearly
+all of it interpreter overhead. Here each column is handled once per chunk with loops that run
+in C (str.strip over a column, dict look-ups, the column forms of parsers.py), the strings of
+a column are JSON-encoded by one orjson call, and each body is joined from the encoded pieces
+and the constant text between them. A bad value that is dropped is dropped here, cell by cell
+(the row is sent without it, the Drop recorded).
 
-Only plain cases take this path. A row holding any value that needs more (invalid, too long,
-a wrong width, an identifier to check in bytes) comes back as None and is mapped by the row
-function, which stays the one place that decides rejections and drops. The tests check that a
-body from here is byte for byte what orjson makes of the row function's object.
+A row this cannot take comes back as None, for the row function: a wrong width, an
+identifier to check (empty, long or not printable), a bad value that rejects its row, a
+nested object that may be over Braze's limit. The tests check every body against the oracle.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from itertools import repeat
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-from .phones import valid_as_written
-from .rowcode import ID_CHARS_ALWAYS_SHORT
-from .transforms import (
-    COLUMN_PARSERS,
-    MAX_NESTED_BYTES,
-    MAX_STRING_CHARS,
-    SKIP,
-    FieldValueError,
-    check_length,
-    infer_value,
+from .chunks import Drop
+from .columnforms import (
+    CACHE_ENTRIES,
+    CACHE_TOTAL,
+    Failures,
+    cells_of,
+    column_converter,
+    parsed,
+    source_of,
 )
+from .fileplan import MERGE_OBJECTS, UPDATE_EXISTING_ONLY, ArrayPlan, FilePlan, ValuePlan
+from .mapping import Rejection
+from .parsers import ID_CHARS_ALWAYS_SHORT, SKIP
+from .rowcode import compile_identify
+from .transforms import MAX_NESTED_BYTES
 
-if TYPE_CHECKING:
-    from .mapping import RowMapper, ValueRule
-
-# A row's body from the fast path, or None: map that row with the row function. And its user.
-ChunkFunction = Callable[[Sequence[list[str]]], tuple[list[bytes | None], list[str]]]
-# Converts one column for a chunk, adding the rows it cannot take to the set it is given;
-# says whether every value is known to be a string (none SKIP), which saves a check.
-ColumnConverter = Callable[[Sequence[Any], set[int]], tuple[list[Any], bool]]
+# Per row: its body, or None (the row function's); its user; and the values it dropped.
+ChunkResult = tuple[list[bytes | None], list[str], dict[int, list[Drop]]]
+ChunkFunction = Callable[[Sequence[list[str]], Sequence[int]], ChunkResult]
 # A body is the join of pieces: constant text, or one encoded text per row.
 Piece = bytes | list[bytes]
 
-# Distinct values remembered per column and file (countries, genders, categories): about
-# 150 KB a column at most, and gone with the file; and at most CACHE_TOTAL for all columns
-# (10,000 columns of 1,024 entries each took 300 MB).
-CACHE_ENTRIES = 1024
-CACHE_TOTAL = 65_536
 _dumps = orjson.dumps
 _strip = str.strip
 
@@ -58,133 +52,8 @@ def encode_strings(values: list[str]) -> list[bytes]:
     return _dumps(values)[2:-2].split(b'","')
 
 
-def _plain_text(column: Sequence[str], bad: set[int]) -> tuple[list[Any], bool]:
-    values = list(map(_strip, column))
-    if max(map(len, values)) > MAX_STRING_CHARS:
-        bad.update(i for i, v in enumerate(values) if len(v) > MAX_STRING_CHARS)
-    if "" in values:
-        return [v or SKIP for v in values], False
-    return values, True
-
-
-def _parsed(parse: Callable[[str], Any], entries: int = CACHE_ENTRIES) -> ColumnConverter:
-    """A type's parser over a column: the whole column at once where the parser has a column
-    form (COLUMN_PARSERS) and it takes every value, else one call per distinct value."""
-    whole_column = COLUMN_PARSERS.get(parse)
-    cache: dict[str, Any] = {}
-
-    def convert(column: Sequence[str], bad: set[int]) -> tuple[list[Any], bool]:
-        texts = list(map(_strip, column))
-        if whole_column is not None:
-            parsed = whole_column(texts)
-            if parsed is not None:
-                return parsed, parsed is texts  # sent as written: strings, none skipped
-        values = list(map(cache.get, texts))  # parsers never return None
-        if None in values:
-            for i, value in enumerate(values):
-                if value is None:
-                    text = texts[i]
-                    if not text:
-                        values[i] = SKIP
-                        continue
-                    try:
-                        values[i] = value = parse(text)
-                    except FieldValueError:
-                        bad.add(i)
-                        values[i] = SKIP
-                        continue
-                    if len(cache) < entries:
-                        cache[text] = value
-        return values, False
-
-    return convert
-
-
-def _converted(convert_one: Callable[[Any], Any], skip_none: bool) -> ColumnConverter:
-    """The general transform (case, value maps, defaults...), one call per cell."""
-
-    def convert(column: Sequence[Any], bad: set[int]) -> tuple[list[Any], bool]:
-        values: list[Any] = []
-        append = values.append
-        for i, raw in enumerate(column):
-            try:
-                value = convert_one(raw)
-            except FieldValueError:
-                bad.add(i)
-                value = SKIP
-            append(SKIP if skip_none and value is None else value)
-        return values, False
-
-    return convert
-
-
-def _converter(
-    rule: ValueRule, skip_none: bool = False, entries: int = CACHE_ENTRIES
-) -> ColumnConverter:
-    if rule.plain is check_length:
-        return _plain_text
-    if rule.plain is not None:
-        return _parsed(rule.plain, entries)
-    if rule.region_index is not None:  # its column holds (phone, region) pairs: see _cells
-        in_region = rule.convert_in_region
-        assert in_region is not None
-
-        def convert_pair(pair: tuple[str, str]) -> Any:
-            return in_region(*pair)
-
-        convert_one: Callable[[Any], Any] = convert_pair
-    else:
-        convert_one = rule.convert
-    if rule.plain_phone:
-        return _phones(convert_one, rule.region_index is not None)
-    return _converted(convert_one, skip_none)
-
-
-def _phones(convert_one: Callable[[Any], Any], pairs: bool) -> ColumnConverter:
-    """Phone numbers already in E.164 and valid go as written, without a call each; the
-    others (national, spaced, invalid) through the rule's converter, one by one."""
-
-    def convert(column: Sequence[Any], bad: set[int]) -> tuple[list[Any], bool]:
-        texts = list(map(_strip, [phone for phone, _ in column] if pairs else column))
-        quick = list(map(valid_as_written, texts))
-        if all(quick):
-            return texts, True
-        values: list[Any] = []
-        for i, text in enumerate(texts):
-            if quick[i] or not text:
-                values.append(text or SKIP)
-                continue
-            try:
-                values.append(convert_one(column[i]))
-            except FieldValueError:
-                bad.add(i)
-                values.append(SKIP)
-        return values, False
-
-    return convert
-
-
-def _source(rule: ValueRule, index: int) -> int | tuple[int, int]:
-    """Where a rule's cells come from: its column, or its column and its region's."""
-    return index if rule.region_index is None else (index, rule.region_index)
-
-
-def _cells(columns: list[tuple[str, ...]], source: int | tuple[int, int]) -> Sequence[Any]:
-    if isinstance(source, int):
-        return columns[source]
-    return list(zip(columns[source[0]], columns[source[1]], strict=True))
-
-
 # Values whose JSON never holds a comma: a column of them is encoded by one orjson call.
 _COMMA_FREE = frozenset({int, float, bool, type(None)})
-
-
-def _encode_each(values: list[Any], kinds: set[type[Any]]) -> list[bytes]:
-    """Each value JSON-encoded. Never a list of orjson's own results: each keeps its whole
-    working buffer (4 KB) alive, which made a chunk of a 10,000-column file take gigabytes."""
-    if kinds <= _COMMA_FREE:
-        return _dumps(values)[1:-1].split(b",")
-    return [bytes(memoryview(encoded)) for encoded in map(_dumps, values)]  # right-sized
 
 
 def _encode(prefix: bytes, values: list[Any], strings: bool, suffix: bytes) -> list[Piece]:
@@ -193,9 +62,22 @@ def _encode(prefix: bytes, values: list[Any], strings: bool, suffix: bytes) -> l
     kinds: set[type[Any]] = {str} if strings else set(map(type, values))
     if kinds == {str}:
         return [prefix + b'"', encode_strings(values), b'"' + suffix]
-    if type(SKIP) not in kinds:
-        return [prefix, _encode_each(values, kinds), suffix]
-    return [[b"" if v is SKIP else prefix + _dumps(v) + suffix for v in values]]
+    if type(SKIP) not in kinds and kinds <= _COMMA_FREE:
+        return [prefix, _dumps(values)[1:-1].split(b","), suffix]
+    # Mixed: the strings still in one orjson call. (Never a list of orjson's own results:
+    # each keeps its whole working buffer, 4 KB, alive; those below are joined at once.)
+    texts = encode_strings([v if v.__class__ is str else "" for v in values])
+    head, tail = prefix + b'"', b'"' + suffix
+    return [
+        [
+            head + t + tail
+            if v.__class__ is str
+            else b""
+            if v is SKIP
+            else prefix + _dumps(v) + suffix
+            for v, t in zip(values, texts, strict=True)
+        ]
+    ]
 
 
 def _joined(pieces: list[Piece]) -> list[bytes]:
@@ -229,117 +111,194 @@ def _may_exceed(growth: list[_Growth], columns: list[tuple[str, ...]]) -> bool:
     return bound > MAX_NESTED_BYTES
 
 
-def _longest_constant(rule: ValueRule) -> int:
+def _longest_constant(v: ValuePlan) -> int:
     """The longest text a value map or default can put in place of a cell."""
-    spec: Any = rule.source
-    constants = [*(getattr(spec, "values", None) or {}).values(), getattr(spec, "default", "")]
+    recipe = v.rule.recipe
+    constants = [*(value for _, value in recipe.values or ()), recipe.default or ""]
     return max(len(str(c)) for c in constants)
 
 
-# A column's part of a body: (key, column index (see _source) or None, converter or constant
-# value, suffix).
-_Part = tuple[bytes, int | tuple[int, int] | None, Any, bytes]
+# A value's part of a body: (key, source (see _source) or None, converter or fixed value,
+# suffix, name for drops, whether a bad value rejects the row).
+_Part = tuple[bytes, int | tuple[int, int] | None, Any, bytes, str, bool]
 
 
-def compile_chunk_function(mapper: RowMapper) -> ChunkFunction | None:
-    """The fast path for `mapper`, or None where it has none (an identifier other than a plain
-    external_id, an array with several values, a key given twice)."""
-    id_column = mapper.plain_external_id_column()
-    if id_column is None:
-        return None
-    top: list[_Part] = []
-    names = ["external_id"]
-    entries = min(CACHE_ENTRIES, CACHE_TOTAL // max(1, mapper.width))  # per column
-    for rule, index, _ in mapper.fields:
-        assert index is not None
-        top.append((_key(rule.name), _source(rule, index), _converter(rule, False, entries), b""))
-        names.append(rule.name)
-    for name, fixed in mapper.fixed.items():
-        top.append((_key(name), None, fixed, b""))
+def _part(
+    key: bytes, v: ValuePlan, entries: int, skip_none: bool = False, suffix: bytes = b""
+) -> _Part:
+    if v.column is None:
+        return (key, None, v.fixed, suffix, v.name, False)
+    return (
+        key,
+        source_of(v),
+        column_converter(v, skip_none, entries),
+        suffix,
+        v.name,
+        v.reject is not None,
+    )
+
+
+_GROUP: Any = -1  # a part's source: an array's several values (see _array_objects)
+
+
+def _array_objects(
+    key: bytes,
+    values: list[tuple[str, _Part]],
+    values_of: Callable[[_Part], tuple[list[Any], bool]],
+    rows: int,
+) -> list[bytes]:
+    """Each row's `"name":{"add":[...],"remove":[...]}` from its values' columns."""
+    objects: list[dict[str, list[Any]]] = [{} for _ in range(rows)]
+    for op, part in values:
+        if part[1] is None:  # a fixed value (never SKIP or None: left out by the plan)
+            column: list[Any] = [part[2]] * rows
+        else:
+            column = values_of(part)[0]
+        for obj, value in zip(objects, column, strict=True):
+            if value is not SKIP:
+                obj.setdefault(op, []).append(value)
+    return [key + _dumps(obj) if obj else b"" for obj in objects]
+
+
+def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
+    """The fast path for `plan`, or None where it has none (a key given twice)."""
+    id_column = plan.plain_id_column
+    identify = compile_identify(plan)  # any other identifier: row by row
+    entries = min(CACHE_ENTRIES, CACHE_TOTAL // max(1, plan.width))  # per column
+    top: list[_Part] = [_part(_key(v.name), v, entries) for v in plan.fields]
+    names = [plan.identifier_kind, *(v.name for v in plan.fields)]
+    for name, fixed in plan.fixed.items():
+        top.append((_key(name), None, fixed, b"", name, False))
         names.append(name)
-    for name, op, (rule, index, fixed) in mapper.arrays:
+    groups: dict[str, list[ArrayPlan]] = {}  # the values of each array, in order
+    for array in plan.arrays:
+        groups.setdefault(array.name, []).append(array)
+    for name, arrays in groups.items():
         names.append(name)
-        prefix, suffix = _key(name) + b'{"' + op.encode() + b'":[', b"]}"
-        if index is not None:
-            top.append((prefix, _source(rule, index), _converter(rule, True, entries), suffix))
-        elif fixed is not SKIP and fixed is not None:
-            top.append((prefix, None, fixed, suffix))
+        if len(arrays) == 1:  # the usual array: one value, encoded column-wise
+            prefix = _key(name) + b'{"' + arrays[0].op.encode() + b'":['
+            top.append(_part(prefix, arrays[0].value, entries, True, b"]}"))
+        else:  # several: each row's object built from the converted columns
+            values = [(a.op, _part(b"", a.value, entries, True)) for a in arrays]
+            top.append((_key(name), _GROUP, values, b"", name, False))
     nested: list[tuple[bytes, bool, list[_Part], list[_Growth]]] = []
-    for name, merge, inferred, explicit in mapper.nested:
-        names.append(name)
+    for obj in plan.nested:
+        names.append(obj.name)
         inner: list[_Part] = [
-            (_key(key), index, _parsed(infer_value, entries), b"") for key, index in inferred
+            (_key(key), index, parsed("infer", entries), b"", f"{obj.name}.{key}", False)
+            for key, index in obj.inferred
         ]
-        growth: list[_Growth] = [(index, 6, len(key) + 64) for key, index in inferred]
-        for key, (rule, index, fixed) in explicit:
-            if index is not None:
-                inner.append(
-                    (_key(key), _source(rule, index), _converter(rule, False, entries), b"")
-                )
-                growth.append((index, 18, len(key) + 64 + 18 * _longest_constant(rule)))
-            elif fixed is not SKIP:
-                inner.append((_key(key), None, fixed, b""))
-                growth.append((None, 0, len(key) + 8 + len(_dumps(fixed))))
+        growth: list[_Growth] = [(index, 6, len(key) + 64) for key, index in obj.inferred]
+        for key, v in obj.explicit:
+            inner.append(_part(_key(key), v, entries))
+            if v.column is not None:
+                growth.append((v.column, 18, len(key) + 64 + 18 * _longest_constant(v)))
+            else:
+                growth.append((None, 0, len(key) + 8 + len(_dumps(v.fixed))))
         if len({part[0] for part in inner}) < len(inner):
             return None
-        nested.append((_key(name) + b"{", merge, inner, growth))
-    if len(set(names)) < len(names) or len(set(n for n, _, _ in mapper.arrays)) < len(
-        mapper.arrays
-    ):
+        nested.append((_key(obj.name) + b"{", obj.merge, inner, growth))
+    if len(set(names)) < len(names):  # an array with two operations, a key given twice
         return None
-    width = mapper.width
-    tail = b',"_update_existing_only":' + _dumps(mapper.update_existing_only) + b"}"
-    merge_tail = b',"_merge_objects":true' + tail
+    width = plan.width
+    tail = b"," + _dumps(UPDATE_EXISTING_ONLY) + b":" + _dumps(plan.update_existing_only) + b"}"
+    merge_tail = b"," + _dumps(MERGE_OBJECTS) + b":true" + tail
 
     def pieces_of(
-        parts: list[_Part], columns: list[tuple[str, ...]], bad: set[int]
+        parts: list[_Part],
+        columns: list[tuple[str, ...]],
+        bad: set[int],
+        drops: dict[int, list[Drop]],
+        line_numbers: Sequence[int],
     ) -> tuple[list[Piece], bool]:
         """The parts' pieces, and whether every row has every part."""
         pieces: list[Piece] = []
         complete = True
-        for key, index, how, suffix in parts:
-            if index is None:
+
+        def values_of(part: _Part) -> tuple[list[Any], bool]:
+            _, source, how, _, name, rejects = part
+            assert source is not None
+            failed: Failures = []
+            values, strings = how(cells_of(columns, source), failed)
+            if failed:
+                if rejects:
+                    bad.update(i for i, _, _ in failed)
+                else:
+                    for i, text, reason in failed:
+                        drops.setdefault(i, []).append(Drop(line_numbers[i], name, text, reason))
+            return values, strings
+
+        for part in parts:
+            key, source, how, suffix, _, _ = part
+            if source is None:
                 pieces.append(key + _dumps(how) + suffix)
-                continue
-            values, strings = how(_cells(columns, index), bad)
-            encoded = _encode(key, values, strings, suffix)
-            complete = complete and len(encoded) > 1
-            pieces += encoded
+            elif source is _GROUP:  # an array with several values: {"add": [...], ...}
+                pieces.append(_array_objects(key, how, values_of, len(columns[0])))
+                complete = False
+            else:
+                values, strings = values_of(part)
+                encoded = _encode(key, values, strings, suffix)
+                complete = complete and len(encoded) > 1
+                pieces += encoded
         return pieces, complete
 
-    def map_chunk(rows: Sequence[list[str]]) -> tuple[list[bytes | None], list[str]]:
+    def identities(
+        rows: Sequence[list[str]], line_numbers: Sequence[int], bad: set[int]
+    ) -> tuple[list[str], list[bytes]]:
+        """Each row's user and its body's start (the identifier's keys), row by row."""
+        users, heads = [], []
+        for i, row in enumerate(rows):
+            identity = identify(row, line_numbers[i])
+            if isinstance(identity, Rejection):
+                bad.add(i)  # the row function rejects it
+                users.append("")
+                heads.append(b"{")
+            else:
+                users.append(identity[0])
+                heads.append(_dumps(identity[1])[:-1])
+        return users, heads
+
+    def map_chunk(rows: Sequence[list[str]], line_numbers: Sequence[int]) -> ChunkResult:
         if not rows:
-            return [], []
+            return [], [], {}
         if set(map(len, rows)) != {width}:  # rows of the wrong width: the row function's
             keep = [i for i, row in enumerate(rows) if len(row) == width]
-            kept_bodies, kept_users = map_chunk([rows[i] for i in keep])
+            kept_bodies, kept_users, kept_drops = map_chunk(
+                [rows[i] for i in keep], [line_numbers[i] for i in keep]
+            )
             bodies: list[bytes | None] = [None] * len(rows)
             users = [""] * len(rows)
             for j, i in enumerate(keep):
                 bodies[i], users[i] = kept_bodies[j], kept_users[j]
-            return bodies, users
+            return bodies, users, {keep[j]: d for j, d in kept_drops.items()}
         columns = list(zip(*rows, strict=True))
         bad: set[int] = set()
-        users = list(map(_strip, columns[id_column]))
-        # Empty ids are rejections; long ones need their bytes counted, and ones with a
-        # character that is not printable a look for control characters: the row function's.
-        if (
-            "" in users
-            or max(map(len, users)) > ID_CHARS_ALWAYS_SHORT
-            or not all(map(str.isprintable, users))
-        ):
-            bad.update(
-                i
-                for i, u in enumerate(users)
-                if not u or len(u) > ID_CHARS_ALWAYS_SHORT or not u.isprintable()
-            )
-        pieces: list[Piece] = [b'{"external_id":"', encode_strings(users), b'"']
-        pieces += pieces_of(top, columns, bad)[0]
+        drops: dict[int, list[Drop]] = {}
+        if id_column is None:
+            users, heads = identities(rows, line_numbers, bad)
+            pieces: list[Piece] = [heads]
+        else:
+            users = list(map(_strip, columns[id_column]))
+            # Empty ids are rejections; long ones need their bytes counted, and ones with a
+            # character that is not printable a look for control characters: the row
+            # function's.
+            if (
+                "" in users
+                or max(map(len, users)) > ID_CHARS_ALWAYS_SHORT
+                or not all(map(str.isprintable, users))
+            ):
+                bad.update(
+                    i
+                    for i, u in enumerate(users)
+                    if not u or len(u) > ID_CHARS_ALWAYS_SHORT or not u.isprintable()
+                )
+            pieces = [b'{"external_id":"', encode_strings(users), b'"']
+        pieces += pieces_of(top, columns, bad, drops, line_numbers)[0]
         merging: list[bool] | None = None  # rows that carry a nested object with merge
         for head, merge, inner, growth in nested:
             if not inner:
                 continue  # nothing in it: never sent
-            inner_pieces, complete = pieces_of(inner, columns, bad)
+            inner_pieces, complete = pieces_of(inner, columns, bad, drops, line_numbers)
             if _may_exceed(growth, columns):  # the row function drops the objects over it
                 sizes = [len(t) + 1 if t else 0 for t in _joined(inner_pieces)]  # {...}
                 bad.update(i for i, size in enumerate(sizes) if size > MAX_NESTED_BYTES)
@@ -363,6 +322,7 @@ def compile_chunk_function(mapper: RowMapper) -> ChunkFunction | None:
         bodies = list(_joined(pieces))
         for i in bad:
             bodies[i] = None
-        return bodies, users
+            drops.pop(i, None)
+        return bodies, users, drops
 
     return map_chunk

@@ -21,7 +21,7 @@ from .errors import ExportFileError, FileChangedError, RecordTooLongError
 from .recordcount import RecordCounter
 from .shareio import open_regular
 
-if TYPE_CHECKING:  # the mapping process imports this module, never pydantic (plain.py)
+if TYPE_CHECKING:  # the mapping process imports this module, never pydantic
     from .settings import FormatSettings
 
 CHUNK_BYTES = 1 << 20

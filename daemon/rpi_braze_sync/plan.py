@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .mapping import CompiledMapping, compile_mapping
+from .mapping import MappingPlan, compile_mapping
 
 if TYPE_CHECKING:
     from .settings import ChannelSettings, FormatSettings
@@ -44,7 +44,7 @@ class ReadFormat:
 @dataclass(frozen=True)
 class ChannelPlan:
     read: ReadFormat
-    mapping: CompiledMapping
+    mapping: MappingPlan
 
 
 def compile_channel_plan(channel: ChannelSettings, path_pattern: str) -> ChannelPlan:

@@ -15,11 +15,13 @@ from typing import TextIO
 
 import orjson
 
+from .chunks import Drop
 from .config import Channel, LoadedConfig, load_config
 from .deltaview import DeltaView
 from .errors import ExportFileError, HeaderError, InputMissingError, UsageError
 from .inspection import inspect_file
-from .mapping import Mapped, Rejection, RowMapper, parse_path_pattern
+from .mapper import FileMapper, bind
+from .mapping import parse_path_pattern
 from .reader import ExportReader
 from .watchrules import ExportPath, classify_path
 
@@ -47,7 +49,7 @@ def channel_for(
 
 def open_mapped(
     config: LoadedConfig, export_file: Path, name: str | None
-) -> tuple[ExportReader, RowMapper]:
+) -> tuple[ExportReader, FileMapper]:
     """The export's reader and its channel's mapping bound to its header."""
     channel, values = channel_for(config, export_file, name)
     if not export_file.is_file():
@@ -64,7 +66,7 @@ def open_mapped(
     except ExportFileError as exc:
         raise ExportFileError(f"{export_file}: {exc}") from None
     try:
-        mapper = channel.plan.mapping.bind(reader.header, values)
+        mapper = bind(channel.plan.mapping, reader.header, values)
     except HeaderError as exc:
         reader.close()
         raise ExportFileError(f"{export_file}: header: {exc}") from None
@@ -94,19 +96,33 @@ def cmd_preview(args: argparse.Namespace) -> int:
             if not records:
                 break
             read += len(records)
-            for record in records:
-                result = mapper.map_row(record.cells, record.line_no)
+            line_numbers = [record.line_no for record in records]
+            mapped = mapper.map_rows([record.cells for record in records], line_numbers)
+            drops_of: dict[int, list[Drop]] = {}
+            for drop in mapped.drops:
+                drops_of.setdefault(drop.line_no, []).append(drop)
+            for i, record in enumerate(records):  # what the daemon would send, as it would
+                line_no, body, drops = (
+                    record.line_no,
+                    mapped.bodies[i],
+                    drops_of.get(record.line_no, []),
+                )
+                reason = mapped.reasons.get(i)
                 if args.explain and objects + rejected.total() < args.sample:
-                    _explain(out, reader.header, record.cells, record.line_no, result, view)
-                if isinstance(result, Rejection):
-                    rejected[result.reason] += 1
+                    _explain(
+                        out, reader.header, record.cells, line_no, body, reason, drops,
+                        mapped.users[i], view,
+                    )  # fmt: skip
+                if reason is not None:
+                    rejected[reason] += 1
                     if not args.explain:
-                        print(f"line {result.line_no}: rejected: {result.reason}", file=err)
+                        print(f"line {line_no}: rejected: {reason}", file=err)
                     continue
                 objects += 1
                 if not args.explain:
-                    out.write(orjson.dumps(result.attributes).decode() + "\n")
-                for drop in result.drops or ():
+                    assert body is not None
+                    out.write(body.decode() + "\n")
+                for drop in drops:
                     dropped[f"{drop.field}: {drop.reason}"] += 1
                     if not args.explain:
                         what = f"{drop.field}={drop.value!r}: {drop.reason}"
@@ -133,7 +149,10 @@ def _explain(
     header: list[str],
     cells: list[str],
     line_no: int,
-    result: Mapped | Rejection,
+    body: bytes | None,
+    reason: str | None,
+    drops: list[Drop],
+    user: str = "",
     view: DeltaView | None = None,
 ) -> None:
     """One source row beside what Braze would receive for it."""
@@ -141,13 +160,13 @@ def _explain(
     width = max((len(h) for h in header), default=0)
     for name, cell in zip(header, cells, strict=False):
         print(f"  {name:<{width}} = {cell!r}", file=out)
-    if isinstance(result, Rejection):
-        print(f"  -> rejected: {result.reason}\n", file=out)
+    if reason is not None or body is None:
+        print(f"  -> rejected: {reason}\n", file=out)
         return
-    print(f"  -> {orjson.dumps(result.attributes).decode()}", file=out)
+    print(f"  -> {body.decode()}", file=out)
     if view is not None:
-        print(f"  -> {view.explain(result.user, result.attributes)}", file=out)
-    for drop in result.drops or ():
+        print(f"  -> {view.explain(user, orjson.loads(body))}", file=out)
+    for drop in drops:
         print(f"  -> dropped {drop.field}={drop.value!r}: {drop.reason}", file=out)
     print(file=out)
 
@@ -158,11 +177,10 @@ def check_export(
     """One line on whether the export's header fits and how many sample rows would be
     rejected; raises the error that makes it unusable."""
     reader, mapper = open_mapped(config, export_file, channel)
-    rejected = 0
     with reader:
-        for record in reader.take(sample_rows):
-            if isinstance(mapper.map_row(record.cells, record.line_no), Rejection):
-                rejected += 1
+        records = reader.take(sample_rows)
+        lines = [record.line_no for record in records]
+        rejected = len(mapper.map_rows([record.cells for record in records], lines).reasons)
     notes = "; ".join(mapper.warnings)
     return (
         f"{export_file}: header fits; {rejected} of the first {sample_rows} rows"

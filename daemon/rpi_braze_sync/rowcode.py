@@ -1,55 +1,39 @@
-"""Pure: turn a mapping fitted to one file's header into one plain Python function.
+"""Pure: a FilePlan (fileplan.py) written out as one plain Python function, `map_row`.
 
-The generic row loop (`RowMapper.map_row_generic`) walks rule tuples and calls a function per
-value; this writes the same steps out as straight-line code, with column indexes and keys
-inlined and the common text check done in place. The generic loop stays the reference: the
-tests compare both on random rows.
+Straight-line code, with column indexes and keys inlined and the common text check done in
+place. The tests' oracle (tests/oracle.py) walks the same plan generically; they compare both
+on random rows of every test mapping.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-from .transforms import (
-    MAX_NESTED_BYTES,
+from .chunks import Drop
+from .fileplan import MERGE_OBJECTS, UPDATE_EXISTING_ONLY, FilePlan, ValuePlan
+from .mapping import Mapped, Rejection
+from .parsers import (
     MAX_STRING_CHARS,
+    OPERATIONS,
     SKIP,
     FieldValueError,
-    check_length,
+    identifier_problem,
     infer_value,
-    nested_too_large,
+    might_be_unusable,
+    too_long,
 )
+from .transforms import MAX_NESTED_BYTES, nested_too_large
 
-MAX_EXTERNAL_ID_BYTES = 987
-# 4 bytes a character at most: an id this short is always within Braze's 987 bytes.
-ID_CHARS_ALWAYS_SHORT = MAX_EXTERNAL_ID_BYTES // 4
-
-if TYPE_CHECKING:
-    from .mapping import Mapped, Rejection, RowMapper, ValueRule
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode's Cc: C0, DEL and C1
-
-
-def control_character(identifier: str) -> str | None:
-    """Why an identifier cannot be used, if it holds a control character (a NUL, a tab, a
-    newline...): Braze would keep it as a different user. Printable text, nearly every value,
-    is answered by str.isprintable in C; only the others are searched."""
-    if identifier.isprintable():
-        return None
-    found = _CONTROL.search(identifier)
-    if found is None:
-        return None  # other non-printables (a no-break space...) are ordinary characters
-    code, at = ord(found.group()), found.start() + 1
-    return f"holds a control character (U+{code:04X} at character {at})"
-
-
-RowFunction = Callable[[list[str], int], "Mapped | Rejection"]
-Reject = tuple[str, bool] | None  # (message prefix, whether the bad text is shown), or drop
+RowFunction = Callable[[list[str], int], Mapped | Rejection]
+# A row's user and the identifier's keys of its object, or why it is rejected.
+Identify = Callable[[list[str], int], tuple[str, dict[str, Any]] | Rejection]
+# Beyond this many inferred columns in a nested object, the row function loops over them
+# instead of writing each out: compiling held about 30 KB a line (300 MB for 10,000 columns).
+UNROLLED_COLUMNS = 200
 
 
 class _Writer:
@@ -66,156 +50,178 @@ class _Writer:
         self.names[name] = value
         return name
 
-    def bad(self, depth: int, drop_name: str, reject: Reject) -> None:
+    def bad(self, depth: int, drop_name: str, reject: str | None, show_value: bool) -> None:
         """A bad value, its text in `_v` and its reason in `_r`: reject the row or drop it."""
         if reject is not None:
-            prefix, with_value = reject
-            tail = ' + ": " + repr(_v) + " is " + _r' if with_value else ' + ": " + _r'
-            self.emit(depth, f"return Rejection(line_no, {self.constant(prefix)}{tail})")
+            tail = ' + ": " + repr(_v) + " is " + _r' if show_value else ' + ": " + _r'
+            self.emit(depth, f"return Rejection(line_no, {self.constant(reject)}{tail})")
         else:
             self.emit(depth, "if drops is None: drops = []")
             self.emit(depth, f"drops.append(Drop(line_no, {self.constant(drop_name)}, _v, _r))")
 
     def value(
-        self,
-        depth: int,
-        rule: ValueRule,
-        index: int,
-        store: Callable[[str], str],
-        drop_name: str,
-        reject: Reject,
-        skip_none: bool = False,
+        self, depth: int, v: ValuePlan, store: Callable[[str], str], skip_none: bool = False
     ) -> None:
-        """Column `index` through `rule`; `store(expr)` is the statement that keeps it."""
-        d = depth
-        if rule.plain is check_length:  # the common case: text within Braze's 255 characters
+        """The plan's cell converted; `store(expr)` is the statement that keeps it."""
+        d, index, kind = depth, v.column, v.kind
+        assert index is not None
+
+        def bad(at: int) -> None:
+            self.bad(at, v.name, v.reject, v.show_value)
+
+        if kind == "text":  # the common case: text within Braze's 255 characters
             self.emit(d, f"v = cells[{index}].strip()")
             self.emit(d, "if v:")
             self.emit(d + 1, f"if len(v) <= {MAX_STRING_CHARS}: {store('v')}")
             self.emit(d + 1, "else:")
-            self.emit(
-                d + 2, f'_v = v; _r = f"longer than {MAX_STRING_CHARS} characters ({{len(v)}})"'
-            )
-            self.bad(d + 2, drop_name, reject)
-        elif rule.plain is not None:
-            parse = self.constant(rule.plain)
+            self.emit(d + 2, f"_v = v; _r = {self.constant(too_long)}(len(v))")
+            bad(d + 2)
+        elif kind == "parse":
+            parse = self.constant(OPERATIONS[v.rule.recipe.type].scalar)
             self.emit(d, f"v = cells[{index}].strip()")
             self.emit(d, "if v:")
             self.emit(d + 1, f"try: x = {parse}(v)")
             self.emit(d + 1, "except FieldValueError as e:")
             self.emit(d + 2, "_v = v; _r = str(e)")
-            self.bad(d + 2, drop_name, reject)
+            bad(d + 2)
             self.emit(d + 1, f"else: {store('x')}")
         else:
-            if rule.region_index is not None:  # a phone, and the cell naming its region
-                convert = self.constant(rule.convert_in_region)
-                call = f"{convert}(cells[{index}], cells[{rule.region_index}])"
+            convert = self.constant(v.converter())
+            if v.region_column is not None:  # a phone, and the cell naming its region
+                call = f"{convert}(cells[{index}], cells[{v.region_column}])"
             else:
-                call = f"{self.constant(rule.convert)}(cells[{index}])"
+                call = f"{convert}(cells[{index}])"
             self.emit(d, f"try: x = {call}")
             self.emit(d, "except FieldValueError as e:")
             self.emit(d + 1, f"_v = cells[{index}].strip(); _r = str(e)")
-            self.bad(d + 1, drop_name, reject)
+            bad(d + 1)
             self.emit(d, "else:")
             keep = "x is not SKIP and x is not None" if skip_none else "x is not SKIP"
             self.emit(d + 1, f"if {keep}: {store('x')}")
 
 
-def compile_row_function(mapper: RowMapper) -> RowFunction:
-    """The generated equivalent of `mapper.map_row_generic`."""
-    from .chunks import Drop
-    from .mapping import Mapped, Rejection  # mapping imports this module
+def compile_identify(
+    plan: FilePlan,
+) -> Callable[[list[str], int], tuple[str, dict[str, Any]] | Rejection]:
+    """The identity of a row (its user, and the identifier's part of the object)."""
+    kind = plan.identifier_kind
+    values = [(v, v.column, v.fixed, v.converter()) for v in plan.identifier]
 
+    def identify(cells: list[str], line_no: int) -> tuple[str, dict[str, Any]] | Rejection:
+        texts = []
+        for v, index, fixed, convert in values:
+            if index is None:
+                value = fixed
+            else:
+                try:
+                    value = convert(cells[index])
+                except FieldValueError as exc:
+                    return Rejection(line_no, f"{v.name}: {cells[index].strip()!r} is {exc}")
+            if value is SKIP or value is None or value == "":
+                return Rejection(line_no, f"{v.name} is empty")
+            text = str(value)
+            problem = identifier_problem(v.name, text, kind == "external_id")
+            if problem is not None:
+                return Rejection(line_no, problem)
+            texts.append(text)
+        if kind == "user_alias":
+            name, label = texts
+            return f"alias:{label}:{name}", {
+                "user_alias": {"alias_name": name, "alias_label": label}
+            }
+        return (texts[0] if kind == "external_id" else f"{kind}:{texts[0]}"), {kind: texts[0]}
+
+    return identify
+
+
+def compile_row_function(plan: FilePlan) -> RowFunction:
+    """The plan as one generated function (cells, line_no) -> Mapped | Rejection."""
     w = _Writer()
     w.emit(0, "def map_row(cells, line_no):")
-    w.emit(1, f"if len(cells) != {mapper.width}:")
+    w.emit(1, f"if len(cells) != {plan.width}:")
     w.emit(
         2,
         "return Rejection(line_no, f'the row has {len(cells)} fields where the header has"
-        f" {mapper.width}')",
+        f" {plan.width}')",
     )
-    index = mapper.plain_external_id_column()
+    index = plan.plain_id_column
     if index is not None:  # the usual identifier, inlined
         w.emit(1, f"user = cells[{index}].strip()")
         w.emit(1, "if not user: return Rejection(line_no, 'external_id is empty')")
-        limit = MAX_EXTERNAL_ID_BYTES  # only long ids can be over it: bytes counted for those
-        w.emit(1, f"if len(user) > {ID_CHARS_ALWAYS_SHORT} and len(user.encode()) > {limit}:")
-        w.emit(2, f"return Rejection(line_no, 'external_id is longer than {limit} bytes')")
-        w.emit(1, "if not user.isprintable() and (_r := control_character(user)):")
-        w.emit(2, "return Rejection(line_no, 'external_id ' + _r)")
+        w.emit(1, f"if {w.constant(might_be_unusable)}(user) and (")
+        w.emit(2, f"_r := {w.constant(identifier_problem)}('external_id', user, True)")
+        w.emit(1, "): return Rejection(line_no, _r)")
         w.emit(1, "a = {'external_id': user}")
     else:
-        w.emit(1, f"identity = {w.constant(mapper.identify)}(cells, line_no)")
+        w.emit(1, f"identity = {w.constant(compile_identify(plan))}(cells, line_no)")
         w.emit(1, "if identity.__class__ is Rejection: return identity")
         w.emit(1, "user, a = identity")
     w.emit(1, "drops = None")
     w.emit(1, "merge = False")
 
-    for rule, index, _ in mapper.fields:
-        assert index is not None
-        reject: Reject = (rule.name, True) if rule.reject_invalid or rule.required else None
-        key = w.constant(rule.name)
+    for v in plan.fields:
+        key = w.constant(v.name)
+        w.value(1, v, lambda x, key=key: f"a[{key}] = {x}")  # type: ignore[misc]
+    if plan.fixed:
+        w.emit(1, f"a.update({w.constant(plan.fixed)})")
 
-        def assign(x: str, key: str = key) -> str:
-            return f"a[{key}] = {x}"
-
-        w.value(1, rule, index, assign, rule.name, reject)
-    if mapper.fixed:
-        w.emit(1, f"a.update({w.constant(mapper.fixed)})")
-
-    operations_of = Counter(name for name, _, _ in mapper.arrays)
-    for name, op, (rule, index, fixed) in mapper.arrays:
-        array, operation = w.constant(name), w.constant(op)
+    operations_of = Counter(array.name for array in plan.arrays)
+    for array in plan.arrays:
+        name, v = array.name, array.value
+        slot, operation = w.constant(name), w.constant(array.op)
 
         def append(
             x: str,
-            array: str = array,
+            slot: str = slot,
             operation: str = operation,
             alone: bool = operations_of[name] == 1,
         ) -> str:
             if alone:  # the only value of this array: no need to merge with others
-                return f"a[{array}] = {{{operation}: [{x}]}}"
-            return f"a.setdefault({array}, {{}}).setdefault({operation}, []).append({x})"
+                return f"a[{slot}] = {{{operation}: [{x}]}}"
+            return f"a.setdefault({slot}, {{}}).setdefault({operation}, []).append({x})"
 
-        if index is None:
-            if fixed is not SKIP and fixed is not None:
-                w.emit(1, append(w.constant(fixed)))
-            continue
-        reject = (f"{name}.{op}", False) if rule.reject_invalid else None
-        w.value(1, rule, index, append, name, reject, skip_none=True)
+        if v.column is None:
+            w.emit(1, append(w.constant(v.fixed)))
+        else:
+            w.value(1, v, append, skip_none=True)
 
-    for name, merge_this, inferred, explicit in mapper.nested:
+    for nested in plan.nested:
         w.emit(1, "o = {}")
+        inferred = nested.inferred
+        if len(inferred) > UNROLLED_COLUMNS:
+            w.emit(1, f"for k, i in {w.constant(inferred)}:")
+            w.emit(2, "v = cells[i].strip()")
+            w.emit(2, "if v:")
+            w.emit(3, "try: o[k] = infer_value(v)")
+            w.emit(3, "except FieldValueError as e:")
+            w.emit(4, "_v = v; _r = str(e)")
+            w.emit(4, "if drops is None: drops = []")
+            w.emit(4, f"drops.append(Drop(line_no, {w.constant(nested.name)} + '.' + k, _v, _r))")
+            inferred = ()
         for key, index in inferred:
             w.emit(1, f"v = cells[{index}].strip()")
             w.emit(1, "if v:")
             w.emit(2, f"try: o[{w.constant(key)}] = infer_value(v)")
             w.emit(2, "except FieldValueError as e:")
             w.emit(3, "_v = v; _r = str(e)")
-            w.bad(3, f"{name}.{key}", None)
-        for key, (rule, index, fixed) in explicit:
+            w.bad(3, f"{nested.name}.{key}", None, False)
+        for key, v in nested.explicit:
             slot = w.constant(key)
-            if index is None:
-                if fixed is not SKIP:
-                    w.emit(1, f"o[{slot}] = {w.constant(fixed)}")
-                continue
-            reject = (f"{name}.{key}", False) if rule.reject_invalid else None
-
-            def put(x: str, slot: str = slot) -> str:
-                return f"o[{slot}] = {x}"
-
-            w.value(1, rule, index, put, f"{name}.{key}", reject)
+            if v.column is None:
+                w.emit(1, f"o[{slot}] = {w.constant(v.fixed)}")
+            else:
+                w.value(1, v, lambda x, slot=slot: f"o[{slot}] = {x}")  # type: ignore[misc]
         w.emit(1, "if o:")
         w.emit(2, "s = len(dumps(o))")
         w.emit(2, f"if s > {MAX_NESTED_BYTES}:")  # Braze would drop it silently
         w.emit(3, "_v = ''; _r = nested_too_large(s)")
-        w.bad(3, name, None)
+        w.bad(3, nested.name, None, False)
         w.emit(2, "else:")
-        w.emit(3, f"a[{w.constant(name)}] = o")
-        if merge_this:
+        w.emit(3, f"a[{w.constant(nested.name)}] = o")
+        if nested.merge:
             w.emit(3, "merge = True")
-    w.emit(1, "if merge: a['_merge_objects'] = True")
-    w.emit(1, f"a['_update_existing_only'] = {mapper.update_existing_only!r}")
+    w.emit(1, f"if merge: a[{MERGE_OBJECTS!r}] = True")
+    w.emit(1, f"a[{UPDATE_EXISTING_ONLY!r}] = {plan.update_existing_only!r}")
     w.emit(1, "return Mapped(user, a, drops)")
 
     namespace: dict[str, Any] = {
@@ -228,7 +234,6 @@ def compile_row_function(mapper: RowMapper) -> RowFunction:
         "infer_value": infer_value,
         "dumps": orjson.dumps,
         "nested_too_large": nested_too_large,
-        "control_character": control_character,
     }
     source = "\n".join(w.lines)
     exec(compile(source, "<row function>", "exec"), namespace)  # our own text, built above

@@ -31,6 +31,7 @@ import yaml
 
 from rpi_braze_sync import inspection, recordcount
 from rpi_braze_sync.config import load_config
+from rpi_braze_sync.mapper import bind
 from rpi_braze_sync.mapping import Mapped
 from rpi_braze_sync.settings import FormatSettings
 
@@ -321,7 +322,7 @@ def check_same_objects(data: Path) -> None:
         reader = csv.reader(f)
         header = next(reader)
         row = next(reader)
-    mapper = mapping.bind(header, {"channel": UPSERT, "offer": "Bench", "workflow_id": "1"})
+    mapper = bind(mapping, header, {"channel": UPSERT, "offer": "Bench", "workflow_id": "1"})
     mapped = mapper.map_row(row, 2)
     assert isinstance(mapped, Mapped), mapped
     keys = [h.strip().lower().replace(" ", "_") for h in header]

@@ -1,6 +1,6 @@
 """The mapping language, table by table: every value transform, then every config error.
 
-Part 1 drives `compile_value(ValueSpec(...))` directly: trim, empty handling, case, value
+Part 1 drives `compile_value(ValueRecipe.of(ValueSpec(...)))` directly: trim, empty handling, case, value
 maps, each type, input formats, lengths and the nested `{"$time": ...}` wrapping.
 Part 2 feeds YAML text to `parse_settings` and checks each problem's file:line:col, key path
 and message, exactly as an operator would read them.
@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from rpi_braze_sync.config import parse_settings
 from rpi_braze_sync.errors import ConfigError
+from rpi_braze_sync.parsers import SKIP, FieldValueError
 from rpi_braze_sync.settings import (
     AliasSpec,
     ArraySpec,
@@ -26,14 +27,14 @@ from rpi_braze_sync.settings import (
     RecordCountSpec,
     ValueSpec,
 )
-from rpi_braze_sync.transforms import SKIP, FieldValueError, compile_value
+from rpi_braze_sync.transforms import ValueRecipe, compile_value
 
 # --- part 1: value transforms -------------------------------------------------------------
 
 
 def convert(raw: str, nested: bool = False, **spec: Any) -> Any:
     """Compile a column-sourced value with `spec` and apply it to one raw cell."""
-    return compile_value(ValueSpec(column="c", **spec), nested)(raw)
+    return compile_value(ValueRecipe.of(ValueSpec(column="c", **spec)), nested)(raw)
 
 
 def same(actual: Any, expected: Any) -> None:

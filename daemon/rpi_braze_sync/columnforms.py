@@ -1,0 +1,165 @@
+"""Pure: a value's converter over a whole column of a chunk (columnar.py), from the
+operations of parsers.py: the column form first, then the scalar form once per distinct text
+(remembered, bad texts too), the phone shortcut, or the general transform cell by cell. A bad
+value is reported with its row, text and reason: the caller drops it or rejects the row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .fileplan import ValuePlan
+from .parsers import MAX_STRING_CHARS, MISS, OPERATIONS, SKIP, FieldValueError, too_long
+from .phones import valid_as_written
+
+_strip = str.strip
+
+# A column's bad values: (row, text, reason).
+Failures = list[tuple[int, str, str]]
+# Converts one column for a chunk, adding its bad values to the failures it is given; says
+# whether every value is known to be a string (none SKIP), which saves a check.
+ColumnConverter = Callable[[Sequence[Any], Failures], tuple[list[Any], bool]]
+# Distinct values remembered per column and file (countries, genders, categories, and the
+# bad values): about 150 KB a column at most, and gone with the file; and at most CACHE_TOTAL
+# for all columns (10,000 columns of 1,024 entries each took 300 MB).
+CACHE_ENTRIES = 1024
+CACHE_TOTAL = 65_536
+
+
+class _Failed:
+    """A bad value remembered in a cache: its reason."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _texts(column: Sequence[str], failed: Failures) -> tuple[list[Any], bool]:
+    values: list[Any] = list(map(_strip, column))
+    if max(map(len, values)) > MAX_STRING_CHARS:
+        for i, v in enumerate(values):
+            if len(v) > MAX_STRING_CHARS:
+                failed.append((i, v, too_long(len(v))))
+                values[i] = SKIP
+    if "" in values:
+        return [v or SKIP for v in values], False
+    return values, SKIP not in values
+
+
+def parsed(operation: str, entries: int) -> ColumnConverter:
+    """An operation over a column: its column form first, then its scalar form, once per
+    distinct text (remembered, bad ones too), for the cells the column form left."""
+    column_form, parse = OPERATIONS[operation].column, OPERATIONS[operation].scalar
+    cache: dict[str, Any] = {}
+    remembered_failures = False
+
+    def convert(column: Sequence[str], failed: Failures) -> tuple[list[Any], bool]:
+        nonlocal remembered_failures
+        texts = list(map(_strip, column))
+        values = column_form(texts) if column_form is not None else None
+        if values is texts:
+            return values, True  # sent as written: strings, none skipped
+        if values is None:
+            values = list(map(cache.get, texts))  # None: not known yet (parsers never give it)
+        if not (None in values or MISS in values or remembered_failures):
+            return values, False
+        for i, value in enumerate(values):
+            if value is None or value is MISS:
+                text = texts[i]
+                if not text:
+                    values[i] = SKIP
+                    continue
+                value = cache.get(text)
+                if value is None:
+                    try:
+                        value = parse(text)
+                    except FieldValueError as exc:
+                        value = _Failed(str(exc))
+                        remembered_failures = True
+                    if len(cache) < entries:
+                        cache[text] = value
+                values[i] = value
+            if value.__class__ is _Failed:
+                failed.append((i, texts[i], value.reason))
+                values[i] = SKIP
+        return values, False
+
+    return convert
+
+
+def _converted(convert_one: Callable[[Any], Any], pairs: bool, skip_none: bool) -> ColumnConverter:
+    """The general transform (case, value maps, defaults...), one call per cell."""
+
+    def convert(column: Sequence[Any], failed: Failures) -> tuple[list[Any], bool]:
+        values: list[Any] = []
+        append = values.append
+        for i, raw in enumerate(column):
+            try:
+                value = convert_one(raw)
+            except FieldValueError as exc:
+                failed.append((i, (raw[0] if pairs else raw).strip(), str(exc)))
+                value = SKIP
+            append(SKIP if skip_none and value is None else value)
+        return values, False
+
+    return convert
+
+
+def _phones(convert_one: Callable[[Any], Any], pairs: bool, entries: int) -> ColumnConverter:
+    """Phone numbers already in E.164 and valid go as written, without a call each; the
+    others (national, spaced, invalid) through the converter, remembered per (text, region)."""
+    cache: dict[Any, Any] = {}
+
+    def convert(column: Sequence[Any], failed: Failures) -> tuple[list[Any], bool]:
+        texts = list(map(_strip, [phone for phone, _ in column] if pairs else column))
+        quick = list(map(valid_as_written, texts))
+        if all(quick):
+            return texts, True
+        values: list[Any] = []
+        for i, text in enumerate(texts):
+            if quick[i] or not text:
+                values.append(text or SKIP)
+                continue
+            raw = column[i]
+            value = cache.get(raw)
+            if value is None:
+                try:
+                    value = convert_one(raw)
+                except FieldValueError as exc:
+                    value = _Failed(str(exc))
+                if len(cache) < entries:
+                    cache[raw] = value
+            if value.__class__ is _Failed:
+                failed.append((i, text, value.reason))
+                value = SKIP
+            values.append(value)
+        return values, False
+
+    return convert
+
+
+def column_converter(v: ValuePlan, skip_none: bool, entries: int) -> ColumnConverter:
+    kind, pairs = v.kind, v.region_column is not None
+    if kind == "text":
+        return _texts
+    if kind == "parse":
+        return parsed(v.rule.recipe.type, entries)
+    convert = v.converter()
+    one: Callable[[Any], Any] = (lambda pair: convert(*pair)) if pairs else convert
+    if kind == "phone":
+        return _phones(one, pairs, entries)
+    return _converted(one, pairs, skip_none)
+
+
+def source_of(v: ValuePlan) -> int | tuple[int, int]:
+    """Where a value's cells come from: its column, or its column and its region's."""
+    assert v.column is not None
+    return v.column if v.region_column is None else (v.column, v.region_column)
+
+
+def cells_of(columns: list[tuple[str, ...]], source: int | tuple[int, int]) -> Sequence[Any]:
+    if isinstance(source, int):
+        return columns[source]
+    return list(zip(columns[source[0]], columns[source[1]], strict=True))

@@ -1,0 +1,70 @@
+"""Pure: a channel's mapping bound to one file: its FilePlan and the executors generated from
+it, and `map_rows`, the one way rows become request bodies, rejections and drops. Sending
+(chunkreader.py), `preview` and `check` all call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import orjson
+
+from .chunks import Drop
+from .columnar import ChunkFunction, compile_chunk_function
+from .fileplan import FilePlan, plan_file
+from .mapping import MappingPlan, Rejection
+from .rowcode import RowFunction, compile_row_function
+
+
+@dataclass
+class MappedRows:
+    """Rows mapped, one entry a row: its body (None: rejected, see `reasons`) and its user;
+    then the fields dropped, in row order."""
+
+    bodies: list[bytes | None]
+    users: list[str]
+    reasons: dict[int, str] = field(default_factory=dict)  # row -> why it is rejected
+    drops: list[Drop] = field(default_factory=list)
+
+
+class FileMapper:
+    """The executors of one file's plan: `map_row` (the generated row function), `map_chunk`
+    (the column-wise encoder, None where the plan has none), and `map_rows`, both together."""
+
+    def __init__(self, plan: FilePlan) -> None:
+        self.plan = plan
+        self.header = plan.header
+        self.warnings = plan.warnings
+        self.map_row: RowFunction = compile_row_function(plan)
+        self.map_chunk: ChunkFunction | None = compile_chunk_function(plan)
+
+    def map_rows(self, rows: Sequence[list[str]], line_numbers: Sequence[int]) -> MappedRows:
+        """Column-wise where it can, the row function for the rest."""
+        if self.map_chunk is not None:
+            bodies, users, dropped = self.map_chunk(rows, line_numbers)
+        else:
+            bodies, users, dropped = [None] * len(rows), [""] * len(rows), {}
+        reasons: dict[int, str] = {}
+        if None in bodies:
+            dumps, map_row = orjson.dumps, self.map_row
+            for i, body in enumerate(bodies):
+                if body is not None:
+                    continue
+                result = map_row(rows[i], line_numbers[i])
+                if isinstance(result, Rejection):
+                    reasons[i] = result.reason
+                    continue
+                if result.drops:
+                    dropped[i] = result.drops
+                # orjson's result keeps its whole working buffer (4 KB or more) alive; a
+                # right-sized copy is what waits in memory for Braze.
+                bodies[i] = bytes(memoryview(dumps(result.attributes)))
+                users[i] = result.user
+        drops = [d for i in sorted(dropped) for d in dropped[i]] if dropped else []
+        return MappedRows(bodies, users, reasons, drops)
+
+
+def bind(mapping: MappingPlan, header: Sequence[str], path_values: Mapping[str, str]) -> FileMapper:
+    """The mapping fitted to a file's header; HeaderError if it cannot be."""
+    return FileMapper(plan_file(mapping, header, path_values))
