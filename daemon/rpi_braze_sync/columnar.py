@@ -162,7 +162,7 @@ def _array_objects(
 
 def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
     """The fast path for `plan`, or None where it has none (a key given twice)."""
-    id_column = plan.plain_id_column
+    id_column = plan.id_column_as_written
     identify = compile_identify(plan)  # any other identifier: row by row
     entries = min(CACHE_ENTRIES, CACHE_TOTAL // max(1, plan.width))  # per column
     top: list[_Part] = [_part(_key(v.name), v, entries) for v in plan.fields]

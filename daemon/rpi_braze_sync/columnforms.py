@@ -43,15 +43,17 @@ def _texts(column: Sequence[str], failed: Failures) -> tuple[list[Any], bool]:
             if len(v) > MAX_STRING_CHARS:
                 failed.append((i, v, too_long(len(v))))
                 values[i] = SKIP
+        return [v or SKIP for v in values], False
     if "" in values:
         return [v or SKIP for v in values], False
-    return values, SKIP not in values
+    return values, True
 
 
 def parsed(operation: str, entries: int) -> ColumnConverter:
-    """An operation over a column: its column form first, then its scalar form, once per
-    distinct text (remembered, bad ones too), for the cells the column form left."""
-    column_form, parse = OPERATIONS[operation].column, OPERATIONS[operation].scalar
+    """An operation over a column: its column form first; for the cells it leaves, a cache of
+    distinct texts (bad ones too), then its as-written pattern, then its scalar form."""
+    op = OPERATIONS[operation]
+    column_form, parse, as_written = op.column, op.scalar, op.as_written
     cache: dict[str, Any] = {}
     remembered_failures = False
 
@@ -61,29 +63,41 @@ def parsed(operation: str, entries: int) -> ColumnConverter:
         values = column_form(texts) if column_form is not None else None
         if values is texts:
             return values, True  # sent as written: strings, none skipped
+        unknown: Any = MISS
         if values is None:
             values = list(map(cache.get, texts))  # None: not known yet (parsers never give it)
-        if not (None in values or MISS in values or remembered_failures):
+            unknown = None
+        if not (unknown in values or remembered_failures):
             return values, False
-        for i, value in enumerate(values):
-            if value is None or value is MISS:
-                text = texts[i]
-                if not text:
-                    values[i] = SKIP
-                    continue
-                value = cache.get(text)
-                if value is None:
-                    try:
-                        value = parse(text)
-                    except FieldValueError as exc:
-                        value = _Failed(str(exc))
-                        remembered_failures = True
+        missing = [i for i, value in enumerate(values) if value is unknown]
+        if as_written is not None and missing:
+            found = list(map(as_written.fullmatch, [texts[i] for i in missing]))
+            for i, match in zip(missing, found, strict=True):
+                if match is not None:
+                    values[i] = text = texts[i]
                     if len(cache) < entries:
-                        cache[text] = value
-                values[i] = value
-            if value.__class__ is _Failed:
-                failed.append((i, texts[i], value.reason))
+                        cache[text] = text
+            missing = [i for i, match in zip(missing, found, strict=True) if match is None]
+        for i in missing:
+            text = texts[i]
+            if not text:
                 values[i] = SKIP
+                continue
+            value = cache.get(text)
+            if value is None:
+                try:
+                    value = parse(text)
+                except FieldValueError as exc:
+                    value = _Failed(str(exc))
+                    remembered_failures = True
+                if len(cache) < entries:
+                    cache[text] = value
+            values[i] = value
+        if remembered_failures:
+            for i, value in enumerate(values):
+                if value.__class__ is _Failed:
+                    failed.append((i, texts[i], value.reason))
+                    values[i] = SKIP
         return values, False
 
     return convert

@@ -70,7 +70,7 @@ class FilePlan:
     identifier_kind: str  # external_id, email, phone or user_alias
     identifier: tuple[ValuePlan, ...]
     # The column of an external_id sent as written (trimmed): executors inline it.
-    plain_id_column: int | None
+    id_column_as_written: int | None
     fields: tuple[ValuePlan, ...]  # top-level attributes from a cell, in order
     fixed: dict[str, Any]  # top-level attributes fixed for the file, after those
     arrays: tuple[ArrayPlan, ...]
@@ -136,7 +136,7 @@ class _Planner:
         taken = {v.column for v in identifier}
         nested = [self._nested(*n, taken) for n in m.nested]
         first = identifier[0]
-        plain_id = (
+        id_as_written = (
             first.column
             if m.identifier_kind == "external_id"
             and kind_of(first.rule.recipe, False, False) == "text"
@@ -147,7 +147,7 @@ class _Planner:
             len(self.header),
             m.identifier_kind,
             identifier,
-            plain_id,
+            id_as_written,
             tuple(fields),
             fixed,
             tuple(arrays),

@@ -273,12 +273,9 @@ _PLAIN_TEXT = re.compile(
 )
 
 
-def _inferred(values: list[str]) -> list[Any]:
-    """infer_value's whole numbers (ids, amounts, counts) and plain texts at once."""
-    if None not in map(_WHOLE_NUMBER.fullmatch, values):
-        return list(map(int, values))
-    found = list(map(_PLAIN_TEXT.fullmatch, values))
-    return [v if m is not None else MISS for v, m in zip(values, found, strict=True)]
+def _whole_numbers(values: list[str]) -> list[int] | None:
+    """infer_value's integers (ids, amounts, counts)."""
+    return None if None in map(_WHOLE_NUMBER.fullmatch, values) else list(map(int, values))
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +284,9 @@ class Operation:
 
     scalar: Callable[[str], Any]
     column: ColumnForm | None = None
+    # Texts this matches are their own value: tried on the texts that the column form and a
+    # cache of distinct texts left, before the scalar form (one C call instead of a Python one).
+    as_written: re.Pattern[str] | None = None
 
 
 # The types of the mapping language (phone aside: it takes a region), and infer_value.
@@ -300,7 +300,7 @@ OPERATIONS: dict[str, Operation] = {
     "email": Operation(parse_email, _emails_as_written),
     "gender": Operation(parse_gender),
     "country": Operation(parse_country),
-    "infer": Operation(infer_value, _inferred),
+    "infer": Operation(infer_value, _whole_numbers, _PLAIN_TEXT),
 }
 
 

@@ -144,7 +144,7 @@ def compile_row_function(plan: FilePlan) -> RowFunction:
         "return Rejection(line_no, f'the row has {len(cells)} fields where the header has"
         f" {plan.width}')",
     )
-    index = plan.plain_id_column
+    index = plan.id_column_as_written
     if index is not None:  # the usual identifier, inlined
         w.emit(1, f"user = cells[{index}].strip()")
         w.emit(1, "if not user: return Rejection(line_no, 'external_id is empty')")

@@ -86,7 +86,7 @@ class ValueRecipe:
         )
 
 
-# How executors treat a value, decided once here ("is this rule plain"): "text", a string
+# How executors treat a value, decided once here (what was "is this rule plain"): "text", a string
 # only trimmed and within 255 characters; "parse", a type's parser on the trimmed text;
 # "phone", E.164 with nothing else done; "convert", the general compiled transform.
 Kind = Literal["text", "parse", "phone", "convert"]
