@@ -12,20 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .batching import Item, Range
+from .mapping import Drop as Drop  # (re-exported: a chunk carries its rows' drops)
 
 if TYPE_CHECKING:
     from .inspection import FileInspection
     from .plan import ChannelPlan
-
-
-@dataclass(frozen=True, slots=True)
-class Drop:
-    """An optional field left out of its row, and why (the row itself is sent)."""
-
-    line_no: int
-    field: str
-    value: str
-    reason: str
 
 
 # A rejected row: (record index, line, source cells, reason).

@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from .chunks import Drop
 from .errors import HeaderError as HeaderError  # (re-exported: the error tree owns them)
 from .errors import MappingError as MappingError
 from .parsers import FieldValueError
@@ -35,6 +34,16 @@ _RESERVED = frozenset({"external_id", "braze_id", "user_alias", "push_token_impo
 def normalise_column(name: str) -> str:
     """'Output Name' -> 'output_name': how header cells and mapping columns are compared."""
     return _NON_ALNUM.sub("_", name.strip().lower()).strip("_")
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """An optional field left out of its row, and why (the row itself is sent)."""
+
+    line_no: int
+    field: str
+    value: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,6 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "daemon" / "rpi_braze_sync"
-# The one cycle left while issue 15's mapping half (one plan, many executors) is under way:
-# that work removes it, and this line with it. Nothing may be added here.
-BEING_REMOVED = [["chunks", "columnar", "mapping", "plan", "rowcode"]]
 
 
 def sibling_imports(source: str) -> set[str]:
@@ -81,4 +78,4 @@ def test_the_package_has_no_import_cycle() -> None:
     graph = import_graph(PACKAGE)
     assert len(graph) > 40  # it read the package
     assert graph["app"]
-    assert [cycle for cycle in cycles(graph) if cycle not in BEING_REMOVED] == []
+    assert cycles(graph) == []

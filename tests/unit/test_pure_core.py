@@ -1,6 +1,6 @@
 """The pure core stays pure: modules whose docstring opens with "Pure" import no I/O, clock
-or concurrency module, directly or through another module of the package. And no module of
-the package imports itself back through others (an import cycle), even inside a function."""
+or concurrency module, directly or through another module of the package. (Import cycles:
+test_import_cycles.py.)"""
 
 from __future__ import annotations
 
@@ -63,21 +63,3 @@ def test_pure_modules_import_no_io() -> None:
                 seen.add(sibling)
                 todo.append(sibling)
         assert not reached & FORBIDDEN, (module, sorted(reached & FORBIDDEN))
-
-
-def test_no_import_cycle() -> None:
-    modules = {path.stem for path in PACKAGE.glob("*.py")}
-    graph = {module: imports(module)[1] & modules for module in modules}
-
-    def reached_from(start: str) -> set[str]:
-        seen: set[str] = set()
-        todo = list(graph[start])
-        while todo:
-            module = todo.pop()
-            if module not in seen:
-                seen.add(module)
-                todo += graph[module]
-        return seen
-
-    in_cycles = sorted(module for module in modules if module in reached_from(module))
-    assert not in_cycles, f"modules that import themselves back: {in_cycles}"
