@@ -147,7 +147,7 @@ def split_batch(items: list[Item]) -> tuple[list[Item], list[Item]]:
 Range = tuple[int, int]  # record indexes [start, end)
 
 
-class Progress:
+class SettledRecords:
     """Acknowledgements arrive out of order. The checkpoint is the contiguous settled prefix;
     the records settled beyond it are kept as a compact set of ranges, so that a restart can
     skip exactly those (then only the rows in flight at a crash are sent twice)."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 
 from .afterdone import apply_after_done
-from .batching import Item, Progress
+from .batching import Item, SettledRecords
 from .chunks import ChunkData, ChunkSource, FileRequest
 from .config import Channel
 from .deltarun import DeltaFile
@@ -86,7 +86,7 @@ class FileJob:
         self.rows_total: int | None = None
         self._started_at = 0.0  # monotonic, when run() began
         self.log = export_logger(log, export.values)
-        self.progress = Progress(record.checkpoint, record.ahead)
+        self.progress = SettledRecords(record.checkpoint, record.ahead)
         self.sent = record.rows_sent
         self.rejected = record.rows_rejected
         self.dropped = record.fields_dropped
@@ -256,7 +256,7 @@ class FileJob:
             self.log.warning("new content under a path sent before: sending it from its first row")
             start = 0
         self.journal.restart_from(record.id, start, ahead)
-        self.progress = Progress(start, ahead)
+        self.progress = SettledRecords(start, ahead)
         self.sent = self.rejected = self.dropped = 0
         return None
 

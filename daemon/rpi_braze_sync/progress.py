@@ -22,7 +22,7 @@ def format_duration(seconds: float) -> str:
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class ProgressSnapshot:
     settled: int  # rows acknowledged by Braze or rejected, from the file's first row
     total: int | None  # the file's data rows; None when unknown
     rate_per_s: float  # rows settled per second since the previous snapshot
@@ -56,7 +56,7 @@ class ProgressMeter:
         self.first_settled = settled  # a resumed file starts past its first rows
         self._last = (now, settled)
 
-    def snapshot(self, settled: int, now: float) -> Snapshot:
+    def snapshot(self, settled: int, now: float) -> ProgressSnapshot:
         then, settled_then = self._last
         elapsed = now - then
         rate = (settled - settled_then) / elapsed if elapsed > 0 else 0.0
@@ -66,9 +66,9 @@ class ProgressMeter:
             left = 0.0
         elif self.total is not None and rate > 0:
             left = (self.total - settled) / rate
-        return Snapshot(settled, self.total, rate, left)
+        return ProgressSnapshot(settled, self.total, rate, left)
 
-    def peek(self, settled: int, now: float) -> Snapshot:
+    def peek(self, settled: int, now: float) -> ProgressSnapshot:
         """A snapshot that does not start a new interval (systemd's status line)."""
         last = self._last
         try:

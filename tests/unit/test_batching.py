@@ -1,4 +1,4 @@
-"""Planner (batches, per-user claims, jobs), build_body and Progress."""
+"""Planner (batches, per-user claims, jobs), build_body and SettledRecords."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from rpi_braze_sync.batching import (
     Item,
     Planner,
-    Progress,
+    SettledRecords,
     build_body,
     keep_unsettled,
     pack_cells,
@@ -238,7 +238,7 @@ def test_split_batch_halves(n: int, first: list[int], second: list[int]) -> None
 def test_progress_checkpoint_is_the_contiguous_settled_prefix(
     start: int, settles: list[int], checkpoints: list[int], ahead: int
 ) -> None:
-    progress = Progress(start)
+    progress = SettledRecords(start)
     assert progress.checkpoint == start
     seen = []
     for index in settles:
@@ -254,7 +254,7 @@ def test_progress_random_order_with_duplicates(seed: int) -> None:
     start = rng.randint(0, 5)
     order = list(range(start, start + 50))
     rng.shuffle(order)
-    progress = Progress(start)
+    progress = SettledRecords(start)
     settled: set[int] = set()
     for index in order:
         progress.settle(index)
@@ -272,14 +272,14 @@ def test_progress_random_order_with_duplicates(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(10))
 def test_progress_keeps_exactly_the_settled_ranges_beyond_the_checkpoint(seed: int) -> None:
     """What a restart skips is exactly what was settled: as compact ranges, in one run of
-    settle_all per request, and the same after a round trip through a new Progress."""
+    settle_all per request, and the same after a round trip through a new SettledRecords."""
     rng = random.Random(seed)
     start = rng.randint(0, 5)
     order = list(range(start, start + 300))
     cuts = sorted({0, 300, *rng.sample(range(1, 300), 30)})
     requests = [order[a:b] for a, b in itertools.pairwise(cuts)]
     rng.shuffle(requests)
-    progress = Progress(start)
+    progress = SettledRecords(start)
     settled: set[int] = set()
     for request in requests:
         if rng.random() < 0.2:
@@ -291,7 +291,7 @@ def test_progress_keeps_exactly_the_settled_ranges_beyond_the_checkpoint(seed: i
         assert covered == {i for i in settled if i >= progress.checkpoint}
         assert all(e < s2 for (_, e), (s2, _) in itertools.pairwise(ahead))  # apart
         assert all(s > progress.checkpoint for s, _ in ahead)
-        again = Progress(progress.checkpoint, ahead)
+        again = SettledRecords(progress.checkpoint, ahead)
         assert (again.checkpoint, again.ahead) == (progress.checkpoint, ahead)
     assert (progress.checkpoint, progress.ahead) == (start + 300, [])
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rpi_braze_sync.progress import ProgressMeter, Snapshot, format_duration
+from rpi_braze_sync.progress import ProgressMeter, ProgressSnapshot, format_duration
 
 
 @pytest.mark.parametrize(
@@ -55,4 +55,4 @@ def test_done_summary_counts_this_run_only() -> None:
     ("settled", "total", "ratio"), [(0, 0, 1.0), (5, None, 0.0), (7, 5, 1.0), (1, 4, 0.25)]
 )
 def test_ratio_bounds(settled: int, total: int | None, ratio: float) -> None:
-    assert Snapshot(settled, total, 0.0, None).ratio == ratio
+    assert ProgressSnapshot(settled, total, 0.0, None).ratio == ratio
