@@ -14,7 +14,8 @@ Exit statuses (sysexits.h), the same for every command:
   73   `init`: a file exists already (use --force) or cannot be written
   74   I/O error: the journal cannot be opened or read
   75   `run`: another rpi-braze-sync is running on the same state directory (systemd
-       restarts it, so it starts once the other one stops)
+       restarts it, so it starts once the other one stops); `forget`: a running daemon
+       holds delta's store
   77   `check --online`: Braze refuses the API key
   78   configuration error (systemd does not restart on it)
   130  interrupted (Ctrl-C) outside `run`

@@ -26,6 +26,11 @@ RECORD_VERSION = 2
 # (the one `whole` names), whole
 _HEADER = struct.Struct("<BBIHHH8s")
 HEADER_BYTES = _HEADER.size
+# Flags. RAW: the record holds the object as sent instead of fingerprints (no field, no add):
+# a user's first acknowledged row is remembered so, without reading the object (the first run
+# costs a copy, not a parse); the first comparison that needs its values expands it
+# (deltabody.expand). Unchanged rows never need them: `whole` decides.
+RAW = 1
 # Array values remembered per user, the most recently sent or seen kept: values seen run after
 # run (offers, audiences) stay, ids that never recur (channel execution ids) age out.
 MAX_ADDS = 16
@@ -119,9 +124,10 @@ class Record(NamedTuple):
 
 
 def parse_record(record: bytes) -> Record | None:
-    """None for a record this version cannot read (then the row is sent and remembered anew)."""
+    """None for a record this version cannot read (then the row is sent and remembered anew),
+    or a RAW one (expand it first)."""
     header = _header(record)
-    if header is None:
+    if header is None or header[1] & RAW:
         return None
     _, _, refreshed_at, n, _m, points, whole = header
     values_at = HEADER_BYTES + 4 * n
@@ -141,6 +147,8 @@ def _header(record: bytes | None) -> tuple[int, int, int, int, int, int, bytes] 
     if record is None or len(record) < HEADER_BYTES or record[0] != RECORD_VERSION:
         return None
     header: tuple[int, int, int, int, int, int, bytes] = _HEADER.unpack_from(record)
+    if header[1] & RAW:
+        return header if header[3] == header[4] == 0 else None
     if len(record) != HEADER_BYTES + 12 * header[3] + 8 * header[4]:
         return None
     return header
@@ -150,6 +158,19 @@ def refreshed_at(record: bytes) -> int | None:
     """When the record's values were last all sent (retention reads only this)."""
     header = _header(record)
     return None if header is None else header[2]
+
+
+def pack_raw(refreshed_at_s: int, body: bytes, points: int, whole: bytes) -> bytes:
+    """A RAW record: the object as acknowledged, its data points and fingerprint."""
+    header = _HEADER.pack(RECORD_VERSION, RAW, refreshed_at_s, 0, 0, min(points, 0xFFFF), whole)
+    return header + body
+
+
+def raw_body(record: bytes | None) -> bytes | None:
+    """The object a RAW record holds; None for any other record."""
+    if record is None or len(record) < HEADER_BYTES or not record[1] & RAW:
+        return None
+    return None if _header(record) is None else record[HEADER_BYTES:]
 
 
 def pack_record(

@@ -17,10 +17,9 @@ from typing import Any, NamedTuple
 import orjson
 import xxhash
 
-from .delta import Mode
+from .delta import HEADER_BYTES, Merge, Mode, Remember, build_record, raw_body, refreshed_at
 
 CONTROL_KEYS = frozenset({"_merge_objects", "_update_existing_only"})
-_ARRAY_OPS = frozenset({"add", "remove"})
 
 # The whole object's fingerprint: an unchanged row is decided by it without parsing the object
 # (delta.held_whole). XXH3 of the exact bytes: the mapping's encoding is deterministic.
@@ -44,14 +43,20 @@ class Parsed(NamedTuple):
 
 
 def _is_array_ops(value: dict[str, Any]) -> bool:
-    return (
-        bool(value) and value.keys() <= _ARRAY_OPS and all(type(v) is list for v in value.values())
-    )
+    """{"add": [...]}, {"remove": [...]} or both (called per object of a row: kept lean)."""
+    size = len(value)
+    if size == 1:
+        ops = value.get("add", value.get("remove"))
+        return type(ops) is list
+    return size == 2 and type(value.get("add")) is list and type(value.get("remove")) is list
 
 
 def parse(body: bytes) -> Parsed:
-    """The object's values at their paths (one call per row acknowledged: kept lean)."""
-    obj: dict[str, Any] = _loads(body)
+    """The object's values at their paths (once per row acknowledged: kept lean)."""
+    return _parse_object(_loads(body))
+
+
+def _parse_object(obj: dict[str, Any]) -> Parsed:
     fields: dict[str, bytes] = {}
     adds: list[tuple[str, bytes]] = []
     removes: list[tuple[str, bytes]] = []
@@ -63,13 +68,11 @@ def parse(body: bytes) -> Parsed:
     for name, value in items:
         if type(value) is not dict:
             fields[name] = dumps(value)
-        elif _is_array_ops(value):
-            added = value.get("add")
-            if added:
-                adds += [(name, dumps(v)) for v in added]
-            removed = value.get("remove")
-            if removed:
-                removes += [(name, dumps(v)) for v in removed]
+        elif _is_array_ops(value):  # plain loops: no comprehension's frame per array
+            for item in value.get("add") or ():
+                adds.append((name, dumps(item)))
+            for item in value.get("remove") or ():
+                removes.append((name, dumps(item)))
         elif merge and not any(key.startswith("$") for key in value):
             nested.add(name)
             prefix = name + "."
@@ -116,3 +119,41 @@ def rebuild(parsed: Parsed, skipped_fields: Iterable[str], skipped_adds: Iterabl
         elif name not in skip:
             out[name] = value
     return _dumps(out)
+
+
+def count_points(body: bytes) -> int:
+    """The object's data points, without building its paths (a first acknowledgement)."""
+    obj: dict[str, Any] = _loads(body)
+    merge = obj.get("_merge_objects") is True
+    points = 0
+    items = iter(obj.items())
+    next(items, None)  # the identifier
+    for name, value in items:
+        if type(value) is not dict:
+            points += name not in CONTROL_KEYS
+        elif _is_array_ops(value):
+            points += len(value.get("add") or ()) + len(value.get("remove") or ())
+        elif merge and not any(key.startswith("$") for key in value):
+            points += len(value)
+        else:
+            points += 1
+    return points
+
+
+def expand(record: bytes | None) -> bytes | None:
+    """A RAW record as fingerprints (delta.build_record's form), its time and fingerprint kept;
+    any other record as it is. None if it cannot be (then nothing is known)."""
+    body = raw_body(record)
+    if body is None:
+        return record
+    assert record is not None
+    try:
+        parsed = parse(body)
+    except orjson.JSONDecodeError:
+        return None
+    whole = record[HEADER_BYTES - 8 : HEADER_BYTES]
+    since = refreshed_at(record)
+    if since is None:
+        return None
+    remember = Remember(Merge.REBUILD, parsed.fields, parsed.adds, whole, None, (), parsed.points)
+    return build_record(remember, None, since)

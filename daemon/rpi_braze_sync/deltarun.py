@@ -31,9 +31,10 @@ from .delta import (
     compare,
     fresh,
     held_whole,
+    pack_raw,
     user_key,
 )
-from .deltabody import parse, rebuild, whole_fp
+from .deltabody import count_points, expand, parse, rebuild, whole_fp
 from .deltaflight import InFlight
 from .deltastore import DeltaStore, DeltaStoreError, workspace_fingerprint
 
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 SWEEP_EVERY_S = 3600.0  # retention: one step between others, all records once an hour
 SWEEP_PAUSE_S = 1.0
 DAY_S = 86400
+RAW_MAX_BYTES = 4096  # a larger object is remembered as fingerprints at once (delta.RAW)
 
 
 class _Sent(NamedTuple):
@@ -218,6 +220,11 @@ class DeltaFile:
                         unsent.append(pos)
                         skipped_points += held
                         continue
+                    record = expand(record)
+                    if record is None:  # cannot be read: nothing is known
+                        rows[indexes[pos]] = _Sent(key, Merge.REBUILD, None, whole, None)
+                        inflight.sending(key)
+                        continue
                     parsed = parse(body)
                     decision = compare(
                         parsed.fields, parsed.adds, record, now, max_age, self.mode,
@@ -261,15 +268,24 @@ class DeltaFile:
             state = self._rows.pop(item.index, None)
             if state is None:
                 continue
-            parsed = parse(item.body)
-            points += parsed.points
             record = None
-            if state.merge is not None:
+            body = item.body
+            if state.merge is None:
+                points += count_points(body)
+            elif state.merge is Merge.REBUILD and len(body) <= RAW_MAX_BYTES:
+                # Sent whole with nothing known: the object itself is remembered, unread.
+                row_points = count_points(body)
+                points += row_points
+                record = pack_raw(now, body, row_points, state.whole)
+            else:
+                parsed = parse(body)
+                points += parsed.points
                 remember = Remember(
                     state.merge, parsed.fields, parsed.adds, state.whole, None,
                     parsed.removes, state.points,
                 )  # fmt: skip
-                record = build_record(remember, inflight.latest(state.key, state.base), now)
+                latest = expand(inflight.latest(state.key, state.base))
+                record = build_record(remember, latest, now)
             inflight.answered(state.key, record)
             if record is not None:
                 written.append((state.key, record))

@@ -12,7 +12,7 @@ import orjson
 
 from .config import LoadedConfig, load_config
 from .delta import Send, compare, fresh, user_key
-from .deltabody import parse, whole_fp
+from .deltabody import expand, parse, whole_fp
 from .deltarun import DAY_S, workspace_of
 from .deltastore import DeltaStore
 from .errors import ConfigError
@@ -48,6 +48,7 @@ class DeltaView:
         """One line: what delta would leave out of this object, and what it would send."""
         body = orjson.dumps(attributes)
         record = self.store.lookup([user_key(user)])[0] if self.store is not None else None
+        record = expand(record)
         now = int(time.time())
         parsed = parse(body)
         if not fresh(record, now, self.max_age_s):

@@ -7,8 +7,18 @@ from typing import Any
 
 import orjson
 
-from rpi_braze_sync.delta import Send, build_record, compare, held_whole
-from rpi_braze_sync.deltabody import parse, rebuild, whole_fp
+from rpi_braze_sync.delta import (
+    Merge,
+    Remember,
+    Send,
+    build_record,
+    compare,
+    held_whole,
+    pack_raw,
+    parse_record,
+    refreshed_at,
+)
+from rpi_braze_sync.deltabody import count_points, expand, parse, rebuild, whole_fp
 
 T0 = 1_800_000_000
 MAX_AGE = 30 * 86400
@@ -141,3 +151,50 @@ def test_a_removed_array_value_added_again_is_sent() -> None:
     again = user.send(body(rpi_offers={"add": ["Spring"]}))
     assert again is not None
     assert again["rpi_offers"] == {"add": ["Spring"]}
+
+
+def test_count_points_agrees_with_parse() -> None:
+    for data in (
+        body(first_name="Ann", rpi_offers={"add": ["A", "B"], "remove": ["C"]}),
+        orjson.dumps(
+            {
+                "external_id": "u1",
+                "rpi_cdp_attributes": {"a": 1, "b": {"$time": "2024-01-02"}},
+                "prefs": {"$time": "2024-01-02"},
+                "_merge_objects": True,
+            }
+        ),
+        body(prefs={"a": 1, "b": 2}),  # not merged: one value
+        body(),
+    ):
+        assert count_points(data) == parse(data).points
+
+
+def test_a_raw_record_expands_to_the_fingerprints_of_its_object() -> None:
+    """A first acknowledgement remembers the object unread; expanded, it compares as the
+    record built from the same object would (its time and fingerprint kept)."""
+    data = body(first_name="Ann", country="FR", rpi_offers={"add": ["Spring"]})
+    whole = whole_fp(data)
+    raw = pack_raw(T0 - 5, data, count_points(data), whole)
+    assert held_whole(whole, raw, T0, MAX_AGE) == 3  # unchanged: decided unread
+    expanded = expand(raw)
+    assert expanded is not None
+    parsed = parse(data)
+    built = build_record(
+        Remember(Merge.REBUILD, parsed.fields, parsed.adds, whole, None, (), 3), None, T0 - 5
+    )
+    assert expanded == built
+    assert refreshed_at(expanded) == T0 - 5
+    changed = body(first_name="Bea", country="FR", rpi_offers={"add": ["Spring"]})
+    parsed = parse(changed)
+    decision = compare(parsed.fields, parsed.adds, expanded, T0, MAX_AGE, "upsert")
+    assert decision.skipped_fields == ("country",)
+    assert decision.skipped_adds == (0,)
+    assert expand(expanded) == expanded  # a record of fingerprints stays as it is
+    assert expand(None) is None
+    assert parse_record(raw) is None  # never compared unexpanded
+
+
+def test_a_damaged_raw_record_means_nothing_is_known() -> None:
+    raw = pack_raw(T0, b'{"external_id":"u1","first', 1, bytes(8))
+    assert expand(raw) is None
