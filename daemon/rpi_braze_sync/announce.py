@@ -38,6 +38,7 @@ def announce(config: LoadedConfig) -> None:
         log.info("sending to %s/users/track", config.settings.braze.api_url)
     log.info("rejected rows: %s", config.state_directory / "rejects")
     log.info("metrics: http://%s/metrics", config.settings.http.listen)
+    log.info("status page: http://%s/", config.settings.http.listen)
 
 
 def warn_if_network_state(config: LoadedConfig) -> None:
@@ -54,6 +55,7 @@ def warn_if_network_state(config: LoadedConfig) -> None:
 def secret_env_names(config: LoadedConfig) -> set[str]:
     """Environment variables that hold (or lead to) a secret: the mapping process goes without."""
     names = {config.settings.braze.api_key_env, "BRAZE_API_KEY", "CREDENTIALS_DIRECTORY"}
-    if config.settings.hook.token_env:
-        names.add(config.settings.hook.token_env)
+    for token_env in (config.settings.hook.token_env, config.settings.status_page.token_env):
+        if token_env:
+            names.add(token_env)
     return names

@@ -37,6 +37,7 @@ from .sources import MappingProcess, chunk_opener
 from .sqlitejournal import SqliteJournal, journal_path
 from .statedir import StateLock, probe_writable, tighten_modes
 from .statewrites import StateWrites
+from .statusweb import add_status_page
 from .watch import Watcher
 from .watchrules import ExportPath, classify_path
 
@@ -117,6 +118,7 @@ class Daemon:
         tighten_modes(config.state_directory)
         hook = HookRoute(self.rpi_calls.accept, config.hook_token)
         app = build_app(self.metrics, self.readiness.problems, hook)
+        add_status_page(app, self)
         server = await start_server(app, config.settings.http.listen)
         stack.push_async_callback(server.cleanup)
         stack.callback(self.notifier.close)

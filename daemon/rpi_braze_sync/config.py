@@ -51,6 +51,7 @@ class LoadedConfig:
     channels: dict[str, Channel] = field(default_factory=dict)
     hook_token: Secret | None = None
     journal_password: Secret | None = None  # journal.password_file's; None: libpq's own ways
+    status_page_token: Secret | None = None
 
     @property
     def dry_run(self) -> bool:
@@ -218,15 +219,31 @@ def load_api_key(settings: Settings, env: Mapping[str, str], file_name: str) -> 
 
 def load_hook_token(settings: Settings, env: Mapping[str, str], file_name: str) -> Secret | None:
     """The post-execution hook's shared token (file wins over the environment), or None."""
-    hook = settings.hook
-    if hook.token_file:
-        return _read_secret_file(hook.token_file, env, file_name, "hook.token_file")
-    if hook.token_env:
-        value = env.get(hook.token_env, "").strip()
+    return _load_token("hook", settings.hook.token_env, settings.hook.token_file, env, file_name)
+
+
+def load_status_page_token(
+    settings: Settings, env: Mapping[str, str], file_name: str
+) -> Secret | None:
+    """The status page's token (file wins over the environment), or None: loopback only."""
+    page = settings.status_page
+    return _load_token("status_page", page.token_env, page.token_file, env, file_name)
+
+
+def _load_token(
+    section: str,
+    token_env: str | None,
+    token_file: str | None,
+    env: Mapping[str, str],
+    file_name: str,
+) -> Secret | None:
+    if token_file:
+        return _read_secret_file(token_file, env, file_name, f"{section}.token_file")
+    if token_env:
+        value = env.get(token_env, "").strip()
         if not value:
-            raise ConfigError(
-                [f"{file_name}: hook.token_env: ${hook.token_env} is not set or empty"]
-            )
+            why = f"${token_env} is not set or empty"
+            raise ConfigError([f"{file_name}: {section}.token_env: {why}"])
         return Secret(value)
     return None
 
@@ -258,7 +275,7 @@ def load_config(
 ) -> LoadedConfig:
     """Read, validate and compile a config file; ConfigError names file, line and key path.
 
-    `secrets=False` skips the API key and hook token (commands that only read files).
+    `secrets=False` skips the API key and the tokens (commands that only read files).
     """
     env = os.environ if env is None else env
     config_path = Path(path)
@@ -275,6 +292,7 @@ def load_config(
     channels = compile_channels(settings)
     api_key = load_api_key(settings, env, file_name) if secrets else None
     hook_token = load_hook_token(settings, env, file_name) if secrets else None
+    page_token = load_status_page_token(settings, env, file_name) if secrets else None
     if secrets and api_key is None and not settings.braze.dry_run:
         raise ConfigError(
             [
@@ -292,4 +310,5 @@ def load_config(
         channels=channels,
         hook_token=hook_token,
         journal_password=load_journal_password(settings, env, file_name, strict=secrets),
+        status_page_token=page_token,
     )

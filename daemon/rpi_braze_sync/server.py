@@ -69,7 +69,7 @@ def _is_loopback(remote: str | None) -> bool:
         return False
 
 
-def _authorised(request: web.Request, token: Secret | None) -> bool:
+def authorised(request: web.Request, token: Secret | None) -> bool:
     """`Authorization: Bearer <token>`, else `?token=`; any other Authorization header (a
     scheme of its own, no token, bytes that are not text) is refused, never an error."""
     if token is None:
@@ -117,7 +117,7 @@ def build_app(
 
     async def post_execution(request: web.Request) -> web.Response:
         assert hook is not None
-        if not _authorised(request, hook.token):
+        if not authorised(request, hook.token):
             metrics.hook_calls.labels("unauthorised").inc()
             return web.json_response({"error": "unauthorised"}, status=401 if hook.token else 403)
         try:

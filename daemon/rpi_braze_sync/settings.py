@@ -147,6 +147,17 @@ class HookSettings(StrictModel):
     )
 
 
+class StatusPageSettings(StrictModel):
+    """GET / and GET /status.json: loopback callers only, unless a token is set."""
+
+    token_env: str | None = Field(
+        None, description="environment variable holding the token that opens the page to others"
+    )
+    token_file: str | None = Field(
+        None, description="file holding that token (relative: in $CREDENTIALS_DIRECTORY); wins"
+    )
+
+
 class PerformanceSettings(StrictModel):
     mapping_process: bool = Field(
         True,
@@ -234,6 +245,7 @@ class Settings(StrictModel):
     ha: HaSettings = HaSettings()
     delta: DeltaSettings = DeltaSettings()
     hook: HookSettings = HookSettings()
+    status_page: StatusPageSettings = StatusPageSettings()
     performance: PerformanceSettings = PerformanceSettings()
     logging: LoggingSettings = LoggingSettings()
     log_format: Literal["text", "json"] | None = Field(

@@ -114,6 +114,9 @@ def test_pipx_installs_the_wheel(tmp_path: Path) -> None:
         names = set(archive.namelist())
         for name, source in SOURCES.items():
             assert archive.read(f"rpi_braze_sync/shipped/{name}") == source.read_bytes()
+        for page in ("status.html", "status.css", "status.js"):  # the status page's own files
+            shipped = ROOT / "daemon" / "rpi_braze_sync" / "web" / page
+            assert archive.read(f"rpi_braze_sync/web/{page}") == shipped.read_bytes()
     assert f"rpi_braze_sync-{package_version()}.dist-info/METADATA" in names
     env = {
         **os.environ,

@@ -1,0 +1,342 @@
+"""GET / (the status page) and GET /status.json, on the daemon's HTTP listener (server.py).
+
+Both answer loopback callers only, unless `status_page.token_env` or `status_page.token_file`
+gives a token: then a bearer token or `?token=` is needed (compared in constant time), from
+anywhere. The page is one HTML template (web/status.html) with its style and script put in
+at start: no other asset, nothing from outside. Its script renders the document embedded in
+it, then fetches /status.json every few seconds.
+
+Serving never stalls sending: the journal is read in a thread of its own, on a read-only
+connection of its own, in bounded queries (one page of recent files), and what it read is
+kept for CACHE_S, so that ten open pages cost one read. The sampler (rows settled, every
+SAMPLE_S) is a task of the HTTP app's cleanup context: it starts and stops with the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from importlib.resources import files
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from aiohttp import web
+
+from . import package_version
+from .config import LoadedConfig
+from .errors import JournalError
+from .journal import DONE, FAILED, PREEXISTING, FileRecord, Journal, journal_path
+from .metrics import Metrics
+from .ratehistory import Samples
+from .server import authorised
+from .statuspage import (
+    ATTENTION_SHOWN,
+    PAGE_SIZE,
+    RECENT_S,
+    ActiveFile,
+    JournalView,
+    Live,
+    Setup,
+    build,
+)
+
+if TYPE_CHECKING:
+    from .delivery import Sender
+    from .filequeue import FileQueue
+    from .readiness import Readiness
+    from .watch import Watcher
+    from .watchrules import ExportPath
+
+log = logging.getLogger(__name__)
+SAMPLE_S = 2.0
+CACHE_S = 1.0
+Role = Callable[[], str | None]
+
+
+class StatusSource(Protocol):
+    """What the page reads of the daemon (app.Daemon)."""
+
+    @property
+    def config(self) -> LoadedConfig: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def sender(self) -> Sender | None: ...
+    @property
+    def watcher(self) -> Watcher | None: ...
+    @property
+    def queue(self) -> FileQueue | None: ...
+    @property
+    def readiness(self) -> Readiness: ...
+    def export_of(self, rel_path: str) -> ExportPath | None: ...
+
+
+class _Reads(Journal):
+    """The page's queries, bounded whatever the journal holds."""
+
+    def recent(self, since: float, limit: int, offset: int) -> tuple[list[FileRecord], int]:
+        where = "WHERE state != ? AND updated_at >= ?"
+        ((total,),) = self._read(f"SELECT COUNT(*) FROM files {where}", (PREEXISTING, since))
+        page = self._records(f"{where} ORDER BY id DESC LIMIT ? OFFSET ?",
+                             (PREEXISTING, since, limit, offset))  # fmt: skip
+        return list(page), int(total)
+
+    def attention(self, limit: int) -> tuple[list[FileRecord], int]:
+        """The newest version of each path, when it failed or had rows rejected."""
+        # The few failed or rejecting versions first (files_by_state), then no newer version
+        # of the same path (files_by_path): a few milliseconds with 10,000 files.
+        where = (
+            "WHERE (state = ? OR (state = ? AND rows_rejected > 0)) AND NOT EXISTS (SELECT 1"
+            " FROM files AS newer WHERE newer.rel_path = files.rel_path AND newer.id > files.id)"
+        )
+        ((total,),) = self._read(f"SELECT COUNT(*) FROM files {where}", (FAILED, DONE))
+        newest = self._records(f"{where} ORDER BY id DESC LIMIT ?", (FAILED, DONE, limit))
+        return list(newest), int(total)
+
+
+class JournalReader:
+    """Reads in one thread of its own (its SQLite connection stays in that thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="status-journal")
+        self._journal: _Reads | None = None
+        self._cache: dict[tuple[int, tuple[str, ...]], tuple[float, JournalView]] = {}
+
+    async def view(self, page: int, upserts: tuple[str, ...]) -> JournalView:
+        key = (page, upserts)
+        cached = self._cache.get(key)
+        if cached is not None and time.monotonic() - cached[0] < CACHE_S:
+            return cached[1]
+        loop = asyncio.get_running_loop()
+        view = await loop.run_in_executor(self._executor, self._read, page, upserts)
+        self._cache = {key: (time.monotonic(), view)}
+        return view
+
+    def _read(self, page: int, upserts: tuple[str, ...]) -> JournalView:
+        if self._journal is None:
+            if not self.path.exists():  # the daemon creates it just after the server starts
+                return JournalView([], [], None, [], 0, page, [], 0)
+            self._journal = _Reads(self.path, read_only=True)
+        journal = self._journal
+        recent, total = journal.recent(time.time() - RECENT_S, PAGE_SIZE, (page - 1) * PAGE_SIZE)
+        attention, attention_total = journal.attention(ATTENTION_SHOWN)
+        return JournalView(
+            queued=journal.queued(),
+            unfinished_upserts=journal.unfinished(upserts) if upserts else [],
+            last_upsert_sent_at=journal.last_sent_at(upserts) if upserts else None,
+            recent=recent,
+            recent_total=total,
+            page=page,
+            attention=attention,
+            attention_total=attention_total,
+        )
+
+    def close(self) -> None:
+        journal, self._journal = self._journal, None
+        if journal is not None:
+            self._executor.submit(journal.close).result()
+        self._executor.shutdown(wait=True)
+
+
+def _inline_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+class Template:
+    """web/status.html with web/status.css and web/status.js put in; the document goes in
+    per request, as JSON in a script element of its own (data, never run)."""
+
+    def __init__(self) -> None:
+        web_dir = files("rpi_braze_sync") / "web"
+        style = web_dir.joinpath("status.css").read_text(encoding="utf-8")
+        script = web_dir.joinpath("status.js").read_text(encoding="utf-8")
+        html = web_dir.joinpath("status.html").read_text(encoding="utf-8")
+        self._head, _, self._tail = (
+            html.replace("{{style}}", style).replace("{{script}}", script).partition("{{data}}")
+        )
+        # Only this style and this script may run: a file name that reached the page could
+        # not add one of its own (the script only ever sets text, never markup).
+        self.csp = (
+            f"default-src 'none'; script-src {_inline_hash(script)}; style-src"
+            f" {_inline_hash(style)}; connect-src 'self'; img-src 'self' data:;"
+            " base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        )
+
+    def render(self, document_json: str) -> str:
+        # "<" never appears raw inside the data element: "</script>" in a file name cannot
+        # end it early.
+        return self._head + document_json.replace("<", "\\u003c") + self._tail
+
+
+class StatusPage:
+    def __init__(self, daemon: StatusSource, role: Role | None = None) -> None:
+        self.daemon = daemon
+        self.role = role
+        self.template = Template()
+        config = daemon.config
+        self.reader = JournalReader(journal_path(config.state_directory, config.dry_run))
+        self.samples = Samples()
+        self._setup_for: LoadedConfig | None = None
+        self._setup: Setup | None = None
+
+    # --- access ----------------------------------------------------------------------------
+
+    def refusal(self, request: web.Request) -> web.Response | None:
+        token = self.daemon.config.status_page_token  # a reload may change it
+        if authorised(request, token):
+            return None
+        if token is None:
+            return web.Response(
+                status=403,
+                text="the status page answers loopback callers only; set status_page.token_env"
+                " or status_page.token_file to open it to others\n",
+            )
+        return web.Response(
+            status=401,
+            text="a token is needed: Authorization: Bearer <token>, or ?token=<token>\n",
+            headers={"WWW-Authenticate": 'Bearer realm="rpi-braze-sync"'},
+        )
+
+    # --- the document -------------------------------------------------------------------------
+
+    def setup(self) -> Setup:
+        config = self.daemon.config
+        if self._setup is None or self._setup_for is not config:
+            channels = config.channels
+            self._setup_for = config
+            self._setup = Setup(
+                config_path=str(config.path.absolute()),
+                state_directory=str(config.state_directory),
+                state_directory_in_yaml=config.settings.state_directory is not None
+                and Path(config.settings.state_directory).absolute() == config.state_directory,
+                modes={name: c.settings.mode for name, c in channels.items()},
+                append_delay_s=config.settings.braze.append_delay_seconds,
+                export_values=lambda rel: e.values if (e := self.daemon.export_of(rel)) else None,
+            )
+        return self._setup
+
+    def _active(self, now_mono: float) -> ActiveFile | None:
+        queue = self.daemon.queue
+        job = queue.active if queue is not None else None
+        if job is None:
+            return None
+        settled = job.settled_rows
+        return ActiveFile(
+            record=job.record,
+            reading=job.meter is None,
+            rows_total=job.rows_total,
+            settled=settled,
+            sent=job.sent,
+            rejected=job.rejected,
+            dropped=job.dropped,
+            rows_per_s=self.samples.file_rate(now_mono, job.record.id, settled),
+        )
+
+    def live(self) -> Live:
+        daemon, now_mono = self.daemon, time.monotonic()
+        registry = daemon.metrics.registry
+        sender, watcher = daemon.sender, daemon.watcher
+        last_success = registry.get_sample_value("rpi_braze_sync_last_success_timestamp_seconds")
+        reloads = {
+            outcome: registry.get_sample_value(
+                "rpi_braze_sync_config_reloads_total", {"outcome": outcome}
+            )
+            or 0
+            for outcome in ("applied", "failed")
+        }
+        last_ok = registry.get_sample_value("rpi_braze_sync_config_last_reload_successful")
+        return Live(
+            now=time.time(),
+            version=package_version(),
+            role=self.role() if self.role is not None else None,
+            dry_run=daemon.config.dry_run,
+            problems=daemon.readiness.problems(),
+            braze_failing_s=sender.failing_for_s() if sender is not None else 0.0,
+            auth_failing=sender.auth_failing if sender is not None else False,
+            auth_message=sender.auth_message if sender is not None else "",
+            last_success_at=last_success or None,
+            share_available=watcher.share_available if watcher is not None else True,
+            reloads_applied=int(reloads["applied"]),
+            reloads_failed=int(reloads["failed"]),
+            last_reload_ok=last_ok != 0,
+            active=self._active(now_mono),
+            history=self.samples.history(now_mono),
+        )
+
+    async def document_json(self, request: web.Request) -> str:
+        try:
+            page = max(1, int(request.query.get("page", "1")))
+        except ValueError:
+            page = 1
+        setup = self.setup()
+        upserts = tuple(sorted(n for n, m in setup.modes.items() if m == "upsert"))
+        try:
+            view = await self.reader.view(page, upserts)
+        except JournalError as exc:
+            log.warning("status page: %s", exc)
+            view = JournalView([], [], None, [], 0, page, [], 0)
+        return build(self.live(), view, setup).model_dump_json()
+
+    # --- the sampler ---------------------------------------------------------------------------
+
+    def _rows_settled(self) -> int:
+        total = 0.0
+        for family in self.daemon.metrics.rows.collect():
+            total += sum(s.value for s in family.samples if s.name.endswith("_total"))
+        return int(total)
+
+    async def sample_every(self, interval_s: float = SAMPLE_S) -> None:
+        while True:
+            queue = self.daemon.queue
+            job = queue.active if queue is not None else None
+            self.samples.add(
+                time.monotonic(),
+                self._rows_settled(),
+                job.record.id if job is not None else None,
+                job.settled_rows if job is not None else 0,
+            )
+            await asyncio.sleep(interval_s)
+
+    async def running(self, _: web.Application) -> AsyncIterator[None]:
+        sampler = asyncio.create_task(self.sample_every(), name="status-samples")
+        try:
+            yield
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+            await asyncio.to_thread(self.reader.close)
+
+
+HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+def add_status_page(app: web.Application, daemon: StatusSource, role: Role | None = None) -> None:
+    """GET / and GET /status.json on `app`; `role`: the high-availability role, when any."""
+    status = StatusPage(daemon, role)
+
+    async def page(request: web.Request) -> web.Response:
+        refused = status.refusal(request)
+        if refused is not None:
+            return refused
+        html = status.template.render(await status.document_json(request))
+        headers = {**HEADERS, "Content-Security-Policy": status.template.csp}
+        return web.Response(text=html, content_type="text/html", headers=headers)
+
+    async def status_json(request: web.Request) -> web.Response:
+        refused = status.refusal(request)
+        if refused is not None:
+            return refused
+        body = await status.document_json(request)
+        return web.Response(text=body, content_type="application/json", headers=HEADERS)
+
+    app.router.add_get("/", page)
+    app.router.add_get("/status.json", status_json)
+    app.cleanup_ctx.append(status.running)

@@ -1,0 +1,206 @@
+"""GET / and GET /status.json on the daemon's real HTTP server, over real HTTP, from a real
+SQLite journal: who may read them (loopback without a token, the token when one is set, the
+other routes unchanged), what they say of queued, failed and recent files, and the schema
+file in config/.
+
+A caller that is not on loopback cannot be had here without leaving the machine: a test-only
+middleware gives a request another address (192.0.2.10, a documentation address) when it
+carries X-Test-Remote, and the page's own check does the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from aiohttp import web
+
+from rpi_braze_sync.app import Daemon
+from rpi_braze_sync.config import load_config
+from rpi_braze_sync.journal import DONE, FAILED, Journal, journal_path
+from rpi_braze_sync.server import build_app, start_server
+from rpi_braze_sync.statusdoc import StatusDocument, json_schema
+from rpi_braze_sync.statusweb import add_status_page
+from tests.e2e.conftest import APPEND, ROOT, SHIPPED_CONFIG, UPSERT, free_port
+
+TOKEN = "page-token-81f3"
+ELSEWHERE = {"X-Test-Remote": "192.0.2.10"}
+Get = Callable[..., Awaitable[tuple[int, dict[str, str], str]]]
+
+
+@web.middleware
+async def remote_from_header(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    remote = request.headers.get("X-Test-Remote")
+    return await handler(request.clone(remote=remote) if remote else request)
+
+
+def config_file(tmp: Path, token: bool) -> Path:
+    config = yaml.safe_load(SHIPPED_CONFIG.read_text())
+    config["watch"]["base_output_directory"] = str(tmp / "exports")
+    config["state_directory"] = str(tmp / "state")
+    if token:
+        config["status_page"] = {"token_env": "STATUS_PAGE_TOKEN"}
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+async def serving(tmp: Path, token: bool) -> AsyncIterator[Get]:
+    config = load_config(config_file(tmp, token), {"STATUS_PAGE_TOKEN": TOKEN}, dry_run=True)
+    daemon = Daemon(config)
+    app = build_app(daemon.metrics, daemon.readiness)
+    app.middlewares.append(remote_from_header)
+    add_status_page(app, daemon)
+    port = free_port()
+    server = await start_server(app, f"127.0.0.1:{port}")
+
+    async def get(path: str, headers: dict[str, str] | None = None) -> tuple[int, Any, str]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}{path}", headers=headers) as answer,
+        ):
+            return answer.status, answer.headers, await answer.text()
+
+    try:
+        yield get
+    finally:
+        await server.cleanup()
+
+
+@pytest.fixture
+async def open_page(tmp_path: Path) -> AsyncIterator[Get]:
+    async for get in serving(tmp_path, token=False):
+        yield get
+
+
+@pytest.fixture
+async def token_page(tmp_path: Path) -> AsyncIterator[Get]:
+    async for get in serving(tmp_path, token=True):
+        yield get
+
+
+async def test_without_a_token_loopback_only_and_the_other_routes_unchanged(
+    open_page: Get,
+) -> None:
+    status, headers, html = await open_page("/")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/html")
+    assert "script-src 'sha256-" in headers["Content-Security-Policy"]
+    assert "<h1>rpi-braze-sync</h1>" in html
+    assert 'id="progress"' in html
+    status, headers, body = await open_page("/status.json")
+    assert status == 200
+    assert headers["Content-Type"].startswith("application/json")
+    StatusDocument.model_validate_json(body)
+    for path in ("/", "/status.json"):
+        status, _, text = await open_page(path, ELSEWHERE)
+        assert status == 403
+        assert "loopback" in text
+        status, _, _ = await open_page(f"{path}?token=anything", ELSEWHERE)
+        assert status == 403
+    for path in ("/metrics", "/healthz"):
+        assert (await open_page(path, ELSEWHERE))[0] == 200
+
+
+async def test_with_a_token_it_is_needed_from_anywhere(token_page: Get) -> None:
+    for path in ("/", "/status.json"):
+        status, headers, _ = await token_page(path)
+        assert status == 401
+        assert headers["WWW-Authenticate"].startswith("Bearer")
+        assert (await token_page(f"{path}?token=wrong"))[0] == 401
+        assert (await token_page(path, {"Authorization": "Bearer wrong"}))[0] == 401
+        assert (await token_page(path, {"Authorization": f"Bearer {TOKEN}"}))[0] == 200
+        assert (await token_page(f"{path}?token={TOKEN}"))[0] == 200
+        assert (await token_page(f"{path}?token={TOKEN}", ELSEWHERE))[0] == 200
+        assert (await token_page(path, {**ELSEWHERE, "Authorization": f"Bearer {TOKEN}"}))[0] == 200
+    for path in ("/metrics", "/healthz"):
+        assert (await token_page(path, ELSEWHERE))[0] == 200  # Prometheus scrapes freely
+    _, _, html = await token_page(f"/?token={TOKEN}")
+    assert TOKEN not in html  # the page's script reads it from the address, never echoed
+
+
+def fill_journal(state: Path) -> None:
+    journal = Journal(journal_path(state, dry_run=True))
+    try:
+        journal.mark_initialized([])
+        now = time.time()
+        old = journal.record_complete(
+            f"{UPSERT}/Offer/1/old.txt", UPSERT, 10, 1, completed_at=now - 90_000
+        )
+        journal.finish(old.id, DONE)
+        for i in range(55):
+            done = journal.record_complete(f"{UPSERT}/Offer/7/f{i}.txt", UPSERT, 10, 1)
+            journal.finish(done.id, DONE)
+        rejected = journal.record_complete(f"{UPSERT}/Offer/8/some bad rows.txt", UPSERT, 10, 1)
+        journal.checkpoint(rejected.id, 10, 8, 2, 0)
+        journal.finish(rejected.id, DONE)
+        failed = journal.record_complete(f"{UPSERT}/Offer/9/broken.txt", UPSERT, 10, 1)
+        journal.finish(failed.id, FAILED, "header: no external_id column; nothing was sent")
+        journal.record_seen(f"{UPSERT}/Offer/10/still writing.txt", UPSERT, 5, 1, seen_at=now - 10)
+        journal.record_complete(f"{APPEND}/Offer/11/append.txt", APPEND, 5, 1, completed_at=now - 5)
+        journal.record_complete(f"{UPSERT}/Offer/12/next.txt", UPSERT, 5, 1, completed_at=now)
+    finally:
+        journal.close()
+    with sqlite3.connect(journal_path(state, dry_run=True)) as db:  # finished 25 hours ago
+        db.execute("UPDATE files SET finished_at = ?, updated_at = ? WHERE id = ?",
+                   (now - 90_000, now - 90_000, old.id))  # fmt: skip
+
+
+async def test_what_it_says_of_queued_failed_and_recent_files(
+    open_page: Get, tmp_path: Path
+) -> None:
+    fill_journal(tmp_path / "state")
+    _, _, body = await open_page("/status.json")
+    doc = json.loads(body)
+    waiting = doc["waiting"]["files"]
+    assert [w["path"].rsplit("/", 1)[1] for w in waiting] == ["append.txt", "next.txt"]
+    assert waiting[0]["mode"] == "append"
+    assert waiting[0]["reason"].startswith(
+        f"waits for the upsert file {UPSERT}/Offer/10/still writing.txt (still being written)"
+    )
+    assert waiting[1]["reason"] is None
+    attention = {a["path"].rsplit("/", 1)[1]: a for a in doc["attention"]["files"]}
+    assert set(attention) == {"broken.txt", "some bad rows.txt"}
+    broken, partly = attention["broken.txt"], attention["some bad rows.txt"]
+    assert broken["problem"] == "failed"
+    assert broken["reason"] == "header: no external_id column; nothing was sent"
+    assert broken["rejects_path"] is None
+    state = tmp_path / "state"
+    assert broken["retry_command"] == (
+        f"rpi-braze-sync retry --config {tmp_path / 'config.yaml'} --dry-run"
+        f" '{UPSERT}/Offer/9/broken.txt'"
+    )
+    assert partly["problem"] == "partly rejected"
+    assert partly["reason"] == "2 rows rejected by the mapping or by Braze"
+    assert (
+        partly["rejects_path"] == f"{state}/rejects/{UPSERT}/Offer/8/some bad rows.txt.rejects.csv"
+    )
+    assert partly["offer"] == "Offer"
+    assert partly["workflow_id"] == "8"
+    recent = doc["recent"]
+    # 60 files of the last 24 hours (the one finished 25 hours ago is not among them).
+    assert (recent["total"], recent["pages"], len(recent["files"])) == (60, 2, 50)
+    assert recent["files"][0]["path"].endswith("next.txt")
+    _, _, body = await open_page("/status.json?page=2")
+    second = json.loads(body)["recent"]
+    assert second["page"] == 2
+    assert len(second["files"]) == 10
+    assert second["files"][-1]["path"].endswith("/f0.txt")
+    _, _, html = await open_page("/")
+    assert "still writing.txt" in html  # the document, embedded in the page
+
+
+def test_the_schema_file_is_the_models_schema() -> None:
+    shipped = json.loads((ROOT / "config" / "status.schema.json").read_text())
+    assert shipped == json_schema(), (
+        "run: python -m rpi_braze_sync.statusdoc > config/status.schema.json"
+    )
