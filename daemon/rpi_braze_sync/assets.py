@@ -1,6 +1,6 @@
 """`init DIR`: the files the package ships for an operator, written out ready to edit: the
 sample configuration and its JSON Schema, the systemd unit, the Prometheus alert rules (and
-their promtool tests) and the Grafana dashboard.
+their promtool tests), the Grafana dashboard and the schema of the status page's JSON.
 
 One source: the repository keeps them in config/ and systemd/; the package's shipped/ folder
 holds links to them, which the wheel turns into copies.
@@ -22,6 +22,7 @@ SHIPPED = (
     "prometheus-alerts.yaml",
     "prometheus-alerts.test.yaml",
     "grafana-dashboard.json",
+    "status.schema.json",  # GET /status.json's shape, for scripts that read it
 )
 UNIT = "rpi-braze-sync.service"
 # What the shipped unit names; `init` writes the unit for where it is run and writes to.

@@ -6,10 +6,9 @@ anywhere. The page is one HTML template (web/status.html) with its style and scr
 at start: no other asset, nothing from outside. Its script renders the document embedded in
 it, then fetches /status.json every few seconds.
 
-Serving never stalls sending: the journal is read in a thread of its own, on a read-only
-connection of its own, in bounded queries (one page of recent files), and what it read is
-kept for CACHE_S, so that ten open pages cost one read. The sampler (rows settled, every
-SAMPLE_S) is a task of the HTTP app's cleanup context: it starts and stops with the server.
+Serving never stalls sending: the journal is read off the event loop (statusreads.py). The
+sampler (rows settled, every SAMPLE_S) is a task of the HTTP app's cleanup context: it
+starts and stops with the server.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -31,20 +29,18 @@ from aiohttp import web
 from . import package_version
 from .config import LoadedConfig
 from .errors import JournalError
-from .journal import DONE, FAILED, PREEXISTING, FileRecord, Journal, journal_path
 from .metrics import Metrics
 from .ratehistory import Samples
 from .server import authorised
+from .sqlitejournal import journal_path
 from .statuspage import (
-    ATTENTION_SHOWN,
-    PAGE_SIZE,
-    RECENT_S,
     ActiveFile,
     JournalView,
     Live,
     Setup,
     build,
 )
+from .statusreads import JournalReader, OpenReads, sqlite_reads
 
 if TYPE_CHECKING:
     from .delivery import Sender
@@ -55,7 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SAMPLE_S = 2.0
-CACHE_S = 1.0
 Role = Callable[[], str | None]
 
 
@@ -75,74 +70,6 @@ class StatusSource(Protocol):
     @property
     def readiness(self) -> Readiness: ...
     def export_of(self, rel_path: str) -> ExportPath | None: ...
-
-
-class _Reads(Journal):
-    """The page's queries, bounded whatever the journal holds."""
-
-    def recent(self, since: float, limit: int, offset: int) -> tuple[list[FileRecord], int]:
-        where = "WHERE state != ? AND updated_at >= ?"
-        ((total,),) = self._read(f"SELECT COUNT(*) FROM files {where}", (PREEXISTING, since))
-        page = self._records(f"{where} ORDER BY id DESC LIMIT ? OFFSET ?",
-                             (PREEXISTING, since, limit, offset))  # fmt: skip
-        return list(page), int(total)
-
-    def attention(self, limit: int) -> tuple[list[FileRecord], int]:
-        """The newest version of each path, when it failed or had rows rejected."""
-        # The few failed or rejecting versions first (files_by_state), then no newer version
-        # of the same path (files_by_path): a few milliseconds with 10,000 files.
-        where = (
-            "WHERE (state = ? OR (state = ? AND rows_rejected > 0)) AND NOT EXISTS (SELECT 1"
-            " FROM files AS newer WHERE newer.rel_path = files.rel_path AND newer.id > files.id)"
-        )
-        ((total,),) = self._read(f"SELECT COUNT(*) FROM files {where}", (FAILED, DONE))
-        newest = self._records(f"{where} ORDER BY id DESC LIMIT ?", (FAILED, DONE, limit))
-        return list(newest), int(total)
-
-
-class JournalReader:
-    """Reads in one thread of its own (its SQLite connection stays in that thread)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="status-journal")
-        self._journal: _Reads | None = None
-        self._cache: dict[tuple[int, tuple[str, ...]], tuple[float, JournalView]] = {}
-
-    async def view(self, page: int, upserts: tuple[str, ...]) -> JournalView:
-        key = (page, upserts)
-        cached = self._cache.get(key)
-        if cached is not None and time.monotonic() - cached[0] < CACHE_S:
-            return cached[1]
-        loop = asyncio.get_running_loop()
-        view = await loop.run_in_executor(self._executor, self._read, page, upserts)
-        self._cache = {key: (time.monotonic(), view)}
-        return view
-
-    def _read(self, page: int, upserts: tuple[str, ...]) -> JournalView:
-        if self._journal is None:
-            if not self.path.exists():  # the daemon creates it just after the server starts
-                return JournalView([], [], None, [], 0, page, [], 0)
-            self._journal = _Reads(self.path, read_only=True)
-        journal = self._journal
-        recent, total = journal.recent(time.time() - RECENT_S, PAGE_SIZE, (page - 1) * PAGE_SIZE)
-        attention, attention_total = journal.attention(ATTENTION_SHOWN)
-        return JournalView(
-            queued=journal.queued(),
-            unfinished_upserts=journal.unfinished(upserts) if upserts else [],
-            last_upsert_sent_at=journal.last_sent_at(upserts) if upserts else None,
-            recent=recent,
-            recent_total=total,
-            page=page,
-            attention=attention,
-            attention_total=attention_total,
-        )
-
-    def close(self) -> None:
-        journal, self._journal = self._journal, None
-        if journal is not None:
-            self._executor.submit(journal.close).result()
-        self._executor.shutdown(wait=True)
 
 
 def _inline_hash(text: str) -> str:
@@ -176,12 +103,15 @@ class Template:
 
 
 class StatusPage:
-    def __init__(self, daemon: StatusSource, role: Role | None = None) -> None:
+    def __init__(
+        self, daemon: StatusSource, role: Role | None = None, reads: OpenReads | None = None
+    ) -> None:
         self.daemon = daemon
         self.role = role
         self.template = Template()
         config = daemon.config
-        self.reader = JournalReader(journal_path(config.state_directory, config.dry_run))
+        path = journal_path(config.state_directory, config.dry_run)
+        self.reader = JournalReader(reads or sqlite_reads(path))
         self.samples = Samples()
         self._setup_for: LoadedConfig | None = None
         self._setup: Setup | None = None
@@ -318,9 +248,15 @@ class StatusPage:
 HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
-def add_status_page(app: web.Application, daemon: StatusSource, role: Role | None = None) -> None:
-    """GET / and GET /status.json on `app`; `role`: the high-availability role, when any."""
-    status = StatusPage(daemon, role)
+def add_status_page(
+    app: web.Application,
+    daemon: StatusSource,
+    role: Role | None = None,
+    reads: OpenReads | None = None,
+) -> StatusPage:
+    """GET / and GET /status.json on `app`. `role`: the high-availability role, when there
+    is one; `reads`: how to read the journal, when it is not the SQLite one."""
+    status = StatusPage(daemon, role, reads)
 
     async def page(request: web.Request) -> web.Response:
         refused = status.refusal(request)
@@ -340,3 +276,4 @@ def add_status_page(app: web.Application, daemon: StatusSource, role: Role | Non
     app.router.add_get("/", page)
     app.router.add_get("/status.json", status_json)
     app.cleanup_ctx.append(status.running)
+    return status

@@ -26,11 +26,11 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from rpi_braze_sync import statusweb
+from rpi_braze_sync import statusreads
 from rpi_braze_sync.app import Daemon
 from rpi_braze_sync.config import load_config
-from rpi_braze_sync.journal import Journal, journal_path
 from rpi_braze_sync.server import build_app, start_server
+from rpi_braze_sync.sqlitejournal import SqliteJournal, journal_path
 from rpi_braze_sync.statusweb import add_status_page
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ COLUMNS = (
 
 def fill(state: Path, files: int) -> None:
     """`files` records in one transaction: 2% failed, 5% with rejects, 1% queued."""
-    Journal(journal_path(state, dry_run=True)).close()  # its schema
+    SqliteJournal(journal_path(state, dry_run=True)).close()  # its schema
     now = time.time()
     rows = []
     for i in range(files):
@@ -145,9 +145,9 @@ async def main(files: int, requests: int) -> None:
                 f"{'request':<34} {'median':>8} {'p95':>8} {'max':>8} {'CPU/req':>9} {'loop stall':>10}"
             )
             print(f"{'':<34} {'ms':>8} {'ms':>8} {'ms':>8} {'ms':>9} {'max ms':>10}")
-            cache_s = statusweb.CACHE_S
+            cache_s = statusreads.CACHE_S
             for label, cache in (("uncached", 0.0), ("as served (1 s cache)", cache_s)):
-                statusweb.CACHE_S = cache
+                statusreads.CACHE_S = cache
                 for path in ("/status.json", "/", "/status.json?page=20"):
                     print(row(f"{path} {label}", *await measure(base + path, requests)))
         finally:

@@ -24,8 +24,9 @@ from aiohttp import web
 
 from rpi_braze_sync.app import Daemon
 from rpi_braze_sync.config import load_config
-from rpi_braze_sync.journal import DONE, FAILED, Journal, journal_path
+from rpi_braze_sync.filestates import FileState
 from rpi_braze_sync.server import build_app, start_server
+from rpi_braze_sync.sqlitejournal import SqliteJournal, journal_path
 from rpi_braze_sync.statusdoc import StatusDocument, json_schema
 from rpi_braze_sync.statusweb import add_status_page
 from tests.e2e.conftest import APPEND, ROOT, SHIPPED_CONFIG, UPSERT, free_port
@@ -129,22 +130,24 @@ async def test_with_a_token_it_is_needed_from_anywhere(token_page: Get) -> None:
 
 
 def fill_journal(state: Path) -> None:
-    journal = Journal(journal_path(state, dry_run=True))
+    journal = SqliteJournal(journal_path(state, dry_run=True))
     try:
         journal.mark_initialized([])
         now = time.time()
         old = journal.record_complete(
             f"{UPSERT}/Offer/1/old.txt", UPSERT, 10, 1, completed_at=now - 90_000
         )
-        journal.finish(old.id, DONE)
+        journal.finish(old.id, FileState.DONE)
         for i in range(55):
             done = journal.record_complete(f"{UPSERT}/Offer/7/f{i}.txt", UPSERT, 10, 1)
-            journal.finish(done.id, DONE)
+            journal.finish(done.id, FileState.DONE)
         rejected = journal.record_complete(f"{UPSERT}/Offer/8/some bad rows.txt", UPSERT, 10, 1)
         journal.checkpoint(rejected.id, 10, 8, 2, 0)
-        journal.finish(rejected.id, DONE)
+        journal.finish(rejected.id, FileState.DONE)
         failed = journal.record_complete(f"{UPSERT}/Offer/9/broken.txt", UPSERT, 10, 1)
-        journal.finish(failed.id, FAILED, "header: no external_id column; nothing was sent")
+        journal.finish(
+            failed.id, FileState.FAILED, "header: no external_id column; nothing was sent"
+        )
         journal.record_seen(f"{UPSERT}/Offer/10/still writing.txt", UPSERT, 5, 1, seen_at=now - 10)
         journal.record_complete(f"{APPEND}/Offer/11/append.txt", APPEND, 5, 1, completed_at=now - 5)
         journal.record_complete(f"{UPSERT}/Offer/12/next.txt", UPSERT, 5, 1, completed_at=now)

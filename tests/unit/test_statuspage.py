@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+from rpi_braze_sync.filestates import FileState
 from rpi_braze_sync.journal import FileRecord
 from rpi_braze_sync.ratehistory import HISTORY_STEPS, Samples
 from rpi_braze_sync.statuspage import JournalView, Live, Setup, daemon_state, retry_command, waiting
@@ -88,7 +89,7 @@ def view(
 
 
 def test_why_an_append_file_waits() -> None:
-    writing = record(1, "up/o/1/a.txt", "up", state="seen")
+    writing = record(1, "up/o/1/a.txt", "up", state=FileState.SEEN)
     append = record(2, "app/o/2/b.txt", "app")
     upsert = record(3, "up/o/3/c.txt", "up")
     held = waiting(view([append, upsert], [writing, upsert], None), SETUP, NOW, None)

@@ -1,0 +1,121 @@
+"""The status page's reads of the journal, off the event loop: one thread of its own with a
+read-only connection of its own, bounded queries (one page of recent files, the newest
+version of the paths needing attention), and what was read kept for CACHE_S, so that ten
+open pages cost one read and a big journal never stalls sending.
+
+StatusReads is what the page needs of a journal; SqliteStatusReads gives it for the SQLite
+journal (another journal gives it beside its own reads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Protocol
+
+from .filestates import FileState
+from .journal import FileRecord
+from .sqlitejournal import SqliteJournal
+from .statuspage import ATTENTION_SHOWN, PAGE_SIZE, RECENT_S, JournalView
+
+CACHE_S = 1.0
+
+
+class StatusReads(Protocol):
+    def queued(self, after_id: int = 0) -> list[FileRecord]: ...
+    def unfinished(self, channels: Sequence[str]) -> list[FileRecord]: ...
+    def last_sent_at(self, channels: Sequence[str]) -> float | None: ...
+
+    def recent(self, since: float, limit: int, offset: int) -> tuple[list[FileRecord], int]:
+        """Records (not PREEXISTING) updated since `since`, newest first, and their number."""
+        ...
+
+    def attention(self, limit: int) -> tuple[list[FileRecord], int]:
+        """The newest record of each path when it is FAILED, or DONE with rows rejected;
+        newest first, and their number."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SqliteStatusReads(SqliteJournal):
+    def recent(self, since: float, limit: int, offset: int) -> tuple[list[FileRecord], int]:
+        where = "WHERE state != ? AND updated_at >= ?"
+        args = (FileState.PREEXISTING, since)
+        ((total,),) = self._read(f"SELECT COUNT(*) FROM files {where}", args)
+        page = self._records(f"{where} ORDER BY id DESC LIMIT ? OFFSET ?", (*args, limit, offset))
+        return list(page), int(total)
+
+    def attention(self, limit: int) -> tuple[list[FileRecord], int]:
+        # The few failed or rejecting versions first (files_by_state), then no newer version
+        # of the same path (files_by_path): a few milliseconds with 10,000 files.
+        where = (
+            "WHERE (state = ? OR (state = ? AND rows_rejected > 0)) AND NOT EXISTS (SELECT 1"
+            " FROM files AS newer WHERE newer.rel_path = files.rel_path AND newer.id > files.id)"
+        )
+        args = (FileState.FAILED, FileState.DONE)
+        ((total,),) = self._read(f"SELECT COUNT(*) FROM files {where}", args)
+        newest = self._records(f"{where} ORDER BY id DESC LIMIT ?", (*args, limit))
+        return list(newest), int(total)
+
+
+OpenReads = Callable[[], StatusReads | None]  # called in the reading thread; None: not yet
+
+
+def sqlite_reads(path: Path) -> OpenReads:
+    """Opens the SQLite journal read-only once it exists (the daemon creates it just after
+    its HTTP server starts)."""
+
+    def open_reads() -> StatusReads | None:
+        return SqliteStatusReads(path, read_only=True) if path.exists() else None
+
+    return open_reads
+
+
+class JournalReader:
+    """Runs the reads in one thread of its own: the connection is opened and used there."""
+
+    def __init__(self, open_reads: OpenReads) -> None:
+        self._open = open_reads
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="status-journal")
+        self._reads: StatusReads | None = None
+        self._cache: dict[tuple[int, tuple[str, ...]], tuple[float, JournalView]] = {}
+
+    async def view(self, page: int, upserts: tuple[str, ...]) -> JournalView:
+        key = (page, upserts)
+        cached = self._cache.get(key)
+        if cached is not None and time.monotonic() - cached[0] < CACHE_S:
+            return cached[1]
+        loop = asyncio.get_running_loop()
+        view = await loop.run_in_executor(self._executor, self._read, page, upserts)
+        self._cache = {key: (time.monotonic(), view)}
+        return view
+
+    def _read(self, page: int, upserts: tuple[str, ...]) -> JournalView:
+        if self._reads is None:
+            self._reads = self._open()
+            if self._reads is None:
+                return JournalView([], [], None, [], 0, page, [], 0)
+        reads = self._reads
+        recent, total = reads.recent(time.time() - RECENT_S, PAGE_SIZE, (page - 1) * PAGE_SIZE)
+        attention, attention_total = reads.attention(ATTENTION_SHOWN)
+        return JournalView(
+            queued=reads.queued(),
+            unfinished_upserts=reads.unfinished(upserts) if upserts else [],
+            last_upsert_sent_at=reads.last_sent_at(upserts) if upserts else None,
+            recent=recent,
+            recent_total=total,
+            page=page,
+            attention=attention,
+            attention_total=attention_total,
+        )
+
+    def close(self) -> None:
+        """From a thread other than the loop's (it waits for a read in progress)."""
+        reads, self._reads = self._reads, None
+        if reads is not None:
+            self._executor.submit(reads.close).result()
+        self._executor.shutdown(wait=True)
