@@ -43,6 +43,17 @@ class DaemonState(_Model):
     config_reloaded: Check
 
 
+class DataPoints(_Model):
+    data_points_sent: int | None = Field(
+        None,
+        description="Braze data points sent, on a delta channel; null where not counted (the"
+        " journal does not keep them: known while the file is sent)",
+    )
+    data_points_skipped: int | None = Field(
+        None, description="data points left out as unchanged (delta); null where not counted"
+    )
+
+
 class ExportWhere(_Model):
     id: int = Field(description="the journal record (a file version)")
     path: str = Field(description="relative to the export folder, on one line")
@@ -51,7 +62,7 @@ class ExportWhere(_Model):
     workflow_id: str | None = Field(description="the path's {workflow_id} part, when there is one")
 
 
-class Sending(ExportWhere):
+class Sending(ExportWhere, DataPoints):
     """The file being sent now."""
 
     phase: Literal["inspecting", "sending"] = Field(
@@ -92,15 +103,9 @@ class Outcome(ExportWhere):
     finished_at: str | None
 
 
-class RecentFile(Outcome):
+class RecentFile(Outcome, DataPoints):
     rows_total: int | None
     fields_dropped: int
-    data_points_sent: int | None = Field(
-        None, description="Braze data points sent; null where the daemon does not count them"
-    )
-    data_points_skipped: int | None = Field(
-        None, description="data points left out as unchanged (delta); null where not counted"
-    )
     first_seen_at: str
     started_at: str | None
     duration_s: float | None = Field(description="from its first row to done, or until now")

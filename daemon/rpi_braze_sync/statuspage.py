@@ -51,6 +51,7 @@ class ActiveFile:
     rejected: int
     dropped: int
     rows_per_s: float | None
+    points: tuple[int, int] | None = None  # data points sent, skipped: a delta channel's
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,8 @@ def sending(live: Live, setup: Setup) -> Sending | None:
         rows_sent=active.sent,
         rows_rejected=active.rejected,
         fields_dropped=active.dropped,
+        data_points_sent=active.points[0] if active.points else None,
+        data_points_skipped=active.points[1] if active.points else None,
         percent=percent,
         rows_per_s=round(active.rows_per_s, 1) if active.rows_per_s is not None else None,
         seconds_left=round(left, 1) if left is not None else None,
@@ -273,26 +276,30 @@ def _duration(record: FileRecord, now: float) -> float | None:
     return round(max(0.0, end - record.started_at), 1)
 
 
-def recent_page(view: JournalView, setup: Setup, now: float) -> RecentPage:
-    files = [
-        RecentFile(
-            **_where(r, setup),
-            state=r.state,
-            rows_total=r.rows_total,
-            rows_sent=r.rows_sent,
-            rows_rejected=r.rows_rejected,
-            fields_dropped=r.fields_dropped,
-            # Filled once the journal counts them (delta): the record then has these fields.
-            data_points_sent=getattr(r, "data_points_sent", None),
-            data_points_skipped=getattr(r, "data_points_skipped", None),
-            first_seen_at=iso_utc(r.first_seen_at),
-            started_at=_time(r.started_at),
-            finished_at=_time(r.finished_at),
-            duration_s=_duration(r, now),
-            reason=display_name(r.reason) if r.reason else None,
+def recent_page(
+    view: JournalView, setup: Setup, now: float, active: ActiveFile | None
+) -> RecentPage:
+    files = []
+    for r in view.recent:
+        # The journal does not keep data points: known for the file being sent only.
+        points = active.points if active is not None and active.record.id == r.id else None
+        files.append(
+            RecentFile(
+                **_where(r, setup),
+                state=r.state,
+                rows_total=r.rows_total,
+                rows_sent=r.rows_sent,
+                rows_rejected=r.rows_rejected,
+                fields_dropped=r.fields_dropped,
+                data_points_sent=points[0] if points else None,
+                data_points_skipped=points[1] if points else None,
+                first_seen_at=iso_utc(r.first_seen_at),
+                started_at=_time(r.started_at),
+                finished_at=_time(r.finished_at),
+                duration_s=_duration(r, now),
+                reason=display_name(r.reason) if r.reason else None,
+            )
         )
-        for r in view.recent
-    ]
     return RecentPage(
         since=iso_utc(now - RECENT_S),
         total=view.recent_total,
@@ -360,6 +367,6 @@ def build(live: Live, view: JournalView, setup: Setup) -> StatusDocument:
         sending=sending(live, setup),
         waiting=waiting(view, setup, live.now, active_id),
         attention=attention(view, setup, live.dry_run),
-        recent=recent_page(view, setup, live.now),
+        recent=recent_page(view, setup, live.now, live.active),
         rows_per_s=history(live),
     )

@@ -167,6 +167,7 @@ class StatusPage:
             rejected=job.rejected,
             dropped=job.dropped,
             rows_per_s=self.samples.file_rate(now_mono, job.record.id, settled),
+            points=(job.delta.points_sent, job.delta.points_skipped) if job.delta else None,
         )
 
     def live(self) -> Live:

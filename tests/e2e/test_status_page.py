@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -27,9 +28,9 @@ SECRET_NAME, SECRET_DOMAIN = "Quillfeather", "zz-private.example"  # row values:
 T = TypeVar("T")
 
 
-def rows_file(path: Path, rows: int) -> Path:
+def rows_file(path: Path, rows: int, user: str = "u") -> Path:
     lines = ["external_id,first_name,email"]
-    lines += [f"u{i},{SECRET_NAME}{i},p{i}@{SECRET_DOMAIN}" for i in range(rows)]
+    lines += [f"{user}{i},{SECRET_NAME}{i},p{i}@{SECRET_DOMAIN}" for i in range(rows)]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -99,6 +100,7 @@ async def test_progress_grows_and_a_bad_file_appears_without_a_reload(
 ) -> None:
     # 10 requests a second of 75 rows: 6,000 rows take about 8 s.
     daemon.settings["braze"]["rate_limit"] = {"requests": 10, "seconds": 1}
+    daemon.settings["delta"] = {"enabled": True}  # data points counted while a file is sent
     await daemon.start()
     rows_file(daemon.export_path(UPSERT, "Spring Offer", "wf-1", "long.txt"), 6000)
     await wait_until(lambda: len(fake_braze.objects()) > 150, what="sending to start")
@@ -114,13 +116,15 @@ async def test_progress_grows_and_a_bad_file_appears_without_a_reload(
     assert label.startswith("Rows acknowledged: "), label
     assert label.endswith(" of 6,000"), label
     assert "long.txt" in await browser.text_of("sending-path")
+    progress = await browser.text_of("progress-text")
+    assert re.search(r"delta: [1-9][\d,]* data points sent, 0 skipped as unchanged", progress)
 
     # A file that is not UTF-8 fails whole once its turn comes; a second long file follows it,
     # so that the screenshot shows a failure and a progress bar together.
     bad = daemon.export_path(UPSERT, "Spring Offer", "wf-2", "broken.txt")
     bad.write_bytes(b"external_id,first_name\nu1,\xff\xfe\n")
     await asyncio.sleep(0.05)
-    rows_file(daemon.export_path(UPSERT, "Spring Offer", "wf-3", "next.txt"), 3000)
+    rows_file(daemon.export_path(UPSERT, "Spring Offer", "wf-3", "next.txt"), 3000, user="n")
     waiting = await browser.poll(lambda: _text_with(browser, "waiting", "broken.txt"), "waiting")
     assert "broken.txt" in waiting
 

@@ -86,7 +86,9 @@
     $("progress-label").textContent = s.rows_total === null
       ? "Rows acknowledged (total not counted yet)"
       : `Rows acknowledged: ${count(s.rows_settled)} of ${count(s.rows_total)}`;
-    $("progress-text").textContent = s.text;
+    const points = s.data_points_sent === null ? ""
+      : `; delta: ${count(s.data_points_sent)} data points sent, ${count(s.data_points_skipped)} skipped as unchanged`;
+    $("progress-text").textContent = s.text + points;
   }
 
   function commandLine(text) {
