@@ -235,6 +235,11 @@
   $("newer").addEventListener("click", () => turn(-1));
   $("older").addEventListener("click", () => turn(1));
 
+  if (token) { // the links to the JSON need the token too
+    for (const link of document.querySelectorAll('a[href="status.json"]')) {
+      link.href = `status.json?token=${encodeURIComponent(token)}`;
+    }
+  }
   render(JSON.parse($("initial").textContent));
   timer = setTimeout(refresh, REFRESH_MS);
 })();
