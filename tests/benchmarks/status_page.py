@@ -132,7 +132,7 @@ async def main(files: int, requests: int) -> None:
         (tmp / "config.yaml").write_text(yaml.safe_dump(config))
         fill(tmp / "state", files)
         daemon = Daemon(load_config(tmp / "config.yaml", {}, dry_run=True))
-        app = build_app(daemon.metrics, daemon.readiness)
+        app = build_app(daemon.metrics, daemon.readiness.problems)
         add_status_page(app, daemon)
         port = free_port()
         server = await start_server(app, f"127.0.0.1:{port}")

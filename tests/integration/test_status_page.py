@@ -58,7 +58,7 @@ def config_file(tmp: Path, token: bool) -> Path:
 async def serving(tmp: Path, token: bool) -> AsyncIterator[Get]:
     config = load_config(config_file(tmp, token), {"STATUS_PAGE_TOKEN": TOKEN}, dry_run=True)
     daemon = Daemon(config)
-    app = build_app(daemon.metrics, daemon.readiness)
+    app = build_app(daemon.metrics, daemon.readiness.problems)
     app.middlewares.append(remote_from_header)
     add_status_page(app, daemon)
     port = free_port()
