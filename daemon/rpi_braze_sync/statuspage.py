@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .fileorder import APPEND, UPSERT, FileInfo, blocking_upsert, queue_key
 from .logs import display_name, iso_utc
-from .progress import Snapshot, format_duration
+from .progress import ProgressSnapshot, format_duration
 from .ratehistory import HISTORY_STEP_S, HISTORY_STEPS, Interval
 from .readiness import UNREACHABLE_AFTER_S  # as /readyz: shorter blips are "retrying"
 from .statusdoc import (
@@ -197,7 +197,7 @@ def sending(live: Live, setup: Setup) -> Sending | None:
     if active.reading:
         text = "reading the file before sending it (hash, row count)"
     else:
-        text = Snapshot(settled, total, active.rows_per_s or 0.0, left).describe()
+        text = ProgressSnapshot(settled, total, active.rows_per_s or 0.0, left).describe()
     return Sending(
         **_where(active.record, setup),
         phase="inspecting" if active.reading else "sending",
