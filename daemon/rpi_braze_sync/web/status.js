@@ -53,7 +53,8 @@
     $("version").textContent = d.version;
     const ready = { ok: d.ready, text: d.ready ? "ready" : "not ready" };
     const why = d.ready ? "watching the share and sending what arrives" : d.problems.join("; ");
-    $("summary").replaceChildren(badge(ready), why);
+    // A live region: changed only when its words change, so a screen reader says it once.
+    if (changed("summary", [d.ready, why])) $("summary").replaceChildren(badge(ready), why);
     $("role-row").hidden = d.role === null;
     $("role").textContent = d.role || "";
     if (!changed("checks", d)) return;
