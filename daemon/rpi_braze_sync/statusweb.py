@@ -102,6 +102,15 @@ class Template:
         return self._head + document_json.replace("<", "\\u003c") + self._tail
 
 
+def default_reads(config: LoadedConfig) -> OpenReads:
+    """The journal the daemon writes: PostgreSQL when journal.url is set, else SQLite."""
+    if config.journal_url is not None:
+        from .pgstatusreads import pg_reads  # psycopg only when the journal is there
+
+        return pg_reads(config)
+    return sqlite_reads(journal_path(config.state_directory, config.dry_run))
+
+
 class StatusPage:
     def __init__(
         self, daemon: StatusSource, role: Role | None = None, reads: OpenReads | None = None
@@ -109,9 +118,8 @@ class StatusPage:
         self.daemon = daemon
         self.role = role
         self.template = Template()
-        config = daemon.config
-        path = journal_path(config.state_directory, config.dry_run)
-        self.reader = JournalReader(reads or sqlite_reads(path))
+        self.reader = JournalReader(reads or default_reads(daemon.config))
+        self._read_error: str | None = None  # logged once until it changes
         self.samples = Samples()
         self._setup_for: LoadedConfig | None = None
         self._setup: Setup | None = None
@@ -211,8 +219,12 @@ class StatusPage:
         try:
             view = await self.reader.view(page, upserts)
         except JournalError as exc:
-            log.warning("status page: %s", exc)
+            if str(exc) != self._read_error:
+                log.warning("status page: %s; showing no files until it can", exc)
+            self._read_error = str(exc)
             view = JournalView([], [], None, [], 0, page, [], 0)
+        else:
+            self._read_error = None
         return build(self.live(), view, setup).model_dump_json()
 
     # --- the sampler ---------------------------------------------------------------------------

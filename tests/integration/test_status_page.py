@@ -1,7 +1,7 @@
 """GET / and GET /status.json on the daemon's real HTTP server, over real HTTP, from a real
-SQLite journal: who may read them (loopback without a token, the token when one is set, the
-other routes unchanged), what they say of queued, failed and recent files, and the schema
-file in config/.
+journal (SQLite, and PostgreSQL on a database of the test's own): who may read them (loopback
+without a token, the token when one is set, the other routes unchanged), what they say of
+queued, failed and recent files, and the schema file in config/.
 
 A caller that is not on loopback cannot be had here without leaving the machine: a test-only
 middleware gives a request another address (192.0.2.10, a documentation address) when it
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psycopg
 import pytest
 import yaml
 from aiohttp import web
@@ -25,11 +26,14 @@ from aiohttp import web
 from rpi_braze_sync.app import Daemon
 from rpi_braze_sync.config import load_config
 from rpi_braze_sync.filestates import FileState
+from rpi_braze_sync.journal import Journal
+from rpi_braze_sync.pgjournal import PgJournal
 from rpi_braze_sync.server import build_app, start_server
 from rpi_braze_sync.sqlitejournal import SqliteJournal, journal_path
 from rpi_braze_sync.statusdoc import StatusDocument, json_schema
 from rpi_braze_sync.statusweb import add_status_page
 from tests.e2e.conftest import APPEND, ROOT, SHIPPED_CONFIG, UPSERT, free_port
+from tests.fakebraze import API_KEY
 
 TOKEN = "page-token-81f3"
 ELSEWHERE = {"X-Test-Remote": "192.0.2.10"}
@@ -44,19 +48,23 @@ async def remote_from_header(
     return await handler(request.clone(remote=remote) if remote else request)
 
 
-def config_file(tmp: Path, token: bool) -> Path:
+def config_file(tmp: Path, token: bool, journal_url: str | None) -> Path:
     config = yaml.safe_load(SHIPPED_CONFIG.read_text())
     config["watch"]["base_output_directory"] = str(tmp / "exports")
     config["state_directory"] = str(tmp / "state")
     if token:
         config["status_page"] = {"token_env": "STATUS_PAGE_TOKEN"}
+    if journal_url:  # a live run (a dry run keeps its SQLite journal)
+        config["journal"] = {"url": journal_url}
+        config["braze"]["dry_run"] = False
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 
-async def serving(tmp: Path, token: bool) -> AsyncIterator[Get]:
-    config = load_config(config_file(tmp, token), {"STATUS_PAGE_TOKEN": TOKEN}, dry_run=True)
+async def serving(tmp: Path, token: bool, journal_url: str | None = None) -> AsyncIterator[Get]:
+    env = {"STATUS_PAGE_TOKEN": TOKEN, "BRAZE_API_KEY": API_KEY}
+    config = load_config(config_file(tmp, token, journal_url), env, dry_run=not journal_url)
     daemon = Daemon(config)
     app = build_app(daemon.metrics, daemon.readiness.problems)
     app.middlewares.append(remote_from_header)
@@ -129,39 +137,65 @@ async def test_with_a_token_it_is_needed_from_anywhere(token_page: Get) -> None:
     assert TOKEN not in html  # the page's script reads it from the address, never echoed
 
 
-def fill_journal(state: Path) -> None:
-    journal = SqliteJournal(journal_path(state, dry_run=True))
+def fill_journal(journal: Journal) -> int:
+    """Queued, failed, partly rejected and 56 done files; returns the one to make older."""
     try:
         journal.mark_initialized([])
         now = time.time()
-        old = journal.record_complete(
-            f"{UPSERT}/Offer/1/old.txt", UPSERT, 10, 1, completed_at=now - 90_000
-        )
+        old = journal.record_complete(f"{UPSERT}/Offer/1/old.txt", UPSERT, 10, 1)
         journal.finish(old.id, FileState.DONE)
         for i in range(55):
             done = journal.record_complete(f"{UPSERT}/Offer/7/f{i}.txt", UPSERT, 10, 1)
             journal.finish(done.id, FileState.DONE)
         rejected = journal.record_complete(f"{UPSERT}/Offer/8/some bad rows.txt", UPSERT, 10, 1)
+        journal.start(rejected.id, "x" * 64, 10, 1, 10)
         journal.checkpoint(rejected.id, 10, 8, 2, 0)
         journal.finish(rejected.id, FileState.DONE)
         failed = journal.record_complete(f"{UPSERT}/Offer/9/broken.txt", UPSERT, 10, 1)
-        journal.finish(
-            failed.id, FileState.FAILED, "header: no external_id column; nothing was sent"
-        )
+        why = "header: no external_id column; nothing was sent"
+        journal.finish(failed.id, FileState.FAILED, why)
         journal.record_seen(f"{UPSERT}/Offer/10/still writing.txt", UPSERT, 5, 1, seen_at=now - 10)
         journal.record_complete(f"{APPEND}/Offer/11/append.txt", APPEND, 5, 1, completed_at=now - 5)
         journal.record_complete(f"{UPSERT}/Offer/12/next.txt", UPSERT, 5, 1, completed_at=now)
     finally:
         journal.close()
-    with sqlite3.connect(journal_path(state, dry_run=True)) as db:  # finished 25 hours ago
-        db.execute("UPDATE files SET finished_at = ?, updated_at = ? WHERE id = ?",
-                   (now - 90_000, now - 90_000, old.id))  # fmt: skip
+    return old.id
 
 
+DAY_AGO = "UPDATE files SET finished_at = finished_at - 90000, updated_at = updated_at - 90000"
+
+
+def sqlite_journal(tmp: Path) -> None:
+    old = fill_journal(SqliteJournal(journal_path(tmp / "state", dry_run=True)))
+    with sqlite3.connect(journal_path(tmp / "state", dry_run=True)) as db:
+        db.execute(f"{DAY_AGO} WHERE id = ?", (old,))
+
+
+def pg_journal(tmp: Path, url: str) -> None:
+    config = load_config(config_file(tmp, False, url), {"BRAZE_API_KEY": API_KEY})
+    journal = PgJournal(config)
+    with psycopg.connect(url, autocommit=True) as db:
+        row = db.execute("UPDATE ha_lease SET epoch = epoch + 1 RETURNING epoch").fetchone()
+        assert row is not None
+        journal.epoch = row[0]  # the lease, as the leader holds it
+        old = fill_journal(journal)
+        db.execute(f"{DAY_AGO} WHERE id = %s", (old,))
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
 async def test_what_it_says_of_queued_failed_and_recent_files(
-    open_page: Get, tmp_path: Path
+    tmp_path: Path, request: pytest.FixtureRequest, store: str
 ) -> None:
-    fill_journal(tmp_path / "state")
+    url = request.getfixturevalue("pg_url") if store == "postgresql" else None
+    if url is None:
+        sqlite_journal(tmp_path)
+    else:
+        pg_journal(tmp_path, url)
+    async for open_page in serving(tmp_path, token=False, journal_url=url):
+        await says_what_the_journal_holds(open_page, tmp_path, dry_run=url is None)
+
+
+async def says_what_the_journal_holds(open_page: Get, tmp_path: Path, dry_run: bool) -> None:
     _, _, body = await open_page("/status.json")
     doc = json.loads(body)
     waiting = doc["waiting"]["files"]
@@ -178,8 +212,9 @@ async def test_what_it_says_of_queued_failed_and_recent_files(
     assert broken["reason"] == "header: no external_id column; nothing was sent"
     assert broken["rejects_path"] is None
     state = tmp_path / "state"
+    flag = " --dry-run" if dry_run else ""
     assert broken["retry_command"] == (
-        f"rpi-braze-sync retry --config {tmp_path / 'config.yaml'} --dry-run"
+        f"rpi-braze-sync retry --config {tmp_path / 'config.yaml'}{flag}"
         f" '{UPSERT}/Offer/9/broken.txt'"
     )
     assert partly["problem"] == "partly rejected"
