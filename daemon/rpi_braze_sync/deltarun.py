@@ -23,6 +23,7 @@ from . import deltastats
 from .batching import Item
 from .chunks import ChunkData
 from .delta import (
+    Decision,
     Merge,
     Mode,
     Remember,
@@ -57,6 +58,9 @@ class _Sent(NamedTuple):
     base: bytes | None  # the record it was compared with
     whole: bytes  # the fingerprint of its whole object (before values were left out)
     points: int | None  # the whole object's data points, when values were left out
+    # What the comparison already read (the values sent, fingerprinted): none to parse again
+    remember: Remember | None = None
+    sent_points: int = 0
 
 
 def uses_delta(config: LoadedConfig) -> bool:
@@ -238,8 +242,7 @@ class DeltaFile:
                         bodies[pos] = rebuild(
                             parsed, decision.skipped_fields, decision.skipped_adds
                         )
-                    merge = None if decision.remember is None else decision.remember.merge
-                    state = _Sent(key, merge, record, whole, parsed.points)
+                    state = _compared(key, record, whole, parsed.points, decision)
                 rows[indexes[pos]] = state
                 inflight.sending(key)
         finally:
@@ -270,7 +273,11 @@ class DeltaFile:
                 continue
             record = None
             body = item.body
-            if state.merge is None:
+            if state.remember is not None:  # compared: its values are read already
+                points += state.sent_points
+                latest = expand(inflight.latest(state.key, state.base))
+                record = build_record(state.remember, latest, now)
+            elif state.merge is None:
                 points += count_points(body)
             elif state.merge is Merge.REBUILD and len(body) <= RAW_MAX_BYTES:
                 # Sent whole with nothing known: the object itself is remembered, unread.
@@ -316,6 +323,22 @@ class DeltaFile:
         for state in self._rows.values():
             inflight.answered(state.key, None)
         self._rows.clear()
+
+
+def _compared(
+    key: bytes, record: bytes | None, whole: bytes, points: int, decision: Decision
+) -> _Sent:
+    """A compared row that is sent: what to remember is its fields sent (those left out are in
+    the record already) and its array values."""
+    remember = decision.remember
+    if remember is None:
+        return _Sent(key, None, record, whole, points, None, decision.points_sent)
+    if decision.send is Send.SOME:  # (every array value stays: seen now, kept the longest)
+        skip = set(decision.skipped_fields)
+        fields = {p: e for p, e in remember.fields.items() if p not in skip}
+        remember = remember._replace(fields=fields)
+    remember = remember._replace(points=points)
+    return _Sent(key, remember.merge, record, whole, points, remember, decision.points_sent)
 
 
 def _leave_out(chunk: ChunkData, positions: list[int]) -> list[int]:
