@@ -146,6 +146,7 @@ class Daemon:
         delta = self.delta = open_delta(config, self.metrics)
         if delta is not None:
             stack.push_async_callback(delta.close)
+            self.reloader.on_reload(delta.apply)  # another Braze workspace: a fresh store
         sending = Sending(
             config, journal, sender, self.metrics, chunk_opener(mapping_process),
             self.state_writes, delta,

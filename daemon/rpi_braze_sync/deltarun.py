@@ -79,7 +79,7 @@ def open_delta(config: LoadedConfig, metrics: Metrics) -> DeltaRun | None:
     """The daemon's delta, if a channel uses it (raises DeltaStoreError)."""
     if not uses_delta(config):
         return None
-    store = DeltaStore.open(config.state_directory, workspace_of(config))
+    store = DeltaStore.open(config.state_directory, workspace_of(config))  # (logs a change)
     try:
         deltastats.prune(config.state_directory)
     except OSError as exc:
@@ -87,7 +87,8 @@ def open_delta(config: LoadedConfig, metrics: Metrics) -> DeltaRun | None:
     log.info(
         "delta: values remembered in %s (about %d users)", store.directory, store.records_estimate()
     )
-    return DeltaRun(store, config.settings.delta.max_age_days, metrics)
+    workspace = workspace_of(config)
+    return DeltaRun(store, config.settings.delta.max_age_days, metrics, workspace=workspace)
 
 
 class DeltaRun:
@@ -100,8 +101,10 @@ class DeltaRun:
         max_age_days: float,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        workspace: str = "",
     ) -> None:
         self.store = store
+        self.workspace = workspace
         self.state_directory = store.directory.parent
         self.max_age_s = int(max_age_days * DAY_S)
         self.metrics = metrics
@@ -110,6 +113,21 @@ class DeltaRun:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="delta-store")
         self._writes: set[Future[None]] = set()
         self._write_failed_at = 0.0
+
+    def apply(self, config: LoadedConfig) -> None:
+        """A reload: another Braze workspace (api_url or key) starts with nothing remembered;
+        the reset is queued on the store's thread, so every later lookup sees it."""
+        self.max_age_s = int(config.settings.delta.max_age_days * DAY_S)
+        workspace = workspace_of(config)
+        if workspace == self.workspace:
+            return
+        self.workspace = workspace
+        log.warning(
+            "delta: the Braze workspace (api_url or API key) changed: forgetting every"
+            " remembered value; everything is sent again"
+        )
+        future = self._thread.submit(self.store.change_workspace, workspace)
+        future.add_done_callback(self._written)
 
     def for_file(self, channel: str, mode: Mode) -> DeltaFile:
         return DeltaFile(self, channel, mode)

@@ -166,6 +166,14 @@ class DeltaStore:
     def close(self) -> None:
         self._db.close()
 
+    def change_workspace(self, workspace: str) -> None:
+        """A reload named another Braze workspace: nothing remembered holds there."""
+        self.forget_all()
+        try:
+            _write_marker(self.directory / _WORKSPACE, workspace)
+        except OSError as exc:  # the next start finds the old marker: it empties the store
+            raise DeltaStoreError(f"cannot write {self.directory / _WORKSPACE}: {exc}") from exc
+
     # --- the pipeline's calls -----------------------------------------------------------
 
     def lookup(self, keys: Sequence[bytes]) -> list[bytes | None]:

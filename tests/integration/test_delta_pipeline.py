@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from rpi_braze_sync.metrics import Metrics
-from tests.e2e.conftest import APPEND, UPSERT, wait_until
+from tests.e2e.conftest import APPEND, UPSERT, wait_until, write_config
 from tests.fakebraze import FakeBraze
 from tests.integration.test_pipeline import InProcess
 
@@ -116,4 +116,29 @@ async def test_append_rows_are_remembered_only_for_users_an_upsert_created(
     daemon.drop("a3.txt", rows(2), channel=APPEND)
     await wait_until(finished_in(daemon, APPEND, 3), what="the append file a third time")
     assert [o["external_id"] for o in fake_braze.objects()[before + 2 :]] == ["u1"]
+    assert await daemon.stop() == 0
+
+
+async def test_another_braze_workspace_by_reload_starts_with_nothing_remembered(
+    daemon: InProcess, fake_braze: FakeBraze, caplog: pytest.LogCaptureFixture
+) -> None:
+    await daemon.start()
+    daemon.drop("run1.txt", rows(3))
+    await wait_until(daemon.finished(1), what="the first file")
+    # the same fake under another name: another workspace as far as the daemon can tell
+    daemon.changes["braze"]["api_url"] = fake_braze.url.replace("127.0.0.1", "localhost")
+    write_config(daemon.config_path, daemon.changes)
+    assert daemon.daemon is not None
+    assert daemon.daemon.reload()
+    assert "the Braze workspace (api_url or API key) changed" in caplog.text
+    daemon.drop("run2.txt", rows(3))
+    await wait_until(daemon.finished(2), what="the same rows, for the other workspace")
+    assert len(fake_braze.objects()) == 6  # sent again, whole
+    assert await daemon.stop() == 0
+    # and the next start keeps that workspace's values
+    daemon.metrics = Metrics()
+    await daemon.start()
+    daemon.drop("run3.txt", rows(3))
+    await wait_until(daemon.finished(1), what="the rows again")
+    assert len(fake_braze.objects()) == 6
     assert await daemon.stop() == 0

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from rpi_braze_sync.app import Daemon
-from rpi_braze_sync.config import load_config
+from rpi_braze_sync.config import LoadedConfig, load_config
 from rpi_braze_sync.metrics import Metrics
 from rpi_braze_sync.sqlitejournal import SqliteJournal, journal_path
 from tests.e2e.conftest import UPSERT, free_port, wait_until, write_config
@@ -42,8 +42,11 @@ class InProcess:
 
     async def start(self) -> None:
         write_config(self.config_path, self.changes)
-        config = load_config(self.config_path, env={"BRAZE_API_KEY": API_KEY})
-        self.daemon = Daemon(config, self.metrics)
+
+        def load() -> LoadedConfig:
+            return load_config(self.config_path, env={"BRAZE_API_KEY": API_KEY})
+
+        self.daemon = Daemon(load(), self.metrics, load)  # reload() reads the file again
         self.task = asyncio.create_task(self.daemon.run(install_signals=False))
         await wait_until(
             lambda: (
