@@ -80,7 +80,7 @@ FieldType = Literal[
 ]  # fmt: skip
 
 
-class SourceSpec(StrictModel):
+class OriginSpec(StrictModel):
     """Where a value comes from: exactly one of a column, a path part or a constant."""
 
     column: str | None = Field(None, description="header name (compared normalised)")
@@ -92,18 +92,18 @@ class SourceSpec(StrictModel):
     value: Scalar | None = Field(None, description="a constant")
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> SourceSpec:
+    def _exactly_one(self) -> OriginSpec:
         given = [k for k in ("column", "path", "value") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of column, path, value")
         return self
 
 
-class ValueSpec(SourceSpec):
+class ValueSpec(OriginSpec):
     """A source and what to do with its text, applied in this order: trim, empty, case,
     values, type, max_length."""
 
-    if_column_missing: SourceSpec | None = Field(
+    if_column_missing: OriginSpec | None = Field(
         None,
         description="used for files without the column, e.g. {path: rpi_channel_execution_id}"
         " (from RPI's post-execution call)",

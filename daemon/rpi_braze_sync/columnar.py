@@ -27,8 +27,8 @@ from .columnforms import (
     Failures,
     cells_of,
     column_converter,
+    columns_of,
     parsed,
-    source_of,
 )
 from .fileplan import MERGE_OBJECTS, UPDATE_EXISTING_ONLY, ArrayPlan, FilePlan, ValuePlan
 from .mapping import Rejection
@@ -118,7 +118,7 @@ def _longest_constant(v: ValuePlan) -> int:
     return max(len(str(c)) for c in constants)
 
 
-# A value's part of a body: (key, source (see _source) or None, converter or fixed value,
+# A value's part of a body: (key, its columns (columns_of) or None, converter or fixed value,
 # suffix, name for drops, whether a bad value rejects the row).
 _Part = tuple[bytes, int | tuple[int, int] | None, Any, bytes, str, bool]
 
@@ -130,7 +130,7 @@ def _part(
         return (key, None, v.fixed, suffix, v.name, False)
     return (
         key,
-        source_of(v),
+        columns_of(v),
         column_converter(v, skip_none, entries),
         suffix,
         v.name,
@@ -138,7 +138,7 @@ def _part(
     )
 
 
-_GROUP: Any = -1  # a part's source: an array's several values (see _array_objects)
+_GROUP: Any = -1  # a part's columns: an array's several values (see _array_objects)
 
 
 def _array_objects(
@@ -216,10 +216,10 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
         complete = True
 
         def values_of(part: _Part) -> tuple[list[Any], bool]:
-            _, source, how, _, name, rejects = part
-            assert source is not None
+            _, where, how, _, name, rejects = part
+            assert where is not None
             failed: Failures = []
-            values, strings = how(cells_of(columns, source), failed)
+            values, strings = how(cells_of(columns, where), failed)
             if failed:
                 if rejects:
                     bad.update(i for i, _, _ in failed)
@@ -229,10 +229,10 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
             return values, strings
 
         for part in parts:
-            key, source, how, suffix, _, _ = part
-            if source is None:
+            key, where, how, suffix, _, _ = part
+            if where is None:
                 pieces.append(key + _dumps(how) + suffix)
-            elif source is _GROUP:  # an array with several values: {"add": [...], ...}
+            elif where is _GROUP:  # an array with several values: {"add": [...], ...}
                 pieces.append(_array_objects(key, how, values_of, len(columns[0])))
                 complete = False
             else:

@@ -167,13 +167,13 @@ def column_converter(v: ValuePlan, skip_none: bool, entries: int) -> ColumnConve
     return _converted(one, pairs, skip_none)
 
 
-def source_of(v: ValuePlan) -> int | tuple[int, int]:
+def columns_of(v: ValuePlan) -> int | tuple[int, int]:
     """Where a value's cells come from: its column, or its column and its region's."""
     assert v.column is not None
     return v.column if v.region_column is None else (v.column, v.region_column)
 
 
-def cells_of(columns: list[tuple[str, ...]], source: int | tuple[int, int]) -> Sequence[Any]:
-    if isinstance(source, int):
-        return columns[source]
-    return list(zip(columns[source[0]], columns[source[1]], strict=True))
+def cells_of(columns: list[tuple[str, ...]], where: int | tuple[int, int]) -> Sequence[Any]:
+    if isinstance(where, int):
+        return columns[where]
+    return list(zip(columns[where[0]], columns[where[1]], strict=True))

@@ -19,9 +19,9 @@ from .channelsettings import FormatSettings as FormatSettings
 from .channelsettings import IdentifierSpec as IdentifierSpec
 from .channelsettings import MappingSpec as MappingSpec
 from .channelsettings import NestedSpec as NestedSpec
+from .channelsettings import OriginSpec as OriginSpec
 from .channelsettings import RecordCountSpec as RecordCountSpec
 from .channelsettings import Scalar as Scalar
-from .channelsettings import SourceSpec as SourceSpec
 from .channelsettings import StrictModel
 from .channelsettings import ValueSpec as ValueSpec
 

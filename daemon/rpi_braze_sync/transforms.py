@@ -25,7 +25,7 @@ from .parsers import (
 )
 
 if TYPE_CHECKING:  # the mapping process imports this module, never pydantic
-    from .settings import SourceSpec, ValueSpec
+    from .channelsettings import OriginSpec, ValueSpec
 
 Scalar = str | int | float | bool
 
@@ -39,7 +39,7 @@ class Origin:
     value: Scalar | None = None
 
     @classmethod
-    def of(cls, spec: SourceSpec) -> Origin:
+    def of(cls, spec: OriginSpec) -> Origin:
         return cls(spec.column, spec.path, spec.value)
 
 
