@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from itertools import repeat
+from operator import is_not
 from typing import Any
 
 import orjson
@@ -54,6 +55,8 @@ def encode_strings(values: list[str]) -> list[bytes]:
 
 # Values whose JSON never holds a comma: a column of them is encoded by one orjson call.
 _COMMA_FREE = frozenset({int, float, bool, type(None)})
+_STRINGS_SKIPPED = {str, type(SKIP)}
+_SKIP_AS_EMPTY = {SKIP: ""}
 
 
 def _encode(prefix: bytes, values: list[Any], strings: bool, suffix: bytes) -> list[Piece]:
@@ -64,6 +67,11 @@ def _encode(prefix: bytes, values: list[Any], strings: bool, suffix: bytes) -> l
         return [prefix + b'"', encode_strings(values), b'"' + suffix]
     if type(SKIP) not in kinds and kinds <= _COMMA_FREE:
         return [prefix, _dumps(values)[1:-1].split(b","), suffix]
+    if kinds == _STRINGS_SKIPPED:  # strings, and rows without the value: loops in C
+        present = list(map(is_not, values, repeat(SKIP)))
+        texts = encode_strings(list(map(_SKIP_AS_EMPTY.get, values, values)))
+        heads, tails = {True: prefix + b'"', False: b""}, {True: b'"' + suffix, False: b""}
+        return [list(map(heads.__getitem__, present)), texts, list(map(tails.__getitem__, present))]
     # Mixed: the strings still in one orjson call. (Never a list of orjson's own results:
     # each keeps its whole working buffer, 4 KB, alive; those below are joined at once.)
     texts = encode_strings([v if v.__class__ is str else "" for v in values])
@@ -238,7 +246,7 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
             else:
                 values, strings = values_of(part)
                 encoded = _encode(key, values, strings, suffix)
-                complete = complete and len(encoded) > 1
+                complete = complete and isinstance(encoded[0], bytes)  # every row has it
                 pieces += encoded
         return pieces, complete
 

@@ -7,6 +7,8 @@ value is reported with its row, text and reason: the caller drops it or rejects 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import compress, repeat
+from operator import is_, itemgetter, not_
 from typing import Any
 
 from .fileplan import ValuePlan
@@ -14,6 +16,7 @@ from .parsers import MAX_STRING_CHARS, MISS, OPERATIONS, SKIP, FieldValueError, 
 from .phones import valid_as_written
 
 _strip = str.strip
+_first = itemgetter(0)
 
 # A column's bad values: (row, text, reason).
 Failures = list[tuple[int, str, str]]
@@ -54,11 +57,10 @@ def parsed(operation: str, entries: int) -> ColumnConverter:
     distinct texts (bad ones too), then its as-written pattern, then its scalar form."""
     op = OPERATIONS[operation]
     column_form, parse, as_written = op.column, op.scalar, op.as_written
-    cache: dict[str, Any] = {}
-    remembered_failures = False
+    cache: dict[str, Any] = {"": SKIP}  # an empty cell sends nothing
+    failures: dict[str, str] = {}  # bad texts and why
 
     def convert(column: Sequence[str], failed: Failures) -> tuple[list[Any], bool]:
-        nonlocal remembered_failures
         texts = list(map(_strip, column))
         values = column_form(texts) if column_form is not None else None
         if values is texts:
@@ -67,16 +69,17 @@ def parsed(operation: str, entries: int) -> ColumnConverter:
         if values is None:
             values = list(map(cache.get, texts))  # None: not known yet (parsers never give it)
             unknown = None
-        if not (unknown in values or remembered_failures):
+        if unknown not in values:
             return values, False
-        missing = [i for i, value in enumerate(values) if value is unknown]
-        if as_written is not None and missing:
+        missing = list(compress(range(len(values)), map(is_, values, repeat(unknown))))
+        if as_written is not None:
             found = list(map(as_written.fullmatch, [texts[i] for i in missing]))
-            for i, match in zip(missing, found, strict=True):
-                if match is not None:
-                    values[i] = text = texts[i]
-                    if len(cache) < entries:
-                        cache[text] = text
+            room = len(cache) < entries
+            for i in compress(missing, found):
+                values[i] = text = texts[i]
+                if room:
+                    cache[text] = text
+                    room = len(cache) < entries
             missing = [i for i, match in zip(missing, found, strict=True) if match is None]
         for i in missing:
             text = texts[i]
@@ -85,19 +88,21 @@ def parsed(operation: str, entries: int) -> ColumnConverter:
                 continue
             value = cache.get(text)
             if value is None:
-                try:
-                    value = parse(text)
-                except FieldValueError as exc:
-                    value = _Failed(str(exc))
-                    remembered_failures = True
+                reason = failures.get(text)
+                if reason is None:
+                    try:
+                        value = parse(text)
+                    except FieldValueError as exc:
+                        reason = str(exc)
+                if reason is not None:
+                    if len(failures) < entries:
+                        failures[text] = reason
+                    failed.append((i, text, reason))
+                    values[i] = SKIP
+                    continue
                 if len(cache) < entries:
                     cache[text] = value
             values[i] = value
-        if remembered_failures:
-            for i, value in enumerate(values):
-                if value.__class__ is _Failed:
-                    failed.append((i, texts[i], value.reason))
-                    values[i] = SKIP
         return values, False
 
     return convert
@@ -127,14 +132,15 @@ def _phones(convert_one: Callable[[Any], Any], pairs: bool, entries: int) -> Col
     cache: dict[Any, Any] = {}
 
     def convert(column: Sequence[Any], failed: Failures) -> tuple[list[Any], bool]:
-        texts = list(map(_strip, [phone for phone, _ in column] if pairs else column))
+        texts = list(map(_strip, map(_first, column) if pairs else column))
         quick = list(map(valid_as_written, texts))
         if all(quick):
             return texts, True
-        values: list[Any] = []
-        for i, text in enumerate(texts):
-            if quick[i] or not text:
-                values.append(text or SKIP)
+        values: list[Any] = texts[:]  # the others replaced below
+        for i in compress(range(len(texts)), map(not_, quick)):
+            text = texts[i]
+            if not text:
+                values[i] = SKIP
                 continue
             raw = column[i]
             value = cache.get(raw)
@@ -148,7 +154,7 @@ def _phones(convert_one: Callable[[Any], Any], pairs: bool, entries: int) -> Col
             if value.__class__ is _Failed:
                 failed.append((i, text, value.reason))
                 value = SKIP
-            values.append(value)
+            values[i] = value
         return values, False
 
     return convert
