@@ -43,11 +43,7 @@ def append(state_directory: Path, entry: FilePoints) -> None:
         os.close(fd)
 
 
-def read(state_directory: Path) -> list[FilePoints]:
-    try:
-        data = _path(state_directory).read_bytes()
-    except FileNotFoundError:
-        return []
+def parse(data: bytes) -> list[FilePoints]:
     entries = []
     for line in data.splitlines():
         try:
@@ -55,6 +51,52 @@ def read(state_directory: Path) -> list[FilePoints]:
         except (orjson.JSONDecodeError, TypeError):
             continue  # cut short by a kill
     return entries
+
+
+def read(state_directory: Path) -> list[FilePoints]:
+    try:
+        return parse(_path(state_directory).read_bytes())
+    except FileNotFoundError:
+        return []
+
+
+class Follower:
+    """files.jsonl read as it grows, for the status page: a call reads only the lines appended
+    since the last one (the whole file again when prune replaced it) and keeps the files
+    finished in the last `keep_s` seconds, so a page read every second costs an open, a stat
+    and the new lines."""
+
+    def __init__(self, state_directory: Path, keep_s: float) -> None:
+        self.path = _path(state_directory)
+        self.keep_s = keep_s
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file read
+        self._offset = 0  # just after the last whole line read
+        self._points: dict[tuple[int, str], FilePoints] = {}
+        self._pruned_at = 0.0
+
+    def points(self, now_s: float) -> dict[tuple[int, str], FilePoints]:
+        """(record id, path) -> the file's data points."""
+        cutoff = now_s - self.keep_s
+        try:
+            with open(self.path, "rb") as file:
+                stat = os.fstat(file.fileno())  # of the file read, even if replaced meanwhile
+                if (stat.st_dev, stat.st_ino) != self._identity or stat.st_size < self._offset:
+                    self._identity, self._offset = (stat.st_dev, stat.st_ino), 0
+                    self._points = {}
+                file.seek(self._offset)
+                data = file.read(stat.st_size - self._offset)
+        except FileNotFoundError:
+            self._identity, self._offset, self._points = None, 0, {}
+            return self._points
+        whole = data.rfind(b"\n") + 1  # a line still being written is read next time
+        self._offset += whole
+        for entry in parse(data[:whole]):
+            if entry.finished_at >= cutoff:
+                self._points[(entry.record_id, entry.rel_path)] = entry
+        if now_s - self._pruned_at > self.keep_s / 24:  # now and then: memory stays bounded
+            self._pruned_at = now_s
+            self._points = {k: e for k, e in self._points.items() if e.finished_at >= cutoff}
+        return self._points
 
 
 def prune(state_directory: Path, now_s: float | None = None) -> None:

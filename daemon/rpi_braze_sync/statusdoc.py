@@ -46,8 +46,9 @@ class DaemonState(_Model):
 class DataPoints(_Model):
     data_points_sent: int | None = Field(
         None,
-        description="Braze data points sent, on a delta channel; null where not counted (the"
-        " journal does not keep them: known while the file is sent)",
+        description="Braze data points sent by delta: so far for the file being sent, as"
+        " delta recorded them for a finished file (<state_directory>/delta/files.jsonl); null"
+        " where delta did not count them (off, a dry run, nothing sent, another machine)",
     )
     data_points_skipped: int | None = Field(
         None, description="data points left out as unchanged (delta); null where not counted"

@@ -1,26 +1,23 @@
-"""The status page's document (statusdoc.py), assembled from what the daemon knows now (Live,
-gathered on the event loop) and what the journal says (JournalView, read in a thread by
-statusweb.py). No I/O and no clock: `now` is given. File names and counts only.
+"""The status page's document (statusdoc.py), assembled from its inputs (statusinputs.py):
+the file being sent, the files waiting and why, those needing attention with the command
+that retries them, the recent files and the rate history; the daemon's checks come from
+statuschecks.py. No I/O and no clock: `now` is given. File names and counts only.
 """
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .fileorder import APPEND, UPSERT, FileInfo, blocking_upsert, queue_key
 from .logs import display_name, iso_utc
 from .progress import ProgressSnapshot, format_duration
-from .ratehistory import HISTORY_STEP_S, HISTORY_STEPS, Interval
-from .readiness import UNREACHABLE_AFTER_S  # as /readyz: shorter blips are "retrying"
+from .ratehistory import HISTORY_STEP_S, HISTORY_STEPS
+from .statuschecks import daemon_state
 from .statusdoc import (
     SCHEMA_VERSION,
     Attention,
     AttentionList,
-    Check,
-    DaemonState,
     RateHistory,
     RatePoint,
     RecentFile,
@@ -30,157 +27,20 @@ from .statusdoc import (
     Waiting,
     Waitlist,
 )
+from .statusinputs import (
+    PAGE_SIZE,
+    RECENT_S,
+    WAITING_SHOWN,
+    ActiveFile,
+    JournalView,
+    Live,
+    Setup,
+    time_text,
+    where,
+)
 
 if TYPE_CHECKING:
     from .journal import FileRecord
-
-RECENT_S = 24 * 3600.0
-PAGE_SIZE = 50
-WAITING_SHOWN = 50
-ATTENTION_SHOWN = 20
-ExportValues = Callable[[str], Mapping[str, str] | None]  # rel_path -> its path's named parts
-
-
-@dataclass(frozen=True)
-class ActiveFile:
-    record: FileRecord
-    reading: bool  # still inspected (hashed, counted): no row has gone yet
-    rows_total: int | None
-    settled: int
-    sent: int
-    rejected: int
-    dropped: int
-    rows_per_s: float | None
-    points: tuple[int, int] | None = None  # data points sent, skipped: a delta channel's
-
-
-@dataclass(frozen=True)
-class Live:
-    """The daemon's state now; times are epoch seconds."""
-
-    now: float
-    version: str
-    role: str | None
-    dry_run: bool
-    problems: list[str]
-    braze_failing_s: float
-    auth_failing: bool
-    auth_message: str
-    last_success_at: float | None
-    share_available: bool
-    reloads_applied: int
-    reloads_failed: int
-    last_reload_ok: bool
-    active: ActiveFile | None
-    history: list[Interval | None]  # HISTORY_STEPS of HISTORY_STEP_S, oldest first
-
-
-@dataclass(frozen=True)
-class Setup:
-    """What the page needs of the configuration."""
-
-    config_path: str  # absolute
-    state_directory: str  # absolute
-    state_directory_in_yaml: bool  # else `retry` needs --state-directory
-    modes: Mapping[str, str]  # channel -> upsert or append
-    append_delay_s: float
-    export_values: ExportValues
-
-
-@dataclass(frozen=True)
-class JournalView:
-    queued: list[FileRecord]  # complete or sending, in the journal's order
-    unfinished_upserts: list[FileRecord]
-    last_upsert_sent_at: float | None
-    recent: list[FileRecord]  # one page, newest first
-    recent_total: int
-    page: int
-    attention: list[FileRecord]
-    attention_total: int
-
-
-def _time(epoch_s: float | None) -> str | None:
-    return iso_utc(epoch_s) if epoch_s is not None else None
-
-
-def _where(record: FileRecord, setup: Setup) -> dict[str, Any]:
-    values = setup.export_values(record.rel_path) or {}
-    offer, workflow = values.get("offer"), values.get("workflow_id")
-    return {
-        "id": record.id,
-        "path": display_name(record.rel_path),
-        "channel": display_name(record.channel) if record.channel is not None else None,
-        "offer": display_name(offer) if offer is not None else None,
-        "workflow_id": display_name(workflow) if workflow is not None else None,
-    }
-
-
-def daemon_state(live: Live) -> DaemonState:
-    return DaemonState(
-        version=live.version,
-        role=live.role,
-        dry_run=live.dry_run,
-        ready=not live.problems,
-        problems=live.problems,
-        braze_reachable=_reachable(live),
-        key_accepted=_key(live),
-        share_available=(
-            Check(ok=True, text="yes", detail="the export folder can be read")
-            if live.share_available
-            else Check(ok=False, text="no", detail="the export folder cannot be read: waiting")
-        ),
-        config_reloaded=_reloaded(live),
-    )
-
-
-def _since(live: Live, epoch_s: float | None) -> str:
-    if epoch_s is None:
-        return "no request has succeeded yet"
-    return f"the last request succeeded {format_duration(live.now - epoch_s)} ago"
-
-
-def _reachable(live: Live) -> Check:
-    if live.dry_run:
-        return Check(ok=None, text="dry run", detail="nothing is sent: bodies go to the outbox")
-    failing = live.braze_failing_s
-    if failing <= 0:
-        ok = None if live.last_success_at is None else True
-        return Check(
-            ok=ok, text="yes" if ok else "not tried yet", detail=_since(live, live.last_success_at)
-        )
-    text = "retrying" if failing < UNREACHABLE_AFTER_S else "no"
-    detail = (
-        f"errors or no answer for {format_duration(failing)}; {_since(live, live.last_success_at)}"
-    )
-    return Check(ok=failing < UNREACHABLE_AFTER_S, text=text, detail=detail)
-
-
-def _key(live: Live) -> Check:
-    if live.dry_run:
-        return Check(ok=None, text="dry run", detail="the key is not used in a dry run")
-    if live.auth_failing:
-        return Check(
-            ok=False, text="no", detail=f"Braze refuses the key or URL: {live.auth_message}"
-        )
-    if live.last_success_at is None:
-        return Check(ok=None, text="not tried yet", detail="no request has been sent yet")
-    return Check(ok=True, text="yes", detail="Braze accepted the last request")
-
-
-def _reloaded(live: Live) -> Check:
-    counts = f"{live.reloads_applied} applied, {live.reloads_failed} refused since the start"
-    if not live.last_reload_ok:
-        return Check(
-            ok=False,
-            text="refused",
-            detail=f"the last reload was refused: running on the previous configuration; see"
-            f" the log ({counts})",
-        )
-    if not live.reloads_applied:
-        return Check(
-            ok=None, text="not reloaded", detail="running on the configuration read at the start"
-        )
-    return Check(ok=True, text="yes", detail=f"the last reload was applied ({counts})")
 
 
 def sending(live: Live, setup: Setup) -> Sending | None:
@@ -199,7 +59,7 @@ def sending(live: Live, setup: Setup) -> Sending | None:
     else:
         text = ProgressSnapshot(settled, total, active.rows_per_s or 0.0, left).describe()
     return Sending(
-        **_where(active.record, setup),
+        **where(active.record, setup),
         phase="inspecting" if active.reading else "sending",
         rows_total=total,
         rows_settled=settled,
@@ -211,7 +71,7 @@ def sending(live: Live, setup: Setup) -> Sending | None:
         percent=percent,
         rows_per_s=round(active.rows_per_s, 1) if active.rows_per_s is not None else None,
         seconds_left=round(left, 1) if left is not None else None,
-        started_at=_time(active.record.started_at),
+        started_at=time_text(active.record.started_at),
         text=text,
     )
 
@@ -258,11 +118,11 @@ def waiting(view: JournalView, setup: Setup, now: float, active_id: int | None) 
                 )
         shown.append(
             Waiting(
-                **_where(record, setup),
+                **where(record, setup),
                 position=position,
                 mode=info.mode,
                 state=record.state,
-                completed_at=_time(record.completed_at),
+                completed_at=time_text(record.completed_at),
                 reason=reason,
             )
         )
@@ -281,11 +141,12 @@ def recent_page(
 ) -> RecentPage:
     files = []
     for r in view.recent:
-        # The journal does not keep data points: known for the file being sent only.
+        # A finished file's from delta's record of it; the file being sent's, so far.
         points = active.points if active is not None and active.record.id == r.id else None
+        points = view.points.get(r.id, points)
         files.append(
             RecentFile(
-                **_where(r, setup),
+                **where(r, setup),
                 state=r.state,
                 rows_total=r.rows_total,
                 rows_sent=r.rows_sent,
@@ -294,8 +155,8 @@ def recent_page(
                 data_points_sent=points[0] if points else None,
                 data_points_skipped=points[1] if points else None,
                 first_seen_at=iso_utc(r.first_seen_at),
-                started_at=_time(r.started_at),
-                finished_at=_time(r.finished_at),
+                started_at=time_text(r.started_at),
+                finished_at=time_text(r.finished_at),
                 duration_s=_duration(r, now),
                 reason=display_name(r.reason) if r.reason else None,
             )
@@ -332,13 +193,13 @@ def attention(view: JournalView, setup: Setup, dry_run: bool) -> AttentionList:
         rejects = f"{setup.state_directory}/rejects/{r.rel_path}.rejects.csv"
         files.append(
             Attention(
-                **_where(r, setup),
+                **where(r, setup),
                 state=r.state,
                 problem="failed" if failed else "partly rejected",
                 reason=display_name(reason),
                 rows_sent=r.rows_sent,
                 rows_rejected=r.rows_rejected,
-                finished_at=_time(r.finished_at),
+                finished_at=time_text(r.finished_at),
                 retry_command=retry_command(r.rel_path, setup, dry_run),
                 rejects_path=display_name(rejects) if r.rows_rejected else None,
             )

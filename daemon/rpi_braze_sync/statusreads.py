@@ -1,7 +1,8 @@
 """The status page's reads of the journal, off the event loop: one thread of its own with a
 read-only connection of its own, bounded queries (one page of recent files, the newest
 version of the paths needing attention), and what was read kept for CACHE_S, so that ten
-open pages cost one read and a big journal never stalls sending.
+open pages cost one read and a big journal never stalls sending. Delta's data points of the
+finished files come from <state>/delta/files.jsonl, read as it grows (deltastats.Follower).
 
 StatusReads is what the page needs of a journal; SqliteStatusReads gives it for the SQLite
 journal (another journal gives it beside its own reads).
@@ -16,10 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
+from .deltastats import Follower
 from .filestates import FileState
 from .journal import FileRecord
 from .sqlitejournal import SqliteJournal
-from .statuspage import ATTENTION_SHOWN, PAGE_SIZE, RECENT_S, JournalView
+from .statusinputs import ATTENTION_SHOWN, PAGE_SIZE, RECENT_S, JournalView
 
 CACHE_S = 1.0
 
@@ -78,8 +80,9 @@ def sqlite_reads(path: Path) -> OpenReads:
 class JournalReader:
     """Runs the reads in one thread of its own: the connection is opened and used there."""
 
-    def __init__(self, open_reads: OpenReads) -> None:
+    def __init__(self, open_reads: OpenReads, points: Follower | None = None) -> None:
         self._open = open_reads
+        self._points = points
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="status-journal")
         self._reads: StatusReads | None = None
         self._cache: dict[tuple[int, tuple[str, ...]], tuple[float, JournalView]] = {}
@@ -98,9 +101,15 @@ class JournalReader:
         if self._reads is None:
             self._reads = self._open()
             if self._reads is None:
-                return JournalView([], [], None, [], 0, page, [], 0)
-        reads = self._reads
-        recent, total = reads.recent(time.time() - RECENT_S, PAGE_SIZE, (page - 1) * PAGE_SIZE)
+                return JournalView.empty(page)
+        reads, now = self._reads, time.time()
+        recent, total = reads.recent(now - RECENT_S, PAGE_SIZE, (page - 1) * PAGE_SIZE)
+        known = self._points.points(now) if self._points is not None else {}
+        points = {
+            r.id: (entry.sent, entry.skipped)
+            for r in recent
+            if (entry := known.get((r.id, r.rel_path))) is not None
+        }
         attention, attention_total = reads.attention(ATTENTION_SHOWN)
         return JournalView(
             queued=reads.queued(),
@@ -111,6 +120,7 @@ class JournalReader:
             page=page,
             attention=attention,
             attention_total=attention_total,
+            points=points,
         )
 
     def close(self) -> None:

@@ -28,18 +28,14 @@ from aiohttp import web
 
 from . import package_version
 from .config import LoadedConfig
+from .deltastats import Follower
 from .errors import JournalError
 from .metrics import Metrics
 from .ratehistory import Samples
 from .server import authorised
 from .sqlitejournal import journal_path
-from .statuspage import (
-    ActiveFile,
-    JournalView,
-    Live,
-    Setup,
-    build,
-)
+from .statusinputs import RECENT_S, ActiveFile, JournalView, Live, Setup
+from .statuspage import build
 from .statusreads import JournalReader, OpenReads, sqlite_reads
 
 if TYPE_CHECKING:
@@ -111,6 +107,15 @@ def default_reads(config: LoadedConfig) -> OpenReads:
     return sqlite_reads(journal_path(config.state_directory, config.dry_run))
 
 
+def points(config: LoadedConfig) -> Follower | None:
+    """Delta's data points of finished files (none in a dry run: nothing is acknowledged,
+    and its journal's record ids are not the live one's). Kept as long as the recent list
+    shows a file, and an hour more to spare."""
+    if config.dry_run:
+        return None
+    return Follower(config.state_directory, RECENT_S + 3600)
+
+
 class StatusPage:
     def __init__(
         self, daemon: StatusSource, role: Role | None = None, reads: OpenReads | None = None
@@ -118,7 +123,7 @@ class StatusPage:
         self.daemon = daemon
         self.role = role
         self.template = Template()
-        self.reader = JournalReader(reads or default_reads(daemon.config))
+        self.reader = JournalReader(reads or default_reads(daemon.config), points(daemon.config))
         self._read_error: str | None = None  # logged once until it changes
         self.samples = Samples()
         self._setup_for: LoadedConfig | None = None
@@ -222,7 +227,7 @@ class StatusPage:
             if str(exc) != self._read_error:
                 log.warning("status page: %s; showing no files until it can", exc)
             self._read_error = str(exc)
-            view = JournalView([], [], None, [], 0, page, [], 0)
+            view = JournalView.empty(page)
         else:
             self._read_error = None
         return build(self.live(), view, setup).model_dump_json()

@@ -10,6 +10,7 @@ loop) keeps answering meanwhile.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -100,7 +101,7 @@ async def test_progress_grows_and_a_bad_file_appears_without_a_reload(
 ) -> None:
     # 10 requests a second of 75 rows: 6,000 rows take about 8 s.
     daemon.settings["braze"]["rate_limit"] = {"requests": 10, "seconds": 1}
-    daemon.settings["delta"] = {"enabled": True}  # data points counted while a file is sent
+    daemon.settings["delta"] = {"enabled": True}  # data points: of the file sent, then of done
     await daemon.start()
     rows_file(daemon.export_path(UPSERT, "Spring Offer", "wf-1", "long.txt"), 6000)
     await wait_until(lambda: len(fake_braze.objects()) > 150, what="sending to start")
@@ -143,6 +144,13 @@ async def test_progress_grows_and_a_bad_file_appears_without_a_reload(
     assert await browser.script("return window.notReloaded === true")
     await browser.poll(lambda: _text_with(browser, "sending-path", "next.txt"), "the next file")
 
+    # The finished long file keeps its data points (delta's record of it) in the recent list.
+    long_row = await browser.poll(lambda: _finished_points(daemon, "long.txt"), "data points")
+    sent, skipped = long_row["data_points_sent"], long_row["data_points_skipped"]
+    assert sent > 0, long_row
+    assert skipped == 0, long_row  # the first run: nothing known yet
+    await browser.poll(lambda: _text_with(browser, "recent", f"{sent:,}\t0"), "the row's points")
+
     html = await browser.call(lambda: browser.driver.page_source)
     _, document = await daemon.get("/status.json")
     for text in (html, document):
@@ -162,6 +170,14 @@ async def test_progress_grows_and_a_bad_file_appears_without_a_reload(
 async def _grown(browser: Browser, first: float) -> float | None:
     value = await browser.progress()
     return value if value > first else None
+
+
+async def _finished_points(daemon: DaemonProcess, name: str) -> dict[str, Any] | None:
+    _, body = await daemon.get("/status.json")
+    for row in json.loads(body)["recent"]["files"]:
+        if row["path"].endswith(name) and row["state"] == "done":
+            return row if row["data_points_sent"] is not None else None
+    return None
 
 
 async def _text_with(browser: Browser, element_id: str, needle: str) -> str | None:

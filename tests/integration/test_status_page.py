@@ -11,6 +11,7 @@ carries X-Test-Remote, and the page's own check does the rest.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import psycopg
 import pytest
 import yaml
 from aiohttp import web
 
+from rpi_braze_sync import deltastats, statusreads
 from rpi_braze_sync.app import Daemon
 from rpi_braze_sync.config import load_config
 from rpi_braze_sync.filestates import FileState
@@ -48,7 +51,7 @@ async def remote_from_header(
     return await handler(request.clone(remote=remote) if remote else request)
 
 
-def config_file(tmp: Path, token: bool, journal_url: str | None) -> Path:
+def config_file(tmp: Path, token: bool, journal_url: str | None, live: bool = False) -> Path:
     config = yaml.safe_load(SHIPPED_CONFIG.read_text())
     config["watch"]["base_output_directory"] = str(tmp / "exports")
     config["state_directory"] = str(tmp / "state")
@@ -57,14 +60,19 @@ def config_file(tmp: Path, token: bool, journal_url: str | None) -> Path:
     if journal_url:  # a live run (a dry run keeps its SQLite journal)
         config["journal"] = {"url": journal_url}
         config["braze"]["dry_run"] = False
+    if live:
+        config["braze"]["dry_run"] = False
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 
-async def serving(tmp: Path, token: bool, journal_url: str | None = None) -> AsyncIterator[Get]:
+async def serving(
+    tmp: Path, token: bool, journal_url: str | None = None, live: bool = False
+) -> AsyncIterator[Get]:
     env = {"STATUS_PAGE_TOKEN": TOKEN, "BRAZE_API_KEY": API_KEY}
-    config = load_config(config_file(tmp, token, journal_url), env, dry_run=not journal_url)
+    dry_run = not (journal_url or live)
+    config = load_config(config_file(tmp, token, journal_url, live), env, dry_run=dry_run)
     daemon = Daemon(config)
     app = build_app(daemon.metrics, daemon.readiness.problems)
     app.middlewares.append(remote_from_header)
@@ -235,6 +243,54 @@ async def says_what_the_journal_holds(open_page: Get, tmp_path: Path, dry_run: b
     assert second["files"][-1]["path"].endswith("/f0.txt")
     _, _, html = await open_page("/")
     assert "still writing.txt" in html  # the document, embedded in the page
+
+
+async def test_data_points_of_finished_files_as_delta_records_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From <state>/delta/files.jsonl as the daemon appends it: a line cut short counts once
+    it is whole, and a file replaced (as prune does at start) is read again."""
+    monkeypatch.setattr(statusreads, "CACHE_S", 0.0)  # every request reads
+    journal = SqliteJournal(journal_path(tmp_path / "state", dry_run=False))
+    ids = {}
+    try:
+        journal.mark_initialized([])
+        for name in ("a", "b", "c", "plain"):
+            record = journal.record_complete(f"{UPSERT}/Offer/1/{name}.txt", UPSERT, 10, 1)
+            journal.finish(record.id, FileState.DONE)
+            ids[name] = record.id
+    finally:
+        journal.close()
+    jsonl = tmp_path / "state" / "delta" / deltastats.FILE_NAME
+    jsonl.parent.mkdir(parents=True)
+
+    def line(name: str, sent: int, skipped: int) -> bytes:
+        rel = f"{UPSERT}/Offer/1/{name}.txt"
+        entry = deltastats.FilePoints(ids[name], rel, UPSERT, sent, skipped, time.time())
+        return orjson.dumps(entry.__dict__) + b"\n"
+
+    async def points(get: Get) -> dict[str, tuple[int | None, int | None]]:
+        _, _, body = await get("/status.json")
+        files = json.loads(body)["recent"]["files"]
+        return {
+            f["path"].rsplit("/", 1)[1][:-4]: (f["data_points_sent"], f["data_points_skipped"])
+            for f in files
+        }
+
+    nothing = (None, None)
+    async for get in serving(tmp_path, token=False, live=True):
+        assert await points(get) == dict.fromkeys(ids, nothing)  # no delta: null
+        half = line("b", 40, 960)
+        jsonl.write_bytes(line("a", 1200, 3) + half[:20])
+        assert await points(get) == {"a": (1200, 3), "b": nothing, "c": nothing, "plain": nothing}
+        with jsonl.open("ab") as file:
+            file.write(half[20:] + line("c", 7, 0))
+        assert await points(get) == {"a": (1200, 3), "b": (40, 960), "c": (7, 0), "plain": nothing}
+        # Replaced by a longer file that no longer has "a" and counts "c" otherwise.
+        replacement = tmp_path / "state" / "delta" / "files.tmp"
+        replacement.write_bytes(line("b", 40, 960) + line("c", 8, 1) * 3)
+        os.replace(replacement, jsonl)
+        assert await points(get) == {"a": nothing, "b": (40, 960), "c": (8, 1), "plain": nothing}
 
 
 def test_the_schema_file_is_the_models_schema() -> None:

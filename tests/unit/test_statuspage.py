@@ -11,7 +11,9 @@ import pytest
 from rpi_braze_sync.filestates import FileState
 from rpi_braze_sync.journal import FileRecord
 from rpi_braze_sync.ratehistory import HISTORY_STEPS, Samples
-from rpi_braze_sync.statuspage import JournalView, Live, Setup, daemon_state, retry_command, waiting
+from rpi_braze_sync.statuschecks import daemon_state
+from rpi_braze_sync.statusinputs import JournalView, Live, Setup
+from rpi_braze_sync.statuspage import retry_command, waiting
 
 NOW = 1_800_000_000.0
 
