@@ -33,7 +33,7 @@ from .columnforms import (
 )
 from .fileplan import MERGE_OBJECTS, UPDATE_EXISTING_ONLY, ArrayPlan, FilePlan, ValuePlan
 from .mapping import Rejection
-from .parsers import ID_CHARS_ALWAYS_SHORT, SKIP
+from .parsers import SKIP, unusable_rows
 from .rowcode import compile_identify
 from .transforms import MAX_NESTED_BYTES
 
@@ -290,16 +290,7 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
             # Empty ids are rejections; long ones need their bytes counted, and ones with a
             # character that is not printable a look for control characters: the row
             # function's.
-            if (
-                "" in users
-                or max(map(len, users)) > ID_CHARS_ALWAYS_SHORT
-                or not all(map(str.isprintable, users))
-            ):
-                bad.update(
-                    i
-                    for i, u in enumerate(users)
-                    if not u or len(u) > ID_CHARS_ALWAYS_SHORT or not u.isprintable()
-                )
+            bad.update(unusable_rows(users))
             pieces = [b'{"external_id":"', encode_strings(users), b'"']
         pieces += pieces_of(top, columns, bad, drops, line_numbers)[0]
         merging: list[bool] | None = None  # rows that carry a nested object with merge

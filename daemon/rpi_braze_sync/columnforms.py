@@ -12,7 +12,7 @@ from operator import is_, itemgetter, not_
 from typing import Any
 
 from .fileplan import ValuePlan
-from .parsers import MAX_STRING_CHARS, MISS, OPERATIONS, SKIP, FieldValueError, too_long
+from .parsers import MISS, OPERATIONS, SKIP, FieldValueError
 from .phones import valid_as_written
 
 _strip = str.strip
@@ -37,19 +37,6 @@ class _Failed:
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
-
-
-def _texts(column: Sequence[str], failed: Failures) -> tuple[list[Any], bool]:
-    values: list[Any] = list(map(_strip, column))
-    if max(map(len, values)) > MAX_STRING_CHARS:
-        for i, v in enumerate(values):
-            if len(v) > MAX_STRING_CHARS:
-                failed.append((i, v, too_long(len(v))))
-                values[i] = SKIP
-        return [v or SKIP for v in values], False
-    if "" in values:
-        return [v or SKIP for v in values], False
-    return values, True
 
 
 def parsed(operation: str, entries: int) -> ColumnConverter:
@@ -163,7 +150,7 @@ def _phones(convert_one: Callable[[Any], Any], pairs: bool, entries: int) -> Col
 def column_converter(v: ValuePlan, skip_none: bool, entries: int) -> ColumnConverter:
     kind, pairs = v.kind, v.region_column is not None
     if kind == "text":
-        return _texts
+        return parsed("string", entries)
     if kind == "parse":
         return parsed(v.rule.recipe.type, entries)
     convert = v.converter()

@@ -242,9 +242,11 @@ ColumnForm = Callable[[list[str]], list[Any] | None]
 
 
 def _texts_within_limit(values: list[str]) -> list[Any]:
-    if max(map(len, values)) <= MAX_STRING_CHARS:
+    """check_length's column form: texts within the limit as written (an empty one, to skip,
+    and a longer one, to refuse, are the scalar form's)."""
+    if max(map(len, values)) <= MAX_STRING_CHARS and "" not in values:
         return values
-    return [MISS if len(v) > MAX_STRING_CHARS else v for v in values]
+    return [v if v and len(v) <= MAX_STRING_CHARS else MISS for v in values]
 
 
 def _emails_as_written(values: list[str]) -> list[Any]:
@@ -337,5 +339,17 @@ def identifier_problem(name: str, text: str, external_id: bool) -> str | None:
 
 
 def might_be_unusable(text: str) -> bool:
-    """False when identifier_problem is sure to be None: the test both executors inline."""
-    return len(text) > ID_CHARS_ALWAYS_SHORT or not text.isprintable()
+    """False when identifier_problem is sure to be None (nor is the text empty): the cheap
+    test before the full one, for one identifier."""
+    return not text or len(text) > ID_CHARS_ALWAYS_SHORT or not text.isprintable()
+
+
+def unusable_rows(texts: list[str]) -> list[int]:
+    """might_be_unusable's column form: the rows whose identifier needs the full test."""
+    if (
+        "" in texts
+        or max(map(len, texts)) > ID_CHARS_ALWAYS_SHORT
+        or not all(map(str.isprintable, texts))
+    ):
+        return [i for i, text in enumerate(texts) if might_be_unusable(text)]
+    return []
