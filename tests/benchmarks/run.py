@@ -700,11 +700,11 @@ if __name__ == "__main__":
         "delta's targets only, beside delta off",
     )
     arguments = parser.parse_args()
-    if arguments.quick:
+    if arguments.quick:  # the default suite runs this (test_benchmark_smoke.py): keep it small
         arguments.runs, arguments.rows, arguments.memory_rows, arguments.saturation_rows = (
             1,
-            20_000,
-            40_000,
-            15_000,
+            4_000,
+            8_000,
+            3_000,
         )
     asyncio.run(main(arguments))
