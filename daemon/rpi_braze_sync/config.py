@@ -24,12 +24,13 @@ from .yamllimits import check_yaml_limits
 
 KeyPath = tuple[str | int, ...]
 LISTEN_ENV = "RPI_BRAZE_SYNC_LISTEN"
+BASE_ENV = "BASE_OUTPUT_DIRECTORY"
 VALUE = "\0value"  # appended to a key path: where that key's value starts
 
 # Environment variables named as the RPDM automation names them; they win over the YAML.
 ENV_OVERRIDES: dict[str, KeyPath] = {
     "BRAZE_API_URL": ("braze", "api_url"),
-    "BASE_OUTPUT_DIRECTORY": ("watch", "base_output_directory"),
+    BASE_ENV: ("watch", "base_output_directory"),
     LISTEN_ENV: ("http", "listen"),  # `run --listen` sets it, so the flag wins over both
 }
 

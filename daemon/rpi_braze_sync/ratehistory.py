@@ -65,5 +65,6 @@ class Samples:
                 out.append(None)
                 continue
             rows = self._total_at(end) - self._total_at(start)
-            out.append(Interval(rows, round(rows / (end - start), 1)))
+            # Two decimals: one row a minute is 0.02 rows/s, not 0.
+            out.append(Interval(rows, round(rows / (end - start), 2)))
         return out

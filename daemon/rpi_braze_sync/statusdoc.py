@@ -87,7 +87,10 @@ class Waiting(ExportWhere):
         " lets the files after it go"
     )
     mode: str = Field(description="upsert or append (its channel's mode)")
-    state: str = Field(description="complete, or sending: interrupted, resumes first")
+    state: str = Field(
+        description="complete; sending: interrupted, resumes first; seen: still being written"
+        " (listed after the queued files)"
+    )
     completed_at: str | None
     reason: str | None = Field(description="why it waits, when it is not simply its turn")
 

@@ -65,15 +65,18 @@ class Setup:
     config_path: str  # absolute
     state_directory: str  # absolute
     state_directory_in_yaml: bool  # else `retry` needs --state-directory
+    program: str  # how a shell runs this daemon's command
+    export_folder: str | None  # absolute, when `retry` needs it as $BASE_OUTPUT_DIRECTORY
     modes: Mapping[str, str]  # channel -> upsert or append
     append_delay_s: float
+    settle_s: float
     export_values: ExportValues
 
 
 @dataclass(frozen=True)
 class JournalView:
     queued: list[FileRecord]  # complete or sending, in the journal's order
-    unfinished_upserts: list[FileRecord]
+    unfinished: list[FileRecord]  # seen, complete or sending, of the configured channels
     last_upsert_sent_at: float | None
     recent: list[FileRecord]  # one page, newest first
     recent_total: int

@@ -9,7 +9,9 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING
 
+from .config import BASE_ENV
 from .fileorder import APPEND, UPSERT, FileInfo, blocking_upsert, queue_key
+from .filestates import FileState
 from .logs import display_name, iso_utc
 from .progress import ProgressSnapshot, format_duration
 from .ratehistory import HISTORY_STEP_S, HISTORY_STEPS
@@ -86,36 +88,22 @@ def _info(record: FileRecord, setup: Setup) -> FileInfo:
 
 def waiting(view: JournalView, setup: Setup, now: float, active_id: int | None) -> Waitlist:
     """The queued files in the order fileorder.py sends them, each append file with what holds
-    it back (the same words as the log's)."""
+    it back (the same words as the log's); then the files still being written."""
     records = [r for r in view.queued if r.id != active_id]
-    infos = {r.id: _info(r, setup) for r in records}
+    infos = {r.id: _info(r, setup) for r in view.unfinished + records}
     records.sort(key=lambda r: queue_key(infos[r.id]))
-    upserts = {r.id: r for r in view.unfinished_upserts}
-    upsert_infos = [_info(r, setup) for r in view.unfinished_upserts]
+    writing = [r for r in view.unfinished if r.state == FileState.SEEN]
     shown: list[Waiting] = []
-    for position, record in enumerate(records[:WAITING_SHOWN], 1):
+    for position, record in enumerate([*records, *writing][:WAITING_SHOWN], 1):
         info = infos[record.id]
         reason = display_name(record.reason) if record.reason else None
-        if info.mode == APPEND:
-            others = [u for u in upsert_infos if u.id != info.id]
-            blocker = blocking_upsert(info, others)
-            ready_at = (view.last_upsert_sent_at or 0.0) + setup.append_delay_s
-            if blocker is not None:
-                state = upserts[blocker.id].state
-                doing = {"seen": "still being written", "sending": "being sent"}.get(
-                    state, "queued"
-                )
-                reason = (
-                    f"waits for the upsert file {display_name(blocker.rel_path)} ({doing}), seen"
-                    " no later than it: Braze ignores update-only rows for users it does not"
-                    " have yet"
-                )
-            elif view.last_upsert_sent_at is not None and now < ready_at:
-                reason = (
-                    f"waits {format_duration(ready_at - now)} more after the last upsert file"
-                    " sent (braze.append_delay_seconds): Braze may take a moment to create its"
-                    " users"
-                )
+        if record.state == FileState.SEEN:
+            reason = reason or (
+                f"still being written: it joins the queue once unchanged for"
+                f" {format_duration(setup.settle_s)} (watch.settle_seconds)"
+            )
+        elif info.mode == APPEND:
+            reason = _append_held(info, view, setup, infos, now) or reason
         shown.append(
             Waiting(
                 **where(record, setup),
@@ -126,7 +114,31 @@ def waiting(view: JournalView, setup: Setup, now: float, active_id: int | None) 
                 reason=reason,
             )
         )
-    return Waitlist(total=len(records), files=shown)
+    return Waitlist(total=len(records) + len(writing), files=shown)
+
+
+def _append_held(
+    append: FileInfo, view: JournalView, setup: Setup, infos: dict[int, FileInfo], now: float
+) -> str | None:
+    """What holds an append file back: an upsert file seen no later, or the delay after
+    the last upsert file sent."""
+    unfinished = {r.id: r for r in view.unfinished}
+    upserts = [infos[i] for i in unfinished if i != append.id and infos[i].mode == UPSERT]
+    blocker = blocking_upsert(append, upserts)
+    if blocker is not None:
+        state = unfinished[blocker.id].state
+        doing = {"seen": "still being written", "sending": "being sent"}.get(state, "queued")
+        return (
+            f"waits for the upsert file {display_name(blocker.rel_path)} ({doing}), seen no"
+            " later than it: Braze ignores update-only rows for users it does not have yet"
+        )
+    ready_at = (view.last_upsert_sent_at or 0.0) + setup.append_delay_s
+    if view.last_upsert_sent_at is not None and now < ready_at:
+        return (
+            f"waits {format_duration(ready_at - now)} more after the last upsert file sent"
+            " (braze.append_delay_seconds): Braze may take a moment to create its users"
+        )
+    return None
 
 
 def _duration(record: FileRecord, now: float) -> float | None:
@@ -172,12 +184,17 @@ def recent_page(
 
 
 def retry_command(rel_path: str, setup: Setup, dry_run: bool) -> str:
-    words = ["rpi-braze-sync", "retry", "--config", setup.config_path]
+    """One line that works pasted into any shell, from any folder."""
+    words = [setup.program, "retry", "--config", setup.config_path]
     if not setup.state_directory_in_yaml:
         words += ["--state-directory", setup.state_directory]
     if dry_run:
         words.append("--dry-run")
-    return shlex.join([*map(display_name, words), display_name(rel_path)])
+    command = shlex.join([*map(display_name, words), display_name(rel_path)])
+    if setup.export_folder is None:
+        return command
+    # An assignment before the command (quoted whole, it would be taken for a command).
+    return f"{BASE_ENV}={shlex.quote(display_name(setup.export_folder))} {command}"
 
 
 def attention(view: JournalView, setup: Setup, dry_run: bool) -> AttentionList:

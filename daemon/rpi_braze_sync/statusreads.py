@@ -85,19 +85,21 @@ class JournalReader:
         self._points = points
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="status-journal")
         self._reads: StatusReads | None = None
-        self._cache: dict[tuple[int, tuple[str, ...]], tuple[float, JournalView]] = {}
+        self._cache: dict[tuple[object, ...], tuple[float, JournalView]] = {}
 
-    async def view(self, page: int, upserts: tuple[str, ...]) -> JournalView:
-        key = (page, upserts)
+    async def view(
+        self, page: int, channels: tuple[str, ...], upserts: tuple[str, ...]
+    ) -> JournalView:
+        key = (page, channels, upserts)
         cached = self._cache.get(key)
         if cached is not None and time.monotonic() - cached[0] < CACHE_S:
             return cached[1]
         loop = asyncio.get_running_loop()
-        view = await loop.run_in_executor(self._executor, self._read, page, upserts)
+        view = await loop.run_in_executor(self._executor, self._read, page, channels, upserts)
         self._cache = {key: (time.monotonic(), view)}
         return view
 
-    def _read(self, page: int, upserts: tuple[str, ...]) -> JournalView:
+    def _read(self, page: int, channels: tuple[str, ...], upserts: tuple[str, ...]) -> JournalView:
         if self._reads is None:
             self._reads = self._open()
             if self._reads is None:
@@ -113,7 +115,7 @@ class JournalReader:
         attention, attention_total = reads.attention(ATTENTION_SHOWN)
         return JournalView(
             queued=reads.queued(),
-            unfinished_upserts=reads.unfinished(upserts) if upserts else [],
+            unfinished=reads.unfinished(channels) if channels else [],
             last_upsert_sent_at=reads.last_sent_at(upserts) if upserts else None,
             recent=recent,
             recent_total=total,

@@ -18,6 +18,9 @@ import base64
 import contextlib
 import hashlib
 import logging
+import os
+import shutil
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from importlib.resources import files
@@ -27,7 +30,7 @@ from typing import TYPE_CHECKING, Protocol
 from aiohttp import web
 
 from . import package_version
-from .config import LoadedConfig
+from .config import BASE_ENV, LoadedConfig
 from .deltastats import Follower
 from .errors import JournalError
 from .metrics import Metrics
@@ -107,6 +110,16 @@ def default_reads(config: LoadedConfig) -> OpenReads:
     return sqlite_reads(journal_path(config.state_directory, config.dry_run))
 
 
+def program(name: str = "rpi-braze-sync") -> str:
+    """The command's name when this daemon's PATH finds it (a package, pipx, an activated
+    venv), else the path it was started by (`make run`: .venv/bin/rpi-braze-sync)."""
+    started = Path(sys.argv[0])
+    found = shutil.which(name)
+    if started.name != name or (found is not None and Path(found).samefile(started)):
+        return name
+    return str(started.absolute())
+
+
 def points(config: LoadedConfig) -> Follower | None:
     """Delta's data points of finished files (none in a dry run: nothing is acknowledged,
     and its journal's record ids are not the live one's). Kept as long as the recent list
@@ -154,13 +167,23 @@ class StatusPage:
         if self._setup is None or self._setup_for is not config:
             channels = config.channels
             self._setup_for = config
+            in_yaml = config.settings.state_directory
+            # `retry` finds the export folder as the daemon did only if the YAML names it
+            # absolute and the environment does not override it.
+            folder_in_yaml = Path(config.settings.watch.base_output_directory).is_absolute()
+            folder_in_yaml = folder_in_yaml and BASE_ENV not in os.environ
             self._setup = Setup(
                 config_path=str(config.path.absolute()),
                 state_directory=str(config.state_directory),
-                state_directory_in_yaml=config.settings.state_directory is not None
-                and Path(config.settings.state_directory).absolute() == config.state_directory,
+                # Relative, it would be taken from the folder `retry` is run in.
+                state_directory_in_yaml=in_yaml is not None
+                and Path(in_yaml).is_absolute()
+                and Path(in_yaml) == config.state_directory,
+                program=program(),
+                export_folder=None if folder_in_yaml else str(config.base_output_directory),
                 modes={name: c.settings.mode for name, c in channels.items()},
                 append_delay_s=config.settings.braze.append_delay_seconds,
+                settle_s=config.settings.watch.settle_seconds,
                 export_values=lambda rel: e.values if (e := self.daemon.export_of(rel)) else None,
             )
         return self._setup
@@ -220,9 +243,10 @@ class StatusPage:
         except ValueError:
             page = 1
         setup = self.setup()
-        upserts = tuple(sorted(n for n, m in setup.modes.items() if m == "upsert"))
+        channels = tuple(sorted(setup.modes))
+        upserts = tuple(n for n in channels if setup.modes[n] == "upsert")
         try:
-            view = await self.reader.view(page, upserts)
+            view = await self.reader.view(page, channels, upserts)
         except JournalError as exc:
             if str(exc) != self._read_error:
                 log.warning("status page: %s; showing no files until it can", exc)

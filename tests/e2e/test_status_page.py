@@ -13,7 +13,9 @@ import asyncio
 import json
 import os
 import re
+import shlex
 import shutil
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -137,10 +139,15 @@ async def test_progress_grows_and_a_bad_file_appears_without_a_reload(
     command = await browser.script(
         "return [...document.querySelectorAll('#attention code')].map(c => c.textContent)"
     )
-    assert any(
-        c.startswith("rpi-braze-sync retry --config ") and c.endswith("/wf-2/broken.txt'")
-        for c in command
-    ), command
+    retry = [c for c in command if c.endswith("/wf-2/broken.txt'")]
+    assert len(retry) == 1, command
+    assert shlex.split(retry[0])[1:3] == ["retry", "--config"], retry
+    # Pasted into a shell elsewhere, as a person would: it queues the file again.
+    ran = await asyncio.to_thread(
+        subprocess.run, ["sh", "-c", retry[0]], cwd="/", capture_output=True, text=True
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "broken.txt: queued again" in ran.stdout, ran.stdout
     assert await browser.script("return window.notReloaded === true")
     await browser.poll(lambda: _text_with(browser, "sending-path", "next.txt"), "the next file")
 

@@ -207,12 +207,15 @@ async def says_what_the_journal_holds(open_page: Get, tmp_path: Path, dry_run: b
     _, _, body = await open_page("/status.json")
     doc = json.loads(body)
     waiting = doc["waiting"]["files"]
-    assert [w["path"].rsplit("/", 1)[1] for w in waiting] == ["append.txt", "next.txt"]
+    names = ["append.txt", "next.txt", "still writing.txt"]  # the one being written last
+    assert [w["path"].rsplit("/", 1)[1] for w in waiting] == names
     assert waiting[0]["mode"] == "append"
     assert waiting[0]["reason"].startswith(
         f"waits for the upsert file {UPSERT}/Offer/10/still writing.txt (still being written)"
     )
     assert waiting[1]["reason"] is None
+    assert waiting[2]["state"] == "seen"
+    assert waiting[2]["reason"].startswith("still being written: it joins the queue once")
     attention = {a["path"].rsplit("/", 1)[1]: a for a in doc["attention"]["files"]}
     assert set(attention) == {"broken.txt", "some bad rows.txt"}
     broken, partly = attention["broken.txt"], attention["some bad rows.txt"]

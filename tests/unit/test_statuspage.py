@@ -4,7 +4,10 @@ waits, the retry command a person copies."""
 from __future__ import annotations
 
 import shlex
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +17,7 @@ from rpi_braze_sync.ratehistory import HISTORY_STEPS, Samples
 from rpi_braze_sync.statuschecks import daemon_state
 from rpi_braze_sync.statusinputs import JournalView, Live, Setup
 from rpi_braze_sync.statuspage import retry_command, waiting
+from rpi_braze_sync.statusweb import program
 
 NOW = 1_800_000_000.0
 
@@ -37,8 +41,11 @@ SETUP = Setup(
     config_path="/etc/rpi-braze-sync/rpi-braze-sync.yaml",
     state_directory="/var/lib/rpi-braze-sync",
     state_directory_in_yaml=True,
+    program="rpi-braze-sync",
+    export_folder=None,
     modes={"up": "upsert", "app": "append"},
     append_delay_s=10.0,
+    settle_s=10.0,
     export_values=lambda rel: None,
 )
 LIVE = Live(
@@ -56,6 +63,15 @@ def test_history_counts_rows_per_minute_and_nothing_before_the_first_sample() ->
     assert len(points) == HISTORY_STEPS
     assert all(p is None for p in points[:-3])
     assert [(p.rows, p.rows_per_s) for p in points[-3:] if p] == [(600, 10.0)] * 3
+
+
+def test_one_row_a_minute_is_a_rate_above_zero() -> None:
+    samples = Samples()
+    samples.add(1000.0, 0, None, 0)
+    samples.add(1060.0, 1, None, 0)
+    last = samples.history(1060.0)[-1]
+    assert last is not None
+    assert (last.rows, last.rows_per_s) == (1, 0.02)
 
 
 def test_a_files_rate_comes_from_its_own_samples_only() -> None:
@@ -85,20 +101,29 @@ def test_checks_in_words() -> None:
 
 
 def view(
-    queued: list[FileRecord], upserts: list[FileRecord], last_sent: float | None
+    queued: list[FileRecord], unfinished: list[FileRecord], last_sent: float | None
 ) -> JournalView:
-    return JournalView(queued, upserts, last_sent, [], 0, 1, [], 0)
+    return JournalView(queued, unfinished, last_sent, [], 0, 1, [], 0)
 
 
 def test_why_an_append_file_waits() -> None:
     writing = record(1, "up/o/1/a.txt", "up", state=FileState.SEEN)
     append = record(2, "app/o/2/b.txt", "app")
     upsert = record(3, "up/o/3/c.txt", "up")
-    held = waiting(view([append, upsert], [writing, upsert], None), SETUP, NOW, None)
-    assert [w.path for w in held.files] == ["app/o/2/b.txt", "up/o/3/c.txt"]
+    held = waiting(view([append, upsert], [writing, append, upsert], None), SETUP, NOW, None)
+    paths = ["app/o/2/b.txt", "up/o/3/c.txt", "up/o/1/a.txt"]
+    assert ([w.path for w in held.files], held.total) == (paths, 3)
     assert held.files[0].reason is not None
     assert held.files[0].reason.startswith("waits for the upsert file up/o/1/a.txt (still being")
     assert held.files[1].reason is None
+    assert (held.files[2].state, held.files[2].reason) == (
+        "seen",
+        "still being written: it joins the queue once unchanged for 10 s (watch.settle_seconds)",
+    )
+    unreadable = replace(writing, reason="cannot be opened: Permission denied (waiting)")
+    assert waiting(view([], [unreadable], None), SETUP, NOW, None).files[0].reason == (
+        "cannot be opened: Permission denied (waiting)"
+    )
     delayed = waiting(view([append], [], NOW - 4), SETUP, NOW, None)
     assert delayed.files[0].reason is not None
     assert delayed.files[0].reason.startswith("waits 6.0 s more after the last upsert file sent")
@@ -116,3 +141,32 @@ def test_the_retry_command_survives_a_shell() -> None:
         "--state-directory", "/var/lib/rpi-braze-sync", "--dry-run", rel,
     ]  # fmt: skip
     assert "\\n" in retry_command("up/o/1/a\nb.txt", SETUP, False)  # one line, always
+
+
+def test_the_retry_command_runs_as_written_from_any_folder(tmp_path: Path) -> None:
+    """Started by a path (make run) with the export folder from the environment: the command
+    names both, and a shell passes them on as they are."""
+    program = tmp_path / "bin dir" / "rpi-braze-sync"
+    program.parent.mkdir()
+    program.write_text('#!/bin/sh\nprintf "%s\\n" "$BASE_OUTPUT_DIRECTORY" "$@"\n')
+    program.chmod(0o755)
+    folder, rel = "/srv/o'dd exports", "up/o/1/my file $(x).txt"
+    setup = replace(SETUP, program=str(program), export_folder=folder)
+    command = retry_command(rel, setup, dry_run=False)
+    ran = subprocess.run(["sh", "-c", command], cwd="/", capture_output=True, text=True, check=True)
+    assert ran.stdout.splitlines() == [folder, "retry", "--config", SETUP.config_path, rel]
+
+
+def test_the_command_by_name_when_path_finds_this_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / "rpi-braze-sync"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(sys, "argv", [str(script), "run"])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert program() == str(script)  # not on PATH: its path
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    assert program() == "rpi-braze-sync"
+    monkeypatch.setattr(sys, "argv", ["/usr/lib/python3/site-packages/rpi_braze_sync/__main__.py"])
+    assert program() == "rpi-braze-sync"  # python -m: the name the package installs

@@ -17,6 +17,9 @@
     return node;
   }
   const count = (n) => (n === null || n === undefined ? "–" : n.toLocaleString("en-US"));
+  // A few rows a minute are a rate below 1: say so rather than "0 rows/s".
+  const rate = (v) => (v >= 10 ? count(Math.round(v)) : v >= 0.1 || v <= 0 ? v.toFixed(1) : "< 0.1");
+  const rows = (n) => `${count(n)} ${n === 1 ? "row" : "rows"}`;
   function duration(s) {
     if (s === null || s === undefined) return "–";
     const whole = Math.max(0, Math.round(s));
@@ -121,7 +124,7 @@
       const head = el("p", "file-name");
       head.append(el("span", "badge bad", f.problem === "failed" ? "✗ failed" : "⚠ partly rejected"), " ", f.path);
       item.append(head, el("p", "where", where(f)), el("p", "reason", `Reason: ${f.reason}`));
-      item.append(el("p", "", `${count(f.rows_sent)} rows sent, ${count(f.rows_rejected)} rejected. Send it again:`));
+      item.append(el("p", "", `${rows(f.rows_sent)} sent, ${count(f.rows_rejected)} rejected. Send it again:`));
       item.append(commandLine(f.retry_command));
       if (f.rejects_path) {
         const p = el("p", "", "Rejected rows and why: ");
@@ -161,19 +164,19 @@
     const peak = Math.max(1, ...known);
     const W = 600, H = 100, step = W / values.length;
     const nodes = [svg("line", { x1: 0, y1: H - 0.5, x2: W, y2: H - 0.5 })];
-    $("chart-peak").textContent = `${count(Math.round(peak))} rows/s`;
+    $("chart-peak").textContent = `${rate(peak)} rows/s`;
     values.forEach((v, i) => {
       if (v === null || v <= 0) return;
-      const height = ((H - 4) * v) / peak;
+      const height = Math.max(2, ((H - 4) * v) / peak); // a single row stays visible
       const bar = svg("rect", { class: "bar", x: i * step + 0.5, width: step - 1, y: H - height, height });
-      bar.append(svg("title", {}, `${h.points[i].at}: ${count(Math.round(v))} rows/s`));
+      bar.append(svg("title", {}, `${h.points[i].at}: ${rows(h.points[i].rows)}, ${rate(v)} rows/s`));
       nodes.push(bar);
     });
     $("chart").replaceChildren(...nodes);
-    const rows = h.points.reduce((sum, p) => sum + (p.rows || 0), 0);
+    const total = h.points.reduce((sum, p) => sum + (p.rows || 0), 0);
     const now = values[values.length - 1];
     $("chart-caption").textContent = known.length
-      ? `Rows settled per second, per minute. Last minute: ${count(Math.round(now || 0))} rows/s; peak ${count(Math.round(Math.max(0, ...known)))} rows/s; ${count(Math.round(rows))} rows in the hour shown.`
+      ? `Rows settled per second, per minute. Last minute: ${rate(now || 0)} rows/s; peak ${rate(Math.max(0, ...known))} rows/s; ${rows(total)} in the hour shown.`
       : "Rows settled per second, per minute: no figures yet (the daemon has just started).";
   }
 
