@@ -33,7 +33,7 @@ check: $(TOOLS)
 	$(BIN)/mypy
 
 bench: $(RUNTIME)
-	$(BIN)/python tests/benchmarks/run.py
+	$(BIN)/python tests/benchmarks/run.py $(BENCH)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

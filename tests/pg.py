@@ -13,15 +13,17 @@ import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 import psycopg
-import pytest
 
 SERVER = os.environ.get("RPI_BRAZE_SYNC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def unavailable(message: str) -> None:
+    import pytest  # (here: the benchmarks import this module without the test tools)
+
     if os.environ.get("CI"):
         pytest.fail(f"{message}; $CI is set, so this cannot be skipped", pytrace=False)
     pytest.skip(message)
@@ -56,35 +58,43 @@ def free_port() -> int:
 
 
 class Cluster:
-    """A PostgreSQL server of its own (initdb in `root`): stopping it affects no one else."""
+    """A PostgreSQL server of its own (initdb in a temporary folder, on a free port): stopping
+    it affects no one else. `remove` stops it and deletes the folder."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self) -> None:
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
         if not found:
             unavailable("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin)")
         self.bin = Path(found[-1]).parent
-        self.data = root / "pgdata"
+        # Not under pytest's tmp_path: as root, initdb runs as postgres, which must reach it.
+        self.root = Path(tempfile.mkdtemp(prefix="rbs-pg-"))
+        self.data = self.root / "data"
         self.port = free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if self._as:  # initdb refuses root: the folder belongs to postgres
-            root.chmod(0o755)
-            self.data.mkdir()
-            shutil.chown(self.data, "postgres", "postgres")
+            shutil.chown(self.root, "postgres", "postgres")
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write(
                 f"port = {self.port}\nlisten_addresses = '127.0.0.1'\n"
-                f"unix_socket_directories = '{self.data}'\nfsync = off\n"
+                f"unix_socket_directories = '{self.root}'\nfsync = off\n"
             )
 
     def _run(self, tool: str, *args: str) -> None:
-        subprocess.run(
-            [*self._as, str(self.bin / tool), *args], check=True, capture_output=True, timeout=60
+        done = subprocess.run(
+            [*self._as, str(self.bin / tool), *args], capture_output=True, timeout=60, check=False
         )
+        if done.returncode:
+            raise AssertionError(f"{tool} failed: {done.stderr.decode(errors='replace')}")
 
     def start(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.data / "log"), "-w", "start")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "start")
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)

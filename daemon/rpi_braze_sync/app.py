@@ -22,13 +22,15 @@ from .braze import HttpTransport, OutboxTransport, Transport
 from .config import LoadedConfig
 from .delivery import Sender
 from .deltarun import DeltaRun, open_delta
+from .errors import JournalError
 from .filequeue import FileQueue
+from .journal import Journal
 from .listener import JournalListener
 from .mapchild import tune_garbage_collector
 from .mapping import parse_path_pattern
 from .metrics import Metrics
 from .notify import Notifier
-from .readiness import Readiness
+from .readiness import PairView, Readiness
 from .reloader import ConfigReloader
 from .rpicalls import RpiCallStore
 from .sending import Sending
@@ -63,7 +65,11 @@ class Daemon:
         self._hard_stop = asyncio.Event()
         self._pattern = parse_path_pattern(config.settings.watch.path_pattern)
         self._crashed: list[str] = []
-        self.journal: SqliteJournal | None = None
+        self.journal: Journal | None = None
+        self.pair: PairView | None = None  # journal.url: the pair's lease (pair.py)
+        # pair.py's: a transport that sends only while this daemon holds the lease.
+        self.fence: Callable[[Transport], Transport] | None = None
+        self._lead_over = asyncio.Event()  # a pair's leader: the lease lost, or its journal
         self.watcher: Watcher | None = None
         self.sender: Sender | None = None
         self.queue: FileQueue | None = None
@@ -108,7 +114,7 @@ class Daemon:
                              braze.max_in_flight)  # fmt: skip
 
     async def _open(self, stack: contextlib.AsyncExitStack) -> None:
-        """Every resource, each closed by `stack` on every path, in reverse order."""
+        """What runs as long as the daemon, each closed by `stack` on every path."""
         config = self.config
         # The lock first: a second daemon on the same state directory stops here (exit 75),
         # before it writes anything; then the address (exit 69), before the journal.
@@ -117,7 +123,7 @@ class Daemon:
         stack.callback(lock.release)
         tighten_modes(config.state_directory)
         hook = HookRoute(self.rpi_calls.accept, config.hook_token)
-        app = build_app(self.metrics, self.readiness.problems, hook)
+        app = build_app(self.metrics, self.readiness.problems, hook, self.role)
         add_status_page(app, self)
         server = await start_server(app, config.settings.http.listen)
         stack.push_async_callback(server.cleanup)
@@ -126,11 +132,18 @@ class Daemon:
         warn_if_network_state(config)
         self.metrics.add_channels(config.channels)
         self.reloader.on_reload(lambda new: self.metrics.add_channels(new.channels))
-        journal = self.journal = SqliteJournal(journal_path(config.state_directory, config.dry_run))
-        stack.callback(journal.close)
+
+    def attach(self, journal: Journal) -> None:
+        self.journal = journal
         self.readiness.journal_open = True
         self.rpi_calls.attach(journal)
+
+    async def _open_sending(self, stack: contextlib.AsyncExitStack, journal: Journal) -> None:
+        """Watching, queueing and sending on `journal`, each closed by `stack`."""
+        config = self.config
         transport = self._transport()
+        if self.fence is not None:
+            transport = self.fence(transport)
         stack.push_async_callback(transport.close)
         if isinstance(transport, HttpTransport):
             self.reloader.on_reload(_endpoint_of(transport))
@@ -176,10 +189,41 @@ class Daemon:
         async with contextlib.AsyncExitStack() as stack:
             await self._open(stack)
             announce(self.config)
-            async with asyncio.TaskGroup() as group:
-                await self._run(group)
+            config = self.config
+            if config.journal_url is not None:
+                from .pair import run_as_pair  # psycopg only where journal.url asks for it
+
+                await run_as_pair(self)
+            else:
+                journal = SqliteJournal(journal_path(config.state_directory, config.dry_run))
+                stack.callback(journal.close)
+                self.attach(journal)
+                self.metrics.leader.set(1)  # alone: the one that sends
+                await self.lead(journal)
         log.info("stopped")
         return 1 if self._crashed else 0
+
+    async def stopping(self) -> None:
+        await self._stop.wait()
+
+    async def lead(self, journal: Journal, lost: asyncio.Event | None = None) -> bool:
+        """Watch, queue and send on `journal` until stopped, or until `lost` is set (a pair's
+        lease moved: stop at once) or the pair's journal fails under a task. True when it
+        ended because of the journal (pair.py waits before leading again)."""
+        self._lead_over.clear()
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                await self._open_sending(stack, journal)
+                async with asyncio.TaskGroup() as group:
+                    await self._run(group, lost)
+        finally:
+            self.sender = self.queue = self.watcher = None
+            self.readiness.sender = self.readiness.queue = self.readiness.watcher = None
+        return self._lead_over.is_set()
+
+    def role(self) -> str | None:
+        """/readyz's role line: the pair's (leader or standby), none for a single daemon."""
+        return self.pair.role_line() if self.pair is not None else None
 
     def _start(
         self, group: asyncio.TaskGroup, work: Coroutine[Any, Any, None], name: str
@@ -190,6 +234,13 @@ class Daemon:
         """Run a task; if it fails, log it and stop the daemon (never a silent failure)."""
         try:
             await work
+        except JournalError as exc:
+            if self.pair is None:
+                raise
+            # A pair's shared journal failed (the database went away, the lease moved): not
+            # a crash. Stop sending; pair.py leads again once it holds the lease.
+            log.error("task %s stopped: %s", name, exc)
+            self._lead_over.set()
         except Exception:
             log.critical("task %s failed", name, exc_info=True)
             self._crashed.append(name)
@@ -200,7 +251,7 @@ class Daemon:
                 self._crashed.append(name)
                 self._stop.set()
 
-    async def _run(self, group: asyncio.TaskGroup) -> None:
+    async def _run(self, group: asyncio.TaskGroup, lost: asyncio.Event | None) -> None:
         sender, queue, watcher = self.sender, self.queue, self.watcher
         journal = self.journal
         assert sender is not None
@@ -225,19 +276,27 @@ class Daemon:
         if self.delta is not None:
             helpers.append(self._start(group, self.delta.sweep_forever(), "delta-retention"))
         self.notifier.ready(f"watching {self.config.base_output_directory}")
-        await self._stop.wait()
+        ends = [self._stop, self._lead_over] + ([lost] if lost is not None else [])
+        waits = [asyncio.create_task(end.wait()) for end in ends]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
         for helper in helpers:
             helper.cancel()
-        await self._shut_down(main, sender, queue)
+        # The lease lost: nothing more may be sent, so requests in flight are not waited for.
+        at_once = self._lead_over.is_set() or (lost is not None and lost.is_set())
+        await self._shut_down(main, sender, queue, at_once)
 
     async def _shut_down(
-        self, tasks: list[asyncio.Task[None]], sender: Sender, queue: FileQueue
+        self, tasks: list[asyncio.Task[None]], sender: Sender, queue: FileQueue, at_once: bool
     ) -> None:
         sender_task, queue_task, watcher_task = tasks
         watcher_task.cancel()
         queue_task.cancel()  # stops reading; the active file keeps its place
         sender.stop_dispatching()
-        grace = self.config.settings.shutdown_grace_seconds
+        grace = 0 if at_once else self.config.settings.shutdown_grace_seconds
         drain = asyncio.create_task(sender.drain(grace))
         hard = asyncio.create_task(self._hard_stop.wait())
         try:
@@ -268,7 +327,7 @@ class Daemon:
             self.notifier.status(self._status_line())
             await asyncio.sleep(period)
 
-    def _probe(self, journal: SqliteJournal) -> None:
+    def _probe(self, journal: Journal) -> None:
         probe_writable(self.config.state_directory)
         journal.note_writable()
 

@@ -53,9 +53,8 @@ from .filestates import QUEUED_STATES, STATES, FileState
 from .logs import configure_logging, display_name
 from .preview import cmd_preview
 from .settings import host_port_problem, json_schema
-from .sqlitejournal import SqliteJournal
 from .statedir import restrict_umask
-from .status import cmd_status, existing_journals, load_for_journal
+from .status import cmd_status, existing_journals, load_for_journal, open_journal
 
 DEFAULT_CONFIG = "/etc/rpi-braze-sync/rpi-braze-sync.yaml"
 EXIT_INTERRUPTED = 130
@@ -204,7 +203,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
         st = full.stat()
     except OSError as exc:
         raise InputMissingError(f"{full}: {exc.strerror}") from None
-    journal = SqliteJournal(existing_journals(config, args.dry_run)[0].path)
+    journal = open_journal(config, existing_journals(config, args.dry_run)[0])
     try:
         record = journal.latest(rel)
         shown = display_name(rel)

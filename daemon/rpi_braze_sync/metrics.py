@@ -110,6 +110,12 @@ class Metrics:
         self.auth_failing = Gauge(
             P + "braze_auth_failing", "1 while Braze refuses the key or URL", registry=r
         )
+        self.leader = Gauge(
+            P + "leader",
+            "1 on the daemon that sends (a single daemon, or the pair's lease holder); 0 on a"
+            " standby",
+            registry=r,
+        )
         self.share_available = Gauge(
             P + "share_available", "1 while the export folder is readable", registry=r
         )

@@ -37,6 +37,10 @@ def connect_options(config: LoadedConfig, role: str) -> dict[str, Any]:
         # Unacknowledged data for a third of the lease: the connection is dead, not slow.
         "tcp_user_timeout": max(1000, lease_ms // 3),
         "autocommit": True,
+        # No statement may hold the daemon (journal calls run on its event loop) past a
+        # third of the lease, be it waiting for a lock or for a server that stalls.
+        "options": f"-c lock_timeout={max(500, lease_ms // 3)} "
+        f"-c statement_timeout={max(1000, lease_ms // 3)}",
     }
     if config.journal_password is not None:
         options["password"] = config.journal_password.reveal()

@@ -98,6 +98,11 @@ class FileJob:
         self._checkpoint_due = False
         self._settled = asyncio.Event()
         self._rejects: RejectsWriter | None = None
+        # A journal shared by a pair (pgjournal.py) also keeps every rejected row, so that the
+        # rejects file holds the rows the other daemon rejected too: these are not stored yet.
+        self._shared_rejects: list[tuple[int, list[str], str]] | None = (
+            [] if hasattr(self.journal, "store_rejects") else None
+        )
         self._rows_label = metrics.rows.labels(channel.name, "sent")
         self._rejected_label = metrics.rows.labels(channel.name, "rejected")
         self.delta: DeltaFile | None = None  # send only what changed (deltarun.py)
@@ -135,6 +140,8 @@ class FileJob:
     def _write_reject(self, line_no: int, cells: list[str], reason: str) -> None:
         assert self._rejects is not None
         self._rejects.reject(line_no, cells, reason)
+        if self._shared_rejects is not None:
+            self._shared_rejects.append((line_no, cells, reason))
         self.rejected += 1
         self._rejected_label.inc()
 
@@ -311,6 +318,7 @@ class FileJob:
             self.write_checkpoint()
         # Done only once the last checkpoint and rejects are written (a full disk: waits).
         await self.state_writes.until_written(self.write_checkpoint)
+        await self.state_writes.until_written(self._write_shared_rejects)
         counts = f"{self.sent:,} sent, {self.rejected:,} rejected, {self.dropped:,} fields dropped"
         if self.delta is not None:
             counts += self.delta.summary()
@@ -415,6 +423,9 @@ class FileJob:
         try:
             if self._rejects is not None:
                 self._rejects.flush(durable)
+            if self._shared_rejects:
+                self.journal.store_rejects(self.record.id, self._shared_rejects)  # type: ignore[attr-defined]
+                self._shared_rejects.clear()
             progress = self.progress
             self.journal.checkpoint(
                 self.record.id, progress.checkpoint, self.sent, self.rejected, self.dropped,
@@ -426,6 +437,20 @@ class FileJob:
         self.state_writes.succeeded()
         if self.rows_total:
             self.metrics.current_file_progress.set(min(1.0, self.settled_rows / self.rows_total))
+        return True
+
+    def _write_shared_rejects(self) -> bool:
+        """At the end, the rejects file again from the shared journal: every row rejected,
+        by this daemon or by the other before a fail-over."""
+        if self._shared_rejects is None or self._rejects is None:
+            return True
+        try:
+            rows = self.journal.rejects_of(self.record.id)  # type: ignore[attr-defined]
+            if rows:
+                self._rejects.rewrite(rows)
+        except StateWriteErrors as exc:
+            self.state_writes.failed("the rejects file", exc)
+            return False
         return True
 
     def suspend(self) -> None:

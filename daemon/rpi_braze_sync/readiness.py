@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from .delivery import Sender
 from .filequeue import FileQueue
@@ -19,6 +20,14 @@ UNREACHABLE_AFTER_S = 60.0  # retries through shorter blips stay "ready"
 STALLED_AFTER_S = 300.0
 
 
+class PairView(Protocol):
+    """An active/standby pair's own verdict and role (pair.PairState)."""
+
+    def problems(self) -> list[str]: ...
+
+    def role_line(self) -> str: ...
+
+
 @dataclass
 class Readiness:
     """The parts /readyz looks at; None until the daemon has opened them."""
@@ -29,9 +38,14 @@ class Readiness:
     watcher: Watcher | None = None
     sender: Sender | None = None
     queue: FileQueue | None = None
+    pair: PairView | None = None  # journal.url: the database and the lease
 
     def problems(self) -> list[str]:
         problems = []
+        if self.pair is not None:
+            problems += self.pair.problems()
+            if self.sender is None:  # a standby watches nothing: ready while it can lead
+                return problems
         if not self.journal_open:
             problems.append("the journal is not open")
         watcher, sender, queue = self.watcher, self.sender, self.queue

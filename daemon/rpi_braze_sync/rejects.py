@@ -91,6 +91,31 @@ class RejectsWriter:
             for fd in self._fds.values():
                 os.fsync(fd)
 
+    def rewrite(self, rows: list[tuple[int, list[str], str]]) -> None:
+        """Replace the rejects file with these (line, cells, reason) rows, in line order: a
+        pair's shared journal holds the rows both daemons rejected. Raises OSError (kept as
+        it was)."""
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(self._header_of(self.rejects_path))
+        for line_no, cells, reason in sorted(rows, key=lambda row: row[0]):
+            writer.writerow([*cells, line_no, reason])
+        self.rejects_path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.rejects_path.with_name(self.rejects_path.name + ".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+        try:
+            data = text.getvalue().encode()
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, self.rejects_path)
+        old = self._fds.pop(self.rejects_path, None)
+        if old is not None:
+            os.close(old)
+        self._texts.pop(self.rejects_path, None)
+
     def close(self) -> None:
         """Flush what can be; rows that cannot be written are not covered by a checkpoint,
         so the next send of the file rejects them again."""

@@ -102,18 +102,24 @@ async def _read_body(request: web.Request) -> bytes | None:
 
 
 def build_app(
-    metrics: Metrics, readiness: Readiness, hook: HookRoute | None = None
+    metrics: Metrics,
+    readiness: Readiness,
+    hook: HookRoute | None = None,
+    role: Callable[[], str | None] = lambda: None,
 ) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
         problems = readiness()
+        said = role()  # an active/standby pair's: leader or standby, ready either way
+        said = f"{said}\n" if said else ""
         if problems:
             return web.Response(
-                status=503, text="not ready:\n" + "".join(f"- {p}\n" for p in problems)
+                status=503,
+                text="not ready:\n" + "".join(f"- {p}\n" for p in problems) + said,
             )
-        return web.Response(text="ready\n")
+        return web.Response(text="ready\n" + said)
 
     async def post_execution(request: web.Request) -> web.Response:
         assert hook is not None

@@ -21,7 +21,7 @@ from .config import LoadedConfig, load_config
 from .deltastats import FilePoints, by_file, recent_totals
 from .errors import InputMissingError, RpiBrazeSyncError, error_lines, exit_status
 from .filestates import FileState
-from .journal import FileRecord
+from .journal import FileRecord, Journal
 from .logs import display_name, iso_utc
 from .sqlitejournal import SqliteJournal, journal_path
 
@@ -33,6 +33,26 @@ class JournalChoice:
     path: Path
     dry_run: bool
     in_use: bool  # the one the configuration (or --dry-run) selects
+    url: str | None = None  # journal.url: the pair's PostgreSQL journal, not `path`
+
+    @property
+    def shown(self) -> str:
+        if self.url is None:
+            return str(self.path)
+        from .pgconnect import shown_url
+
+        return f"postgresql://{shown_url(self.url)}"
+
+
+def open_journal(config: LoadedConfig, choice: JournalChoice, read_only: bool = False) -> Journal:
+    """The journal `choice` names: SQLite, or the pair's PostgreSQL journal (either machine
+    reads it, and queues retries in it, whichever daemon leads)."""
+    if choice.url is None:
+        return SqliteJournal(choice.path, read_only=read_only)
+    from .pgjournal import PgJournal  # psycopg only where journal.url asks for it
+
+    role = "status" if read_only else "retry"
+    return PgJournal(config, role, migrate_schema=False)
 
 
 def load_for_journal(args: argparse.Namespace) -> LoadedConfig:
@@ -50,6 +70,9 @@ def journal_in_use(config: LoadedConfig, dry_run_flag: bool) -> JournalChoice:
 def existing_journals(config: LoadedConfig, dry_run_flag: bool) -> list[JournalChoice]:
     """The journal in use first, then the other mode's when it exists; InputMissingError
     when the one in use does not exist."""
+    if config.journal_url is not None and not dry_run_flag:
+        url = config.journal_url
+        return [JournalChoice(config.state_directory / "journal.postgresql", False, True, url)]
     chosen = journal_in_use(config, dry_run_flag)
     other_dry_run = not chosen.dry_run
     other = JournalChoice(journal_path(config.state_directory, other_dry_run), other_dry_run, False)
@@ -123,8 +146,10 @@ def totals(records: list[FileRecord]) -> dict[str, Any]:
     }
 
 
-def read_journal(choice: JournalChoice, states: list[str] | None) -> list[FileRecord]:
-    journal = SqliteJournal(choice.path, read_only=True)
+def read_journal(
+    config: LoadedConfig, choice: JournalChoice, states: list[str] | None
+) -> list[FileRecord]:
+    journal = open_journal(config, choice, read_only=True)
     try:
         records = journal.all()
     finally:
@@ -155,7 +180,7 @@ def build_document(
         "journals": [
             {
                 "mode": _mode(choice),
-                "path": str(choice.path),
+                "path": choice.shown,
                 "in_use": choice.in_use,
                 "totals": totals(records),
                 "files": [
@@ -177,7 +202,7 @@ def render_text(
     for choice, records in journals:
         points = _points_of(choice, all_points)
         used = "this configuration's" if choice.in_use else "not this configuration's"
-        out.append(f"{_mode(choice)} journal {choice.path} ({used})")
+        out.append(f"{_mode(choice)} journal {choice.shown} ({used})")
         out.append(
             f"{'STATE':<11} {'ROWS':>10} {'DONE':>6} {'SENT':>10} {'REJECTED':>9} {'DROPPED':>8}"
             f"  {'UPDATED (UTC)':<20}  FILE"
@@ -216,7 +241,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         config = load_for_journal(args)
         chosen = existing_journals(config, args.dry_run)
-        journals = [(choice, read_journal(choice, args.state)) for choice in chosen]
+        journals = [(choice, read_journal(config, choice, args.state)) for choice in chosen]
         delta = deltastats.read(config.state_directory)
     except RpiBrazeSyncError as exc:
         if not args.json:

@@ -5,6 +5,7 @@ a rate-limited, 100 ms-away Braze, peak memory, latencies, and the journal's cos
 is the median of --runs runs, with min and max.
 
     make bench                      # the full run (1M and 5M rows; several minutes)
+    make bench BENCH="--only journal"   # one part: throughput, saturation, delta, journal
     python tests/benchmarks/run.py --quick   # seconds: checks that it all runs
 """
 
@@ -521,6 +522,14 @@ async def delta_figures_for(
     return await delta_figures(work, data, args.rows, args.runs, big, args.memory_rows)
 
 
+async def journal_figures_for(work: Path, data: Path, args: argparse.Namespace) -> list[Figure]:
+    """The PostgreSQL journal beside SQLite (issue 17): journal_engines.py."""
+    sys.path.insert(0, str(ROOT))
+    from tests.benchmarks.journal_engines import journal_figures  # here: it imports this module
+
+    return await journal_figures(work, data, args.rows, args.runs)
+
+
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         work = Path(tmp)
@@ -533,6 +542,9 @@ async def main(args: argparse.Namespace) -> None:
             return
         if args.only == "delta":
             print_table(args.runs, await delta_figures_for(work, data, args))
+            return
+        if args.only == "journal":
+            print_table(args.runs, await journal_figures_for(work, data, args))
             return
         if args.only == "saturation":
             sat_data = work / "rows-sat.txt"
@@ -602,6 +614,7 @@ async def main(args: argparse.Namespace) -> None:
         figures.append(Figure("journal cost (1 - with/without)", cost, "", "<= 0.05"))
         figures += await clean_and_messy(work, data, messy, args.rows, args.runs)
         figures += await delta_figures_for(work, data, args, big)
+        figures += await journal_figures_for(work, data, args)
 
         quoted = work / "rows-quoted.txt"
         quote_all(data, quoted)
@@ -694,10 +707,10 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one run: a smoke test")
     parser.add_argument(
         "--only",
-        choices=("all", "throughput", "saturation", "delta"),
+        choices=("all", "throughput", "saturation", "delta", "journal"),
         default="all",
         help="throughput: the daemon on the clean and messy data sets only, in turns; delta: "
-        "delta's targets only, beside delta off",
+        "delta's targets only, beside delta off; journal: the PostgreSQL journal beside SQLite",
     )
     arguments = parser.parse_args()
     if arguments.quick:  # the default suite runs this (test_benchmark_smoke.py): keep it small

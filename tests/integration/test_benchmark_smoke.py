@@ -38,6 +38,7 @@ def test_the_benchmark_runs_and_prints_its_table(tmp_path: Path) -> None:
         "RPI call -> first request, after re-check",
         "last write -> first request",
         "delta on, first run / delta off",
+        "journal PostgreSQL / SQLite",
         "unchanged run: requests",
         "10 % changed: data points sent / values changed",
     ):

@@ -10,10 +10,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from rpi_braze_sync.braze import Reply
 from rpi_braze_sync.config import LoadedConfig, load_config
-from rpi_braze_sync.errors import ConfigError, JournalError, LeaseLostError
+from rpi_braze_sync.errors import ConfigError, JournalError, LeaseLostError, TransportError
 from rpi_braze_sync.filestates import FileState
-from rpi_braze_sync.leader import LeaseKeeper
+from rpi_braze_sync.leader import FencedTransport, LeaseKeeper
 from rpi_braze_sync.lease import Role
 from rpi_braze_sync.pgjournal import PgJournal
 from rpi_braze_sync.pgschema import LATEST
@@ -181,3 +182,46 @@ async def test_the_standby_takes_the_lease_once_the_leader_stops_renewing(
     await asyncio.gather(task_a, task_b, return_exceptions=True)
     await b.release()
     await a.release()
+
+
+class Recording:
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    async def post(self, body: bytes, source: str) -> Reply:
+        self.bodies.append(body)
+        return Reply(201, {}, b"{}")
+
+    async def close(self) -> None:
+        pass
+
+    def finish(self, source: str) -> None:
+        pass
+
+
+async def test_the_fence_refuses_a_request_past_the_deadline_whatever_the_keeper_did(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """The check before every request: a leader frozen past 0.8 of its lease (its keeper has
+    not run since) sends nothing, by its own monotonic clock alone."""
+    config = config_for(tmp_path, pg_url, lease_s=10)
+    PgJournal(config).close()
+    now = [1000.0]
+    keeper = LeaseKeeper(config, lambda role: None, clock=lambda: now[0])
+    inner = Recording()
+    fenced = FencedTransport(inner, keeper.may_send)
+    with pytest.raises(TransportError, match="no longer holds the lease"):
+        await fenced.post(b"standby", "f")  # no lease yet
+    task = asyncio.create_task(keeper.run())
+    while keeper.lease is None:
+        await asyncio.sleep(0.01)
+    task.cancel()  # frozen: no renewal from here on
+    await asyncio.gather(task, return_exceptions=True)
+    await fenced.post(b"a", "f")
+    now[0] += 7.99
+    await fenced.post(b"b", "f")
+    now[0] += 0.01  # 0.8 of the lease since the acquisition began
+    with pytest.raises(TransportError):
+        await fenced.post(b"c", "f")
+    assert inner.bodies == [b"a", b"b"]
+    await keeper.release()
