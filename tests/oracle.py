@@ -14,8 +14,9 @@ import orjson
 
 from rpi_braze_sync.chunks import Drop
 from rpi_braze_sync.fileplan import MERGE_OBJECTS, UPDATE_EXISTING_ONLY, FilePlan, ValuePlan
+from rpi_braze_sync.identifiers import identifier_problem
 from rpi_braze_sync.mapping import Mapped, Rejection
-from rpi_braze_sync.parsers import SKIP, FieldValueError, identifier_problem, infer_value
+from rpi_braze_sync.parsers import SKIP, FieldValueError, infer_value
 from rpi_braze_sync.transforms import MAX_NESTED_BYTES, nested_too_large
 
 

@@ -32,8 +32,9 @@ from .columnforms import (
     parsed,
 )
 from .fileplan import MERGE_OBJECTS, UPDATE_EXISTING_ONLY, ArrayPlan, FilePlan, ValuePlan
+from .identifiers import unusable_rows
 from .mapping import Rejection
-from .parsers import SKIP, unusable_rows
+from .parsers import SKIP
 from .rowcode import compile_identify
 from .transforms import MAX_NESTED_BYTES
 

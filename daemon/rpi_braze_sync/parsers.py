@@ -2,7 +2,7 @@
 (one text in, the value out, or FieldValueError whose message is the reason an operator
 reads), and where it pays a column form (a whole column at once, in C-speed loops) that
 columnar.py uses and that must agree with the scalar form (the property tests check it).
-Also the identifier rules. No I/O.
+No I/O. (The identifier rules: identifiers.py.)
 """
 
 from __future__ import annotations
@@ -304,52 +304,3 @@ OPERATIONS: dict[str, Operation] = {
     "country": Operation(parse_country),
     "infer": Operation(infer_value, _whole_numbers, _PLAIN_TEXT),
 }
-
-
-# --- identifiers -------------------------------------------------------------------------
-
-MAX_EXTERNAL_ID_BYTES: Final = 987
-# 4 bytes a character at most: an id this short is always within Braze's 987 bytes.
-ID_CHARS_ALWAYS_SHORT: Final = MAX_EXTERNAL_ID_BYTES // 4
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode's Cc: C0, DEL and C1
-
-
-def control_character(identifier: str) -> str | None:
-    """Why an identifier cannot be used, if it holds a control character (a NUL, a tab, a
-    newline...): Braze would keep it as a different user. Printable text, nearly every value,
-    is answered by str.isprintable in C; only the others are searched."""
-    if identifier.isprintable():
-        return None
-    found = _CONTROL.search(identifier)
-    if found is None:
-        return None  # other non-printables (a no-break space...) are ordinary characters
-    code, at = ord(found.group()), found.start() + 1
-    return f"holds a control character (U+{code:04X} at character {at})"
-
-
-def identifier_problem(name: str, text: str, external_id: bool) -> str | None:
-    """Why a non-empty identifier value rejects its row, or None. The executors call it only
-    for a text that could have a problem (not printable, or long): `might_be_unusable`."""
-    problem = control_character(text)
-    if problem is not None:
-        return f"{name} {problem}"
-    if external_id and len(text.encode("utf-8")) > MAX_EXTERNAL_ID_BYTES:
-        return f"external_id is longer than {MAX_EXTERNAL_ID_BYTES} bytes"
-    return None
-
-
-def might_be_unusable(text: str) -> bool:
-    """False when identifier_problem is sure to be None (nor is the text empty): the cheap
-    test before the full one, for one identifier."""
-    return not text or len(text) > ID_CHARS_ALWAYS_SHORT or not text.isprintable()
-
-
-def unusable_rows(texts: list[str]) -> list[int]:
-    """might_be_unusable's column form: the rows whose identifier needs the full test."""
-    if (
-        "" in texts
-        or max(map(len, texts)) > ID_CHARS_ALWAYS_SHORT
-        or not all(map(str.isprintable, texts))
-    ):
-        return [i for i, text in enumerate(texts) if might_be_unusable(text)]
-    return []

@@ -15,15 +15,14 @@ import orjson
 
 from .chunks import Drop
 from .fileplan import MERGE_OBJECTS, UPDATE_EXISTING_ONLY, FilePlan, ValuePlan
+from .identifiers import identifier_problem, might_be_unusable
 from .mapping import Mapped, Rejection
 from .parsers import (
     MAX_STRING_CHARS,
     OPERATIONS,
     SKIP,
     FieldValueError,
-    identifier_problem,
     infer_value,
-    might_be_unusable,
     too_long,
 )
 from .transforms import MAX_NESTED_BYTES, nested_too_large

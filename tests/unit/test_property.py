@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from rpi_braze_sync.chunks import Drop
 from rpi_braze_sync.config import compile_channels, load_config, parse_settings
 from rpi_braze_sync.errors import ConfigError
+from rpi_braze_sync.identifiers import MAX_EXTERNAL_ID_BYTES
 from rpi_braze_sync.mapper import FileMapper
 from rpi_braze_sync.mapper import bind as bind_mapping
 from rpi_braze_sync.mapping import Mapped, MappingPlan, Rejection, normalise_column
-from rpi_braze_sync.parsers import MAX_EXTERNAL_ID_BYTES
 from tests.oracle import map_row_oracle
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "rpi-braze-sync.yaml"
