@@ -124,7 +124,7 @@ class Daemon:
         tighten_modes(config.state_directory)
         hook = HookRoute(self.rpi_calls.accept, config.hook_token)
         app = build_app(self.metrics, self.readiness.problems, hook, self.role)
-        add_status_page(app, self)
+        add_status_page(app, self, role=lambda: self.pair.role() if self.pair else None)
         server = await start_server(app, config.settings.http.listen)
         stack.push_async_callback(server.cleanup)
         stack.callback(self.notifier.close)

@@ -64,6 +64,9 @@ class PairState:
         other = f"; the leader is {keeper.other}" if keeper.other else ""
         return f"role: standby ({keeper.me}{other})"
 
+    def role(self) -> str:
+        return self.keeper.role.value
+
     def problems(self) -> list[str]:
         found = [p for p in (self.keeper.problem, self.journal_problem) if p is not None]
         if found and self.keeper.role is Role.LEADER:

@@ -27,6 +27,10 @@ class PairView(Protocol):
 
     def role_line(self) -> str: ...
 
+    def role(self) -> str:
+        """leader or standby (the status page's word)."""
+        ...
+
 
 @dataclass
 class Readiness:

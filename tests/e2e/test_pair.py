@@ -6,6 +6,7 @@ and rows sent twice are counted across both."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 import time
@@ -216,6 +217,10 @@ async def test_status_and_retry_from_either_machine(pair: Pair) -> None:
     path = leader.export_path(UPSERT, "O", "1", "small.txt")
     path.write_text("external_id,first_name\nu1,A\nu2,B\n")
     await wait_until(lambda: pair.state("small.txt") == "done", what="done")
+    for daemon, role in ((leader, "leader"), (standby, "standby")):  # the status page
+        _, body = await daemon.get("/status.json")
+        assert json.loads(body)["daemon"]["role"] == role
+        assert "small.txt" in body  # either reads the shared journal
     for daemon in (standby, leader):
         status = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "rpi_braze_sync.cli", "status", "--config", str(daemon.config),

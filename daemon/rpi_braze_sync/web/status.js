@@ -19,7 +19,8 @@
   const count = (n) => (n === null || n === undefined ? "–" : n.toLocaleString("en-US"));
   // A few rows a minute are a rate below 1: say so rather than "0 rows/s".
   const rate = (v) => (v >= 10 ? count(Math.round(v)) : v >= 0.1 || v <= 0 ? v.toFixed(1) : "< 0.1");
-  const rows = (n) => `${count(n)} ${n === 1 ? "row" : "rows"}`;
+  const plural = (word) => (n) => `${count(n)} ${n === 1 ? word : `${word}s`}`;
+  const rows = plural("row"), files = plural("file");
   function duration(s) {
     if (s === null || s === undefined) return "–";
     const whole = Math.max(0, Math.round(s));
@@ -182,7 +183,7 @@
 
   function renderRecent(r) {
     page = r.page;
-    $("page-of").textContent = `Page ${r.page} of ${r.pages} (${count(r.total)} files)`;
+    $("page-of").textContent = `Page ${r.page} of ${r.pages} (${files(r.total)})`;
     $("newer").disabled = r.page <= 1;
     $("older").disabled = r.page >= r.pages;
     $("recent-caption").textContent = `Files seen or finished since ${r.since.slice(0, 16).replace("T", " ")} UTC, newest first`;
