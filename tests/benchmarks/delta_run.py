@@ -129,11 +129,17 @@ async def delta_runs(
 async def delta_off(work: Path, data: Path, rows: int) -> dict[str, float]:
     """Delta off, timed as delta_runs times its first run (from the drop to done) too."""
     async with Fake() as fake, Daemon(work, fake, FAST, QUICK_WATCH, {}) as daemon:
+        cpu0 = daemon.cpu_s()
         start = time.monotonic()
         daemon.drop(data, "first.txt")
         stats = await wait_for_objects(fake, rows, timeout_s=900)
         done = await until_done(daemon, 1)
-    return {"rows_s": rows / (stats["last"] - stats["first"]), "first_s": done - start}
+        cpu = daemon.cpu_s() - cpu0
+    return {
+        "rows_s": rows / (stats["last"] - stats["first"]),
+        "first_s": done - start,
+        "cpu_per_m": cpu / rows * 1e6,
+    }
 
 
 async def big_run(work: Path, data: Path, rows: int) -> dict[str, float]:
@@ -166,8 +172,15 @@ async def delta_figures(
             ">= 0.80",
         ),
         Figure("delta on, first run: drop -> done", [r["first_s"] for r in on], "s", ""),
+        Figure("delta off: CPU s per 1M rows", [r["cpu_per_m"] for r in off], "s", ""),
         Figure(
             "delta on, first run: CPU s per 1M rows", [r["cpu_first_per_m"] for r in on], "s", ""
+        ),
+        Figure(
+            "delta on, first run / delta off (CPU per row, inverted)",
+            [o["cpu_per_m"] / d["cpu_first_per_m"] for o, d in zip(off, on, strict=True)],
+            "",
+            "steadier than rows/s here",
         ),
         Figure("unchanged run: requests", [r["requests_again"] for r in on], "", "0"),
         Figure("unchanged run: drop -> done", [r["second_s"] for r in on], "s", ""),
