@@ -50,7 +50,7 @@ from .errors import (
     exit_status,
 )
 from .filestates import QUEUED_STATES, STATES, FileState
-from .logs import configure_logging, display_name
+from .logs import configure_logging, display_name, undisplay_name
 from .preview import cmd_preview
 from .settings import host_port_problem, json_schema
 from .statedir import restrict_umask
@@ -190,11 +190,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(serve(config, load))
 
 
+def _export_path(given: str, base: Path) -> Path:
+    """The export `given` names: as the shell completed it (relative to the current folder),
+    else relative to the export folder (as `status` shows it); each as typed, else as
+    display_name escaped it (\\xff, \\n: the status page's command is one printable line)."""
+    for text in dict.fromkeys((given, undisplay_name(given))):
+        path = Path(text)
+        for full in (path,) if path.is_absolute() else (path.absolute(), base / path):
+            if full.exists() and full.resolve().is_relative_to(base.resolve()):
+                return full
+    path = Path(given)
+    return path if path.is_absolute() else base / path
+
+
 def cmd_retry(args: argparse.Namespace) -> int:
     config = load_for_journal(args)
     base = config.base_output_directory
-    path = Path(args.path)
-    full = path if path.is_absolute() else base / path
+    full = _export_path(args.path, base)
     try:
         rel = full.resolve().relative_to(base.resolve()).as_posix()
     except ValueError:

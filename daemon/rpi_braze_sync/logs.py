@@ -8,6 +8,7 @@ line end cannot forge a log line, nor one that is not UTF-8 break a JSON line.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 import warnings
@@ -39,6 +40,24 @@ def _display_char(char: str) -> str:
     if code < 0x100:
         return _SHORT_ESCAPES.get(char) or f"\\x{code:02x}"
     return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+_ESCAPE = re.compile(r"\\(x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8}|[nrt])")
+_SHORT_UNESCAPES = {"n": "\n", "r": "\r", "t": "\t"}
+
+
+def undisplay_name(shown: str) -> str:
+    """The name display_name showed as `shown` (a \\xNN from 80 up is a byte that was not
+    UTF-8), so that a path copied from `status` or the status page finds its file."""
+
+    def one(match: re.Match[str]) -> str:
+        code = match.group(1)
+        if code in _SHORT_UNESCAPES:
+            return _SHORT_UNESCAPES[code]
+        value = int(code[1:], 16)
+        return chr(0xDC00 + value) if code[0] == "x" and value >= 0x80 else chr(value)
+
+    return _ESCAPE.sub(one, shown)
 
 
 class JsonFormatter(logging.Formatter):

@@ -5,6 +5,7 @@ ISO 8601 times and the exit statuses."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -185,3 +186,26 @@ def test_retry_of_unknown_or_missing_files(tmp_path: Path) -> None:
     outside = cli("retry", "--config", str(config), str(tmp_path / "elsewhere.txt"))
     assert outside.returncode == 64
     assert "not under the export folder" in outside.stderr
+
+
+def test_retry_takes_the_path_as_the_shell_completed_it_or_as_status_shows_it(
+    tmp_path: Path,
+) -> None:
+    """A path relative to the current folder (as the shell completes it), and a name that is
+    not UTF-8 as `status` and the status page's command show it (\\xff), both find the file."""
+    config, state, export = setup(tmp_path, dry_run_in_yaml=False)
+    odd_name = os.fsdecode(b"odd\xff.txt")
+    (export.parent / odd_name).write_text("external_id\nu1\n")
+    for rel in (REL, f"{UPSERT}/Spring/42/{odd_name}"):
+        add_record(state, False, rel, FileState.FAILED, 10)
+    from_cwd = subprocess.run(
+        [str(SCRIPT), "retry", "--config", str(config), str(export.relative_to(tmp_path))],
+        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert from_cwd.returncode == 0, from_cwd.stderr
+    assert "queued again" in from_cwd.stdout
+    shown = f"{UPSERT}/Spring/42/odd\\xff.txt"
+    assert shown in cli("status", "--config", str(config)).stdout
+    displayed = cli("retry", "--config", str(config), shown)
+    assert displayed.returncode == 0, displayed.stderr
+    assert "queued again" in displayed.stdout

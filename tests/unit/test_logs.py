@@ -9,7 +9,13 @@ import os
 import orjson
 import pytest
 
-from rpi_braze_sync.logs import JsonFormatter, TextFormatter, display_name, export_logger
+from rpi_braze_sync.logs import (
+    JsonFormatter,
+    TextFormatter,
+    display_name,
+    export_logger,
+    undisplay_name,
+)
 
 ODD_NAME = os.fsdecode(b"RPI_\xff\xfe_\n" + b"ERROR rpi_braze_sync.app: forged.txt")
 
@@ -27,6 +33,13 @@ ODD_NAME = os.fsdecode(b"RPI_\xff\xfe_\n" + b"ERROR rpi_braze_sync.app: forged.t
 )
 def test_display_name(text: str, shown: str) -> None:
     assert display_name(text) == shown
+
+
+@pytest.mark.parametrize("text", [ODD_NAME, "a\nb\rc\td", "bell\x07 esc\x1b", "line\u2028sep"])
+def test_a_shown_name_leads_back_to_the_name(text: str) -> None:
+    """What `status` shows, pasted into `retry`, names the file (C1 controls aside: \\x85
+    is read as the byte 0x85 that was not UTF-8, the likelier of the two)."""
+    assert undisplay_name(display_name(text)) == text
 
 
 def record(
