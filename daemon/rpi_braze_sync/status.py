@@ -225,8 +225,9 @@ def render_text(
                 )
         total = totals(records)
         states = ", ".join(f"{n} {s}" for s, n in sorted(total["by_state"].items()))
+        files = "file" if total["files"] == 1 else "files"
         out.append(
-            f"{total['files']} files{': ' + states if states else ''}; {total['rows_sent']:,}"
+            f"{total['files']} {files}{': ' + states if states else ''}; {total['rows_sent']:,}"
             f" rows sent, {total['rows_rejected']:,} rejected, {total['fields_dropped']:,}"
             " fields dropped"
         )

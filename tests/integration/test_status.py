@@ -70,6 +70,7 @@ def test_status_and_retry_use_the_dry_run_journal_when_the_yaml_says_dry_run(
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert REL in shown.stdout
     assert "reason: line 3: not valid utf-8" in shown.stdout
+    assert "\n1 file: 1 failed; 0 rows sent" in shown.stdout
     queued = cli("retry", "--config", str(config), str(export))
     assert queued.returncode == 0, queued.stdout + queued.stderr
     assert "queued again" in queued.stdout
