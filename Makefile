@@ -24,8 +24,10 @@ run: $(RUNTIME)
 	BASE_OUTPUT_DIRECTORY=$(CURDIR)/var/exports $(BIN)/rpi-braze-sync run \
 		--config config/rpi-braze-sync.yaml --dry-run --state-directory $(CURDIR)/var/state
 
+# Two workers: most of the suite waits (settle times, daemons, timeouts), so two overlap
+# well even on 2 cores; worksteal keeps both busy to the end.
 test: $(TOOLS)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist worksteal
 
 check: $(TOOLS)
 	$(BIN)/ruff check daemon tests

@@ -9,6 +9,14 @@ import pytest
 from tests.fakebraze import FakeBraze
 from tests.pg import Database
 
+# Started first: `make test` runs two workers (pytest-xdist, --dist worksteal), and the
+# longest test begun last would leave one worker idle while it runs alone.
+LONGEST = ("tests/integration/test_benchmark_smoke.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST))  # stable: order kept
+
 
 @pytest.fixture
 async def fake_braze() -> AsyncIterator[FakeBraze]:
