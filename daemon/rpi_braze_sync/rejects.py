@@ -42,7 +42,15 @@ class RejectsWriter:
         return entry[1]
 
     def reject(self, line_no: int, cells: list[str], reason: str) -> None:
-        self._writer(self.rejects_path).writerow([*cells, line_no, reason])
+        self._writer(self.rejects_path).writerow(self._row(line_no, cells, reason))
+
+    def _row(self, line_no: int, cells: list[str], reason: str) -> list[object]:
+        """`_line` and `_reason` under their names whatever the row's width (a wrong width is
+        a reason to reject): a short row padded with empty cells, a long row's surplus after
+        them, kept, so that no line number is read as a value."""
+        width = len(self._header)
+        padding = [""] * (width - len(cells))
+        return [*cells[:width], *padding, line_no, reason, *cells[width:]]
 
     def drop(self, drop: Drop) -> None:
         self._writer(self.dropped_path).writerow(
@@ -99,7 +107,7 @@ class RejectsWriter:
         writer = csv.writer(text)
         writer.writerow(self._header_of(self.rejects_path))
         for line_no, cells, reason in sorted(rows, key=lambda row: row[0]):
-            writer.writerow([*cells, line_no, reason])
+            writer.writerow(self._row(line_no, cells, reason))
         self.rejects_path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.rejects_path.with_name(self.rejects_path.name + ".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
