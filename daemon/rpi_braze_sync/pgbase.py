@@ -35,8 +35,9 @@ class PgStore:
         self._config = config
         self._role = role
         self.where = shown_url(url)
-        self.path = config.state_directory  # (SQLite's journal path: not a file here)
-        self.epoch: int | None = None
+        # Not a file: its folder is the state directory (firststart.py looks beside it).
+        self.path = config.state_directory / "journal.postgresql"
+        self._epoch: int | None = None
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         conn = self._connection()
         if migrate_schema:
@@ -48,6 +49,18 @@ class PgStore:
             except JournalError:
                 conn.close()
                 raise
+
+    @property
+    def epoch(self) -> int | None:
+        return self._epoch
+
+    @epoch.setter
+    def epoch(self, epoch: int | None) -> None:
+        self._epoch_ends()
+        self._epoch = epoch
+
+    def _epoch_ends(self) -> None:
+        """Called before the epoch changes (pgjournal.py: its checkpoint writer)."""
 
     # --- the connection ------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ answering holds it at most a few seconds (pgconnect.py), then raises JournalErro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -22,10 +23,11 @@ from collections.abc import Iterator, Sequence
 import orjson
 import psycopg
 
-from .errors import JournalError
+from .errors import JournalError, LeaseLostError
 from .filestates import FINAL_STATES, QUEUED_STATES, FileState, check_transition, sources_of
 from .journal import FileRecord, FileVersion
 from .pgbase import HELD, PgStore
+from .pgcheckpoints import CheckpointWriter, Values
 
 COMPLETE, DONE, PREEXISTING = FileState.COMPLETE, FileState.DONE, FileState.PREEXISTING
 SEEN, SENDING = FileState.SEEN, FileState.SENDING
@@ -42,6 +44,8 @@ def _ranges_json(ranges: Sequence[tuple[int, int]]) -> str | None:
 
 class PgJournal(PgStore):
     """journal.Journal's interface, on PostgreSQL (the connection and fencing: pgbase.py)."""
+
+    _checkpoints: CheckpointWriter | None = None
 
     # --- first start ---------------------------------------------------------------------
 
@@ -183,6 +187,7 @@ class PgJournal(PgStore):
     def restart_from(
         self, file_id: int, checkpoint: int, ahead: Sequence[tuple[int, int]] = ()
     ) -> None:
+        self.flush()
         self._update(
             file_id,
             {"checkpoint": checkpoint, "settled_ahead": _ranges_json(ahead), "rows_sent": 0,
@@ -242,11 +247,42 @@ class PgJournal(PgStore):
         dropped: int,
         ahead: Sequence[tuple[int, int]] = (),
     ) -> None:
+        """Handed to the checkpoint writer (pgcheckpoints.py): the loop does not wait for
+        the database; a failure to write comes back at a following call."""
+        if self.epoch is None:
+            raise LeaseLostError("this daemon does not hold the lease: it writes nothing")
+        if self._checkpoints is None:
+            side = PgJournal(self._config, "checkpoints", migrate_schema=False)
+            side.epoch = self.epoch
+            self._checkpoints = CheckpointWriter(side.write_checkpoint, side.close)
+        values = (checkpoint, _ranges_json(ahead), sent, rejected, dropped)
+        self._checkpoints.put(file_id, values)
+
+    def write_checkpoint(self, file_id: int, values: Values) -> None:
+        """One checkpoint, now (the checkpoint writer's thread, on a connection of its own)."""
+        checkpoint, ahead, sent, rejected, dropped = values
         self._update(
             file_id,
-            {"checkpoint": checkpoint, "settled_ahead": _ranges_json(ahead), "rows_sent": sent,
+            {"checkpoint": checkpoint, "settled_ahead": ahead, "rows_sent": sent,
              "rows_rejected": rejected, "fields_dropped": dropped, "updated_at": time.time()},
         )  # fmt: skip
+
+    def flush(self) -> None:
+        """Every checkpoint handed over is written (before a file's state changes); raises
+        JournalError (LeaseLostError) when one could not be."""
+        if self._checkpoints is not None:
+            self._checkpoints.drain()
+
+    def _epoch_ends(self) -> None:
+        writer, self._checkpoints = self._checkpoints, None
+        if writer is not None:
+            with contextlib.suppress(JournalError):
+                writer.drain()  # (a clean stop's last checkpoint)
+            writer.close()
+
+    def close(self) -> None:
+        self._epoch_ends()
+        super().close()
 
     def note(self, file_id: int, reason: str | None) -> None:
         self._update(file_id, {"reason": reason, "updated_at": time.time()})
@@ -268,6 +304,7 @@ class PgJournal(PgStore):
     def _move(self, file_id: int, target: FileState, sets: str, args: dict[str, object]) -> None:
         """A state change, checked against filestates.TRANSITIONS in the write itself (and
         fenced): a move the table does not allow changes nothing and raises."""
+        self.flush()
         rows = self._change(
             f"UPDATE files SET state = %(target)s, {sets} WHERE id = %(file_id)s"
             f" AND state = ANY(%(sources)s) AND {HELD} RETURNING id",

@@ -202,7 +202,10 @@ async def test_the_database_stopped_and_started_again(tmp_path: Path) -> None:
         assert "cannot be reached" in leader.log_text()
         await asyncio.to_thread(cluster.start)
         await wait_until(lambda: made.state("big.txt") == "done", timeout_s=60, what="done")
-        assert_delivered(made, BATCH * IN_FLIGHT)
+        # Sent twice: the rows in flight, and those acknowledged while the checkpoint writer
+        # (pgcheckpoints.py) had not yet found the database gone: about one more round of
+        # requests. Never a whole file.
+        assert_delivered(made, 2 * BATCH * IN_FLIGHT)
         assert all(d.proc is not None and d.proc.returncode is None for d in made.daemons)
         for daemon in made.daemons:
             assert "Traceback" not in daemon.log_text()

@@ -73,7 +73,8 @@ def test_a_file_from_seen_to_done_with_a_name_that_is_not_utf8(tmp_path: Path, p
         '{"call": 1}',
     )
     journal.start(file_id, "abc", 20, 2, 5)
-    journal.checkpoint(file_id, 3, 2, 1, 0, [(4, 5)])
+    journal.checkpoint(file_id, 3, 2, 1, 0, [(4, 5)])  # written by a thread of its own
+    journal.flush()
     got = journal.get(file_id)
     assert (got.state, got.checkpoint, got.rows_sent, got.ahead) == (
         FileState.SENDING,
@@ -97,9 +98,11 @@ def test_writes_are_fenced_by_the_epoch(tmp_path: Path, pg_url: str) -> None:
     old.epoch = take_lease(pg_url)
     file_id = old.record_complete("Braze Append/a.csv", "Braze Append", 1, 1).id
     old.checkpoint(file_id, 5, 5, 0, 0)
+    old.flush()
     new.epoch = take_lease(pg_url)  # the standby took over
+    old.checkpoint(file_id, 9, 9, 0, 0)  # handed to the writer thread, which is refused
     with pytest.raises(LeaseLostError, match="another daemon leads"):
-        old.checkpoint(file_id, 9, 9, 0, 0)
+        old.flush()
     with pytest.raises(LeaseLostError):
         old.finish(file_id, FileState.DONE)
     with pytest.raises(LeaseLostError):
@@ -107,6 +110,7 @@ def test_writes_are_fenced_by_the_epoch(tmp_path: Path, pg_url: str) -> None:
     assert new.get(file_id).checkpoint == 5
     assert new.get(file_id).state == "complete"
     new.checkpoint(file_id, 7, 7, 0, 0)
+    new.flush()
     assert new.get(file_id).checkpoint == 7
     standby = PgJournal(config)  # no lease: reads, RPI calls and retries only
     with pytest.raises(LeaseLostError, match="does not hold the lease"):
