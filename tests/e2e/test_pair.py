@@ -27,6 +27,7 @@ BATCH = 10
 IN_FLIGHT = 4  # requests: at most BATCH * IN_FLIGHT rows unacknowledged at any moment
 ROWS = 2000
 BAD_EVERY = 97  # these rows have no external_id: rejected
+PASSWORD = "pg-secret-4711"  # journal.password_file's (trust ignores it): never in a log
 
 
 def numbered(count: int) -> str:
@@ -61,7 +62,11 @@ class Pair:
             daemon.exports = self.exports
             daemon.settings["watch"]["base_output_directory"] = str(self.exports)
             daemon.settings["braze"].update({"batch_size": BATCH, "max_in_flight": IN_FLIGHT})
-            daemon.settings["journal"] = {"url": self.url}
+            creds = tmp / name / "credentials"
+            creds.mkdir()
+            (creds / "pg").write_text(PASSWORD + "\n")
+            daemon.extra_env["CREDENTIALS_DIRECTORY"] = str(creds)
+            daemon.settings["journal"] = {"url": self.url, "password_file": "pg"}
             daemon.settings["ha"] = {"lease_seconds": LEASE_S}
             self.daemons.append(daemon)
         self.exports.mkdir(exist_ok=True)
@@ -154,6 +159,9 @@ async def test_kill_9_of_the_leader_mid_file_then_the_old_leader_restarted(pair:
     await leader.start()
     await asyncio.sleep(LEASE_S * 2)
     assert sum(pair.users().values()) == sent
+    for daemon in pair.daemons:
+        assert PASSWORD not in daemon.log_text()
+        assert PASSWORD not in daemon.config.read_text()
     print(f"sent twice: {twice} rows")
 
 
