@@ -4,10 +4,9 @@ acknowledged its rows.
 
 Crash safety (kill -9 at any moment): nothing is written to the store when a chunk is compared
 or a request leaves; a row's record is written only from `acknowledged`, which the sender calls
-for the objects of a 2xx answer that Braze did not list in `errors`. The store's write is
-queued before the job settles those rows, so before the checkpoint that covers them can be
-written (deltastore.py explains why either order would remember nothing unacknowledged, and
-why this one sends less again after a kill).
+for the objects of a 2xx answer that Braze did not list in `errors`. The job settles those
+rows only once the store's write is done, so no checkpoint covers a row whose new values the
+store lacks (deltastore.py: the other order skips a reverted value wrongly after a kill).
 """
 
 from __future__ import annotations
@@ -151,11 +150,13 @@ class DeltaRun:
             log.error("delta: %s: the rows are sent whole", exc)
             return [None] * len(keys)
 
-    def remember(self, records: list[tuple[bytes, bytes]]) -> None:
-        """Queue a write of acknowledged records (before the next lookup, in order)."""
+    def remember(self, records: list[tuple[bytes, bytes]]) -> Future[None]:
+        """Queue a write of acknowledged records (before the next lookup, in order); done once
+        the store holds them."""
         future = self._thread.submit(self.store.remember, records)
         self._writes.add(future)
         future.add_done_callback(self._written)
+        return future
 
     def _written(self, future: Future[None]) -> None:
         self._writes.discard(future)
@@ -279,8 +280,9 @@ class DeltaFile:
             f" ({self.rows_unchanged:,} rows unchanged, not sent)"
         )
 
-    def acknowledged(self, items: Sequence[Item]) -> None:
-        """Braze acknowledged these objects: remember their values."""
+    def acknowledged(self, items: Sequence[Item]) -> Future[None] | None:
+        """Braze acknowledged these objects: remember their values. Returns the store's write
+        (None: nothing to write): the rows' checkpoint must wait until it is done."""
         run, inflight = self.run, self.run.inflight
         now = int(run.clock())
         written: list[tuple[bytes, bytes]] = []
@@ -314,10 +316,9 @@ class DeltaFile:
             inflight.answered(state.key, record)
             if record is not None:
                 written.append((state.key, record))
-        if written:
-            run.remember(written)
         self.points_sent += points
         self._sent_label.inc(points)
+        return run.remember(written) if written else None
 
     def abandoned(self, items: Sequence[Item]) -> None:
         """Rejected (locally or by Braze) or never sent: nothing remembered."""

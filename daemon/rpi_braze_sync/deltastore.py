@@ -186,15 +186,15 @@ class DeltaStore:
     # 1. compare a chunk with its looked-up records: nothing is written for it;
     # 2. once Braze acknowledged a request: `remember` the records of its acknowledged objects
     #    (never a rejected object, never a request that failed or is still being retried);
-    # 3. later, the file checkpoint covering those rows.
+    # 3. once that write is DONE (not merely queued), the file checkpoint covering those rows.
     # Killed between 2 and 3: the rows after the checkpoint are read again; their values are
     # remembered, so they are skipped, and Braze holds them (it acknowledged them). Killed
     # before 2: nothing is remembered and the values are sent again. The other order (3 then
-    # 2) is as safe but sends the replay's values twice. No order can remember a value Braze
-    # did not acknowledge, since nothing else is ever written: never write at step 1 or when
+    # 2) is NOT safe: killed between them, the checkpoint covers rows whose new values Braze
+    # holds while the store still holds the old ones, and a later row going back to an old
+    # value is skipped (tests/e2e/test_delta_kill.py caught it). Never write at step 1 or when
     # a request leaves. The WAL is written before remember returns, not synced: a kill -9
-    # loses nothing, a power cut may lose the last writes (sent again later). Forgetting is
-    # synced, so a forgotten value cannot come back.
+    # loses nothing. Forgetting is synced, so a forgotten value cannot come back.
 
     def remember(self, records: Iterable[tuple[bytes, bytes]]) -> None:
         """Write acknowledged records (user key, delta.build_record's bytes) as one batch, in

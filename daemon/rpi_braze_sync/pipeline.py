@@ -112,8 +112,17 @@ class FileJob:
     # --- settlement (called by the sender) -----------------------------------------------
 
     def settle_sent(self, items: list[Item]) -> None:
-        if self.delta is not None:  # the store's write is queued before the checkpoint
-            self.delta.acknowledged(items)
+        written = self.delta.acknowledged(items) if self.delta is not None else None
+        if written is not None:
+            # Settled (and so checkpointed) only once the store holds their values: killed
+            # after a checkpoint that covered them with the store's old values, a later row
+            # going back to those old values would be skipped while Braze holds the new ones.
+            loop = asyncio.get_running_loop()
+            written.add_done_callback(lambda _: loop.call_soon_threadsafe(self._sent, items))
+            return
+        self._sent(items)
+
+    def _sent(self, items: list[Item]) -> None:
         self.sent += len(items)
         self._rows_label.inc(len(items))
         self._settle([item.index for item in items])
