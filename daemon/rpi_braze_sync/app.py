@@ -188,15 +188,18 @@ class Daemon:
             loop.add_signal_handler(signal.SIGHUP, self.reload)
         async with contextlib.AsyncExitStack() as stack:
             await self._open(stack)
-            announce(self.config)
             config = self.config
             if config.journal_url is not None:
                 from .pair import run_as_pair  # psycopg only where journal.url asks for it
 
+                announce(config)
                 await run_as_pair(self)
             else:
+                # Announced once the journal opened: a damaged journal's start says one line
+                # (issue 13), the error, not the start's summary before it.
                 journal = SqliteJournal(journal_path(config.state_directory, config.dry_run))
                 stack.callback(journal.close)
+                announce(config)
                 self.attach(journal)
                 self.metrics.leader.set(1)  # alone: the one that sends
                 await self.lead(journal)
