@@ -19,7 +19,7 @@ import orjson
 
 from .afterdone import apply_after_done
 from .batching import Item, SettledRecords
-from .chunks import ChunkData, ChunkSource, FileRequest
+from .chunks import ChunkData, ChunkSource, Drop, FileRequest
 from .config import Channel
 from .deltarun import DeltaFile
 from .errors import (
@@ -96,6 +96,9 @@ class FileJob:
         self._held: deque[tuple[int, int]] = deque()
         self._held_bytes = 0
         self._checkpoint_due = False
+        # Dropped fields of rows sent but not settled: written and counted once their row is
+        # (a row sent again after a kill would otherwise list its drops twice).
+        self._drops: dict[int, list[Drop]] = {}
         self._settled = asyncio.Event()
         self._rejects: RejectsWriter | None = None
         # A journal shared by a pair (pgjournal.py) also keeps every rejected row, so that the
@@ -136,6 +139,8 @@ class FileJob:
     def _settle(self, indexes: list[int]) -> None:
         """These records are done with (one request's, or a chunk's rejects)."""
         self.progress.settle_all(indexes)
+        if self._drops:
+            self._write_drops([d for i in indexes for d in self._drops.pop(i, ())])
         if not self._checkpoint_due and CHECKPOINTS:
             # Checkpoint what is settled at once (once per loop turn, however many answers it
             # brought), beyond the prefix too: after a kill, only rows in flight go again.
@@ -145,6 +150,15 @@ class FileJob:
         self.metrics.backlog_rows.dec(len(indexes))
         if self._outstanding == 0:
             self._settled.set()
+
+    def _write_drops(self, drops: list[Drop]) -> None:
+        if not drops:
+            return
+        if self._rejects is not None:
+            for drop in drops:
+                self._rejects.drop(drop)
+        self.dropped += len(drops)
+        self.metrics.fields_dropped.labels(self.channel.name).inc(len(drops))
 
     def _write_reject(self, line_no: int, cells: list[str], reason: str) -> None:
         assert self._rejects is not None
@@ -384,11 +398,16 @@ class FileJob:
         """`unchanged`: rows delta left with nothing to send, settled as sent (Braze holds
         every value of theirs)."""
         assert self._rejects is not None
-        for drop in chunk.drops:
-            self._rejects.drop(drop)
         if chunk.drops:
-            self.dropped += len(chunk.drops)
-            self.metrics.fields_dropped.labels(self.channel.name).inc(len(chunk.drops))
+            index_of = dict(zip(chunk.line_numbers, chunk.indexes, strict=False))
+            settled_now = []
+            for drop in chunk.drops:
+                index = index_of.get(drop.line_no)
+                if index is None:  # a row delta settles at once (unchanged)
+                    settled_now.append(drop)
+                else:
+                    self._drops.setdefault(index, []).append(drop)
+            self._write_drops(settled_now)
         rows = len(chunk.rejected) + len(chunk.indexes) + len(unchanged or ())
         if chunk.indexes:
             size = sum(map(len, chunk.bodies)) + sum(map(len, chunk.packed))

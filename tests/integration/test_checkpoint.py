@@ -5,6 +5,7 @@ restart skips exactly the settled rows it records, whatever their order."""
 from __future__ import annotations
 
 import csv
+import os
 from typing import Any
 
 import pytest
@@ -48,11 +49,16 @@ async def test_every_checkpoint_covers_only_rows_braze_acknowledged_or_rejected(
     journal = daemon.daemon.journal
     assert journal is not None
     written: list[tuple[int, list[tuple[int, int]], set[str]]] = []
+    dropped_lines: list[tuple[list[int], int]] = []  # the dropped file's lines, the count
     checkpoint = journal.checkpoint
 
     def spy(file_id: int, at: int, *counts: Any) -> None:
         acknowledged = set(fake_braze.users())  # answered before this line could run
         written.append((at, list(counts[3] if len(counts) > 3 else ()), acknowledged))
+        dropped = [*daemon.state.glob("rejects/**/*.dropped.csv")]
+        with dropped[0].open() if dropped else open(os.devnull) as f:
+            lines = [int(row["_line"]) for row in csv.DictReader(f)]
+        dropped_lines.append((lines, counts[2]))
         checkpoint(file_id, at, *counts)
 
     setattr(journal, "checkpoint", spy)  # noqa: B010 - a spy on the real journal
@@ -65,6 +71,12 @@ async def test_every_checkpoint_covers_only_rows_braze_acknowledged_or_rejected(
         covered = [*range(at), *(i for start, end in ahead for i in range(start, end))]
         unacknowledged = [i for i in covered if user(i) and user(i) not in acknowledged]
         assert unacknowledged == []
+    # A dropped field is listed (and counted) once its row is settled, never before: a row
+    # sent again after a kill does not list its drops twice.
+    for (_, _, acknowledged), (lines, count) in zip(written, dropped_lines, strict=True):
+        rows = [line - 2 for line in lines]
+        assert [i for i in rows if user(i) not in acknowledged] == []
+        assert len(lines) == count
     assert written[-1][0] == ROWS
 
 
