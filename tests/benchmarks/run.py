@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import ctypes
 import os
 import signal
 import socket
@@ -119,6 +120,15 @@ def generate(path: Path, rows: int) -> None:
 # --- processes ------------------------------------------------------------------------
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> None:
+    """preexec_fn of every process started here: it gets SIGTERM when this script ends, however
+    (a timeout's SIGKILL included), so no daemon or fake Braze is left running after it."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class Fake:
     def __init__(self, latency_ms: float = 0, rate_limit: int | None = None) -> None:
         self.port = free_port()
@@ -131,7 +141,7 @@ class Fake:
     async def __aenter__(self) -> Fake:
         self.proc = await asyncio.create_subprocess_exec(
             PYTHON, str(ROOT / "tests" / "fakebraze.py"), *self.args,
-            stdout=asyncio.subprocess.PIPE, cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE, cwd=ROOT, preexec_fn=die_with_parent,
         )  # fmt: skip
         assert self.proc.stdout is not None
         await self.proc.stdout.readline()  # "fake Braze at ..."
@@ -177,7 +187,7 @@ class Daemon:
         self.log = open(self.workdir / "daemon.log", "ab")  # noqa: SIM115
         self.proc = await asyncio.create_subprocess_exec(
             PYTHON, "-m", "rpi_braze_sync.cli", "run", "--config", str(self.config),
-            stdout=self.log, stderr=self.log, env=self.env, cwd=ROOT,
+            stdout=self.log, stderr=self.log, env=self.env, cwd=ROOT, preexec_fn=die_with_parent,
         )  # fmt: skip
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
