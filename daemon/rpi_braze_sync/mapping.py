@@ -102,6 +102,13 @@ class MappingPlan:
     path_names: tuple[str, ...]
     used_columns: frozenset[str]
 
+    def paths_used(self) -> frozenset[str]:
+        """The path parts (and RPI call values) some value comes from, or falls back to."""
+        rules = [*self.identifier, *self.fields, *(a[2] for a in self.arrays)]
+        rules += [rule for nested in self.nested for rule in nested[2]]
+        origins = [o for r in rules for o in (r.recipe.origin, r.recipe.fallback) if o]
+        return frozenset(o.path for o in origins if o.path is not None)
+
 
 def compile_mapping(
     spec: MappingSpec, mode: Literal["upsert", "append"], path_pattern: str

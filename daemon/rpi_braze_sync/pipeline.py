@@ -239,10 +239,12 @@ class FileJob:
         """The path's parts, and what RPI's post-execution call said about this file."""
         fallback = self.channel.settings.format.fallback_encoding
         values = dict(self.export.values)
+        sent = self.channel.plan.mapping.paths_used()
         for key, value in values.items():
             text = sendable_text(value, fallback)
             if text is not None:  # a folder or file name that is not UTF-8
-                self.log.warning("{%s} is not valid UTF-8: mapped as %r", key, text)
+                if key in sent:  # (a part no value comes from is not worth a word)
+                    self.log.warning("{%s} is not valid UTF-8: sent as '%s'", key, text)
                 values[key] = text
         if self.record.rpi_call:
             call = orjson.loads(self.record.rpi_call)

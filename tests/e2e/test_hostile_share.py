@@ -181,6 +181,7 @@ async def test_a_hostile_share_neither_blocks_the_queue_nor_leaks(
     log = daemon.log_text()
     assert not any(line.startswith(forged) for line in log.splitlines())
     assert "RPI_Export_nl\\nINFO" in log  # the name, escaped, on its own line
+    assert "is not valid UTF-8" not in log  # no value comes from the file name
     assert log.count("RPI_Export_zero.txt: a symlink") == 1  # logged once, whatever the scans
     assert log.count("cannot open " + str(locked.relative_to(daemon.exports))) == 1
 

@@ -453,3 +453,17 @@ def test_compiled_path_and_constant_sources() -> None:
         {"external_id": "u", "wf": 42, "src": "rpi", "files": {"add": ["f.txt"]},
          "_update_existing_only": True},
     )  # fmt: skip
+
+
+def test_the_path_parts_a_mapping_sends(channels: dict[str, Any]) -> None:
+    """Only these are worth a warning when their folder or file name is not UTF-8: the
+    shipped mapping sends the offer, and the channel execution id when its column is missing."""
+    assert channels[UPSERT].plan.mapping.paths_used() == {"offer", "rpi_channel_execution_id"}
+    spec = MappingSpec.model_validate(
+        {
+            "identifier": {"external_id": {"column": "id"}},
+            "attributes": {"source_file": {"path": "file_name"}, "name": {"column": "n"}},
+        }
+    )
+    plan = compile_mapping(spec, "upsert", "{channel}/{offer}/{workflow_id}/{file_name}")
+    assert plan.paths_used() == {"file_name"}
