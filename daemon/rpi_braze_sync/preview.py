@@ -23,6 +23,7 @@ from .inspection import inspect_file
 from .mapper import FileMapper, bind
 from .mapping import parse_path_pattern
 from .reader import ExportReader
+from .shareio import special_kind
 from .watchrules import ExportPath, classify_path
 
 
@@ -52,8 +53,14 @@ def open_mapped(
 ) -> tuple[ExportReader, FileMapper]:
     """The export's reader and its channel's mapping bound to its header."""
     channel, values = channel_for(config, export_file, name)
-    if not export_file.is_file():
-        raise InputMissingError(f"{export_file}: no such file")
+    try:
+        kind = special_kind(export_file.stat().st_mode)
+    except FileNotFoundError:
+        raise InputMissingError(f"{export_file}: no such file") from None
+    except OSError as exc:
+        raise InputMissingError(f"{export_file}: {exc.strerror}") from None
+    if kind is not None:  # (a FIFO would block the read: named, never opened)
+        raise ExportFileError(f"{export_file}: a {kind}, not a regular file: not read")
     fmt = channel.settings.format
     try:
         inspection = inspect_file(export_file, fmt)

@@ -302,3 +302,20 @@ def test_help_and_readme_list_the_same_exit_statuses() -> None:
     shown = re.findall(r"^  (\d+) ", cli("--help").stdout, re.M)
     assert documented == shown
     assert {"0", "64", "65", "66", "69", "73", "74", "77", "78"} <= set(shown)
+
+
+def test_preview_and_check_of_what_is_not_a_regular_file_say_what_it_is(tmp_path: Path) -> None:
+    """A FIFO (never opened: it would block), a folder named like an export, a device: each
+    named for what it is, not "no such file"."""
+    folder = export(tmp_path, UPSERT, "external_id\nu1\n").parent
+    os.mkfifo(folder / "fifo.txt")
+    (folder / "dir.txt").mkdir()
+    for path, kind in ((folder / "fifo.txt", "fifo"), (folder / "dir.txt", "directory")):
+        for command in ("preview", "check"):
+            result = cli(command, "--config", str(SHIPPED_CONFIG), str(path))
+            assert result.returncode == EXIT_DATA, (command, result.stderr)
+            said = result.stdout + result.stderr  # (check reports files on stdout)
+            assert f"{path}: a {kind}, not a regular file: not read" in said
+    device = cli("preview", "--config", str(SHIPPED_CONFIG), "--channel", UPSERT, "/dev/null")
+    assert device.returncode == EXIT_DATA
+    assert "/dev/null: a device, not a regular file" in device.stderr
