@@ -38,6 +38,8 @@ def _reachable(live: Live) -> Check:
     if live.dry_run:
         return Check(ok=None, text="dry run", detail="nothing is sent: bodies go to the outbox")
     failing = live.braze_failing_s
+    if live.auth_failing:  # an answer, if a refusal: Braze is there
+        return Check(ok=True, text="yes", detail="Braze answers, but refuses the key or URL")
     if failing <= 0:
         ok = None if live.last_success_at is None else True
         return Check(

@@ -94,6 +94,10 @@ def test_checks_in_words() -> None:
     refused = daemon_state(replace(LIVE, auth_failing=True, auth_message="401 Unauthorized"))
     assert (refused.key_accepted.ok, refused.key_accepted.text) == (False, "no")
     assert refused.key_accepted.detail.endswith("401 Unauthorized")
+    # Refused from the start: Braze answered, so it is reachable (not "not tried yet").
+    first = daemon_state(replace(LIVE, auth_failing=True, last_success_at=None))
+    assert (first.braze_reachable.ok, first.braze_reachable.text) == (True, "yes")
+    assert "refuses the key or URL" in first.braze_reachable.detail
     bad_reload = daemon_state(replace(LIVE, reloads_failed=1, last_reload_ok=False))
     assert bad_reload.config_reloaded.text == "refused"
     fresh = daemon_state(replace(LIVE, last_success_at=None))
