@@ -11,7 +11,7 @@ from typing import TypeVar
 from .batching import keep_unsettled, pack_rows
 from .chunks import ChunkData, FileRequest, RejectData
 from .mapper import bind
-from .reader import ExportReader, too_long_reason
+from .reader import ExportReader
 
 T = TypeVar("T")
 # Rows read and mapped at a time. Column-wise mapping holds a chunk's columns several times
@@ -52,20 +52,17 @@ class ChunkReader:
         batch = reader.take_batch(self.chunk_rows)
         rows, line_numbers = batch.rows, batch.line_numbers
         indexes = list(range(batch.first_index, batch.first_index + len(rows)))
-        too_long = set(batch.too_long)
+        unread = dict(batch.unread)
         unsettled = keep_unsettled(batch.first_index, len(rows), self.spec.skip)
         if unsettled is not None:  # settled before a restart: not sent, rejected nor counted
             rows, line_numbers = _pick(rows, unsettled), _pick(line_numbers, unsettled)
             indexes = _pick(indexes, unsettled)
-            too_long = {j for j, i in enumerate(unsettled) if i in too_long}
+            unread = {j: unread[i] for j, i in enumerate(unsettled) if i in unread}
         rejected: list[RejectData] = []
-        if too_long:  # rejected with their line; their cells were never read
-            blank = [""] * len(self.header)
-            limit = reader.max_record
-            for i in sorted(too_long):
-                line_no = line_numbers[i]
-                rejected.append((indexes[i], line_no, blank, too_long_reason(line_no, limit)))
-            read = [i for i in range(len(rows)) if i not in too_long]
+        if unread:  # rejected with their line before mapping
+            for i, reason in sorted(unread.items()):
+                rejected.append((indexes[i], line_numbers[i], rows[i], reason))
+            read = [i for i in range(len(rows)) if i not in unread]
             rows, line_numbers = _pick(rows, read), _pick(line_numbers, read)
             indexes = _pick(indexes, read)
         packed = pack_rows(rows)

@@ -20,9 +20,9 @@ from .config import Channel, LoadedConfig, load_config
 from .deltaview import DeltaView
 from .errors import ExportFileError, HeaderError, InputMissingError, UsageError
 from .inspection import inspect_file
-from .mapper import FileMapper, bind
+from .mapper import FileMapper, MappedRows, bind
 from .mapping import parse_path_pattern
-from .reader import ExportReader
+from .reader import ExportReader, Record
 from .shareio import special_kind
 from .watchrules import ExportPath, classify_path
 
@@ -103,8 +103,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
             if not records:
                 break
             read += len(records)
-            line_numbers = [record.line_no for record in records]
-            mapped = mapper.map_rows([record.cells for record in records], line_numbers)
+            mapped = _map_records(mapper, records)
             drops_of: dict[int, list[Drop]] = {}
             for drop in mapped.drops:
                 drops_of.setdefault(drop.line_no, []).append(drop)
@@ -178,6 +177,17 @@ def _explain(
     print(file=out)
 
 
+def _map_records(mapper: FileMapper, records: list[Record]) -> MappedRows:
+    """Records mapped as the daemon maps them: one the reader could not read as it is (too
+    long, a quote left open at the end) rejected with the reader's reason, not its cells."""
+    mapped = mapper.map_rows([r.cells for r in records], [r.line_no for r in records])
+    for i, record in enumerate(records):
+        if record.unread is not None:
+            mapped.reasons[i] = record.unread
+            mapped.bodies[i] = None
+    return mapped
+
+
 def check_export(
     config: LoadedConfig, export_file: Path, channel: str | None, sample_rows: int
 ) -> str:
@@ -186,8 +196,7 @@ def check_export(
     reader, mapper = open_mapped(config, export_file, channel)
     with reader:
         records = reader.take(sample_rows)
-        lines = [record.line_no for record in records]
-        rejected = len(mapper.map_rows([record.cells for record in records], lines).reasons)
+        rejected = len(_map_records(mapper, records).reasons)
     notes = "; ".join(mapper.warnings)
     return (
         f"{export_file}: header fits; {rejected} of the first {sample_rows} rows"

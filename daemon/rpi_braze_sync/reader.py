@@ -58,9 +58,10 @@ class _BoundedLines:
     place and `replaced` notes its line number, so the record that holds it is rejected. A
     record that grows over the limit across lines (quoted line ends) stops the file: where it
     ends cannot be known without holding it. `total` counts characters handed to csv; the
-    reader sets `record_start` as each record ends."""
+    reader sets `record_start` as each record ends. `exhausted`: the end of the file was
+    reached; csv asks for a line past it only inside a quoted field left open."""
 
-    __slots__ = ("_text", "first_line", "limit", "record_start", "replaced", "total")
+    __slots__ = ("_text", "exhausted", "first_line", "limit", "record_start", "replaced", "total")
 
     def __init__(self, text: IO[str], limit: int, first_line: int) -> None:
         self._text = text
@@ -69,6 +70,7 @@ class _BoundedLines:
         self.replaced: list[int] = []
         self.record_start = 0
         self.total = 0
+        self.exhausted = False
 
     def __iter__(self) -> Iterator[str]:
         readline, limit = self._text.readline, self.limit
@@ -94,6 +96,7 @@ class _BoundedLines:
                     f" format.max_record_bytes ({limit:,} bytes)"
                 )
             yield line
+        self.exhausted = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +104,7 @@ class Record:
     index: int  # 0-based position among the data rows; checkpoints count these
     line_no: int  # physical line where the record starts, 1-based, as an editor shows it
     cells: list[str]
-    too_long: bool = False  # longer than format.max_record_bytes: not read, to reject
+    unread: str | None = None  # why the record cannot be read as it is (to reject), if so
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +115,16 @@ class RecordBatch:
     line_numbers: list[int]
     rows: list[list[str]]
     at_end: bool = False  # the file has no records after these
-    too_long: tuple[int, ...] = ()  # positions in `rows` of records over the limit
+    # Records to reject before mapping, (position in `rows`, reason): over the size limit
+    # (cells never read) or cut off inside a quoted field at the end of the file.
+    unread: tuple[tuple[int, str], ...] = ()
+
+
+def unclosed_quote_reason(line_no: int) -> str:
+    return (
+        f"line {line_no}: quoted field not closed before end of file (the file may be cut"
+        " short); fix the export (close the quote) and send the row again"
+    )
 
 
 def too_long_reason(line_no: int, limit: int) -> str:
@@ -192,9 +204,9 @@ class ExportReader:
         """Up to `limit` records from where the last call stopped; [] at the end of the file."""
         batch = self.take_batch(limit)
         first = batch.first_index
-        too_long = set(batch.too_long)
+        unread = dict(batch.unread)
         return [
-            Record(first + i, line_no, cells, i in too_long)
+            Record(first + i, line_no, cells, unread.get(i))
             for i, (line_no, cells) in enumerate(zip(batch.line_numbers, batch.rows, strict=True))
         ]
 
@@ -209,6 +221,7 @@ class ExportReader:
         offset = self._line_offset
         index, start, line_no = self._next_index, self._start_index, self._next_line
         replaced_before = len(lines.replaced)
+        unclosed = -1  # position in `rows` of a record the end of the file cut off
         chars_end = lines.total + max_chars
         at_end = self._at_end
         try:
@@ -216,6 +229,8 @@ class ExportReader:
                 for cells in reader:
                     if cells:  # a blank line is no record
                         if index >= start:
+                            if lines.exhausted:  # csv ran into the end inside quotes
+                                unclosed = len(rows)
                             keep_row(cells)
                             keep_line(line_no)
                         index += 1
@@ -238,14 +253,20 @@ class ExportReader:
             self._next_index, self._next_line = index, line_no
             self.records_read = index
             self._at_end = at_end
-        too_long: tuple[int, ...] = ()
+        unread: dict[int, str] = {}
         if len(lines.replaced) > replaced_before:
             # The record that holds a replaced line is the last one starting at or before it.
             found = {bisect_right(line_numbers, n) - 1 for n in lines.replaced[replaced_before:]}
-            too_long = tuple(sorted(i for i in found if i >= 0))
+            limit_bytes = self.max_record
+            unread = {i: too_long_reason(line_numbers[i], limit_bytes) for i in found if i >= 0}
+            for i in unread:  # cells never read: a blank row goes to the rejects file
+                rows[i] = [""] * len(self.header)
             del lines.replaced[:]
+        if unclosed >= 0:
+            unread.setdefault(unclosed, unclosed_quote_reason(line_numbers[unclosed]))
         # Records from `start` on are kept without a gap, the last one just before `index`.
-        return RecordBatch(index - len(rows), line_numbers, rows, at_end, too_long)
+        first = index - len(rows)
+        return RecordBatch(first, line_numbers, rows, at_end, tuple(sorted(unread.items())))
 
     def progress(self) -> float:
         """Share of the file's bytes read so far (read-ahead makes it a little early)."""

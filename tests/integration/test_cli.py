@@ -319,3 +319,15 @@ def test_preview_and_check_of_what_is_not_a_regular_file_say_what_it_is(tmp_path
     device = cli("preview", "--config", str(SHIPPED_CONFIG), "--channel", UPSERT, "/dev/null")
     assert device.returncode == EXIT_DATA
     assert "/dev/null: a device, not a regular file" in device.stderr
+
+
+def test_preview_and_check_reject_a_quote_left_open_at_the_end(tmp_path: Path) -> None:
+    path = export(tmp_path, UPSERT, 'external_id,first_name\nu1,Ann\nu2,"cut')
+    preview = cli("preview", "--config", str(SHIPPED_CONFIG), str(path))
+    assert preview.returncode == 0, preview.stderr
+    assert [json.loads(line)["external_id"] for line in preview.stdout.splitlines()] == ["u1"]
+    assert "line 3: rejected: line 3: quoted field not closed before end of file" in (
+        preview.stderr
+    )
+    check = cli("check", "--config", str(SHIPPED_CONFIG), "--dry-run", str(path))
+    assert "1 of the first 1000 rows would be rejected" in check.stdout, check.stderr

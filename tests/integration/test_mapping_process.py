@@ -294,3 +294,22 @@ def test_an_error_pickle_cannot_carry_still_reaches_the_daemon(
         serving.join(timeout=30)
     theirs.close()
     assert not serving.is_alive()
+
+
+@pytest.mark.parametrize("in_process", [True, False], ids=["thread", "mapping-process"])
+async def test_a_quote_left_open_at_the_end_is_rejected(
+    tmp_path: Path, process: MappingProcess, in_process: bool
+) -> None:
+    path = tmp_path / "cut.txt"
+    path.write_text(HEADER + 'u0,Ada,u0@example.com,1970-01-02,3\r\nu1,"Bo,b@x', encoding="utf-8")
+    source = await (
+        ThreadSource.open(spec_for(path)) if in_process else process.open(spec_for(path))
+    )
+    items, rejected, _ = flat(await chunks(source))
+    await source.close()
+    assert [item[2] for item in items] == ["u0"]
+    assert [(index, line, reason.split(":")[1]) for index, line, _, reason in rejected] == [
+        (1, 3, " quoted field not closed before end of file (the file may be cut short);"
+         " fix the export (close the quote) and send the row again"),
+    ]  # fmt: skip
+    assert rejected[0][2][0] == "u1"  # its cells kept in the rejects file, to fix it

@@ -352,3 +352,26 @@ def test_records_are_counted_during_the_inspection(
     fmt = FormatSettings(skip_lines=2)
     inspection, _, rows = read_all(write(tmp_path, encode(text)), fmt)
     assert inspection.records == len(rows) == 3
+
+
+@pytest.mark.parametrize("end", ["", "\n", "\r\nmore\r\n"])
+def test_a_quote_left_open_at_the_end_of_the_file_is_unread(tmp_path: Path, end: str) -> None:
+    # A writer that died mid-record leaves a quote open; csv would end the field at the end
+    # of the file and hand the rest over as a value.
+    path = write(tmp_path, f'id,name\n1,Ann\n2,"Bo{end}'.encode())
+    fmt = FormatSettings()
+    with ExportReader(path, inspect_file(path, fmt), ReadFormat.of(fmt)) as reader:
+        records = reader.take(1000)
+    assert [(r.line_no, r.unread) for r in records] == [
+        (2, None),
+        (3, "line 3: quoted field not closed before end of file (the file may be cut short);"
+         " fix the export (close the quote) and send the row again"),
+    ]  # fmt: skip
+
+
+def test_a_closed_quote_on_the_last_line_is_read(tmp_path: Path) -> None:
+    path = write(tmp_path, b'id,name\n1,"Ann\nB"')
+    fmt = FormatSettings()
+    with ExportReader(path, inspect_file(path, fmt), ReadFormat.of(fmt)) as reader:
+        records = reader.take(1000)
+    assert [(r.cells, r.unread) for r in records] == [(["1", "Ann\nB"], None)]
