@@ -31,7 +31,7 @@ from .mapping import parse_path_pattern
 from .metrics import Metrics
 from .notify import Notifier
 from .readiness import PairView, Readiness
-from .reloader import ConfigReloader
+from .reloader import Apply, ConfigReloader
 from .rpicalls import RpiCallStore
 from .sending import Sending
 from .server import HookRoute, build_app, start_server
@@ -141,17 +141,23 @@ class Daemon:
     async def _open_sending(self, stack: contextlib.AsyncExitStack, journal: Journal) -> None:
         """Watching, queueing and sending on `journal`, each closed by `stack`."""
         config = self.config
+
+        def follow(apply: Apply) -> None:
+            # Components of this lead only: a pair leads again with new ones after a lost
+            # lease, and the old ones (closed) must not get later reloads.
+            stack.callback(self.reloader.on_reload(apply))
+
         transport = self._transport()
         if self.fence is not None:
             transport = self.fence(transport)
         stack.push_async_callback(transport.close)
         if isinstance(transport, HttpTransport):
-            self.reloader.on_reload(_endpoint_of(transport))
+            follow(_endpoint_of(transport))
         sender = self.sender = self.readiness.sender = Sender(
             transport, config.settings.braze, self.metrics
         )
-        self.reloader.on_reload(lambda new: sender.apply(new.settings.braze))
-        self.state_writes.on_change(lambda writable: sender.hold(not writable))
+        follow(lambda new: sender.apply(new.settings.braze))
+        stack.callback(self.state_writes.on_change(lambda writable: sender.hold(not writable)))
         mapping_process = None
         if config.settings.performance.mapping_process:
             mapping_process = self.mapping_process = MappingProcess(secret_env_names(config))
@@ -159,23 +165,23 @@ class Daemon:
         delta = self.delta = open_delta(config, self.metrics)
         if delta is not None:
             stack.push_async_callback(delta.close)
-            self.reloader.on_reload(delta.apply)  # another Braze workspace: a fresh store
+            follow(delta.apply)  # another Braze workspace: a fresh store
         sending = Sending(
             config, journal, sender, self.metrics, chunk_opener(mapping_process),
             self.state_writes, delta,
         )  # fmt: skip
         queue = self.queue = self.readiness.queue = FileQueue(sending, self.export_of)
-        self.reloader.on_reload(queue.apply)
+        follow(queue.apply)
         for record in journal.queued():
             queue.put(record)  # interrupted sends resume first, in their order
         listener = JournalListener(config, journal, queue, self.rpi_calls, self.export_of)
-        self.reloader.on_reload(listener.apply)
+        follow(listener.apply)
         watcher = self.watcher = self.readiness.watcher = Watcher(
             config.base_output_directory, config.settings.watch, set(config.channels), listener,
             self.metrics,
         )  # fmt: skip
-        self.reloader.on_reload(lambda new: watcher.apply(new.settings.watch, set(new.channels)))
-        self.rpi_calls.on_accepted(watcher.reconsider)
+        follow(lambda new: watcher.apply(new.settings.watch, set(new.channels)))
+        stack.callback(self.rpi_calls.on_accepted(watcher.reconsider))
 
     # --- running ---------------------------------------------------------------------------
 

@@ -73,8 +73,11 @@ class ConfigReloader:
         self._appliers: list[Apply] = []
         self._loaded_stamp = self._config_stamp()
 
-    def on_reload(self, apply: Apply) -> None:
+    def on_reload(self, apply: Apply) -> Callable[[], None]:
+        """Give `apply` each new configuration; the returned function stops that (a pair's
+        leader registers its components each time it leads, and must not leave them behind)."""
         self._appliers.append(apply)
+        return lambda: self._appliers.remove(apply)
 
     def reload(self) -> bool:
         """Apply the configuration file again. Whatever the file holds (a bomb, a bug), the

@@ -63,9 +63,11 @@ class RpiCallStore:
                 self._calls.append(call)
         self._prune()
 
-    def on_accepted(self, listener: Callable[[], None]) -> None:
-        """Called after each new call (the watcher looks again at what settles fast)."""
+    def on_accepted(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Called after each new call (the watcher looks again at what settles fast); the
+        returned function stops that."""
         self._on_accepted.append(listener)
+        return lambda: self._on_accepted.remove(listener)
 
     def accept(self, payload: object) -> tuple[int, str]:
         """The hook's handler: keep the call (before answering), then tell the listeners.

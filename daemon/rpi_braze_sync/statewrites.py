@@ -25,8 +25,10 @@ class StateWrites:
         self.problem: str | None = None
         self._listeners: list[Callable[[bool], None]] = []  # called with `writable`
 
-    def on_change(self, listener: Callable[[bool], None]) -> None:
+    def on_change(self, listener: Callable[[bool], None]) -> Callable[[], None]:
+        """Call `listener` when writability changes; the returned function stops that."""
         self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
 
     @property
     def writable(self) -> bool:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
 import pytest
 
 from rpi_braze_sync.app import Daemon
 from rpi_braze_sync.config import LoadedConfig, load_config
 from rpi_braze_sync.metrics import Metrics
+from rpi_braze_sync.sqlitejournal import SqliteJournal, journal_path
 from tests.e2e.conftest import SHIPPED_CONFIG
 
 
@@ -33,3 +37,29 @@ def test_a_reload_that_raises_anything_is_counted_failed_and_keeps_the_config(
         f"configuration reload failed, still running on the previous one: {type(error).__name__}"
         in caplog.text
     )
+
+
+async def test_each_lead_takes_its_components_off_the_reloader_when_it_ends(tmp_path: Path) -> None:
+    """A pair's daemon leads again after a lost lease with new components: the closed ones of
+    the earlier lead must not get the next reload (they would act on a stopped watcher)."""
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    config = load_config(
+        SHIPPED_CONFIG,
+        env={"BASE_OUTPUT_DIRECTORY": str(exports)},
+        dry_run=True,
+        state_directory=str(tmp_path / "state"),
+    )
+    daemon = Daemon(config, Metrics(), load_again=lambda: config)
+    before = len(daemon.reloader._appliers)
+    (tmp_path / "state").mkdir()
+    journal = SqliteJournal(journal_path(config.state_directory, config.dry_run))
+    try:
+        for _lead in range(2):
+            async with contextlib.AsyncExitStack() as stack:
+                await daemon._open_sending(stack, journal)
+                assert len(daemon.reloader._appliers) > before
+            assert len(daemon.reloader._appliers) == before
+        assert daemon.reload() is True
+    finally:
+        journal.close()
