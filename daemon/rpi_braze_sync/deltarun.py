@@ -37,6 +37,7 @@ from .delta import (
 from .deltabody import count_points, expand, parse, rebuild, whole_fp
 from .deltaflight import InFlight
 from .deltastore import DeltaStore, DeltaStoreError, workspace_fingerprint
+from .progress import plural
 
 if TYPE_CHECKING:
     from .config import LoadedConfig
@@ -277,7 +278,7 @@ class DeltaFile:
         """For the done line."""
         return (
             f"; delta: {self.points_sent:,} data points sent, {self.points_skipped:,} skipped"
-            f" ({self.rows_unchanged:,} rows unchanged, not sent)"
+            f" ({self.rows_unchanged:,} {plural(self.rows_unchanged, 'row')} unchanged, not sent)"
         )
 
     def acknowledged(self, items: Sequence[Item]) -> Future[None] | None:

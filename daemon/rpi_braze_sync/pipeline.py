@@ -33,7 +33,7 @@ from .filestates import FileState
 from .inspection import FileInspection, inspect_file, prefix_sha256, share_available
 from .journal import FileRecord
 from .logs import export_logger
-from .progress import ProgressMeter
+from .progress import ProgressMeter, plural
 from .rejects import RejectsWriter
 from .sending import Sending
 from .statewrites import StateWriteErrors
@@ -221,8 +221,9 @@ class FileJob:
             progress = self.progress
             resumed = f" from row {progress.checkpoint + 1}" if progress.checkpoint else ""
             if progress.outstanding_ahead:
-                resumed += f", skipping the {progress.outstanding_ahead} rows settled after it"
-            rows = f"{self.rows_total:,} rows"
+                ahead = progress.outstanding_ahead
+                resumed += f", skipping the {ahead} {plural(ahead, 'row')} settled after it"
+            rows = f"{self.rows_total:,} {plural(self.rows_total, 'row')}"
             self.log.info("sending %s%s (%s mode)", rows, resumed, self.channel.settings.mode)
             fresh = not progress.checkpoint and not progress.outstanding_ahead
             self._rejects = RejectsWriter(self.rejects_root, self.source, source.header, fresh)

@@ -9,6 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def plural(count: int, word: str) -> str:
+    """The word as it goes after the count: 1 row, 2 rows, 0 files."""
+    return word if count == 1 else f"{word}s"
+
+
 def format_duration(seconds: float) -> str:
     """45 s, 3 min 20 s, 2 h 05 min: as precise as a person needs."""
     whole = max(0, round(seconds))
@@ -37,9 +42,10 @@ class ProgressSnapshot:
     def describe(self) -> str:
         """12,345 of 100,000 rows acknowledged (12.3%), 2,310 rows/s, 38 s left"""
         if self.total is None:
-            done = f"{self.settled:,} rows acknowledged"
+            done = f"{self.settled:,} {plural(self.settled, 'row')} acknowledged"
         else:
-            done = f"{self.settled:,} of {self.total:,} rows acknowledged ({self.ratio:.1%})"
+            rows = plural(self.total, "row")
+            done = f"{self.settled:,} of {self.total:,} {rows} acknowledged ({self.ratio:.1%})"
         if self.left_s is None:
             left = "time left unknown: no row acknowledged lately"
         else:
@@ -83,4 +89,5 @@ class ProgressMeter:
         elapsed = now - since
         rate = rows / elapsed if elapsed > 0 else 0.0
         resumed = f", resumed from row {self.first_settled + 1:,}" if self.first_settled else ""
-        return f"{rows:,} rows in {format_duration(elapsed)} ({rate:,.0f} rows/s{resumed})"
+        took = f"{format_duration(elapsed)} ({rate:,.0f} rows/s{resumed})"
+        return f"{rows:,} {plural(rows, 'row')} in {took}"

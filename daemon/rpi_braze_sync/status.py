@@ -23,6 +23,7 @@ from .errors import InputMissingError, RpiBrazeSyncError, error_lines, exit_stat
 from .filestates import FileState
 from .journal import FileRecord, Journal
 from .logs import display_name, iso_utc
+from .progress import plural
 from .sqlitejournal import SqliteJournal, journal_path
 
 SCHEMA_VERSION = 1
@@ -225,7 +226,7 @@ def render_text(
                 )
         total = totals(records)
         states = ", ".join(f"{n} {s}" for s, n in sorted(total["by_state"].items()))
-        files = "file" if total["files"] == 1 else "files"
+        files = plural(total["files"], "file")
         out.append(
             f"{total['files']} {files}{': ' + states if states else ''}; {total['rows_sent']:,}"
             f" rows sent, {total['rows_rejected']:,} rejected, {total['fields_dropped']:,}"

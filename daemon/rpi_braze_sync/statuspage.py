@@ -13,7 +13,7 @@ from .config import BASE_ENV
 from .fileorder import APPEND, UPSERT, FileInfo, blocking_upsert, queue_key
 from .filestates import FileState
 from .logs import display_name, iso_utc
-from .progress import ProgressSnapshot, format_duration
+from .progress import ProgressSnapshot, format_duration, plural
 from .ratehistory import HISTORY_STEP_S, HISTORY_STEPS
 from .statuschecks import daemon_state
 from .statusdoc import (
@@ -201,7 +201,7 @@ def attention(view: JournalView, setup: Setup, dry_run: bool) -> AttentionList:
     files = []
     for r in view.attention:
         failed = r.state == "failed"
-        rows = "row" if r.rows_rejected == 1 else "rows"
+        rows = plural(r.rows_rejected, "row")
         reason = (
             r.reason
             if failed and r.reason

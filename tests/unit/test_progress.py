@@ -56,3 +56,10 @@ def test_done_summary_counts_this_run_only() -> None:
 )
 def test_ratio_bounds(settled: int, total: int | None, ratio: float) -> None:
     assert ProgressSnapshot(settled, total, 0.0, None).ratio == ratio
+
+
+def test_one_row_is_said_in_the_singular() -> None:
+    one = ProgressMeter(total=1, settled=0, now=0.0)
+    assert one.summary(1, now=2.0, since=0.0) == "1 row in 2.0 s (0 rows/s)"
+    assert one.snapshot(1, now=1.0).describe().startswith("1 of 1 row acknowledged (100.0%)")
+    assert ProgressSnapshot(1, None, 0.0, None).describe().startswith("1 row acknowledged,")
