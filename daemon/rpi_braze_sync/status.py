@@ -147,12 +147,27 @@ def totals(records: list[FileRecord]) -> dict[str, Any]:
     }
 
 
+def latest_attempts(records: list[FileRecord]) -> list[FileRecord]:
+    """One record per file version: a version `retry` queued again (a new record, retry=1,
+    after the file's previous record) stands for the attempts before it, which are left out:
+    an operator asks how the file stands now, and its rows would be counted twice."""
+    kept: list[FileRecord | None] = []
+    last_of: dict[str, int] = {}  # rel_path -> position in `kept` of its latest record
+    for record in sorted(records, key=lambda r: r.id):
+        before = last_of.get(record.rel_path)
+        if record.retry and before is not None:
+            kept[before] = None
+        last_of[record.rel_path] = len(kept)
+        kept.append(record)
+    return [r for r in kept if r is not None]
+
+
 def read_journal(
     config: LoadedConfig, choice: JournalChoice, states: list[str] | None
 ) -> list[FileRecord]:
     journal = open_journal(config, choice, read_only=True)
     try:
-        records = journal.all()
+        records = latest_attempts(journal.all())
     finally:
         journal.close()
     return [r for r in records if states is None or r.state in states]

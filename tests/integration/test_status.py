@@ -210,3 +210,27 @@ def test_retry_takes_the_path_as_the_shell_completed_it_or_as_status_shows_it(
     displayed = cli("retry", "--config", str(config), shown)
     assert displayed.returncode == 0, displayed.stderr
     assert "queued again" in displayed.stdout
+
+
+def test_a_retried_file_is_listed_once_with_its_latest_attempt(tmp_path: Path) -> None:
+    config, state, export = setup(tmp_path, dry_run_in_yaml=False)
+    add_record(state, False, REL, FileState.FAILED, 400)
+    add_record(state, False, f"{UPSERT}/Spring/42/g.txt", FileState.DONE, 80)
+    assert cli("retry", "--config", str(config), str(export)).returncode == 0
+    journal = SqliteJournal(journal_path(state, dry_run=False))
+    retried = journal.latest(REL)
+    assert retried is not None
+    assert retried.retry
+    journal.finish(retried.id, FileState.FAILED, "line 9: not valid utf-8")
+    journal.close()
+    doc = document(cli("status", "--config", str(config), "--json"))
+    files = doc["journals"][0]["files"]
+    assert [(f["path"], f["id"], f["retry"]) for f in files] == [
+        (f"{UPSERT}/Spring/42/g.txt", 2, False),
+        (REL, retried.id, True),
+    ]
+    assert doc["journals"][0]["totals"]["files"] == 2
+    shown = cli("status", "--config", str(config))
+    assert shown.stdout.count(REL) == 1
+    assert "line 3: not valid utf-8" not in shown.stdout  # the first attempt's reason
+    assert "\n2 files: 1 done, 1 failed;" in shown.stdout
