@@ -9,12 +9,12 @@ from .config import LoadedConfig
 from .filestates import FileState
 from .journal import FileRecord
 from .pgjournal import PgJournal
-from .statusreads import OpenReads
+from .statusreads import LATEST_ATTEMPT, OpenReads
 
 
 class PgStatusReads(PgJournal):
     def recent(self, since: float, limit: int, offset: int) -> tuple[list[FileRecord], int]:
-        where = "WHERE state <> %s AND updated_at >= %s"
+        where = f"WHERE state <> %s AND updated_at >= %s AND {LATEST_ATTEMPT}"
         args = (FileState.PREEXISTING, since)
         ((total,),) = self._rows(f"SELECT COUNT(*) FROM files {where}", args)
         page = self._records(f"{where} ORDER BY id DESC LIMIT %s OFFSET %s", (*args, limit, offset))

@@ -150,7 +150,8 @@ def totals(records: list[FileRecord]) -> dict[str, Any]:
 def latest_attempts(records: list[FileRecord]) -> list[FileRecord]:
     """One record per file version: a version `retry` queued again (a new record, retry=1,
     after the file's previous record) stands for the attempts before it, which are left out:
-    an operator asks how the file stands now, and its rows would be counted twice."""
+    an operator asks how the file stands now, and its rows would be counted twice. The status
+    page's bounded reads apply the same rule in SQL (statusreads.LATEST_ATTEMPT)."""
     kept: list[FileRecord | None] = []
     last_of: dict[str, int] = {}  # rel_path -> position in `kept` of its latest record
     for record in sorted(records, key=lambda r: r.id):

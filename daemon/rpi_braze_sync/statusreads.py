@@ -25,6 +25,16 @@ from .statusinputs import ATTENTION_SHOWN, PAGE_SIZE, RECENT_S, JournalView
 
 CACHE_S = 1.0
 
+# status.latest_attempts' rule, in SQL for a bounded page: a record whose next record of the
+# same path was queued again by `retry` (retry = 1) is left out, the retry standing for it; a
+# file that changed on the share (a new record, retry = 0) keeps its own entry. Two index
+# look-ups per record (files_by_path).
+LATEST_ATTEMPT = (
+    "NOT EXISTS (SELECT 1 FROM files AS later WHERE later.rel_path = files.rel_path"
+    " AND later.retry = 1 AND later.id = (SELECT MIN(other.id) FROM files AS other"
+    " WHERE other.rel_path = files.rel_path AND other.id > files.id))"
+)
+
 
 class StatusReads(Protocol):
     def queued(self, after_id: int = 0) -> list[FileRecord]: ...
@@ -32,7 +42,8 @@ class StatusReads(Protocol):
     def last_sent_at(self, channels: Sequence[str]) -> float | None: ...
 
     def recent(self, since: float, limit: int, offset: int) -> tuple[list[FileRecord], int]:
-        """Records (not PREEXISTING) updated since `since`, newest first, and their number."""
+        """Records (not PREEXISTING) updated since `since`, newest first, and their number:
+        one per file version, with its latest attempt (LATEST_ATTEMPT)."""
         ...
 
     def attention(self, limit: int) -> tuple[list[FileRecord], int]:
@@ -45,7 +56,7 @@ class StatusReads(Protocol):
 
 class SqliteStatusReads(SqliteJournal):
     def recent(self, since: float, limit: int, offset: int) -> tuple[list[FileRecord], int]:
-        where = "WHERE state != ? AND updated_at >= ?"
+        where = f"WHERE state != ? AND updated_at >= ? AND {LATEST_ATTEMPT}"
         args = (FileState.PREEXISTING, since)
         ((total,),) = self._read(f"SELECT COUNT(*) FROM files {where}", args)
         page = self._records(f"{where} ORDER BY id DESC LIMIT ? OFFSET ?", (*args, limit, offset))

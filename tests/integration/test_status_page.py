@@ -146,7 +146,8 @@ async def test_with_a_token_it_is_needed_from_anywhere(token_page: Get) -> None:
 
 
 def fill_journal(journal: Journal) -> int:
-    """Queued, failed, partly rejected and 56 done files; returns the one to make older."""
+    """Queued, failed, partly rejected, retried, changed and 56 done files; returns the one to
+    make older."""
     try:
         journal.mark_initialized([])
         now = time.time()
@@ -159,6 +160,18 @@ def fill_journal(journal: Journal) -> int:
         journal.start(rejected.id, "x" * 64, 10, 1, 10)
         journal.checkpoint(rejected.id, 10, 8, 2, 0)
         journal.finish(rejected.id, FileState.DONE)
+        # Queued again by `retry` twice: one entry, its latest attempt. Changed on the share:
+        # each version its own entry.
+        again = journal.record_complete(f"{UPSERT}/Offer/13/retried.txt", UPSERT, 10, 1)
+        journal.finish(again.id, FileState.FAILED, "Braze answered 401")
+        for state in (FileState.FAILED, FileState.DONE):
+            again = journal.request_retry(again, 10, 1)
+            journal.finish(
+                again.id, state, "Braze answered 401" if state is FileState.FAILED else None
+            )
+        for size in (10, 11):
+            changed = journal.record_complete(f"{UPSERT}/Offer/14/changed.txt", UPSERT, size, 1)
+            journal.finish(changed.id, FileState.DONE)
         failed = journal.record_complete(f"{UPSERT}/Offer/9/broken.txt", UPSERT, 10, 1)
         why = "header: no external_id column; nothing was sent"
         journal.finish(failed.id, FileState.FAILED, why)
@@ -236,14 +249,19 @@ async def says_what_the_journal_holds(open_page: Get, tmp_path: Path, dry_run: b
     assert partly["offer"] == "Offer"
     assert partly["workflow_id"] == "8"
     recent = doc["recent"]
-    # 60 files of the last 24 hours (the one finished 25 hours ago is not among them).
-    assert (recent["total"], recent["pages"], len(recent["files"])) == (60, 2, 50)
+    # 63 file versions of the last 24 hours (the one finished 25 hours ago is not among them),
+    # the retried one once with its latest attempt, the changed one once per version.
+    assert (recent["total"], recent["pages"], len(recent["files"])) == (63, 2, 50)
     assert recent["files"][0]["path"].endswith("next.txt")
     _, _, body = await open_page("/status.json?page=2")
     second = json.loads(body)["recent"]
     assert second["page"] == 2
-    assert len(second["files"]) == 10
+    assert len(second["files"]) == 13
     assert second["files"][-1]["path"].endswith("/f0.txt")
+    listed = recent["files"] + second["files"]
+    retried = [f for f in listed if f["path"].endswith("/retried.txt")]
+    assert [f["state"] for f in retried] == ["done"]  # the attempts before it failed
+    assert len([f for f in listed if f["path"].endswith("/changed.txt")]) == 2
     _, _, html = await open_page("/")
     assert "still writing.txt" in html  # the document, embedded in the page
 
