@@ -8,21 +8,13 @@ exports onto the journal.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import shutil
 from pathlib import Path
 
 from .errors import NotRegularFileError
-from .shareio import (
-    DIRECTORY_FLAGS,
-    STEP_FLAGS,
-    kind_at,
-    open_regular_at,
-    share_parts,
-    special_kind,
-)
+from .shareio import DIRECTORY_FLAGS, open_folder, open_regular_at, share_parts, special_kind
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -58,21 +50,8 @@ def _folder_chain(root: Path, parts: list[str] | tuple[str, ...], state: Path, c
     """Open root/part/..., creating missing folders when `create`, without following a link
     below `root`; refused when the folder reached is in the state directory (a planted link or
     a misconfigured archive would move exports onto the journal)."""
-    fd = os.open(root, DIRECTORY_FLAGS)
+    fd = open_folder(root, parts, create)
     try:
-        for part in parts:
-            if create:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(part, 0o750, dir_fd=fd)
-            try:
-                inner = os.open(part, STEP_FLAGS, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    kind = kind_at(fd, part) or "directory"
-                    raise NotRegularFileError(kind, f"{part!r} on the way is a {kind}") from None
-                raise
-            os.close(fd)
-            fd = inner
         if _inside(fd, _identity(state)):
             raise NotRegularFileError("outside", "that folder is inside the state directory")
     except BaseException:

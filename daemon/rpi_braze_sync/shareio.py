@@ -9,9 +9,11 @@ check is still refused. Archive and delete (after_done) go through the same fold
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -50,12 +52,16 @@ def share_parts(rel: str) -> list[str]:
     return parts
 
 
-def _open_folder(base: Path, parts: list[str]) -> int:
-    """A descriptor of base/part/part/..., no folder below `base` reached through a link.
-    `base` itself is the operator's (it may be a link, e.g. to a mount point)."""
+def open_folder(base: Path, parts: Sequence[str], create: bool = False) -> int:
+    """A descriptor of base/part/part/..., no folder below `base` reached through a link,
+    missing folders made (0750) when `create`. `base` itself is the operator's (it may be a
+    link, e.g. to a mount point)."""
     fd = os.open(base, DIRECTORY_FLAGS)
     try:
         for part in parts:
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o750, dir_fd=fd)
             try:
                 inner = os.open(part, STEP_FLAGS, dir_fd=fd)
             except OSError as exc:
@@ -107,7 +113,7 @@ def open_share_fd(base: Path, rel: str) -> int:
     Raises NotRegularFileError (a link anywhere below `base`, a FIFO, a device, a socket, a
     folder), or the OSError of the open (FileNotFoundError, PermissionError...)."""
     parts = share_parts(rel)
-    folder = _open_folder(base, parts[:-1])
+    folder = open_folder(base, parts[:-1])
     try:
         return open_regular_at(folder, parts[-1])
     finally:
