@@ -29,6 +29,15 @@ from .errors import (
     NotRegularFileError,
     ShareUnavailableError,
 )
+from .fileidentity import (
+    Action,
+    Seen,
+    decide,
+    earlier_version,
+    needs_prefix_hash,
+    needs_previous,
+    version_of,
+)
 from .filestates import FileState
 from .inspection import FileInspection, inspect_file, prefix_sha256, share_available
 from .journal import FileRecord
@@ -253,43 +262,38 @@ class FileJob:
         return values
 
     async def _settle_identity(self, inspection: FileInspection) -> str | None:
-        """Compare this version with what was sent before under the same path.
-
-        Same content: not sent again. The earlier content followed by more rows (RPI appended
-        after it was done): continue from the earlier checkpoint. Anything else is new content,
-        sent from its first row. Returns a final state when nothing is to be sent.
-        """
+        """Compare this version with what was sent before under the same path (the rule is
+        fileidentity.py's); returns a final state when nothing is to be sent."""
         record = self.record
-        if record.retry:
-            return None  # the operator asked for the whole file again
-        if record.sha256 is not None and record.sha256 != inspection.sha256:
-            # Resuming a send, but the file changed while the daemon was down.
-            base = record
-        else:
-            base = self.journal.previous_done(record.rel_path, record.id)  # type: ignore[assignment]
-            if base is None or record.sha256 is not None:
-                return None
-        if base.sha256 == inspection.sha256:
+        seen = Seen(version_of(record), bool(record.retry), inspection.sha256, inspection.size)
+        previous = None
+        if needs_previous(seen):
+            done = self.journal.previous_done(record.rel_path, record.id)
+            previous = version_of(done) if done is not None else None
+        earlier = earlier_version(seen, previous)
+        prefix = None
+        if earlier is not None and needs_prefix_hash(seen, earlier):
+            prefix = await asyncio.to_thread(prefix_sha256, self.path, earlier.size, self.base)
+        decision = decide(seen, earlier, prefix)
+        if decision.action == Action.AS_RECORDED:
+            return None
+        assert decision.earlier is not None
+        if decision.action == Action.SKIP:
+            base = decision.earlier.id
             self.log.info(
-                "same content as the version sent before (record %d): not sent again", base.id
+                "same content as the version sent before (record %d): not sent again", base
             )
-            return self._finish(FileState.DONE, f"same content as record {base.id}; not sent again")
-        grew = inspection.size > base.size and base.sha256 == await asyncio.to_thread(
-            prefix_sha256, self.path, base.size, self.base
-        )
-        ahead: list[tuple[int, int]] = []
-        if grew:
+            return self._finish(FileState.DONE, f"same content as record {base}; not sent again")
+        if decision.action == Action.CONTINUE:
             self.log.warning(
                 "the file grew after %s: continuing from row %d",
-                "it was sent" if base is not record else "its send began",
-                base.checkpoint + 1,
+                "its send began" if decision.earlier == seen.record else "it was sent",
+                decision.start + 1,
             )
-            start, ahead = base.checkpoint, base.ahead  # the same rows: settled still
         else:
             self.log.warning("new content under a path sent before: sending it from its first row")
-            start = 0
-        self.journal.restart_from(record.id, start, ahead)
-        self.progress = SettledRecords(start, ahead)
+        self.journal.restart_from(record.id, decision.start, decision.ahead)
+        self.progress = SettledRecords(decision.start, decision.ahead)
         self.sent = self.rejected = self.dropped = 0
         return None
 

@@ -17,7 +17,7 @@ FORBIDDEN = {
 MUST_BE_PURE = {
     "mapping", "plan", "fileplan", "identifiers", "mapper", "rowcode", "columnar", "columnforms", "parsers",
     "transforms", "phones", "codec", "batching", "ratelimit", "delta", "fileorder",
-    "progress", "recordcount",
+    "progress", "recordcount", "fileidentity",
 }  # fmt: skip
 
 
