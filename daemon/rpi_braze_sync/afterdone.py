@@ -8,12 +8,14 @@ exports onto the journal.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import shutil
 from pathlib import Path
 
 from .errors import NotRegularFileError
+from .logs import ExportLogger
 from .shareio import DIRECTORY_FLAGS, open_folder, open_regular_at, share_parts, special_kind
 
 
@@ -139,3 +141,27 @@ def apply_after_done(
         return "deleted"
     archive_share_file(base, rel, identity, archive, state)
     return "archived"
+
+
+async def after_done(
+    action: str,
+    base: Path,
+    rel: str,
+    identity: tuple[int, int],
+    archive_root: Path,
+    state: Path,
+    log: ExportLogger,
+) -> None:
+    """keep, archive or delete a file, as its channel says, once it is done: in a worker
+    thread (a copy to another file system takes long); a failure is logged, never raised (the
+    file was sent: it stays done)."""
+    if action == "keep":
+        return
+    try:
+        where = (base, rel, identity, archive_root, state)
+        done = await asyncio.to_thread(apply_after_done, action, *where)
+    except (NotRegularFileError, OSError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        log.error("did not %s the file after it was sent: %s", action, why)
+        return
+    log.info("%s after it was sent", done)

@@ -173,7 +173,7 @@ class FileQueue:
         mark = (
             self._moves,
             active.record.id if active else None,
-            active.settled_rows if active else 0,
+            active.settlement.settled_rows if active else 0,
         )
         if not self._queue or self._held_by_rule or mark != self._last_seen_move:
             self._last_seen_move, self._moved_at = mark, now

@@ -9,44 +9,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 
-from .afterdone import apply_after_done
-from .batching import Item, SettledRecords
-from .chunks import ChunkData, ChunkSource, Drop, FileRequest
+from .afterdone import after_done
+from .batching import Item
+from .chunks import ChunkData, ChunkSource, FileRequest
 from .config import Channel
 from .deltarun import DeltaFile
 from .errors import (
     ExportFileError,
     FileVanishedError,
     HeaderError,
-    NotRegularFileError,
     ShareUnavailableError,
 )
-from .fileidentity import (
-    Action,
-    Seen,
-    decide,
-    earlier_version,
-    needs_prefix_hash,
-    needs_previous,
-    version_of,
-)
+from .fileidentity import Action
+from .fileprogress import FileProgress
 from .filestates import FileState
-from .inspection import FileInspection, inspect_file, prefix_sha256, share_available
+from .fileversions import compare_version
+from .inspection import FileInspection, inspect_file, share_available
 from .journal import FileRecord
 from .logs import export_logger
-from .progress import ProgressMeter, plural
-from .rejects import RejectsWriter
 from .sending import Sending
-from .statewrites import StateWriteErrors
-from .watchrules import ExportPath, sendable_text
+from .settlement import Settlement
+from .watchrules import ExportPath
 
 log = logging.getLogger(__name__)
 # Not a journal state: the file stays 'sending' and is tried again (filequeue.py counts the
@@ -56,8 +45,6 @@ SHARE_WAIT_S = 5.0
 # Rows read and not yet settled hold their bodies and source rows: at most about this many
 # bytes of them (the sender's own bounds count rows, and rows can be 1 MiB each).
 MAX_HELD_BYTES = 64 << 20
-# Benchmarks only (tests/benchmarks measure the journal's cost): no checkpoint while sending.
-CHECKPOINTS = not os.environ.get("RPI_BRAZE_SYNC_BENCH_NO_CHECKPOINTS")
 
 
 ExportOf = Callable[[str], ExportPath | None]
@@ -85,41 +72,27 @@ class FileJob:
         self.journal = sending.journal
         self.sender = sending.sender
         self.metrics = metrics
-        self.rejects_root = config.state_directory / "rejects"
         self.state_directory = config.state_directory
         self.checkpoint_interval_s = sending.checkpoint_interval_s
-        self.state_writes = sending.state_writes
         self.progress_interval_s = config.settings.logging.progress_seconds
-        self.meter: ProgressMeter | None = None  # from the first row sent
         self.retry_reason = ""  # why run() returned WAIT_FOR_SHARE
-        self.rows_total: int | None = None
-        self._started_at = 0.0  # monotonic, when run() began
         self.log = export_logger(log, export.values)
-        self.progress = SettledRecords(record.checkpoint, record.ahead)
-        self.sent = record.rows_sent
-        self.rejected = record.rows_rejected
-        self.dropped = record.fields_dropped
-        self._outstanding = 0
+        self.settlement = Settlement(
+            record, sending.journal, sending.state_writes, metrics, channel.name
+        )
+        self.report = FileProgress(self.source, self.log, lambda: self.settlement.settled_rows)
+        self._outstanding = 0  # rows taken and not settled yet
         # Chunks taken: (index after their last row, their bytes), released once the
         # checkpoint passes them (rows settled ahead of it are still counted: a bound).
         self._held: deque[tuple[int, int]] = deque()
         self._held_bytes = 0
-        self._checkpoint_due = False
-        # Dropped fields of rows sent but not settled: written and counted once their row is
-        # (a row sent again after a kill would otherwise list its drops twice).
-        self._drops: dict[int, list[Drop]] = {}
         self._settled = asyncio.Event()
-        self._rejects: RejectsWriter | None = None
-        # A journal shared by a pair (pgjournal.py) also keeps every rejected row, so that the
-        # rejects file holds the rows the other daemon rejected too: these are not stored yet.
-        self._shared_rejects: list[tuple[int, list[str], str]] | None = (
-            [] if hasattr(self.journal, "store_rejects") else None
-        )
-        self._rows_label = metrics.rows.labels(channel.name, "sent")
-        self._rejected_label = metrics.rows.labels(channel.name, "rejected")
         self.delta: DeltaFile | None = None  # send only what changed (deltarun.py)
         if delta is not None and config.settings.delta_for(channel.name):
             self.delta = delta.for_file(channel.name, channel.settings.mode)
+
+    def status_text(self) -> str:
+        return self.report.status_text()
 
     # --- settlement (called by the sender) -----------------------------------------------
 
@@ -135,54 +108,28 @@ class FileJob:
         self._sent(items)
 
     def _sent(self, items: list[Item]) -> None:
-        self.sent += len(items)
-        self._rows_label.inc(len(items))
-        self._settle([item.index for item in items])
+        indexes = [item.index for item in items]
+        self.settlement.sent_rows(indexes)
+        self._done_with(len(indexes))
 
     def settle_rejected(self, item: Item, reason: str) -> None:
         if self.delta is not None:
             self.delta.abandoned([item])
-        self._write_reject(item.line_no, item.cells, reason)
-        self._settle([item.index])
+        self.settlement.reject(item.line_no, item.cells, reason)
+        self.settlement.settle([item.index])
+        self._done_with(1)
 
-    def _settle(self, indexes: list[int]) -> None:
-        """These records are done with (one request's, or a chunk's rejects)."""
-        self.progress.settle_all(indexes)
-        if self._drops:
-            self._write_drops([d for i in indexes for d in self._drops.pop(i, ())])
-        if not self._checkpoint_due and CHECKPOINTS:
-            # Checkpoint what is settled at once (once per loop turn, however many answers it
-            # brought), beyond the prefix too: after a kill, only rows in flight go again.
-            self._checkpoint_due = True
-            asyncio.get_running_loop().call_soon(self._checkpoint_soon)
-        self._outstanding -= len(indexes)
-        self.metrics.backlog_rows.dec(len(indexes))
+    def _done_with(self, rows: int) -> None:
+        self._outstanding -= rows
+        self.metrics.backlog_rows.dec(rows)
         if self._outstanding == 0:
             self._settled.set()
-
-    def _write_drops(self, drops: list[Drop]) -> None:
-        if not drops:
-            return
-        if self._rejects is not None:
-            for drop in drops:
-                self._rejects.drop(drop)
-        self.dropped += len(drops)
-        self.metrics.fields_dropped.labels(self.channel.name).inc(len(drops))
-
-    def _write_reject(self, line_no: int, cells: list[str], reason: str) -> None:
-        assert self._rejects is not None
-        self._rejects.reject(line_no, cells, reason)
-        if self._shared_rejects is not None:
-            self._shared_rejects.append((line_no, cells, reason))
-        self.rejected += 1
-        self._rejected_label.inc()
 
     # --- the run -------------------------------------------------------------------------
 
     async def run(self) -> str:
         """Send the file; returns its final state (done, failed, vanished), or WAIT_FOR_SHARE
         when the share dropped: the file keeps its checkpoint and is tried again."""
-        self._started_at = time.monotonic()
         fmt = self.channel.settings.format
         try:
             inspection = await asyncio.to_thread(inspect_file, self.path, fmt, self.base)
@@ -202,7 +149,8 @@ class FileJob:
         if settled is not None:
             return settled
         i = inspection
-        self.rows_total = i.records
+        self.settlement.rows_total = i.records
+        progress = self.settlement.progress
         self.journal.start(self.record.id, i.sha256, i.size, i.mtime_ns, i.records)
         request = FileRequest(
             self.path,
@@ -210,8 +158,8 @@ class FileJob:
             inspection,
             self.channel.plan,
             self._path_values(),
-            self.progress.checkpoint,
-            tuple(self.progress.ahead),  # settled before a restart: skipped
+            progress.checkpoint,
+            tuple(progress.ahead),  # settled before a restart: skipped
         )
         try:
             source: ChunkSource = await self.open_chunks(request)
@@ -227,54 +175,37 @@ class FileJob:
         try:
             for warning in source.warnings:
                 self.log.warning("%s", warning)
-            progress = self.progress
-            resumed = f" from row {progress.checkpoint + 1}" if progress.checkpoint else ""
-            if progress.outstanding_ahead:
-                ahead = progress.outstanding_ahead
-                resumed += f", skipping the {ahead} {plural(ahead, 'row')} settled after it"
-            rows = f"{self.rows_total:,} {plural(self.rows_total, 'row')}"
-            self.log.info("sending %s%s (%s mode)", rows, resumed, self.channel.settings.mode)
-            fresh = not progress.checkpoint and not progress.outstanding_ahead
-            self._rejects = RejectsWriter(self.rejects_root, self.source, source.header, fresh)
+            self.report.starting(i.records, progress, self.channel.settings.mode)
+            rejects_root = self.state_directory / "rejects"
+            self.settlement.open_rejects(rejects_root, self.source, source.header)
             state = await self._send_all(source)
         finally:
             await source.close()
-            if self._rejects is not None:
-                self._rejects.close()
+            self.settlement.close()
         if state == FileState.DONE:
-            await self._after_done(inspection.identity)
+            where = (self.base, self.source, i.identity, self.archive_root, self.state_directory)
+            await after_done(self.channel.settings.after_done, *where, self.log)
         return state
 
     def _path_values(self) -> dict[str, str]:
         """The path's parts, and what RPI's post-execution call said about this file."""
-        fallback = self.channel.settings.format.fallback_encoding
-        values = dict(self.export.values)
-        sent = self.channel.plan.mapping.paths_used()
-        for key, value in values.items():
-            text = sendable_text(value, fallback)
-            if text is not None:  # a folder or file name that is not UTF-8
-                if key in sent:  # (a part no value comes from is not worth a word)
-                    self.log.warning("{%s} is not valid UTF-8: sent as '%s'", key, text)
-                values[key] = text
-        if self.record.rpi_call:
-            call = orjson.loads(self.record.rpi_call)
-            values["rpi_channel_execution_id"] = str(call.get("channelExecutionID", ""))
+        call = orjson.loads(self.record.rpi_call) if self.record.rpi_call else None
+        values, warnings = self.export.sendable_values(
+            self.channel.settings.format.fallback_encoding,
+            self.channel.plan.mapping.paths_used(),
+            str(call.get("channelExecutionID", "")) if call is not None else None,
+        )
+        for warning in warnings:
+            self.log.warning("%s", warning)
         return values
 
     async def _settle_identity(self, inspection: FileInspection) -> str | None:
         """Compare this version with what was sent before under the same path (the rule is
         fileidentity.py's); returns a final state when nothing is to be sent."""
         record = self.record
-        seen = Seen(version_of(record), bool(record.retry), inspection.sha256, inspection.size)
-        previous = None
-        if needs_previous(seen):
-            done = self.journal.previous_done(record.rel_path, record.id)
-            previous = version_of(done) if done is not None else None
-        earlier = earlier_version(seen, previous)
-        prefix = None
-        if earlier is not None and needs_prefix_hash(seen, earlier):
-            prefix = await asyncio.to_thread(prefix_sha256, self.path, earlier.size, self.base)
-        decision = decide(seen, earlier, prefix)
+        seen, decision = await compare_version(
+            record, inspection, self.journal, self.path, self.base
+        )
         if decision.action == Action.AS_RECORDED:
             return None
         assert decision.earlier is not None
@@ -293,14 +224,14 @@ class FileJob:
         else:
             self.log.warning("new content under a path sent before: sending it from its first row")
         self.journal.restart_from(record.id, decision.start, decision.ahead)
-        self.progress = SettledRecords(decision.start, decision.ahead)
-        self.sent = self.rejected = self.dropped = 0
+        self.settlement.restart_from(decision.start, decision.ahead)
         return None
 
     async def _send_all(self, source: ChunkSource) -> str:
-        self.meter = ProgressMeter(self.rows_total, self.settled_rows, time.monotonic())
-        checkpointer = asyncio.create_task(self._checkpoint_every())
-        reporter = asyncio.create_task(self._report_progress_every())
+        settlement = self.settlement
+        self.report.start(settlement.rows_total)
+        checkpointer = asyncio.create_task(settlement.checkpoint_every(self.checkpoint_interval_s))
+        reporter = asyncio.create_task(self.report.report_every(self.progress_interval_s))
         records_read = 0
         try:
             while True:
@@ -318,7 +249,8 @@ class FileJob:
                 return self._finish(
                     FileState.FAILED,
                     f"the file states {stated} records but holds {records_read}: "
-                    f"truncated or padded? {self.sent} rows were sent, {self.rejected} rejected",
+                    f"truncated or padded? {settlement.sent} rows were sent,"
+                    f" {settlement.rejected} rejected",
                 )
         except (ExportFileError, ShareUnavailableError) as exc:
             # Stop reading; what is in flight still settles, what is queued stays unsent.
@@ -328,13 +260,14 @@ class FileJob:
             self._outstanding -= len(unsent)
             self.metrics.backlog_rows.dec(len(unsent))
             await self._wait_settled()
-            await self.state_writes.until_written(self.write_checkpoint)
+            await settlement.until_written()
             if isinstance(exc, ShareUnavailableError):
-                self.retry_reason = f"{exc}; {self.sent} rows sent so far"
+                self.retry_reason = f"{exc}; {settlement.sent} rows sent so far"
                 return WAIT_FOR_SHARE
             reason = (
-                f"{exc} while being sent; {self.sent} rows were sent, {self.rejected} rejected,"
-                f" rows from {self.progress.checkpoint + 1} on were not sent"
+                f"{exc} while being sent; {settlement.sent} rows were sent,"
+                f" {settlement.rejected} rejected,"
+                f" rows from {settlement.progress.checkpoint + 1} on were not sent"
             )
             return self._finish(
                 FileState.VANISHED if isinstance(exc, FileVanishedError) else FileState.FAILED,
@@ -345,56 +278,20 @@ class FileJob:
             reporter.cancel()
             if self.delta is not None:
                 self.delta.close()
-            self.write_checkpoint()
+            settlement.write_checkpoint()
         # Done only once the last checkpoint and rejects are written (a full disk: waits).
-        await self.state_writes.until_written(self.write_checkpoint)
-        await self.state_writes.until_written(self._write_shared_rejects)
-        counts = f"{self.sent:,} sent, {self.rejected:,} rejected, {self.dropped:,} fields dropped"
+        await settlement.until_written()
+        await settlement.until_rejects_complete()
+        counts = settlement.counts()
         if self.delta is not None:
             counts += self.delta.summary()
-        took = self.meter.summary(self.settled_rows, time.monotonic(), self._started_at)
-        self.log.info("done: %s: %s", took, counts)
+        self.log.info("done: %s: %s", self.report.summary(), counts)
         return self._finish(FileState.DONE)
-
-    # --- progress ------------------------------------------------------------------------
-
-    @property
-    def settled_rows(self) -> int:
-        """Rows acknowledged by Braze or rejected, from the file's first row."""
-        return self.progress.checkpoint + self.progress.outstanding_ahead
-
-    async def _report_progress_every(self) -> None:
-        while True:
-            await asyncio.sleep(self.progress_interval_s)
-            assert self.meter is not None
-            snapshot = self.meter.snapshot(self.settled_rows, time.monotonic())
-            self.log.info("progress: %s", snapshot.describe())
-
-    def status_text(self) -> str:
-        """One line for systemd's STATUS=: the file and how far it got."""
-        if self.meter is None:
-            return f"reading {self.source}"
-        snapshot = self.meter.peek(self.settled_rows, time.monotonic())
-        return f"sending {self.source}: {snapshot.describe()}"
-
-    async def _after_done(self, identity: tuple[int, int]) -> None:
-        """keep, archive or delete the file, as the channel says; only once it is done."""
-        action = self.channel.settings.after_done
-        if action == "keep":
-            return
-        where = (self.base, self.source, identity, self.archive_root, self.state_directory)
-        try:
-            done = await asyncio.to_thread(apply_after_done, action, *where)
-        except (NotRegularFileError, OSError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            self.log.error("did not %s the file after it was sent: %s", action, why)
-            return
-        self.log.info("%s after it was sent", done)
 
     async def _wait_held_room(self) -> None:
         """Wait, before reading on, until the rows held take less than MAX_HELD_BYTES."""
         while True:
-            held, checkpoint = self._held, self.progress.checkpoint
+            held, checkpoint = self._held, self.settlement.progress.checkpoint
             while held and held[0][0] <= checkpoint:
                 self._held_bytes -= held.popleft()[1]
             if self._held_bytes < MAX_HELD_BYTES or not self._outstanding:
@@ -404,17 +301,11 @@ class FileJob:
     def _take(self, chunk: ChunkData, unchanged: list[int] | None = None) -> None:
         """`unchanged`: rows delta left with nothing to send, settled as sent (Braze holds
         every value of theirs)."""
-        assert self._rejects is not None
+        settlement = self.settlement
         if chunk.drops:
-            index_of = dict(zip(chunk.line_numbers, chunk.indexes, strict=False))
-            settled_now = []
-            for drop in chunk.drops:
-                index = index_of.get(drop.line_no)
-                if index is None:  # a row delta settles at once (unchanged)
-                    settled_now.append(drop)
-                else:
-                    self._drops.setdefault(index, []).append(drop)
-            self._write_drops(settled_now)
+            settlement.hold_drops(
+                chunk.drops, dict(zip(chunk.line_numbers, chunk.indexes, strict=False))
+            )
         rows = len(chunk.rejected) + len(chunk.indexes) + len(unchanged or ())
         if chunk.indexes:
             size = sum(map(len, chunk.bodies)) + sum(map(len, chunk.packed))
@@ -425,13 +316,13 @@ class FileJob:
         if self._outstanding:
             self._settled.clear()
         for _, line_no, cells, reason in chunk.rejected:
-            self._write_reject(line_no, cells, reason)
+            settlement.reject(line_no, cells, reason)
         if chunk.rejected:
-            self._settle([index for index, _, _, _ in chunk.rejected])
+            settlement.settle([index for index, _, _, _ in chunk.rejected])
+            self._done_with(len(chunk.rejected))
         if unchanged:
-            self.sent += len(unchanged)
-            self._rows_label.inc(len(unchanged))
-            self._settle(unchanged)
+            settlement.sent_rows(unchanged)
+            self._done_with(len(unchanged))
         self.sender.submit(chunk.items_for(self))
 
     async def _wait_settled(self) -> None:
@@ -439,60 +330,10 @@ class FileJob:
             self._settled.clear()
             await self._settled.wait()
 
-    def _checkpoint_soon(self) -> None:
-        self._checkpoint_due = False
-        self.write_checkpoint(durable=False)
-
-    async def _checkpoint_every(self) -> None:
-        while CHECKPOINTS:
-            await asyncio.sleep(self.checkpoint_interval_s)
-            self.write_checkpoint()
-
-    def write_checkpoint(self, durable: bool = True) -> bool:
-        """Rejects first, then the journal: a checkpoint never covers a reject not written.
-
-        Every checkpoint reaches the OS (enough for a killed process); `durable` ones are also
-        fsynced (a power cut), once a second. False when the state directory cannot take them
-        (StateWrites pauses sending; the next call tries again).
-        """
-        try:
-            if self._rejects is not None:
-                self._rejects.flush(durable)
-            if self._shared_rejects:
-                self.journal.store_rejects(self.record.id, self._shared_rejects)  # type: ignore[attr-defined]
-                self._shared_rejects.clear()
-            progress = self.progress
-            self.journal.checkpoint(
-                self.record.id, progress.checkpoint, self.sent, self.rejected, self.dropped,
-                progress.ahead,
-            )  # fmt: skip
-        except StateWriteErrors as exc:
-            self.state_writes.failed("the checkpoint (journal or rejects)", exc)
-            return False
-        self.state_writes.succeeded()
-        if self.rows_total:
-            self.metrics.current_file_progress.set(min(1.0, self.settled_rows / self.rows_total))
-        return True
-
-    def _write_shared_rejects(self) -> bool:
-        """At the end, the rejects file again from the shared journal: every row rejected,
-        by this daemon or by the other before a fail-over."""
-        if self._shared_rejects is None or self._rejects is None:
-            return True
-        try:
-            rows = self.journal.rejects_of(self.record.id)  # type: ignore[attr-defined]
-            if rows:
-                self._rejects.rewrite(rows)
-        except StateWriteErrors as exc:
-            self.state_writes.failed("the rejects file", exc)
-            return False
-        return True
-
     def suspend(self) -> None:
         """Shutdown, after requests in flight settled: record how far the file got."""
-        self.write_checkpoint()
-        if self._rejects is not None:
-            self._rejects.close()
+        self.settlement.write_checkpoint()
+        self.settlement.close()
 
     def _finish(self, state: FileState, reason: str | None = None) -> FileState:
         self.metrics.current_file_progress.set(0)

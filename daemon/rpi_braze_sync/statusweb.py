@@ -193,15 +193,16 @@ class StatusPage:
         job = queue.active if queue is not None else None
         if job is None:
             return None
-        settled = job.settled_rows
+        tally = job.settlement
+        settled = tally.settled_rows
         return ActiveFile(
             record=job.record,
-            reading=job.meter is None,
-            rows_total=job.rows_total,
+            reading=job.report.meter is None,
+            rows_total=tally.rows_total,
             settled=settled,
-            sent=job.sent,
-            rejected=job.rejected,
-            dropped=job.dropped,
+            sent=tally.sent,
+            rejected=tally.rejected,
+            dropped=tally.dropped,
             rows_per_s=self.samples.file_rate(now_mono, job.record.id, settled),
             points=(job.delta.points_sent, job.delta.points_skipped) if job.delta else None,
         )
@@ -272,7 +273,7 @@ class StatusPage:
                 time.monotonic(),
                 self._rows_settled(),
                 job.record.id if job is not None else None,
-                job.settled_rows if job is not None else 0,
+                job.settlement.settled_rows if job is not None else 0,
             )
             await asyncio.sleep(interval_s)
 

@@ -77,6 +77,23 @@ class ExportPath:
     channel: str
     values: dict[str, str]  # every named part of the path pattern, plus file_name
 
+    def sendable_values(
+        self, fallback: str | None, used: frozenset[str], execution_id: str | None
+    ) -> tuple[dict[str, str], list[str]]:
+        """The values a mapping gets from the path (`execution_id`: RPI's post-execution
+        call for this file said so), and warnings: a part that is not UTF-8 is sent as
+        sendable_text, said only when the mapping sends it (`used`)."""
+        values, warnings = dict(self.values), []
+        for key, value in self.values.items():
+            text = sendable_text(value, fallback)
+            if text is not None:
+                if key in used:
+                    warnings.append(f"{{{key}}} is not valid UTF-8: sent as '{text}'")
+                values[key] = text
+        if execution_id is not None:
+            values["rpi_channel_execution_id"] = execution_id
+        return values, warnings
+
 
 @dataclass(frozen=True)
 class Ignored:

@@ -226,3 +226,43 @@ def test_forget_and_len() -> None:
     assert "b" not in tracker
     assert tracker.due(1.0) == [("a", 0, 0), ("c", 2, 2)]
     assert len(tracker) == 0
+
+
+LATIN1_NAME = b"caf\xe9".decode("utf-8", "surrogateescape")  # as os.fsdecode gives it
+
+
+@pytest.mark.parametrize(
+    ("values", "used", "execution_id", "sent", "warnings"),
+    [
+        # UTF-8 parts go as they are; no call: no execution id.
+        ({"brand": "café"}, frozenset({"brand"}), None, {"brand": "café"}, []),
+        # A part that is not UTF-8, sent by the mapping: decoded with the fallback, said so.
+        (
+            {"brand": LATIN1_NAME},
+            frozenset({"brand"}),
+            None,
+            {"brand": "café"},
+            ["{brand} is not valid UTF-8: sent as 'café'"],
+        ),
+        # ... not sent by the mapping: decoded all the same, not worth a word.
+        ({"brand": LATIN1_NAME}, frozenset(), None, {"brand": "café"}, []),
+        # RPI's call for the file names its execution.
+        (
+            {"brand": "x"},
+            frozenset(),
+            "4711",
+            {"brand": "x", "rpi_channel_execution_id": "4711"},
+            [],
+        ),
+    ],
+)
+def test_sendable_values(
+    values: dict[str, str],
+    used: frozenset[str],
+    execution_id: str | None,
+    sent: dict[str, str],
+    warnings: list[str],
+) -> None:
+    export = ExportPath("ch", values)
+    assert export.sendable_values("latin-1", used, execution_id) == (sent, warnings)
+    assert export.values == values  # (the watcher's copy is not changed)
