@@ -157,14 +157,21 @@ class Daemon:
             transport, config.settings.braze, self.metrics
         )
         follow(lambda new: sender.apply(new.settings.braze))
-        stack.callback(self.state_writes.on_change(lambda writable: sender.hold(not writable)))
+
+        def hold(_: bool) -> None:  # while the state directory or delta's store takes no write
+            delta = self.delta
+            sender.hold(not self.state_writes.writable or (delta is not None and delta.held))
+
+        stack.callback(self.state_writes.on_change(hold))
         mapping_process = None
         if config.settings.performance.mapping_process:
             mapping_process = self.mapping_process = MappingProcess(secret_env_names(config))
             stack.push_async_callback(mapping_process.stop)
-        delta = self.delta = open_delta(config, self.metrics)
+        delta = self.delta = open_delta(config, self.metrics, self.state_writes.retry_s)
         if delta is not None:
             stack.push_async_callback(delta.close)
+            stack.callback(delta.writes.on_change(hold))
+            self.readiness.delta_writes = delta.writes
             follow(delta.apply)  # another Braze workspace: a fresh store
         sending = Sending(
             config, journal, sender, self.metrics, chunk_opener(mapping_process),
@@ -317,6 +324,8 @@ class Daemon:
                 await drain
         sender_task.cancel()
         await asyncio.wait(tasks)
+        if self.delta is not None:
+            await self.delta.synced()  # rows waiting for the store's sync settle first
         if queue.active is not None:
             queue.active.suspend()
 

@@ -2,11 +2,15 @@
 file the comparison of each chunk before it is sent and the records written once Braze
 acknowledged its rows.
 
-Crash safety (kill -9 at any moment): nothing is written to the store when a chunk is compared
-or a request leaves; a row's record is written only from `acknowledged`, which the sender calls
-for the objects of a 2xx answer that Braze did not list in `errors`. The job settles those
-rows only once the store's write is done, so no checkpoint covers a row whose new values the
-store lacks (deltastore.py: the other order skips a reverted value wrongly after a kill).
+Crash safety (kill -9 or a power cut at any moment): nothing is written to the store when a
+chunk is compared or a request leaves; a row's record is written only from `acknowledged`, which
+the sender calls for the objects of a 2xx answer that Braze did not list in `errors`. The job
+settles those rows only once the store's write is done AND synced (one fsync for every write of
+SYNC_EVERY_S: group commit), so no checkpoint covers a row whose new values the store may lack
+(deltastore.py: the other order skips a reverted value wrongly after a kill). A write that
+fails forgets those users instead (sent whole next time); while the store takes no write at
+all, their rows stay unsettled, sending pauses and /readyz says why (`writes`, as StateWrites
+does for the state directory), and the forgetting is tried again until it succeeds.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from .deltabody import count_points, expand, parse, rebuild, whole_fp
 from .deltaflight import InFlight
 from .deltastore import DeltaStore, DeltaStoreError, workspace_fingerprint
 from .progress import plural
+from .statewrites import RETRY_S, StateWrites
 
 if TYPE_CHECKING:
     from .config import LoadedConfig
@@ -48,6 +53,16 @@ SWEEP_EVERY_S = 3600.0  # retention: one step between others, all records once a
 SWEEP_PAUSE_S = 1.0
 DAY_S = 86400
 RAW_MAX_BYTES = 4096  # a larger object is remembered as fingerprints at once (delta.RAW)
+# Group commit: the writes of this long share one fsync, which their rows' settling waits for
+# (a sync costs milliseconds: one per write would cost more than the writes).
+SYNC_EVERY_S = 0.2
+
+
+class _Write(NamedTuple):
+    """A write of acknowledged records: the users, and the future their rows settle on."""
+
+    keys: list[bytes]
+    done: Future[None]
 
 
 class _Sent(NamedTuple):
@@ -75,7 +90,7 @@ def workspace_of(config: LoadedConfig) -> str:
     return workspace_fingerprint(config.settings.braze.api_url, key)
 
 
-def open_delta(config: LoadedConfig, metrics: Metrics) -> DeltaRun | None:
+def open_delta(config: LoadedConfig, metrics: Metrics, retry_s: float = RETRY_S) -> DeltaRun | None:
     """The daemon's delta, if a channel uses it (raises DeltaStoreError)."""
     if not uses_delta(config):
         return None
@@ -88,7 +103,9 @@ def open_delta(config: LoadedConfig, metrics: Metrics) -> DeltaRun | None:
         "delta: values remembered in %s (about %d users)", store.directory, store.records_estimate()
     )
     workspace = workspace_of(config)
-    return DeltaRun(store, config.settings.delta.max_age_days, metrics, workspace=workspace)
+    run = DeltaRun(store, config.settings.delta.max_age_days, metrics, workspace=workspace)
+    run.writes.retry_s = retry_s
+    return run
 
 
 class DeltaRun:
@@ -111,8 +128,15 @@ class DeltaRun:
         self.clock = clock
         self.inflight = InFlight()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="delta-store")
-        self._writes: set[Future[None]] = set()
-        self._write_failed_at = 0.0
+        # Whether the store takes writes: its own verdict (the journal's successes must not
+        # clear it); the daemon pauses sending while it fails, /readyz says why.
+        self.writes = StateWrites()
+        self._unsynced: list[_Write] = []  # written, waiting for the next sync
+        self._failed: list[_Write] = []  # neither written nor forgotten: tried again
+        self._sync_due: asyncio.TimerHandle | None = None
+        self._retry_due: asyncio.TimerHandle | None = None
+        self._syncing = False
+        self._forgot_at = 0.0  # the last 'forgotten instead' log line (one a minute)
 
     def apply(self, config: LoadedConfig) -> None:
         """A reload: another Braze workspace (api_url or key) starts with nothing remembered;
@@ -127,7 +151,17 @@ class DeltaRun:
             " remembered value; everything is sent again"
         )
         future = self._thread.submit(self.store.change_workspace, workspace)
-        future.add_done_callback(self._written)
+        future.add_done_callback(self._workspace_changed)
+
+    @staticmethod
+    def _workspace_changed(future: Future[None]) -> None:
+        if future.exception() is not None:  # the next start empties it (the marker)
+            log.error("delta: cannot forget the other workspace's values: %s", future.exception())
+
+    @property
+    def held(self) -> bool:
+        """The store takes no write: acknowledged rows wait (sending pauses meanwhile)."""
+        return not self.writes.writable
 
     def for_file(self, channel: str, mode: Mode) -> DeltaFile:
         return DeltaFile(self, channel, mode)
@@ -152,20 +186,111 @@ class DeltaRun:
             return [None] * len(keys)
 
     def remember(self, records: list[tuple[bytes, bytes]]) -> Future[None]:
-        """Queue a write of acknowledged records (before the next lookup, in order); done once
-        the store holds them."""
-        future = self._thread.submit(self.store.remember, records)
-        self._writes.add(future)
-        future.add_done_callback(self._written)
-        return future
+        """Queue a write of acknowledged records (before the next lookup, in order). The
+        future is done once the store holds them, or has forgotten those users, on disk (never
+        with an error: while neither can be written, it waits)."""
+        loop = asyncio.get_running_loop()
+        write = _Write([key for key, _ in records], Future())
+        attempt = self._thread.submit(self._write_or_forget, records)
+        attempt.add_done_callback(lambda f: loop.call_soon_threadsafe(self._written, f, write))
+        return write.done
 
-    def _written(self, future: Future[None]) -> None:
-        self._writes.discard(future)
-        exc = future.exception()
-        if exc is not None and time.monotonic() - self._write_failed_at > 60:
-            # Not remembered: those values are sent again next time (safe, only dearer).
-            self._write_failed_at = time.monotonic()
-            log.error("delta: cannot remember acknowledged values: %s", exc)
+    def _write_or_forget(self, records: list[tuple[bytes, bytes]]) -> str | None:
+        """(The store's thread.) None once written; why not, once forgotten instead."""
+        try:
+            self.store.remember(records)
+            return None
+        except DeltaStoreError as exc:
+            # The old records must not stay: the rows' checkpoint would cover values the
+            # store does not hold, and a later row going back to an old value would be
+            # skipped. Forgotten, those users are sent whole next time (dearer, never wrong).
+            self.store.forget_keys([key for key, _ in records])  # raises: held, tried again
+            return str(exc)
+
+    def _written(self, attempt: Future[str | None], write: _Write) -> None:
+        exc = attempt.exception()
+        if exc is not None:
+            self._hold([write], exc)
+            return
+        why = attempt.result()
+        if why is not None and time.monotonic() - self._forgot_at > 60:
+            self._forgot_at = time.monotonic()
+            log.error(
+                "delta: cannot remember acknowledged values (%s): those users are forgotten"
+                " instead, their values sent whole next time",
+                why,
+            )
+        self._unsynced.append(write)
+        self._sync_soon()
+
+    def _sync_soon(self) -> None:
+        if self._sync_due is None and not self._syncing and self._unsynced:
+            loop = asyncio.get_running_loop()
+            self._sync_due = loop.call_later(SYNC_EVERY_S, self._sync)
+
+    def _sync(self) -> None:
+        """Group commit: one fsync for every write done so far; their rows settle after it."""
+        self._sync_due = None
+        writes, self._unsynced = self._unsynced, []
+        self._syncing = True
+        loop = asyncio.get_running_loop()
+        attempt = self._thread.submit(self.store.sync)
+        attempt.add_done_callback(lambda f: loop.call_soon_threadsafe(self._synced, f, writes))
+
+    def _synced(self, attempt: Future[None], writes: list[_Write]) -> None:
+        self._syncing = False
+        exc = attempt.exception()
+        if exc is not None:  # what reached the disk is unknown: forgotten, when it can be
+            self._hold(writes, exc)
+        else:
+            for write in writes:
+                write.done.set_result(None)
+        self._sync_soon()
+
+    def _hold(self, writes: list[_Write], exc: BaseException) -> None:
+        """Neither written nor forgotten: the rows wait; forgetting is tried again."""
+        self.writes.failed("the delta store", exc)
+        self._failed += writes
+        if self._retry_due is None:
+            loop = asyncio.get_running_loop()
+            self._retry_due = loop.call_later(self.writes.retry_s, self._retry)
+
+    def _retry(self) -> None:
+        # Forgotten rather than written again: a later write of the same user may have
+        # succeeded meanwhile, and an older record written over it would be wrong.
+        self._retry_due = None
+        writes, self._failed = self._failed, []
+        keys = [key for write in writes for key in write.keys]
+        loop = asyncio.get_running_loop()
+        attempt = self._thread.submit(self._forget_synced, keys)
+        attempt.add_done_callback(lambda f: loop.call_soon_threadsafe(self._retried, f, writes))
+
+    def _forget_synced(self, keys: list[bytes]) -> None:
+        self.store.forget_keys(keys)
+        self.store.sync()
+
+    def _retried(self, attempt: Future[None], writes: list[_Write]) -> None:
+        exc = attempt.exception()
+        if exc is not None:
+            self._hold(writes, exc)
+            return
+        log.warning(
+            "delta: the store takes writes again: %d users whose values it could not remember"
+            " are forgotten (sent whole next time)",
+            sum(len(write.keys) for write in writes),
+        )
+        for write in writes:
+            write.done.set_result(None)
+        if not self._failed:
+            self.writes.succeeded()
+
+    async def synced(self) -> None:
+        """Sync now what waits for the next sync (a graceful stop: its rows settle first)."""
+        if self._sync_due is not None:
+            self._sync_due.cancel()
+            self._sync()
+        await self.drained()
+        await asyncio.sleep(0)  # the sync's callback, then the rows' settling, run
 
     async def drained(self) -> None:
         """Every queued write is done (a file's end, shutdown)."""
@@ -196,6 +321,10 @@ class DeltaRun:
             await asyncio.sleep(SWEEP_EVERY_S)
 
     async def close(self) -> None:
+        """Rows still waiting for a write or a sync stay unsettled: sent again after a start."""
+        for due in (self._sync_due, self._retry_due):
+            if due is not None:
+                due.cancel()
         await self.drained()
         self._thread.shutdown(wait=True)
         self.store.close()

@@ -186,15 +186,21 @@ class DeltaStore:
     # 1. compare a chunk with its looked-up records: nothing is written for it;
     # 2. once Braze acknowledged a request: `remember` the records of its acknowledged objects
     #    (never a rejected object, never a request that failed or is still being retried);
-    # 3. once that write is DONE (not merely queued), the file checkpoint covering those rows.
-    # Killed between 2 and 3: the rows after the checkpoint are read again; their values are
+    #    if that write fails, `forget_keys` those users instead (sent whole next time);
+    # 3. `sync`: the WAL, with every write of step 2 before it, on disk (one fsync for all
+    #    the writes of an interval: deltarun.SYNC_EVERY_S, group commit);
+    # 4. once that sync is DONE (not merely queued), the file checkpoint covering those rows.
+    # Killed between 2 and 4: the rows after the checkpoint are read again; their values are
     # remembered, so they are skipped, and Braze holds them (it acknowledged them). Killed
-    # before 2: nothing is remembered and the values are sent again. The other order (3 then
+    # before 2: nothing is remembered and the values are sent again. The other order (4 then
     # 2) is NOT safe: killed between them, the checkpoint covers rows whose new values Braze
     # holds while the store still holds the old ones, and a later row going back to an old
     # value is skipped (tests/e2e/test_delta_kill.py caught it). Never write at step 1 or when
     # a request leaves. The WAL is written before remember returns, not synced: a kill -9
-    # loses nothing. Forgetting is synced, so a forgotten value cannot come back.
+    # loses nothing, but a power cut loses what the OS had not written back, in any order
+    # with the journal's pages; hence step 3 before 4 (a checkpoint, even an unsynced one,
+    # may reach the disk before the store's WAL). Forgetting is synced, so a forgotten value
+    # cannot come back.
 
     def remember(self, records: Iterable[tuple[bytes, bytes]]) -> None:
         """Write acknowledged records (user key, delta.build_record's bytes) as one batch, in
@@ -204,6 +210,24 @@ class DeltaStore:
             batch.put(key, record)
         if batch.len():
             self._write(batch)
+
+    def forget_keys(self, keys: Iterable[bytes]) -> None:
+        """Step 2 when `remember` failed: those users' old records must not stay (their rows'
+        checkpoint would cover values the store does not hold). Not synced: `sync` follows."""
+        batch = rocks.WriteBatch(raw_mode=True)
+        for key in keys:
+            batch.delete(key)
+        if batch.len():
+            self._write(batch)
+
+    def sync(self) -> None:
+        """Step 3: every write so far on disk (the WAL fsynced), whatever the OS does next."""
+        if self._read_only:
+            raise DeltaStoreError("the delta store was opened read-only")
+        try:
+            self._db.flush_wal(True)
+        except Exception as exc:
+            raise _converted(exc, self.directory) from exc
 
     # --- retention and forgetting -------------------------------------------------------
 

@@ -43,6 +43,7 @@ class Readiness:
     sender: Sender | None = None
     queue: FileQueue | None = None
     pair: PairView | None = None  # journal.url: the database and the lease
+    delta_writes: StateWrites | None = None  # delta's store (deltarun.DeltaRun.writes)
 
     def problems(self) -> list[str]:
         problems = []
@@ -64,8 +65,9 @@ class Readiness:
             problems.append(
                 f"Braze has not answered well for {sender.failing_for_s():.0f} s (retrying)"
             )
-        if self.state_writes.problem is not None:
-            problems.append(f"{self.state_writes.problem}: sending is paused")
+        for writes in (self.state_writes, self.delta_writes):
+            if writes is not None and writes.problem is not None:
+                problems.append(f"{writes.problem}: sending is paused")
         if queue is not None and sender is not None and not sender.auth_failing:
             stalled_s = queue.stalled_for_s(time.monotonic())
             if stalled_s > STALLED_AFTER_S and sender.failing_for_s() < UNREACHABLE_AFTER_S:

@@ -37,7 +37,8 @@ class StateWrites:
     def failed(self, what: str, exc: BaseException) -> None:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         problem = f"{what} cannot be written: {why}"
-        if self.problem is None:
+        first, self.problem = self.problem is None, problem  # (listeners read `writable`)
+        if first:
             log.error(
                 "%s; sending is paused until it can (nothing is counted as sent meanwhile: "
                 "rows Braze acknowledged are checkpointed once the state directory takes "
@@ -46,7 +47,6 @@ class StateWrites:
             )
             for listener in self._listeners:
                 listener(False)
-        self.problem = problem
 
     def succeeded(self) -> None:
         if self.problem is None:
