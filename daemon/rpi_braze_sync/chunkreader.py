@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from .batching import keep_unsettled, pack_rows
 from .chunks import ChunkData, FileRequest, RejectData
+from .deltacolumns import summaries
 from .mapper import bind
 from .reader import ExportReader
 
@@ -85,6 +86,7 @@ class ChunkReader:
             batch.at_end,
             reader.progress(),
             reader.records_read,
+            summaries(bodies) if self.spec.delta else None,  # type: ignore[arg-type]
         )
 
     def close(self) -> None:

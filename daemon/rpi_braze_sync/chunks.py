@@ -38,6 +38,8 @@ class ChunkData:
     at_end: bool
     progress: float  # share of the file's bytes read
     records_read: int
+    # Delta on: each row's summary (deltarecord.py), made beside its body; None otherwise.
+    deltas: list[bytes] | None = None
 
     def items_for(self, job: Any) -> list[Item]:
         columns = (self.indexes, self.line_numbers, self.users, self.bodies, self.packed)
@@ -57,6 +59,7 @@ class FileRequest:
     path_values: dict[str, str]  # the path's parts, file_name, rpi_channel_execution_id
     start_index: int = 0  # the checkpoint: records before it are not read again
     skip: tuple[Range, ...] = ()  # records settled beyond start_index before a restart
+    delta: bool = False  # summarise each row for delta (ChunkData.deltas)
 
 
 class ChunkSource(Protocol):

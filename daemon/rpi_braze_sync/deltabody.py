@@ -1,27 +1,31 @@
 """Pure: one attributes object, as the mapping serialised it, seen by delta (issue 16): its
-values at their paths, its data points, and the object rebuilt without the values Braze holds.
+values at their paths and its summary (deltarecord.summarize), made in the mapping process
+beside the object; and the object rebuilt without the values Braze holds, in the daemon.
 
 Paths: a standard field by its name; each key of a nested object at `name.key` when the object
 is merged (`_merge_objects`: Braze keeps keys the object lacks), the whole object as one value
 otherwise (Braze replaces it); a `{"$time": ...}` value is one value. Array operations
 (`{"add": [...], "remove": [...]}`) give one value per element: adds are compared, removes
 always sent. The object's first key is its identifier; `_merge_objects` and
-`_update_existing_only` are control keys, not data points.
+`_update_existing_only` are control keys, not data points. Fields and array values are
+numbered in the object's order: `summary` and `rebuild` walk it alike.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import orjson
 import xxhash
 
-from .delta import HEADER_BYTES, Merge, Mode, Remember, build_record, raw_body, refreshed_at
+from .delta import Mode
+from .deltarecord import array_fps, summarize_fps, value_fp
 
 CONTROL_KEYS = frozenset({"_merge_objects", "_update_existing_only"})
 
-# The whole object's fingerprint: an unchanged row is decided by it without parsing the object
+# The whole object's fingerprint: an unchanged row is decided by it without reading the object
 # (delta.held_whole). XXH3 of the exact bytes: the mapping's encoding is deterministic.
 whole_fp = xxhash.xxh3_64_digest
 _dumps = orjson.dumps
@@ -30,19 +34,23 @@ _loads = orjson.loads
 
 class Parsed(NamedTuple):
     obj: dict[str, Any]
-    fields: dict[str, bytes]  # path -> the value's JSON encoding
+    paths: list[str]  # each field's path, in the object's order
+    encodings: list[bytes]  # each field's value's JSON encoding, likewise
     adds: list[tuple[str, bytes]]  # (array, value's encoding), in the object's order
     removes: list[tuple[str, bytes]]
     mode: Mode
-    nested: frozenset[str]  # names of the objects whose keys are paths of their own
+
+    @property
+    def fields(self) -> dict[str, bytes]:
+        return dict(zip(self.paths, self.encodings, strict=True))
 
     @property
     def points(self) -> int:
         """Braze data points the object writes."""
-        return len(self.fields) + len(self.adds) + len(self.removes)
+        return len(self.paths) + len(self.adds) + len(self.removes)
 
 
-def _is_array_ops(value: dict[str, Any]) -> bool:
+def is_array_ops(value: dict[str, Any]) -> bool:
     """{"add": [...]}, {"remove": [...]} or both (called per object of a row: kept lean)."""
     size = len(value)
     if size == 1:
@@ -51,109 +59,120 @@ def _is_array_ops(value: dict[str, Any]) -> bool:
     return size == 2 and type(value.get("add")) is list and type(value.get("remove")) is list
 
 
+def merged(value: dict[str, Any]) -> bool:
+    """A nested object whose keys are paths of their own (under _merge_objects)."""
+    return not any(key.startswith("$") for key in value)
+
+
 def parse(body: bytes) -> Parsed:
-    """The object's values at their paths (once per row acknowledged: kept lean)."""
-    return _parse_object(_loads(body))
-
-
-def _parse_object(obj: dict[str, Any]) -> Parsed:
-    fields: dict[str, bytes] = {}
+    """The object's values at their paths (once per row, in the mapping process: kept lean)."""
+    obj: dict[str, Any] = _loads(body)
+    paths: list[str] = []
+    encodings: list[bytes] = []
     adds: list[tuple[str, bytes]] = []
     removes: list[tuple[str, bytes]] = []
-    nested: set[str] = set()
     merge = obj.get("_merge_objects") is True
     dumps = _dumps
     items = iter(obj.items())
     next(items, None)  # the identifier
     for name, value in items:
         if type(value) is not dict:
-            fields[name] = dumps(value)
-        elif _is_array_ops(value):  # plain loops: no comprehension's frame per array
+            if name not in CONTROL_KEYS:
+                paths.append(name)
+                encodings.append(dumps(value))
+        elif is_array_ops(value):  # plain loops: no comprehension's frame per array
             for item in value.get("add") or ():
                 adds.append((name, dumps(item)))
             for item in value.get("remove") or ():
                 removes.append((name, dumps(item)))
-        elif merge and not any(key.startswith("$") for key in value):
-            nested.add(name)
+        elif merge and merged(value):
             prefix = name + "."
             for key, inner in value.items():
-                fields[prefix + key] = dumps(inner)
+                paths.append(prefix + key)
+                encodings.append(dumps(inner))
         else:
-            fields[name] = dumps(value)
-    for key in CONTROL_KEYS:
-        fields.pop(key, None)
+            paths.append(name)
+            encodings.append(dumps(value))
     mode: Mode = "append" if obj.get("_update_existing_only") is True else "upsert"
-    return Parsed(obj, fields, adds, removes, mode, frozenset(nested))
+    return Parsed(obj, paths, encodings, adds, removes, mode)
 
 
-def rebuild(parsed: Parsed, skipped_fields: Iterable[str], skipped_adds: Iterable[int]) -> bytes:
-    """The object without the skipped values (its identifier and control keys kept; a nested
-    object or array operation left empty is left out)."""
-    skip = set(skipped_fields)
-    skip_adds = set(skipped_adds)
+def summary(body: bytes) -> bytes:
+    """The row as delta compares and remembers it (deltarecord.summarize): parse's walk, kept
+    lean (once per row in the mapping process, beside making the object)."""
+    obj: dict[str, Any] = _loads(body)
+    paths: list[str] = []
+    values: list[Any] = []
+    adds: list[tuple[str, bytes]] = []
+    removes: list[tuple[str, bytes]] = []
+    items = iter(obj.items())
+    next(items, None)  # the identifier
+    for name, value in items:
+        if type(value) is not dict:
+            if name not in CONTROL_KEYS:
+                paths.append(name)
+                values.append(value)
+        elif is_array_ops(value):
+            added, removed = value.get("add"), value.get("remove")
+            if added:
+                adds += zip(repeat(name), map(_dumps, added))
+            if removed:
+                removes += zip(repeat(name), map(_dumps, removed))
+        elif obj.get("_merge_objects") is True and merged(value):
+            paths += [f"{name}.{key}" for key in value]
+            values += value.values()
+        else:
+            paths.append(name)
+            values.append(value)
+    fps = b"".join(map(value_fp, map(_dumps, values)))
+    return summarize_fps(paths, fps, array_fps(adds), array_fps(removes), whole_fp(body))
+
+
+def rebuild(
+    obj: dict[str, Any], skipped_fields: Collection[int], skipped_adds: Collection[int]
+) -> bytes:
+    """The object (as parsed from its body) without the skipped fields and array values, by
+    their numbers (delta.Decision); its identifier and control keys kept, a nested object or
+    array operation left empty left out."""
+    skip = skipped_fields if isinstance(skipped_fields, (set, frozenset)) else set(skipped_fields)
+    skip_adds = skipped_adds if isinstance(skipped_adds, (set, frozenset)) else set(skipped_adds)
+    merge = obj.get("_merge_objects") is True
     out: dict[str, Any] = {}
-    items = iter(parsed.obj.items())
+    items = iter(obj.items())
     first = next(items, None)
     if first is not None:
         out[first[0]] = first[1]
-    add_index = 0
+    field = add = 0
     for name, value in items:
-        if name in CONTROL_KEYS:
-            out[name] = value
-        elif name in parsed.nested:
-            kept = {k: v for k, v in value.items() if f"{name}.{k}" not in skip}
-            if kept:
-                out[name] = kept
-        elif type(value) is dict and _is_array_ops(value):
+        if type(value) is not dict:
+            if name in CONTROL_KEYS:
+                out[name] = value
+            else:
+                if field not in skip:
+                    out[name] = value
+                field += 1
+        elif is_array_ops(value):
             ops: dict[str, list[Any]] = {}
             added = value.get("add")
-            if added is not None:
-                kept_adds = [v for i, v in enumerate(added, add_index) if i not in skip_adds]
-                add_index += len(added)
+            if added:
+                kept_adds = [v for i, v in enumerate(added, add) if i not in skip_adds]
+                add += len(added)
                 if kept_adds:
                     ops["add"] = kept_adds
             if value.get("remove"):
                 ops["remove"] = value["remove"]
             if ops:
                 out[name] = ops
-        elif name not in skip:
-            out[name] = value
-    return _dumps(out)
-
-
-def count_points(body: bytes) -> int:
-    """The object's data points, without building its paths (a first acknowledgement)."""
-    obj: dict[str, Any] = _loads(body)
-    merge = obj.get("_merge_objects") is True
-    points = 0
-    items = iter(obj.items())
-    next(items, None)  # the identifier
-    for name, value in items:
-        if type(value) is not dict:
-            points += name not in CONTROL_KEYS
-        elif _is_array_ops(value):
-            points += len(value.get("add") or ()) + len(value.get("remove") or ())
-        elif merge and not any(key.startswith("$") for key in value):
-            points += len(value)
+        elif merge and merged(value):
+            kept = {}
+            for key, inner in value.items():
+                if field not in skip:
+                    kept[key] = inner
+                field += 1
+            if kept:
+                out[name] = kept
         else:
-            points += 1
-    return points
-
-
-def expand(record: bytes | None) -> bytes | None:
-    """A RAW record as fingerprints (delta.build_record's form), its time and fingerprint kept;
-    any other record as it is. None if it cannot be (then nothing is known)."""
-    body = raw_body(record)
-    if body is None:
-        return record
-    assert record is not None
-    try:
-        parsed = parse(body)
-    except orjson.JSONDecodeError:
-        return None
-    whole = record[HEADER_BYTES - 8 : HEADER_BYTES]
-    since = refreshed_at(record)
-    if since is None:
-        return None
-    remember = Remember(Merge.REBUILD, parsed.fields, parsed.adds, whole, None, (), parsed.points)
-    return build_record(remember, None, since)
+            if field not in skip:
+                out[name] = value
+            field += 1
+    return _dumps(out)

@@ -1,6 +1,6 @@
-"""Delta in the daemon (issue 16): the store on a thread of its own, the rows in flight, and per
-file the comparison of each chunk before it is sent and the records written once Braze
-acknowledged its rows.
+"""Delta in the daemon (issue 16): the store on a thread of its own and the rows in flight;
+per file, deltafile.DeltaFile compares each chunk before it is sent and builds the records of
+the rows Braze acknowledged.
 
 Crash safety (kill -9 or a power cut at any moment): nothing is written to the store when a
 chunk is compared or a request leaves; a row's record is written only from `acknowledged`, which
@@ -18,30 +18,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import deltastats
-from .batching import Item
-from .chunks import ChunkData
-from .delta import (
-    Decision,
-    Merge,
-    Mode,
-    Remember,
-    Send,
-    build_record,
-    compare,
-    fresh,
-    held_whole,
-    pack_raw,
-    user_key,
-)
-from .deltabody import count_points, expand, parse, rebuild, whole_fp
+from .delta import Mode
+from .deltafile import DeltaFile
 from .deltaflight import InFlight
 from .deltastore import DeltaStore, DeltaStoreError, workspace_fingerprint
-from .progress import plural
 from .statewrites import RETRY_S, StateWrites
 
 if TYPE_CHECKING:
@@ -52,7 +37,6 @@ log = logging.getLogger(__name__)
 SWEEP_EVERY_S = 3600.0  # retention: one step between others, all records once an hour
 SWEEP_PAUSE_S = 1.0
 DAY_S = 86400
-RAW_MAX_BYTES = 4096  # a larger object is remembered as fingerprints at once (delta.RAW)
 # Group commit: the writes of this long share one fsync, which their rows' settling waits for
 # (a sync costs milliseconds: one per write would cost more than the writes).
 SYNC_EVERY_S = 0.2
@@ -63,19 +47,6 @@ class _Write(NamedTuple):
 
     keys: list[bytes]
     done: Future[None]
-
-
-class _Sent(NamedTuple):
-    """A row sent with delta on, until its answer."""
-
-    key: bytes
-    merge: Merge | None  # how to remember it once acknowledged; None: never
-    base: bytes | None  # the record it was compared with
-    whole: bytes  # the fingerprint of its whole object (before values were left out)
-    points: int | None  # the whole object's data points, when values were left out
-    # What the comparison already read (the values sent, fingerprinted): none to parse again
-    remember: Remember | None = None
-    sent_points: int = 0
 
 
 def uses_delta(config: LoadedConfig) -> bool:
@@ -328,176 +299,3 @@ class DeltaRun:
         await self.drained()
         self._thread.shutdown(wait=True)
         self.store.close()
-
-
-class DeltaFile:
-    """One file's rows through delta: `filter` each chunk before it is sent, then
-    `acknowledged` or `abandoned` for each row sent."""
-
-    def __init__(self, run: DeltaRun, channel: str, mode: Mode) -> None:
-        self.run = run
-        self.mode: Mode = mode
-        self.points_sent = 0
-        self.points_skipped = 0
-        self.rows_unchanged = 0  # rows not sent at all
-        self._rows: dict[int, _Sent] = {}  # record index -> the row in flight
-        self._sent_label = run.metrics.data_points.labels(channel, "sent")
-        self._skipped_label = run.metrics.data_points.labels(channel, "skipped")
-
-    async def filter(self, chunk: ChunkData) -> list[int]:
-        """Leave out of `chunk` (in place) the values Braze holds from us; returns the record
-        indexes of the rows left with nothing to send (settled without a request)."""
-        users = chunk.users
-        if not users:
-            return []
-        run, inflight = self.run, self.run.inflight
-        keys = list(map(user_key, users))
-        token = inflight.lookup_started()
-        try:
-            records = await run.lookup(keys)
-            now, max_age, upsert = int(run.clock()), run.max_age_s, self.mode == "upsert"
-            bodies, indexes, rows = chunk.bodies, chunk.indexes, self._rows
-            unsent: list[int] = []
-            skipped_points = 0
-            for pos, key in enumerate(keys):
-                record, busy = inflight.base(token, key, records[pos])
-                body = bodies[pos]
-                whole = whole_fp(body)
-                if not fresh(record, now, max_age):
-                    state = _Sent(key, Merge.REBUILD if upsert else None, None, whole, None)
-                elif busy:  # its earlier row's outcome is unknown: sent whole
-                    state = _Sent(key, Merge.INTO_LATEST, record, whole, None)
-                else:
-                    held = held_whole(whole, record, now, max_age)
-                    if held is not None:  # the usual row: unchanged since acknowledged
-                        unsent.append(pos)
-                        skipped_points += held
-                        continue
-                    record = expand(record)
-                    if record is None:  # cannot be read: nothing is known
-                        rows[indexes[pos]] = _Sent(key, Merge.REBUILD, None, whole, None)
-                        inflight.sending(key)
-                        continue
-                    parsed = parse(body)
-                    decision = compare(
-                        parsed.fields, parsed.adds, record, now, max_age, self.mode,
-                        False, whole, parsed.removes,
-                    )  # fmt: skip
-                    skipped_points += decision.points_skipped
-                    if decision.send is Send.NOTHING:
-                        unsent.append(pos)
-                        continue
-                    if decision.send is Send.SOME:
-                        bodies[pos] = rebuild(
-                            parsed, decision.skipped_fields, decision.skipped_adds
-                        )
-                    state = _compared(key, record, whole, parsed.points, decision)
-                rows[indexes[pos]] = state
-                inflight.sending(key)
-        finally:
-            inflight.lookup_done(token)
-        self.points_skipped += skipped_points
-        self._skipped_label.inc(skipped_points)
-        if not unsent:
-            return []
-        self.rows_unchanged += len(unsent)
-        return _leave_out(chunk, unsent)
-
-    def summary(self) -> str:
-        """For the done line."""
-        return (
-            f"; delta: {self.points_sent:,} data points sent, {self.points_skipped:,} skipped"
-            f" ({self.rows_unchanged:,} {plural(self.rows_unchanged, 'row')} unchanged, not sent)"
-        )
-
-    def acknowledged(self, items: Sequence[Item]) -> Future[None] | None:
-        """Braze acknowledged these objects: remember their values. Returns the store's write
-        (None: nothing to write): the rows' checkpoint must wait until it is done."""
-        run, inflight = self.run, self.run.inflight
-        now = int(run.clock())
-        written: list[tuple[bytes, bytes]] = []
-        points = 0
-        for item in items:
-            state = self._rows.pop(item.index, None)
-            if state is None:
-                continue
-            record = None
-            body = item.body
-            if state.remember is not None:  # compared: its values are read already
-                points += state.sent_points
-                latest = expand(inflight.latest(state.key, state.base))
-                record = build_record(state.remember, latest, now)
-            elif state.merge is None:
-                points += count_points(body)
-            elif state.merge is Merge.REBUILD and len(body) <= RAW_MAX_BYTES:
-                # Sent whole with nothing known: the object itself is remembered, unread.
-                row_points = count_points(body)
-                points += row_points
-                record = pack_raw(now, body, row_points, state.whole)
-            else:
-                parsed = parse(body)
-                points += parsed.points
-                remember = Remember(
-                    state.merge, parsed.fields, parsed.adds, state.whole, None,
-                    parsed.removes, state.points,
-                )  # fmt: skip
-                latest = expand(inflight.latest(state.key, state.base))
-                record = build_record(remember, latest, now)
-            inflight.answered(state.key, record)
-            if record is not None:
-                written.append((state.key, record))
-        self.points_sent += points
-        self._sent_label.inc(points)
-        return run.remember(written) if written else None
-
-    def abandoned(self, items: Sequence[Item]) -> None:
-        """Rejected (locally or by Braze) or never sent: nothing remembered."""
-        inflight = self.run.inflight
-        for item in items:
-            state = self._rows.pop(item.index, None)
-            if state is not None:
-                inflight.answered(state.key, None)
-
-    def finished(self, record_id: int, rel_path: str, channel: str) -> None:
-        """The file reached a final state: its data points, for `status`."""
-        if self.points_sent or self.points_skipped:
-            entry = deltastats.FilePoints(
-                record_id, rel_path, channel, self.points_sent, self.points_skipped, time.time()
-            )
-            self.run.file_finished(entry)
-
-    def close(self) -> None:
-        """The file ended (or was given up): rows still held were never answered."""
-        inflight = self.run.inflight
-        for state in self._rows.values():
-            inflight.answered(state.key, None)
-        self._rows.clear()
-
-
-def _compared(
-    key: bytes, record: bytes | None, whole: bytes, points: int, decision: Decision
-) -> _Sent:
-    """A compared row that is sent: what to remember is its fields sent (those left out are in
-    the record already) and its array values."""
-    remember = decision.remember
-    if remember is None:
-        return _Sent(key, None, record, whole, points, None, decision.points_sent)
-    if decision.send is Send.SOME:  # (every array value stays: seen now, kept the longest)
-        skip = set(decision.skipped_fields)
-        fields = {p: e for p, e in remember.fields.items() if p not in skip}
-        remember = remember._replace(fields=fields)
-    remember = remember._replace(points=points)
-    return _Sent(key, remember.merge, record, whole, points, remember, decision.points_sent)
-
-
-def _leave_out(chunk: ChunkData, positions: list[int]) -> list[int]:
-    """Remove rows from the chunk's columns; returns their record indexes."""
-    drop = set(positions)
-    keep = [i for i in range(len(chunk.indexes)) if i not in drop]
-    left = [chunk.indexes[i] for i in positions]
-    chunk.indexes = [chunk.indexes[i] for i in keep]
-    chunk.line_numbers = [chunk.line_numbers[i] for i in keep]
-    chunk.users = [chunk.users[i] for i in keep]
-    chunk.bodies = [chunk.bodies[i] for i in keep]
-    chunk.packed = [chunk.packed[i] for i in keep]
-    return left

@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 
 from .config import LoadedConfig, load_config
-from .delta import Send, compare, fresh, user_key
-from .deltabody import expand, parse, whole_fp
+from .delta import Send, compare_row, fresh, user_key
+from .deltabody import parse, summary
 from .deltarun import DAY_S, workspace_of
 from .deltastore import DeltaStore
 from .errors import ConfigError
@@ -48,7 +48,6 @@ class DeltaView:
         """One line: what delta would leave out of this object, and what it would send."""
         body = orjson.dumps(attributes)
         record = self.store.lookup([user_key(user)])[0] if self.store is not None else None
-        record = expand(record)
         now = int(time.time())
         parsed = parse(body)
         if not fresh(record, now, self.max_age_s):
@@ -57,13 +56,10 @@ class DeltaView:
                     "delta: sends every value (append: not remembered for a user no upsert created)"
                 )
             return "delta: sends every value (nothing remembered for this user, or too old)"
-        decision = compare(
-            parsed.fields, parsed.adds, record, now, self.max_age_s, parsed.mode, False,
-            whole_fp(body), parsed.removes,
-        )  # fmt: skip
+        decision = compare_row(summary(body), record, now, self.max_age_s, parsed.mode)
         if decision.send is Send.NOTHING:
             return f"delta: not sent: Braze holds all {decision.points_skipped} values from us"
-        skipped = list(decision.skipped_fields)
+        skipped = [parsed.paths[i] for i in decision.skipped_fields]
         skipped += [
             f"{parsed.adds[i][0]} add {parsed.adds[i][1].decode()}" for i in decision.skipped_adds
         ]

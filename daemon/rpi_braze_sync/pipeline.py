@@ -19,7 +19,7 @@ from .afterdone import after_done
 from .batching import Item
 from .chunks import ChunkData, ChunkSource, FileRequest
 from .config import Channel
-from .deltarun import DeltaFile
+from .deltafile import DeltaFile
 from .errors import (
     ExportFileError,
     FileVanishedError,
@@ -160,6 +160,7 @@ class FileJob:
             self._path_values(),
             progress.checkpoint,
             tuple(progress.ahead),  # settled before a restart: skipped
+            delta=self.delta is not None,  # summarise each row for delta in the mapping
         )
         try:
             source: ChunkSource = await self.open_chunks(request)

@@ -35,7 +35,8 @@ from typing import Any, cast
 import rocksdict
 import xxhash
 
-from rpi_braze_sync import delta, deltastore
+from rpi_braze_sync import deltarecord as delta
+from rpi_braze_sync import deltastore
 from rpi_braze_sync.deltastore import DeltaStore
 
 CHUNK = 500  # rows looked up together (the mapping's chunk)
@@ -70,7 +71,13 @@ def record_pool(seed: int) -> list[bytes]:
     paths = b"".join(key_of(b"path-%d" % n)[:4] for n in range(FIELDS))
     return [
         delta.pack_record(
-            0, paths, rng.randbytes(8 * FIELDS), rng.randbytes(8 * ADDS), FIELDS, rng.randbytes(8)
+            0,
+            paths,
+            rng.randbytes(8 * FIELDS),
+            rng.randbytes(8 * ADDS),
+            FIELDS,
+            rng.randbytes(8),
+            rng.randbytes(8),
         )
         for _ in range(POOL)
     ]

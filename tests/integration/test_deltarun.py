@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from rpi_braze_sync.delta import pack_raw, user_key
+from rpi_braze_sync.delta import user_key
+from rpi_braze_sync.deltarecord import pack_record
 from rpi_braze_sync.deltarun import DeltaRun
 from rpi_braze_sync.deltastore import DeltaStore
 from rpi_braze_sync.metrics import Metrics
@@ -18,11 +19,11 @@ DAY = 86400
 async def test_retention_removes_only_users_older_than_max_age(tmp_path: Path) -> None:
     store = DeltaStore.open(tmp_path, "workspace")
     old, young = user_key("old"), user_key("young")
-    body = b'{"external_id":"x","first_name":"Ann"}'
+    fields = (b"path", b"12345678", b"")
     store.remember(
         [
-            (old, pack_raw(NOW - 31 * DAY, body, 1, bytes(8))),
-            (young, pack_raw(NOW - 29 * DAY, body, 1, bytes(8))),
+            (old, pack_record(NOW - 31 * DAY, *fields, 1, bytes(8), bytes(8))),
+            (young, pack_record(NOW - 29 * DAY, *fields, 1, bytes(8), bytes(8))),
         ]
     )
     run = DeltaRun(store, 30, Metrics(), clock=lambda: NOW)

@@ -11,7 +11,7 @@ import xxhash
 from rpi_braze_sync import delta
 from rpi_braze_sync.delta import (
     MAX_ADDS,
-    Decision,
+    ByValues,
     Merge,
     Send,
     build_record,
@@ -33,13 +33,13 @@ def row(**values: object) -> dict[str, bytes]:
     return {path.replace("__", "."): enc(value) for path, value in values.items()}
 
 
-def sent_fields(fields: dict[str, bytes], decision: Decision) -> list[str]:
+def sent_fields(fields: dict[str, bytes], decision: ByValues) -> list[str]:
     if decision.send is Send.NOTHING:
         return []
     return [p for p in fields if p not in decision.skipped_fields]
 
 
-def sent_adds(adds: list[tuple[str, bytes]], decision: Decision) -> list[tuple[str, bytes]]:
+def sent_adds(adds: list[tuple[str, bytes]], decision: ByValues) -> list[tuple[str, bytes]]:
     if decision.send is Send.NOTHING:
         return []
     return [a for i, a in enumerate(adds) if i not in decision.skipped_adds]
@@ -54,7 +54,7 @@ class Profile:
 
     def send(
         self, fields: dict[str, bytes], adds: list[tuple[str, bytes]] | None = None, now: int = T0
-    ) -> Decision:
+    ) -> ByValues:
         adds = adds or []
         decision = compare(fields, adds, self.record, now, MAX_AGE, self.mode)
         if decision.remember is not None:  # Braze acknowledged

@@ -1,5 +1,5 @@
-"""deltabody: an attributes object as delta sees it (paths, data points) and rebuilt without
-the values Braze holds; with delta.compare, the whole round of a row."""
+"""deltabody: an attributes object as delta sees it (paths, data points, its summary) and
+rebuilt without the values Braze holds; with delta.compare_row, the whole round of a row."""
 
 from __future__ import annotations
 
@@ -7,18 +7,19 @@ from typing import Any
 
 import orjson
 
+from rpi_braze_sync import deltarecord
 from rpi_braze_sync.delta import (
     Merge,
     Remember,
     Send,
     build_record,
     compare,
+    compare_row,
     held_whole,
-    pack_raw,
     parse_record,
-    refreshed_at,
+    summary_of,
 )
-from rpi_braze_sync.deltabody import count_points, expand, parse, rebuild, whole_fp
+from rpi_braze_sync.deltabody import parse, rebuild, summary, whole_fp
 
 T0 = 1_800_000_000
 MAX_AGE = 30 * 86400
@@ -74,13 +75,11 @@ def test_rebuild_leaves_out_skipped_values_and_empty_containers() -> None:
         "_update_existing_only": False,
     }
     parsed = parse(orjson.dumps(obj))
-    out = orjson.loads(
-        rebuild(
-            parsed,
-            ["first_name", "rpi_cdp_attributes.income", "rpi_cdp_attributes.education"],
-            [0, 2],
-        )
-    )
+    numbers = [
+        parsed.paths.index(p)
+        for p in ("first_name", "rpi_cdp_attributes.income", "rpi_cdp_attributes.education")
+    ]
+    out = orjson.loads(rebuild(parsed.obj, numbers, [0, 2]))
     assert out == {
         "external_id": "u1",
         "country": "FR",
@@ -89,35 +88,29 @@ def test_rebuild_leaves_out_skipped_values_and_empty_containers() -> None:
         "_merge_objects": True,
         "_update_existing_only": False,
     }
-    assert orjson.loads(rebuild(parsed, [], [])) == obj
+    assert orjson.loads(rebuild(parsed.obj, [], [])) == obj
 
 
 class User:
-    """One user's record through compare, rebuild and build_record, as deltarun does."""
+    """One user's record through summary, compare_row, rebuild and build_record, as
+    deltafile does."""
 
     def __init__(self) -> None:
         self.record: bytes | None = None
 
-    def send(self, data: bytes) -> dict[str, Any] | None:
-        whole = whole_fp(data)
-        if held_whole(whole, self.record, T0, MAX_AGE) is not None:
+    def send(self, data: bytes, now: int = T0) -> dict[str, Any] | None:
+        row = summary(data)
+        if held_whole(row, self.record, now, MAX_AGE) is not None:
             return None
-        parsed = parse(data)
-        decision = compare(
-            parsed.fields, parsed.adds, self.record, T0, MAX_AGE, parsed.mode, False, whole,
-            parsed.removes,
-        )  # fmt: skip
+        mode = parse(data).mode
+        decision = compare_row(row, self.record, now, MAX_AGE, mode)
         if decision.send is Send.NOTHING:
             return None
         sent = data
         if decision.send is Send.SOME:
-            sent = rebuild(parsed, decision.skipped_fields, decision.skipped_adds)
-        assert decision.remember is not None
-        acked = parse(sent)  # deltarun remembers what was sent, over the record
-        remember = decision.remember._replace(
-            fields=acked.fields, adds=acked.adds, add_fps=None, points=parsed.points
-        )
-        self.record = build_record(remember, self.record, T0) or self.record
+            sent = rebuild(orjson.loads(data), decision.skipped_fields, decision.skipped_adds)
+        if decision.remember is not None:  # Braze acknowledged
+            self.record = build_record(decision.remember, self.record, now) or self.record
         result: dict[str, Any] = orjson.loads(sent)
         return result
 
@@ -153,7 +146,63 @@ def test_a_removed_array_value_added_again_is_sent() -> None:
     assert again["rpi_offers"] == {"add": ["Spring"]}
 
 
-def test_count_points_agrees_with_parse() -> None:
+def test_a_new_array_value_alone_is_sent_without_comparing_fields() -> None:
+    """Real exports add each run's channel execution id: the fields are unchanged (their
+    fingerprint, `static`, matches), so only the new id is sent."""
+    user = User()
+    attributes: dict[str, Any] = {
+        "first_name": "Ann",
+        "rpi_cdp_attributes": {"income": 5, "education": "x"},
+        "rpi_offers": {"add": ["Spring"]},
+        "_merge_objects": True,
+    }
+    run1 = body(**attributes, rpi_channel_exec_ids={"add": ["5501"]})
+    assert user.send(run1) is not None
+    run2 = body(**attributes, rpi_channel_exec_ids={"add": ["5502"]})
+    assert summary(run1)[22:30] == summary(run2)[22:30]  # the same fields: the same `static`
+    assert user.send(run2) == {
+        "external_id": "u1",
+        "rpi_channel_exec_ids": {"add": ["5502"]},
+        "_merge_objects": True,
+        "_update_existing_only": False,
+    }
+    assert user.send(run2) is None  # remembered
+    assert user.send(run1) is None  # 5501 is still remembered too
+    changed = body(**{**attributes, "first_name": "Bea"}, rpi_channel_exec_ids={"add": ["5503"]})
+    assert user.send(changed) == {
+        "external_id": "u1",
+        "first_name": "Bea",
+        "rpi_channel_exec_ids": {"add": ["5503"]},
+        "_merge_objects": True,
+        "_update_existing_only": False,
+    }
+    record = parse_record(user.record)
+    assert record is not None
+    assert record.refreshed_at == T0  # merged: the fields' time kept
+
+
+def test_a_first_summary_is_its_own_record_once_timed() -> None:
+    """The first run's usual row: the summary made in the mapping process, timed, is the
+    record build_record would write; a row with removes or repeated adds is built."""
+    data = body(first_name="Ann", country="FR", rpi_offers={"add": ["Spring", "Summer"]})
+    row = summary(data)
+    assert row[1] & deltarecord.PLAIN
+    timed = deltarecord.timed(row, T0)
+    assert timed == build_record(Remember(Merge.REBUILD, row), None, T0)
+    assert deltarecord.refreshed_at(timed) == T0
+    assert held_whole(row, timed, T0, MAX_AGE) == 4
+    for other in (
+        body(rpi_offers={"add": [str(n) for n in range(17)]}),  # more than MAX_ADDS
+        body(rpi_offers={"add": ["Spring"], "remove": ["Winter"]}),
+    ):
+        row = summary(other)
+        assert not row[1] & deltarecord.PLAIN
+        record = build_record(Remember(Merge.REBUILD, row), None, T0)
+        assert parse_record(record) is not None
+        assert compare_row(row, record, T0, MAX_AGE, "upsert").send is not Send.ALL
+
+
+def test_summary_agrees_with_parse_and_compare_by_values() -> None:
     for data in (
         body(first_name="Ann", rpi_offers={"add": ["A", "B"], "remove": ["C"]}),
         orjson.dumps(
@@ -167,34 +216,20 @@ def test_count_points_agrees_with_parse() -> None:
         body(prefs={"a": 1, "b": 2}),  # not merged: one value
         body(),
     ):
-        assert count_points(data) == parse(data).points
+        parsed = parse(data)
+        row = summary(data)
+        assert deltarecord.points_of(row) == parsed.points
+        whole = whole_fp(data)
+        assert row == summary_of(parsed.fields, parsed.adds, parsed.removes, whole)
+        record = build_record(Remember(Merge.REBUILD, row), None, T0)
+        again = compare(parsed.fields, parsed.adds, record, T0, MAX_AGE, "upsert", whole=whole)
+        assert again.send is Send.NOTHING
 
 
-def test_a_raw_record_expands_to_the_fingerprints_of_its_object() -> None:
-    """A first acknowledgement remembers the object unread; expanded, it compares as the
-    record built from the same object would (its time and fingerprint kept)."""
-    data = body(first_name="Ann", country="FR", rpi_offers={"add": ["Spring"]})
-    whole = whole_fp(data)
-    raw = pack_raw(T0 - 5, data, count_points(data), whole)
-    assert held_whole(whole, raw, T0, MAX_AGE) == 3  # unchanged: decided unread
-    expanded = expand(raw)
-    assert expanded is not None
-    parsed = parse(data)
-    built = build_record(
-        Remember(Merge.REBUILD, parsed.fields, parsed.adds, whole, None, (), 3), None, T0 - 5
-    )
-    assert expanded == built
-    assert refreshed_at(expanded) == T0 - 5
-    changed = body(first_name="Bea", country="FR", rpi_offers={"add": ["Spring"]})
-    parsed = parse(changed)
-    decision = compare(parsed.fields, parsed.adds, expanded, T0, MAX_AGE, "upsert")
-    assert decision.skipped_fields == ("country",)
-    assert decision.skipped_adds == (0,)
-    assert expand(expanded) == expanded  # a record of fingerprints stays as it is
-    assert expand(None) is None
-    assert parse_record(raw) is None  # never compared unexpanded
-
-
-def test_a_damaged_raw_record_means_nothing_is_known() -> None:
-    raw = pack_raw(T0, b'{"external_id":"u1","first', 1, bytes(8))
-    assert expand(raw) is None
+def test_a_row_whose_paths_collide_is_never_remembered() -> None:
+    paths = ["a", "a"]  # the same path twice collides with itself
+    row = deltarecord.summarize(paths, [b"1", b"2"], [], [], bytes(8))
+    assert row[1] & deltarecord.COLLIDES
+    assert deltarecord.points_of(row) == 2
+    assert build_record(Remember(Merge.REBUILD, row), None, T0) is None
+    assert compare_row(row, None, T0, MAX_AGE, "upsert").remember is None

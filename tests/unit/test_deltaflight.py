@@ -3,7 +3,7 @@ chunk's lookup and its comparison. A dict plays the store; Braze is a dict of pr
 
 from __future__ import annotations
 
-from rpi_braze_sync.delta import Decision, Send, build_record, compare, user_key
+from rpi_braze_sync.delta import ByValues, Send, build_record, compare, user_key
 from rpi_braze_sync.deltaflight import InFlight
 
 NOW = 1_800_000_000
@@ -28,7 +28,7 @@ class Pipeline:
         token = self.flight.lookup_started()
         return token, self.store.get(KEY)
 
-    def compare(self, token: int, looked_up: bytes | None, fields: dict[str, bytes]) -> Decision:
+    def compare(self, token: int, looked_up: bytes | None, fields: dict[str, bytes]) -> ByValues:
         base, busy = self.flight.base(token, KEY, looked_up)
         decision = compare(fields, [], base, NOW, MAX_AGE, "upsert", busy)
         if decision.send is not Send.NOTHING:
@@ -36,7 +36,7 @@ class Pipeline:
         return decision
 
     def acknowledge(
-        self, decision: Decision, fields: dict[str, bytes], compared: bytes | None
+        self, decision: ByValues, fields: dict[str, bytes], compared: bytes | None
     ) -> None:
         for path in fields:
             if path not in decision.skipped_fields:

@@ -1,0 +1,182 @@
+"""One file's rows through delta (issue 16): each chunk compared before it is sent, and the
+records of its rows written once Braze acknowledged them (deltarun.DeltaRun holds the store).
+
+Crash safety: see deltarun.py. Nothing is written when a chunk is compared; a row's record is
+built only in `acknowledged`, for the objects of a 2xx answer Braze did not list in `errors`.
+
+The hot path works on each row's summary (deltarecord.py), made in the mapping process beside
+its object: a row seen for the first time costs a lookup and its summary timed; an unchanged
+row one comparison of fingerprints; only a row with something left out is read (to rebuild
+its object without the values Braze holds).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import TYPE_CHECKING
+
+import orjson
+
+from . import deltastats
+from .batching import Item
+from .chunks import ChunkData
+from .delta import Merge, Mode, Remember, Send, build_record, compare_row, held_whole
+from .deltabody import rebuild
+from .deltacolumns import summaries
+from .deltarecord import COLLIDES, PLAIN, fresh, points_of, timed, user_key
+from .progress import plural
+
+if TYPE_CHECKING:
+    from .deltarun import DeltaRun
+
+# A row sent, until its answer: (user key, how to remember it once acknowledged (None: never),
+# the record it was compared with, its summary, its data points sent). A plain tuple: one is
+# made per row sent.
+_Sent = tuple[bytes, Merge | None, bytes | None, bytes, int]
+
+
+class DeltaFile:
+    """One file's rows through delta: `filter` each chunk before it is sent, then
+    `acknowledged` or `abandoned` for each row sent."""
+
+    def __init__(self, run: DeltaRun, channel: str, mode: Mode) -> None:
+        self.run = run
+        self.mode: Mode = mode
+        self.points_sent = 0
+        self.points_skipped = 0
+        self.rows_unchanged = 0  # rows not sent at all
+        self._rows: dict[int, _Sent] = {}  # record index -> the row in flight
+        self._sent_label = run.metrics.data_points.labels(channel, "sent")
+        self._skipped_label = run.metrics.data_points.labels(channel, "skipped")
+
+    async def filter(self, chunk: ChunkData) -> list[int]:
+        """Leave out of `chunk` (in place) the values Braze holds from us; returns the record
+        indexes of the rows left with nothing to send (settled without a request)."""
+        users = chunk.users
+        if not users:
+            return []
+        if chunk.deltas is None:  # not made beside the objects (a test, a tool)
+            chunk.deltas = summaries(chunk.bodies)
+        run, inflight = self.run, self.run.inflight
+        keys = list(map(user_key, users))
+        token = inflight.lookup_started()
+        try:
+            records = await run.lookup(keys)
+            now, max_age, mode = int(run.clock()), run.max_age_s, self.mode
+            first = Merge.REBUILD if mode == "upsert" else None
+            rows_, indexes, rows = chunk.deltas, chunk.indexes, self._rows
+            base, sending = inflight.base, inflight.sending
+            unsent: list[int] = []
+            skipped_points = 0
+            for pos, key in enumerate(keys):
+                record, busy = base(token, key, records[pos])
+                row = rows_[pos]
+                if record is None or not fresh(record, now, max_age):
+                    rows[indexes[pos]] = (key, first, None, row, points_of(row))
+                    sending(key)
+                    continue
+                state: _Sent
+                if busy:  # its earlier row's outcome is unknown: sent whole
+                    state = (key, Merge.INTO_LATEST, record, row, points_of(row))
+                else:
+                    held = held_whole(row, record, now, max_age)
+                    if held is not None:  # the usual row: unchanged since acknowledged
+                        unsent.append(pos)
+                        skipped_points += held
+                        continue
+                    decision = compare_row(row, record, now, max_age, mode)
+                    skipped_points += decision.points_skipped
+                    if decision.send is Send.NOTHING:
+                        unsent.append(pos)
+                        continue
+                    if decision.send is Send.SOME:
+                        obj = orjson.loads(chunk.bodies[pos])
+                        chunk.bodies[pos] = rebuild(
+                            obj, decision.skipped_fields, decision.skipped_adds
+                        )
+                    merge = decision.remember.merge if decision.remember is not None else None
+                    state = (key, merge, record, row, decision.points_sent)
+                rows[indexes[pos]] = state
+                sending(key)
+        finally:
+            inflight.lookup_done(token)
+        self.points_skipped += skipped_points
+        self._skipped_label.inc(skipped_points)
+        if not unsent:
+            return []
+        self.rows_unchanged += len(unsent)
+        return _leave_out(chunk, unsent)
+
+    def summary(self) -> str:
+        """For the done line."""
+        return (
+            f"; delta: {self.points_sent:,} data points sent, {self.points_skipped:,} skipped"
+            f" ({self.rows_unchanged:,} {plural(self.rows_unchanged, 'row')} unchanged, not sent)"
+        )
+
+    def acknowledged(self, items: Sequence[Item]) -> Future[None] | None:
+        """Braze acknowledged these objects: remember their values. Returns the store's write
+        (None: nothing to write): the rows' checkpoint must wait until it is done."""
+        run, inflight = self.run, self.run.inflight
+        now = int(run.clock())
+        written: list[tuple[bytes, bytes]] = []
+        points = 0
+        rows, answered, latest = self._rows, inflight.answered, inflight.latest
+        for item in items:
+            state = rows.pop(item.index, None)
+            if state is None:
+                continue
+            key, merge, base, row, sent = state
+            points += sent
+            if merge is None or row[1] & COLLIDES:
+                record = None
+            elif merge is Merge.REBUILD and row[1] & PLAIN:  # the first run's usual row
+                record = timed(row, now)
+            else:
+                record = build_record(Remember(merge, row), latest(key, base), now)
+            answered(key, record)
+            if record is not None:
+                written.append((key, record))
+        self.points_sent += points
+        self._sent_label.inc(points)
+        return run.remember(written) if written else None
+
+    def abandoned(self, items: Sequence[Item]) -> None:
+        """Rejected (locally or by Braze) or never sent: nothing remembered."""
+        inflight = self.run.inflight
+        for item in items:
+            state = self._rows.pop(item.index, None)
+            if state is not None:
+                inflight.answered(state[0], None)
+
+    def finished(self, record_id: int, rel_path: str, channel: str) -> None:
+        """The file reached a final state: its data points, for `status`."""
+        if self.points_sent or self.points_skipped:
+            entry = deltastats.FilePoints(
+                record_id, rel_path, channel, self.points_sent, self.points_skipped, time.time()
+            )
+            self.run.file_finished(entry)
+
+    def close(self) -> None:
+        """The file ended (or was given up): rows still held were never answered."""
+        inflight = self.run.inflight
+        for state in self._rows.values():
+            inflight.answered(state[0], None)
+        self._rows.clear()
+
+
+def _leave_out(chunk: ChunkData, positions: list[int]) -> list[int]:
+    """Remove rows from the chunk's columns; returns their record indexes."""
+    drop = set(positions)
+    keep = [i for i in range(len(chunk.indexes)) if i not in drop]
+    left = [chunk.indexes[i] for i in positions]
+    chunk.indexes = [chunk.indexes[i] for i in keep]
+    chunk.line_numbers = [chunk.line_numbers[i] for i in keep]
+    chunk.users = [chunk.users[i] for i in keep]
+    chunk.bodies = [chunk.bodies[i] for i in keep]
+    chunk.packed = [chunk.packed[i] for i in keep]
+    if chunk.deltas is not None:
+        chunk.deltas = [chunk.deltas[i] for i in keep]
+    return left
