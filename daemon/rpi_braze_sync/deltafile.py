@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 import orjson
@@ -25,16 +26,17 @@ from .chunks import ChunkData
 from .delta import Merge, Mode, Remember, Send, build_record, compare_row, held_whole
 from .deltabody import rebuild
 from .deltacolumns import summaries
-from .deltarecord import COLLIDES, PLAIN, fresh, points_of, timed, user_key
+from .deltarecord import COLLIDES, PLAIN, POINTS_AT, TAIL_AT, fresh, timed_prefix, user_key
 from .progress import plural
 
 if TYPE_CHECKING:
     from .deltarun import DeltaRun
 
 # A row sent, until its answer: (user key, how to remember it once acknowledged (None: never),
-# the record it was compared with, its summary, its data points sent). A plain tuple: one is
-# made per row sent.
+# the record it was compared with, its summary, its data points sent or ALL_POINTS: all of the
+# summary's). A plain tuple: one is made per row sent.
 _Sent = tuple[bytes, Merge | None, bytes | None, bytes, int]
+ALL_POINTS = -1
 
 
 class DeltaFile:
@@ -67,6 +69,11 @@ class DeltaFile:
             now, max_age, mode = int(run.clock()), run.max_age_s, self.mode
             first = Merge.REBUILD if mode == "upsert" else None
             rows_, indexes, rows = chunk.deltas, chunk.indexes, self._rows
+            if not any(records) and inflight.quiet(token, keys):  # the first run's chunk
+                states = zip(keys, repeat(first), repeat(None), rows_, repeat(ALL_POINTS))
+                rows.update(zip(indexes, states, strict=True))
+                inflight.sending_all(keys)
+                return []
             base, sending = inflight.base, inflight.sending
             unsent: list[int] = []
             skipped_points = 0
@@ -74,12 +81,12 @@ class DeltaFile:
                 record, busy = base(token, key, records[pos])
                 row = rows_[pos]
                 if record is None or not fresh(record, now, max_age):
-                    rows[indexes[pos]] = (key, first, None, row, points_of(row))
+                    rows[indexes[pos]] = (key, first, None, row, ALL_POINTS)
                     sending(key)
                     continue
                 state: _Sent
                 if busy:  # its earlier row's outcome is unknown: sent whole
-                    state = (key, Merge.INTO_LATEST, record, row, points_of(row))
+                    state = (key, Merge.INTO_LATEST, record, row, ALL_POINTS)
                 else:
                     held = held_whole(row, record, now, max_age)
                     if held is not None:  # the usual row: unchanged since acknowledged
@@ -121,24 +128,25 @@ class DeltaFile:
         (None: nothing to write): the rows' checkpoint must wait until it is done."""
         run, inflight = self.run, self.run.inflight
         now = int(run.clock())
-        written: list[tuple[bytes, bytes]] = []
+        answers: list[tuple[bytes, bytes | None]] = []
         points = 0
-        rows, answered, latest = self._rows, inflight.answered, inflight.latest
-        for item in items:
-            state = rows.pop(item.index, None)
+        rows, latest, rebuild_ = self._rows, inflight.latest, Merge.REBUILD
+        timed_ = timed_prefix(now)  # + a PLAIN summary's tail: its record
+        for state in map(rows.pop, [item.index for item in items], repeat(None)):
             if state is None:
                 continue
             key, merge, base, row, sent = state
-            points += sent
-            if merge is None or row[1] & COLLIDES:
+            points += row[POINTS_AT] | row[POINTS_AT + 1] << 8 if sent < 0 else sent
+            record: bytes | None
+            if merge is rebuild_ and row[1] == PLAIN:  # the first run's usual row
+                record = timed_ + row[TAIL_AT:]
+            elif merge is None or row[1] & COLLIDES:
                 record = None
-            elif merge is Merge.REBUILD and row[1] & PLAIN:  # the first run's usual row
-                record = timed(row, now)
             else:
                 record = build_record(Remember(merge, row), latest(key, base), now)
-            answered(key, record)
-            if record is not None:
-                written.append((key, record))
+            answers.append((key, record))
+        inflight.answered_all(answers)
+        written = [(key, record) for key, record in answers if record is not None]
         self.points_sent += points
         self._sent_label.inc(points)
         return run.remember(written) if written else None

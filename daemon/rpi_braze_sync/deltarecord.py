@@ -26,7 +26,8 @@ RECORD_VERSION = 3  # an older record is unreadable: its row is sent and remembe
 HEADER = struct.Struct("<BBIHHHH8s8s")
 HEADER_BYTES = HEADER.size
 COUNTS = struct.Struct("<HHHH")  # fields, adds, removes, points: at COUNTS_AT
-COUNTS_AT = 6
+COUNTS_AT = TAIL_AT = 6
+POINTS_AT = 12
 WHOLE_AT = 14
 STATIC_AT = 22
 _TIME = struct.Struct("<I")
@@ -139,7 +140,13 @@ def pack_record(
 
 def timed(summary: bytes, now_s: int) -> bytes:
     """A PLAIN summary as its own record, refreshed now."""
-    return summary[:1] + b"\x00" + _TIME.pack(now_s) + summary[COUNTS_AT:]
+    return timed_prefix(now_s) + summary[TAIL_AT:]
+
+
+def timed_prefix(now_s: int) -> bytes:
+    """What replaces a PLAIN summary's first TAIL_AT bytes to make it a record refreshed now
+    (version, no flag, the time)."""
+    return bytes((RECORD_VERSION, 0)) + _TIME.pack(now_s)
 
 
 def header(record: bytes | None) -> tuple[int, int, int, int, int, int, int, bytes, bytes] | None:

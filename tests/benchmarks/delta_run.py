@@ -3,8 +3,9 @@ side by side with delta off in the same run (run.py calls it; `make bench` print
 
 Per run, in turns: the daemon with delta off sends the file once; then a daemon with delta on
 sends it (first run: nothing remembered), the same rows again under another name (unchanged
-run), and the rows with one value changed in one row of ten (changed run). A big run checks the
-peak memory with --memory-rows users remembered.
+run), the rows with a new ChannelExecutionID (as each real export has: the shipped mapping adds
+it to an array, so each row sends that one value), and the rows with one value changed in one
+row of ten (changed run). A big run checks the peak memory with --memory-rows users remembered.
 
     python tests/benchmarks/delta_run.py [--rows 1000000] [--runs 3] [--memory-rows 5000000]
 """
@@ -36,6 +37,14 @@ from tests.benchmarks.run import (
 DELTA_ON = {"delta": {"enabled": True}}
 CHANGED_EVERY = 10  # one row in ten has one value changed
 _SAMPLE = re.compile(r"^(rpi_braze_sync_\w+)\{([^}]*)\} ([0-9.e+]+)$", re.M)
+
+
+def new_execution_id(data: Path, target: Path) -> None:
+    """The same rows from another run of the same audience: a new ChannelExecutionID."""
+    with open(data, encoding="utf-8", newline="") as src, open(target, "w", newline="") as out:
+        out.write(src.readline())
+        for line in src:
+            out.write(line.replace(",5501,", ",5502,", 1))
 
 
 def change_every_tenth(data: Path, target: Path) -> int:
@@ -84,9 +93,9 @@ def disk_bytes(path: Path) -> int:
 
 
 async def delta_runs(
-    work: Path, data: Path, changed: Path, rows: int, n_changed: int
+    work: Path, data: Path, new_id: Path, changed: Path, rows: int, n_changed: int
 ) -> dict[str, float]:
-    """One daemon, delta on: first run, unchanged run, changed run."""
+    """One daemon, delta on: first run, unchanged run, new execution id run, changed run."""
     async with Fake() as fake, Daemon(work, fake, FAST, QUICK_WATCH, {}, DELTA_ON) as daemon:
         cpu0 = daemon.cpu_s()
         start = time.monotonic()
@@ -103,16 +112,28 @@ async def delta_runs(
         second_done = await until_done(daemon, 2)
         cpu2 = daemon.cpu_s()
         requests_again = (await fake.stats())["requests"] - requests_before
+        before_id = await metrics(daemon)
+        id_start = time.monotonic()
+        daemon.drop(new_id, "new-id.txt")
+        id_done = await until_done(daemon, 3)
+        cpu3 = daemon.cpu_s()
         before = await metrics(daemon)
         daemon.drop(changed, "changed.txt")
-        await until_done(daemon, 3)
+        await until_done(daemon, 4)
         after = await metrics(daemon)
         rss = daemon.peak_rss_mb()
     sent = value(after, "rpi_braze_sync_data_points_total", outcome="sent") - value(
         before, "rpi_braze_sync_data_points_total", outcome="sent"
     )
     seconds = stats["last"] - stats["first"]
+    sent_id = value(before, "rpi_braze_sync_data_points_total", outcome="sent") - value(
+        before_id, "rpi_braze_sync_data_points_total", outcome="sent"
+    )
     return {
+        "id_s": id_done - id_start,
+        "id_rows_s": rows / (id_done - id_start),
+        "cpu_id_per_m": (cpu3 - cpu2) / rows * 1e6,
+        "points_per_row_id": sent_id / rows,
         "rows_s": rows / seconds,
         "first_s": first_done - start,
         "second_s": second_done - second_start,
@@ -157,11 +178,13 @@ async def delta_figures(
 ) -> list[Figure]:
     changed = work / "rows-changed.txt"
     n_changed = change_every_tenth(data, changed)
+    new_id = work / "rows-new-id.txt"
+    new_execution_id(data, new_id)
     off: list[dict[str, float]] = []
     on: list[dict[str, float]] = []
     for i in range(runs):  # in turns, so the machine's noise hits both alike
         off.append(await delta_off(work / f"doff{i}", data, rows))
-        on.append(await delta_runs(work / f"don{i}", data, changed, rows, n_changed))
+        on.append(await delta_runs(work / f"don{i}", data, new_id, changed, rows, n_changed))
     figures = [
         Figure("delta off: rows/s", [r["rows_s"] for r in off], "", "reference"),
         Figure("delta on, first run: rows/s", [r["rows_s"] for r in on], "", ""),
@@ -191,6 +214,20 @@ async def delta_figures(
             "< 0.5",
         ),
         Figure("unchanged run: CPU s per 1M rows", [r["cpu_second_per_m"] for r in on], "s", ""),
+        Figure("new execution id run: rows/s (drop -> done)", [r["id_rows_s"] for r in on], "", ""),
+        Figure(
+            "new execution id run / first run (time)",
+            [r["id_s"] / r["first_s"] for r in on],
+            "",
+            "",
+        ),
+        Figure("new execution id run: CPU s per 1M rows", [r["cpu_id_per_m"] for r in on], "s", ""),
+        Figure(
+            "new execution id run: data points sent per row",
+            [r["points_per_row_id"] for r in on],
+            "",
+            "1",
+        ),
         Figure(
             "10 % changed: data points sent / values changed",
             [r["points_over_changed"] for r in on],
