@@ -10,7 +10,7 @@ import platform
 
 from . import package_version
 from .config import LoadedConfig
-from .watch import read_mounts
+from .observer import read_mounts
 from .watchrules import NETWORK_FILESYSTEMS, filesystem_of
 
 log = logging.getLogger(__name__)

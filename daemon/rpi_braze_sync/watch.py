@@ -1,7 +1,7 @@
 """Watch BASE_OUTPUT_DIRECTORY: watchdog events as hints, a periodic scan as the truth.
 
-Owns the observer thread (native inotify or polling) and hands its events to the event loop
-with `call_soon_threadsafe`. Disk access runs in worker threads: a network share can hang.
+The observer thread (observer.py) hands its events over as hints; the scans and stats here
+decide. Disk access runs in worker threads: a network share can hang.
 Reports each export once it is complete (size and mtime stable for settle_seconds, read with
 open + fstat, which revalidates NFS's attribute cache). Only regular files inside the share
 are considered (shareio.py): links, FIFOs, devices, sockets and folders where a file should be
@@ -12,27 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
-
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
 
 from .logs import display_name
 from .mapping import parse_path_pattern
 from .metrics import Metrics
+from .observer import ObserverThread
 from .settings import WatchSettings
 from .shareio import Snapshot, Unreadable, scan_tree, stat_file
 from .watchrules import (
     ExportPath,
     Ignored,
     SettleTracker,
-    choose_observer,
     classify_path,
     is_ignored_name,
 )
@@ -70,29 +63,6 @@ class WatchListener(Protocol):
         ...
 
 
-def read_mounts() -> str:
-    try:
-        return Path("/proc/self/mounts").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
-class _Forwarder(FileSystemEventHandler):
-    """Runs in the observer's thread: only hands paths over to the loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, sink: Callable[[str, bool], None]) -> None:
-        self._loop = loop
-        self._sink = sink
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("opened", "closed_no_write"):
-            return
-        for raw in (event.src_path, getattr(event, "dest_path", "")):
-            if raw:
-                path = os.fsdecode(raw)  # a name that is not UTF-8 keeps its bytes
-                self._loop.call_soon_threadsafe(self._sink, path, event.is_directory)
-
-
 class Watcher:
     """Finds complete export files and reports each (path, size, mtime) version once."""
 
@@ -113,18 +83,16 @@ class Watcher:
         self._initialized = False
         self._pattern = parse_path_pattern(settings.path_pattern)
         self._tracker = SettleTracker(settings.settle_seconds)
-        self._observer: BaseObserver | None = None
+        self.observer = ObserverThread(base, metrics, self._on_event)
         self._hints: set[str] = set()
         self._wake = asyncio.Event()
         self._rescan_now = True
         self._logged_ignored: set[str] = set()
         self._unreadable: dict[str, str] = {}  # path -> why it cannot be opened (waits)
-        self.observer_kind = ""
-        self.observer_restarts = 0
         self.running = False
         self.share_available = True
 
-    # --- observer --------------------------------------------------------------------------
+    # --- events ------------------------------------------------------------------------------
 
     def _on_event(self, path: str, is_directory: bool) -> None:
         if is_directory:
@@ -132,57 +100,6 @@ class Watcher:
         else:
             self._hints.add(path)
         self._wake.set()
-
-    def _observer_alive(self) -> bool:
-        """The observer's thread and every emitter thread (inotify readers) it started."""
-        observer = self._observer
-        return (
-            observer is not None
-            and observer.is_alive()
-            and all(emitter.is_alive() for emitter in observer.emitters)
-        )
-
-    def _ensure_observer(self) -> None:
-        if self._observer_alive():
-            return
-        if self._observer is not None:
-            log.warning(
-                "the %s observer's thread stopped (share unavailable, or an error in it);"
-                " restarting it (scans go on meanwhile)",
-                self.observer_kind,
-            )
-            self.observer_restarts += 1
-            self.metrics.observer_restarts.inc()
-            self._stop_observer()
-            self._rescan_now = True  # events may have been missed while it was down
-        kind = choose_observer(self.settings.observer, read_mounts(), str(self.base.resolve()))
-        observer: BaseObserver = (
-            PollingObserver(timeout=self.settings.poll_interval_seconds)
-            if kind == "polling"
-            else Observer()
-        )
-        try:
-            observer.schedule(
-                _Forwarder(asyncio.get_running_loop(), self._on_event),
-                str(self.base),
-                recursive=True,
-            )
-            observer.start()
-        except OSError as exc:
-            log.warning("cannot watch %s yet (%s); relying on scans", self.base, exc.strerror)
-            return
-        if kind != self.observer_kind:
-            log.info("watching %s with the %s observer", self.base, kind)
-        self._observer, self.observer_kind = observer, kind
-
-    def _stop_observer(self) -> None:
-        if self._observer is not None:
-            try:
-                self._observer.stop()
-                self._observer.join(timeout=5)
-            except Exception:
-                log.debug("observer stop failed", exc_info=True)
-            self._observer = None
 
     # --- scanning ------------------------------------------------------------------------
 
@@ -336,7 +253,8 @@ class Watcher:
         next_scan = 0.0
         try:
             while True:
-                self._ensure_observer()
+                if self.observer.ensure(self.settings):
+                    self._rescan_now = True  # events may have been missed while it was down
                 now = time.monotonic()
                 if self._rescan_now or now >= next_scan:
                     self._rescan_now = False
@@ -364,4 +282,4 @@ class Watcher:
                     await asyncio.sleep(min(0.2, self.settings.poll_interval_seconds))
         finally:
             self.running = False
-            await asyncio.to_thread(self._stop_observer)
+            await asyncio.to_thread(self.observer.stop)
