@@ -4,18 +4,16 @@ its outcome.
 One row per file version (relative path + size + mtime, and the content hash once read). The
 checkpoint is the number of leading records settled (acknowledged by Braze or rejected), and
 `settled_ahead` the ranges settled beyond it, so a restart resumes there and skips those.
-All writes are single transactions: a kill at any moment leaves a consistent journal. One lock
-serialises the connection: the event loop and the state writer's thread both use it.
+All writes are single transactions: a kill at any moment leaves a consistent journal. The
+connection, its lock and the side tables (RPI's calls, the write probe) are sqlitebase.py's.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from .errors import JournalError
 from .filestates import (
@@ -27,7 +25,8 @@ from .filestates import (
     sources_of,
 )
 from .journal import FileRecord, FileVersion, ranges_json
-from .journaldb import db_args, open_database, py_row
+from .journaldb import db_args, py_row
+from .sqlitebase import SqliteStore
 
 
 def journal_path(state_directory: Path, dry_run: bool) -> Path:
@@ -41,13 +40,12 @@ def _marks(values: Sequence[object]) -> str:
     return ", ".join("?" * len(values))
 
 
-class SqliteJournal:
+class SqliteJournal(SqliteStore):
+    """journal.Journal on SQLite: the files' records (sqlitebase.py holds the connection and
+    the side tables)."""
+
     def __init__(self, path: Path, read_only: bool = False) -> None:
-        """`read_only` for tools (status) run as another user: they must not leave files the
-        daemon's user cannot write, nor change the schema under a running daemon."""
-        self.path = path
-        self._lock = threading.RLock()
-        self._db = open_database(path, read_only)
+        super().__init__(path, read_only)
         try:
             self._columns = self._select_list()
         except sqlite3.Error as exc:
@@ -58,28 +56,6 @@ class SqliteJournal:
         (a daemon of an earlier version wrote it)."""
         have = {row[1] for row in self._db.execute("PRAGMA table_info(files)")}
         return ", ".join(c if c in have else "NULL" for c in FileRecord.__dataclass_fields__)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-        try:
-            with self._lock:
-                rows = self._db.execute(sql, db_args(args)).fetchall()
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal read failed: {exc}") from None
-        return list(map(py_row, rows))
-
-    def _execute(self, sql: str, args: tuple[object, ...]) -> sqlite3.Cursor:
-        try:
-            with self._lock:
-                return self._db.execute(sql, db_args(args))
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal write failed: {exc}") from None
-
-    def _write(self, sql: str, args: tuple[object, ...]) -> int:
-        return self._execute(sql, args).lastrowid or 0
 
     def _move(self, file_id: int, target: FileState, sets: str, args: tuple[object, ...]) -> None:
         """UPDATE files SET state = target, `sets` (its ? bound to `args`), only from a state
@@ -120,10 +96,6 @@ class SqliteJournal:
                 self._db.execute("INSERT INTO meta VALUES ('initialized_at', ?)", (str(now),))
         except sqlite3.Error as exc:
             raise JournalError(f"journal write failed: {exc}") from None
-
-    def _transaction(self) -> sqlite3.Connection:
-        self._db.execute("BEGIN")
-        return self._db
 
     # --- reading -------------------------------------------------------------------------
 
@@ -324,38 +296,11 @@ class SqliteJournal:
             (checkpoint, ranges_json(ahead), sent, rejected, dropped, time.time(), file_id),
         )
 
-    def store_rpi_call(self, body: str) -> bool:
-        """Keep a post-execution call (its JSON text); False if the same call was kept before."""
-        cursor = self._execute(
-            "INSERT OR IGNORE INTO rpi_calls (received_at, body) VALUES (?, ?)",
-            (time.time(), body),
-        )
-        return cursor.rowcount == 1
-
-    def rpi_calls_since(self, since: float) -> list[tuple[float, str]]:
-        """Calls received after `since` (epoch seconds), oldest first; older ones are dropped."""
-        self._write("DELETE FROM rpi_calls WHERE received_at < ?", (since,))
-        rows = self._read("SELECT received_at, body FROM rpi_calls ORDER BY id")
-        return [(float(at), str(body)) for at, body in rows]
-
     def note(self, file_id: int, reason: str | None) -> None:
         """Why a file waits (it cannot be opened), without changing its state; None clears."""
         self._write(
             "UPDATE files SET reason = ?, updated_at = ? WHERE id = ?",
             (reason, time.time(), file_id),
-        )
-
-    def note_writable(self) -> None:
-        """A real write (StateWrites' probe): raises JournalError while the journal cannot
-        take one."""
-        self._write("INSERT OR REPLACE INTO meta VALUES ('write_probe', ?)", (str(time.time()),))
-
-    def prune_rpi_calls(self, before: float, keep: int) -> None:
-        """Forget calls received before `before`, and all but the newest `keep`."""
-        self._execute(
-            "DELETE FROM rpi_calls WHERE received_at < ? OR id <= COALESCE("
-            "(SELECT id FROM rpi_calls ORDER BY id DESC LIMIT 1 OFFSET ?), 0)",
-            (before, keep),
         )
 
     def finish(self, file_id: int, state: FileState, reason: str | None = None) -> None:
