@@ -1,7 +1,8 @@
 """Composition root: builds the daemon's components, runs their tasks, shuts down in order.
 
 It only wires and runs: the components own their concerns (reloader.py the configuration in
-use, readiness.py /readyz, rpicalls.py RPI's calls, announce.py what the start says). Every
+use, readiness.py /readyz, rpicalls.py RPI's calls, announce.py what the start says, lead.py
+what one lead opens: transport, sender, queue, listener, watcher). Every
 resource is opened on one AsyncExitStack, so it is closed on every path, in reverse order;
 every task runs in one TaskGroup, so none is dropped, and a task that fails is logged and
 stops the daemon (exit 1). SIGTERM/SIGINT stop taking files, let requests in flight finish
@@ -17,25 +18,24 @@ import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .announce import announce, secret_env_names, warn_if_network_state
-from .braze import HttpTransport, OutboxTransport, Transport
+from .announce import announce, warn_if_network_state
+from .braze import Transport
 from .config import LoadedConfig
 from .delivery import Sender
-from .deltarun import DeltaRun, open_delta
+from .deltarun import DeltaRun
 from .errors import JournalError
 from .filequeue import FileQueue
 from .journal import Journal
-from .listener import JournalListener
+from .lead import Shared, open_lead
 from .mapchild import tune_garbage_collector
 from .mapping import parse_path_pattern
 from .metrics import Metrics
 from .notify import Notifier
 from .readiness import PairView, Readiness
-from .reloader import Apply, ConfigReloader
+from .reloader import ConfigReloader
 from .rpicalls import RpiCallStore
-from .sending import Sending
 from .server import HookRoute, build_app, start_server
-from .sources import MappingProcess, chunk_opener
+from .sources import MappingProcess
 from .sqlitejournal import SqliteJournal, journal_path
 from .statedir import StateLock, probe_writable, tighten_modes
 from .statewrites import StateWrites
@@ -104,15 +104,6 @@ class Daemon:
 
     # --- opening ---------------------------------------------------------------------------
 
-    def _transport(self) -> Transport:
-        config, braze = self.config, self.config.settings.braze
-        if config.dry_run:
-            outbox = config.state_directory / "outbox"
-            return OutboxTransport(outbox, on_failure=self.state_writes.failed)
-        assert config.api_key is not None  # load_config refuses a live run without one
-        return HttpTransport(braze.api_url, config.api_key, braze.request_timeout_seconds,
-                             braze.max_in_flight)  # fmt: skip
-
     async def _open(self, stack: contextlib.AsyncExitStack) -> None:
         """What runs as long as the daemon, each closed by `stack` on every path."""
         config = self.config
@@ -139,56 +130,18 @@ class Daemon:
         self.rpi_calls.attach(journal)
 
     async def _open_sending(self, stack: contextlib.AsyncExitStack, journal: Journal) -> None:
-        """Watching, queueing and sending on `journal`, each closed by `stack`."""
-        config = self.config
-
-        def follow(apply: Apply) -> None:
-            # Components of this lead only: a pair leads again with new ones after a lost
-            # lease, and the old ones (closed) must not get later reloads.
-            stack.callback(self.reloader.on_reload(apply))
-
-        transport = self._transport()
-        if self.fence is not None:
-            transport = self.fence(transport)
-        stack.push_async_callback(transport.close)
-        if isinstance(transport, HttpTransport):
-            follow(_endpoint_of(transport))
-        sender = self.sender = self.readiness.sender = Sender(
-            transport, config.settings.braze, self.metrics
-        )
-        follow(lambda new: sender.apply(new.settings.braze))
-
-        def hold(_: bool) -> None:  # while the state directory or delta's store takes no write
-            delta = self.delta
-            sender.hold(not self.state_writes.writable or (delta is not None and delta.held))
-
-        stack.callback(self.state_writes.on_change(hold))
-        mapping_process = None
-        if config.settings.performance.mapping_process:
-            mapping_process = self.mapping_process = MappingProcess(secret_env_names(config))
-            stack.push_async_callback(mapping_process.stop)
-        delta = self.delta = open_delta(config, self.metrics, self.state_writes.retry_s)
-        if delta is not None:
-            stack.push_async_callback(delta.close)
-            stack.callback(delta.writes.on_change(hold))
-            self.readiness.delta_writes = delta.writes
-            follow(delta.apply)  # another Braze workspace: a fresh store
-        sending = Sending(
-            config, journal, sender, self.metrics, chunk_opener(mapping_process),
-            self.state_writes, delta,
+        """This lead's components (lead.py), each closed by `stack`."""
+        shared = Shared(
+            self.reloader, self.metrics, self.state_writes, self.rpi_calls, self.export_of,
+            self.fence,
         )  # fmt: skip
-        queue = self.queue = self.readiness.queue = FileQueue(sending, self.export_of)
-        follow(queue.apply)
-        for record in journal.queued():
-            queue.put(record)  # interrupted sends resume first, in their order
-        listener = JournalListener(config, journal, queue, self.rpi_calls, self.export_of)
-        follow(listener.apply)
-        watcher = self.watcher = self.readiness.watcher = Watcher(
-            config.base_output_directory, config.settings.watch, set(config.channels), listener,
-            self.metrics,
-        )  # fmt: skip
-        follow(lambda new: watcher.apply(new.settings.watch, set(new.channels)))
-        stack.callback(self.rpi_calls.on_accepted(watcher.reconsider))
+        lead = open_lead(stack, journal, shared)
+        self.sender = self.readiness.sender = lead.sender
+        self.queue = self.readiness.queue = lead.queue
+        self.watcher = self.readiness.watcher = lead.watcher
+        self.mapping_process, self.delta = lead.mapping_process, lead.delta
+        if lead.delta is not None:
+            self.readiness.delta_writes = lead.delta.writes
 
     # --- running ---------------------------------------------------------------------------
 
@@ -348,14 +301,6 @@ class Daemon:
     def _probe(self, journal: Journal) -> None:
         probe_writable(self.config.state_directory)
         journal.note_writable()
-
-
-def _endpoint_of(transport: HttpTransport) -> Callable[[LoadedConfig], None]:
-    def apply(config: LoadedConfig) -> None:
-        if config.api_key is not None:  # a rotated key, a corrected URL
-            transport.set_endpoint(config.settings.braze.api_url, config.api_key)
-
-    return apply
 
 
 async def serve(config: LoadedConfig, load_again: Callable[[], LoadedConfig]) -> int:
