@@ -16,8 +16,9 @@ FORBIDDEN = {
 # The modules the design names pure (style.md, issue 15): whatever their docstrings say.
 MUST_BE_PURE = {
     "mapping", "plan", "fileplan", "identifiers", "mapper", "rowcode", "columnar", "columnforms", "parsers",
-    "transforms", "phones", "codec", "batching", "ratelimit", "delta", "fileorder",
-    "progress", "recordcount", "fileidentity",
+    "transforms", "phones", "codec", "batching", "ratelimit", "concurrency", "lease", "filestates",
+    "fileorder", "progress", "recordcount", "ratehistory", "hook", "redact", "watchrules",
+    "statusdoc", "delta", "deltabody", "deltaflight", "fileidentity",
 }  # fmt: skip
 
 
