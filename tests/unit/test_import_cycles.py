@@ -18,6 +18,14 @@ def sibling_imports(source: str) -> set[str]:
             found.update([node.module] if node.module else [a.name for a in node.names])
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rpi_braze_sync."):
             found.add(node.module.split(".")[1])  # type: ignore[union-attr]
+        elif isinstance(node, ast.ImportFrom) and node.module == "rpi_braze_sync":
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(
+                alias.name.split(".")[1]
+                for alias in node.names
+                if alias.name.startswith("rpi_braze_sync.")
+            )
     return found
 
 
@@ -71,7 +79,10 @@ def test_the_finder_sees_a_cycle_through_annotations_and_functions(tmp_path: Pat
     )
     (tmp_path / "c.py").write_text("def f():\n    from . import a\n")
     (tmp_path / "d.py").write_text("from .a import x\nimport os\n")
-    assert cycles(import_graph(tmp_path)) == [["a", "b", "c"]]
+    # Imports by the package's absolute name count too.
+    (tmp_path / "e.py").write_text("import rpi_braze_sync.f\n")
+    (tmp_path / "f.py").write_text("def f():\n    from rpi_braze_sync import e\n")
+    assert cycles(import_graph(tmp_path)) == [["a", "b", "c"], ["e", "f"]]
 
 
 def test_the_package_has_no_import_cycle() -> None:

@@ -32,18 +32,27 @@ def imports(module: str) -> tuple[set[str], set[str]]:
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             return  # imports for annotations only
         if isinstance(node, ast.Import):
-            foreign.update(alias.name.split(".")[0] for alias in node.names)
+            for alias in node.names:
+                top, _, rest = alias.name.partition(".")
+                if top == PACKAGE.name and rest:
+                    siblings.add(rest.split(".")[0])
+                else:
+                    foreign.add(top)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                named = [node.module] if node.module else [a.name for a in node.names]
+            top = (node.module or "").split(".")[0]
+            if node.level or top == PACKAGE.name:  # relative, or by the package's own name
+                inner = (node.module or "").removeprefix(PACKAGE.name).lstrip(".")
+                named = [inner] if inner else [a.name for a in node.names]
                 siblings.update(name.split(".")[0] for name in named)
-            elif node.module:
-                foreign.add(node.module.split(".")[0])
+            elif top:
+                foreign.add(top)
         for child in ast.iter_child_nodes(node):
             visit(child)
 
     visit(ast.parse((PACKAGE / f"{module}.py").read_text()))
-    return foreign, siblings
+    # A name of the package that is no module of its own (`from . import package_version`)
+    # comes from __init__.py.
+    return foreign, {s if (PACKAGE / f"{s}.py").exists() else "__init__" for s in siblings}
 
 
 def pure_modules() -> list[str]:
