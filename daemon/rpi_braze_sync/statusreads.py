@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from .deltastats import Follower
 from .filestates import FileState
@@ -54,25 +54,45 @@ class StatusReads(Protocol):
     def close(self) -> None: ...
 
 
+Rows = Callable[[str, tuple[object, ...]], list[Any]]
+Records = Callable[[str, tuple[object, ...]], Iterator[FileRecord]]
+
+
+def read_recent(
+    rows: Rows, records: Records, mark: str, since: float, limit: int, offset: int
+) -> tuple[list[FileRecord], int]:
+    """StatusReads.recent, on either journal: `rows` and `records` are its reads, `mark` its
+    driver's placeholder (? for sqlite3, %s for psycopg)."""
+    where = f"WHERE state <> {mark} AND updated_at >= {mark} AND {LATEST_ATTEMPT}"
+    args = (FileState.PREEXISTING, since)
+    ((total,),) = rows(f"SELECT COUNT(*) FROM files {where}", args)
+    page = records(f"{where} ORDER BY id DESC LIMIT {mark} OFFSET {mark}", (*args, limit, offset))
+    return list(page), int(total)
+
+
+def read_attention(
+    rows: Rows, records: Records, mark: str, limit: int
+) -> tuple[list[FileRecord], int]:
+    """StatusReads.attention, on either journal (as read_recent)."""
+    # The few failed or rejecting versions first (files_by_state), then no newer version
+    # of the same path (files_by_path): a few milliseconds with 10,000 files.
+    where = (
+        f"WHERE (state = {mark} OR (state = {mark} AND rows_rejected > 0)) AND NOT EXISTS"
+        " (SELECT 1 FROM files AS newer WHERE newer.rel_path = files.rel_path"
+        " AND newer.id > files.id)"
+    )
+    args = (FileState.FAILED, FileState.DONE)
+    ((total,),) = rows(f"SELECT COUNT(*) FROM files {where}", args)
+    newest = records(f"{where} ORDER BY id DESC LIMIT {mark}", (*args, limit))
+    return list(newest), int(total)
+
+
 class SqliteStatusReads(SqliteJournal):
     def recent(self, since: float, limit: int, offset: int) -> tuple[list[FileRecord], int]:
-        where = f"WHERE state != ? AND updated_at >= ? AND {LATEST_ATTEMPT}"
-        args = (FileState.PREEXISTING, since)
-        ((total,),) = self._read(f"SELECT COUNT(*) FROM files {where}", args)
-        page = self._records(f"{where} ORDER BY id DESC LIMIT ? OFFSET ?", (*args, limit, offset))
-        return list(page), int(total)
+        return read_recent(self._read, self._records, "?", since, limit, offset)
 
     def attention(self, limit: int) -> tuple[list[FileRecord], int]:
-        # The few failed or rejecting versions first (files_by_state), then no newer version
-        # of the same path (files_by_path): a few milliseconds with 10,000 files.
-        where = (
-            "WHERE (state = ? OR (state = ? AND rows_rejected > 0)) AND NOT EXISTS (SELECT 1"
-            " FROM files AS newer WHERE newer.rel_path = files.rel_path AND newer.id > files.id)"
-        )
-        args = (FileState.FAILED, FileState.DONE)
-        ((total,),) = self._read(f"SELECT COUNT(*) FROM files {where}", args)
-        newest = self._records(f"{where} ORDER BY id DESC LIMIT ?", (*args, limit))
-        return list(newest), int(total)
+        return read_attention(self._read, self._records, "?", limit)
 
 
 OpenReads = Callable[[], StatusReads | None]  # called in the reading thread; None: not yet
