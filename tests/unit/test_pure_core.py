@@ -18,7 +18,7 @@ MUST_BE_PURE = {
     "mapping", "plan", "fileplan", "identifiers", "mapper", "rowcode", "columnar", "columnforms", "parsers",
     "transforms", "phones", "codec", "batching", "ratelimit", "concurrency", "lease", "filestates",
     "fileorder", "progress", "recordcount", "ratehistory", "hook", "redact", "watchrules",
-    "statusdoc", "delta", "deltabody", "deltaflight", "fileidentity",
+    "statusdoc", "delta", "deltabody", "deltaflight", "deltarecord", "deltacolumns", "fileidentity",
 }  # fmt: skip
 
 
