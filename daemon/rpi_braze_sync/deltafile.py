@@ -43,11 +43,15 @@ class DeltaFile:
     """One file's rows through delta: `filter` each chunk before it is sent, then
     `acknowledged` or `abandoned` for each row sent."""
 
-    def __init__(self, run: DeltaRun, channel: str, mode: Mode) -> None:
+    def __init__(
+        self, run: DeltaRun, channel: str, mode: Mode, points: tuple[int, int] = (0, 0)
+    ) -> None:
         self.run = run
         self.mode: Mode = mode
-        self.points_sent = 0
-        self.points_skipped = 0
+        # The whole file's, every process's: checkpointed with its rows (points()). Sent ones
+        # are counted once acknowledged, before their rows settle: after a kill, a row counted
+        # and not checkpointed is counted again if sent again (never fewer than were sent).
+        self.points_sent, self.points_skipped = points
         self.rows_unchanged = 0  # rows not sent at all
         self._rows: dict[int, _Sent] = {}  # record index -> the row in flight
         self._sent_label = run.metrics.data_points.labels(channel, "sent")
@@ -115,6 +119,10 @@ class DeltaFile:
             return []
         self.rows_unchanged += len(unsent)
         return _leave_out(chunk, unsent)
+
+    def points(self) -> tuple[int, int]:
+        """Data points (sent, skipped) so far, for the checkpoint."""
+        return self.points_sent, self.points_skipped
 
     def summary(self) -> str:
         """For the done line."""

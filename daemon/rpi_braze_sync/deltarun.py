@@ -134,8 +134,9 @@ class DeltaRun:
         """The store takes no write: acknowledged rows wait (sending pauses meanwhile)."""
         return not self.writes.writable
 
-    def for_file(self, channel: str, mode: Mode) -> DeltaFile:
-        return DeltaFile(self, channel, mode)
+    def for_file(self, channel: str, mode: Mode, points: tuple[int, int] = (0, 0)) -> DeltaFile:
+        """`points`: the file's data points (sent, skipped) counted before a restart."""
+        return DeltaFile(self, channel, mode, points)
 
     def file_finished(self, entry: deltastats.FilePoints) -> None:
         """A file's data points, for `status` (written on the store's thread)."""

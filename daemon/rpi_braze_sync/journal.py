@@ -45,6 +45,10 @@ class FileRecord:
     retry: int  # 1: asked for by `rpi-braze-sync retry`: sent whole, whatever was sent before
     rows_total: int | None  # data records in the version being sent, counted when inspected
     settled_ahead: str | None  # JSON [[start, end], ...]: records settled beyond the checkpoint
+    # Delta's data points of this send so far (every process's: a restart continues from
+    # them), written with each checkpoint; None where delta did not send it.
+    points_sent: int | None = None
+    points_skipped: int | None = None
 
     @property
     def ahead(self) -> list[tuple[int, int]]:
@@ -168,8 +172,10 @@ class Journal(JournalReader, Protocol):
         rejected: int,
         dropped: int,
         ahead: Sequence[tuple[int, int]] = (),
+        points: tuple[int, int] | None = None,
     ) -> None:
-        """The settled prefix, the ranges settled beyond it and the counts, in one write."""
+        """The settled prefix, the ranges settled beyond it and the counts (with delta's
+        data points sent and skipped), in one write."""
         ...
 
     def finish(self, file_id: int, state: FileState, reason: str | None = None) -> None:

@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS files (
     rpi_call TEXT,
     retry INTEGER NOT NULL DEFAULT 0,
     rows_total INTEGER,
-    settled_ahead TEXT
+    settled_ahead TEXT,
+    points_sent INTEGER,
+    points_skipped INTEGER
 );
 CREATE TABLE IF NOT EXISTS rpi_calls (
     id INTEGER PRIMARY KEY,
@@ -53,6 +55,8 @@ _ADDED_COLUMNS = {  # since the first schema: name -> declaration
     "retry": "INTEGER NOT NULL DEFAULT 0",
     "rows_total": "INTEGER",
     "settled_ahead": "TEXT",
+    "points_sent": "INTEGER",
+    "points_skipped": "INTEGER",
 }
 
 

@@ -20,7 +20,8 @@ from collections.abc import Callable
 
 from .errors import JournalError, LeaseLostError
 
-Values = tuple[int, str | None, int, int, int]  # checkpoint, settled_ahead, sent, rejected, dropped
+# checkpoint, settled_ahead, sent, rejected, dropped, delta's points sent and skipped
+Values = tuple[int, str | None, int, int, int, int | None, int | None]
 Write = Callable[[int, Values], None]
 RETRY_S = 1.0
 

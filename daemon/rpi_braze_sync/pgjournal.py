@@ -191,7 +191,8 @@ class PgJournal(PgStore):
         self._update(
             file_id,
             {"checkpoint": checkpoint, "settled_ahead": _ranges_json(ahead), "rows_sent": 0,
-             "rows_rejected": 0, "fields_dropped": 0, "updated_at": time.time()},
+             "rows_rejected": 0, "fields_dropped": 0, "points_sent": None,
+             "points_skipped": None, "updated_at": time.time()},
         )  # fmt: skip
 
     def request_retry(self, record: FileRecord, size: int, mtime_ns: int) -> FileRecord:
@@ -246,6 +247,7 @@ class PgJournal(PgStore):
         rejected: int,
         dropped: int,
         ahead: Sequence[tuple[int, int]] = (),
+        points: tuple[int, int] | None = None,
     ) -> None:
         """Handed to the checkpoint writer (pgcheckpoints.py): the loop does not wait for
         the database; a failure to write comes back at a following call."""
@@ -255,16 +257,20 @@ class PgJournal(PgStore):
             side = PgJournal(self._config, "checkpoints", migrate_schema=False)
             side.epoch = self.epoch
             self._checkpoints = CheckpointWriter(side.write_checkpoint, side.close)
-        values = (checkpoint, _ranges_json(ahead), sent, rejected, dropped)
+        points_sent, points_skipped = points if points is not None else (None, None)
+        values = (
+            checkpoint, _ranges_json(ahead), sent, rejected, dropped, points_sent, points_skipped
+        )  # fmt: skip
         self._checkpoints.put(file_id, values)
 
     def write_checkpoint(self, file_id: int, values: Values) -> None:
         """One checkpoint, now (the checkpoint writer's thread, on a connection of its own)."""
-        checkpoint, ahead, sent, rejected, dropped = values
+        checkpoint, ahead, sent, rejected, dropped, points_sent, points_skipped = values
         self._update(
             file_id,
             {"checkpoint": checkpoint, "settled_ahead": ahead, "rows_sent": sent,
-             "rows_rejected": rejected, "fields_dropped": dropped, "updated_at": time.time()},
+             "rows_rejected": rejected, "fields_dropped": dropped, "points_sent": points_sent,
+             "points_skipped": points_skipped, "updated_at": time.time()},
         )  # fmt: skip
 
     def flush(self) -> None:

@@ -80,6 +80,13 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (
+        3,
+        "delta's data points of each file, written with its checkpoints",
+        """
+        ALTER TABLE files ADD COLUMN points_sent bigint, ADD COLUMN points_skipped bigint;
+        """,
+    ),
 )
 LATEST = MIGRATIONS[-1][0]
 

@@ -89,7 +89,9 @@ class FileJob:
         self._settled = asyncio.Event()
         self.delta: DeltaFile | None = None  # send only what changed (deltarun.py)
         if delta is not None and config.settings.delta_for(channel.name):
-            self.delta = delta.for_file(channel.name, channel.settings.mode)
+            so_far = (record.points_sent or 0, record.points_skipped or 0)  # before a restart
+            self.delta = delta.for_file(channel.name, channel.settings.mode, so_far)
+            self.settlement.points = self.delta.points
 
     def status_text(self) -> str:
         return self.report.status_text()
@@ -226,6 +228,8 @@ class FileJob:
             self.log.warning("new content under a path sent before: sending it from its first row")
         self.journal.restart_from(record.id, decision.start, decision.ahead)
         self.settlement.restart_from(decision.start, decision.ahead)
+        if self.delta is not None:
+            self.delta.points_sent = self.delta.points_skipped = 0
         return None
 
     async def _send_all(self, source: ChunkSource) -> str:

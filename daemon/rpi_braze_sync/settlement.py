@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from .batching import SettledRecords
@@ -44,6 +45,9 @@ class Settlement:
         self.dropped = record.fields_dropped
         self.rows_total: int | None = None  # once the file is inspected
         self.rejects: RejectsWriter | None = None  # once its header is read
+        # Delta's data points (sent, skipped) so far, checkpointed with the rows: a restart
+        # or the other daemon of a pair continues from them (deltarun.DeltaFile.points).
+        self.points: Callable[[], tuple[int, int]] | None = None
         self._drops: dict[int, list[Drop]] = {}  # by index, rows sent but not settled
         self._checkpoint_due = False
         # A journal shared by a pair (pgjournal.py) also keeps every rejected row, so that the
@@ -150,9 +154,10 @@ class Settlement:
                 self.journal.store_rejects(self.file_id, self._shared_rejects)  # type: ignore[attr-defined]
                 self._shared_rejects.clear()
             progress = self.progress
+            points = self.points() if self.points is not None else None
             self.journal.checkpoint(
                 self.file_id, progress.checkpoint, self.sent, self.rejected, self.dropped,
-                progress.ahead,
+                progress.ahead, points,
             )  # fmt: skip
         except StateWriteErrors as exc:
             self.state_writes.failed("the checkpoint (journal or rejects)", exc)

@@ -216,7 +216,8 @@ class SqliteJournal(SqliteStore):
         `ahead`: ranges beyond it that were settled and stay so."""
         self._write(
             "UPDATE files SET checkpoint = ?, settled_ahead = ?, rows_sent = 0,"
-            " rows_rejected = 0, fields_dropped = 0, updated_at = ? WHERE id = ?",
+            " rows_rejected = 0, fields_dropped = 0, points_sent = NULL, points_skipped = NULL,"
+            " updated_at = ? WHERE id = ?",
             (checkpoint, ranges_json(ahead), time.time(), file_id),
         )
 
@@ -287,14 +288,18 @@ class SqliteJournal(SqliteStore):
         rejected: int,
         dropped: int,
         ahead: Sequence[tuple[int, int]] = (),
+        points: tuple[int, int] | None = None,
     ) -> None:
         """How far a file got: the settled prefix, the settled ranges beyond it and the
         counts, in one statement (a kill leaves them consistent)."""
+        points_sent, points_skipped = points if points is not None else (None, None)
         self._write(
             "UPDATE files SET checkpoint = ?, settled_ahead = ?, rows_sent = ?,"
-            " rows_rejected = ?, fields_dropped = ?, updated_at = ? WHERE id = ?",
-            (checkpoint, ranges_json(ahead), sent, rejected, dropped, time.time(), file_id),
-        )
+            " rows_rejected = ?, fields_dropped = ?, points_sent = ?, points_skipped = ?,"
+            " updated_at = ? WHERE id = ?",
+            (checkpoint, ranges_json(ahead), sent, rejected, dropped, points_sent,
+             points_skipped, time.time(), file_id),
+        )  # fmt: skip
 
     def note(self, file_id: int, reason: str | None) -> None:
         """Why a file waits (it cannot be opened), without changing its state; None clears."""

@@ -181,6 +181,17 @@ def _points_of(choice: JournalChoice, points: PointsByFile) -> PointsByFile:
     return {} if choice.dry_run else points  # delta is off in a dry run
 
 
+def points_of(record: FileRecord, known: PointsByFile) -> FilePoints | None:
+    """A file's data points: the journal's (checkpointed with its rows: every process's, and
+    either daemon's of a pair), else files.jsonl's (written by an earlier version)."""
+    if record.points_sent is not None:
+        at = record.finished_at if record.finished_at is not None else record.updated_at
+        skipped = record.points_skipped or 0
+        return FilePoints(record.id, record.rel_path, record.channel or "", record.points_sent,
+                          skipped, at)  # fmt: skip
+    return known.get((record.id, record.rel_path))
+
+
 def build_document(
     config: LoadedConfig,
     journals: list[tuple[JournalChoice, list[FileRecord]]],
@@ -200,10 +211,7 @@ def build_document(
                 "path": choice.shown,
                 "in_use": choice.in_use,
                 "totals": totals(records),
-                "files": [
-                    file_entry(r, _points_of(choice, points).get((r.id, r.rel_path)))
-                    for r in records
-                ],
+                "files": [file_entry(r, points_of(r, _points_of(choice, points))) for r in records],
             }
             for choice, records in journals
         ],
@@ -235,7 +243,7 @@ def render_text(
             )
             if r.reason:
                 out.append(f"{'':<11} reason: {display_name(r.reason)}")
-            saved = points.get((r.id, r.rel_path))
+            saved = points_of(r, points)
             if saved is not None:
                 out.append(
                     f"{'':<11} delta: {saved.sent:,} data points sent, {saved.skipped:,} skipped"

@@ -46,9 +46,9 @@ class DaemonState(_Model):
 class DataPoints(_Model):
     data_points_sent: int | None = Field(
         None,
-        description="Braze data points sent by delta: so far for the file being sent, as"
-        " delta recorded them for a finished file (<state_directory>/delta/files.jsonl); null"
-        " where delta did not count them (off, a dry run, nothing sent, another machine)",
+        description="Braze data points sent by delta for the whole file (so far while it is"
+        " sent), checkpointed in the journal with its rows (every process's, either daemon's"
+        " of a pair); null where delta did not count them (off, a dry run, nothing sent)",
     )
     data_points_skipped: int | None = Field(
         None, description="data points left out as unchanged (delta); null where not counted"

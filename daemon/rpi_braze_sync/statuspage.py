@@ -153,9 +153,10 @@ def recent_page(
 ) -> RecentPage:
     files = []
     for r in view.recent:
-        # A finished file's from delta's record of it; the file being sent's, so far.
-        points = active.points if active is not None and active.record.id == r.id else None
-        points = view.points.get(r.id, points)
+        # The file being sent's, so far (live); the others' as checkpointed or recorded.
+        points = view.points.get(r.id)
+        if active is not None and active.record.id == r.id and active.points is not None:
+            points = active.points
         files.append(
             RecentFile(
                 **where(r, setup),

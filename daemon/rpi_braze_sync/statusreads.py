@@ -138,11 +138,12 @@ class JournalReader:
         reads, now = self._reads, time.time()
         recent, total = reads.recent(now - RECENT_S, PAGE_SIZE, (page - 1) * PAGE_SIZE)
         known = self._points.points(now) if self._points is not None else {}
-        points = {
-            r.id: (entry.sent, entry.skipped)
-            for r in recent
-            if (entry := known.get((r.id, r.rel_path))) is not None
-        }
+        points: dict[int, tuple[int, int]] = {}
+        for r in recent:  # the journal's (every process's, either daemon's), else files.jsonl's
+            if r.points_sent is not None:
+                points[r.id] = (r.points_sent, r.points_skipped or 0)
+            elif (entry := known.get((r.id, r.rel_path))) is not None:
+                points[r.id] = (entry.sent, entry.skipped)
         attention, attention_total = reads.attention(ATTENTION_SHOWN)
         return JournalView(
             queued=reads.queued(),

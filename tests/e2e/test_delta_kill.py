@@ -8,7 +8,8 @@ import signal
 from typing import Any
 
 from tests.e2e.conftest import UPSERT, DaemonProcess, wait_until
-from tests.e2e.test_durability import slow_daemon, state_of
+from tests.e2e.test_durability import records, slow_daemon, state_of
+from tests.e2e.test_hostile_share import status_json
 from tests.fakebraze import FakeBraze, apply_object
 
 ROWS = 1500
@@ -84,3 +85,56 @@ async def test_kill_9_mid_file_never_skips_a_value_braze_lacks(
     assert set(held) == set(expected)
     wrong = {u: (held[u], expected[u]) for u in expected if held[u] != expected[u]}
     assert not wrong, list(wrong.items())[:5]
+
+
+def count_points(obj: dict[str, Any]) -> int:
+    """Braze's data points of one object: one per attribute, per nested key, per array value
+    added or removed (the identifier and the _flags are free)."""
+    points = 0
+    for name, value in obj.items():
+        if name == "external_id" or name.startswith("_"):
+            continue
+        if isinstance(value, dict) and value and set(value) <= {"add", "remove"}:
+            points += sum(len(values) for values in value.values())
+        elif isinstance(value, dict):
+            points += len(value)
+        else:
+            points += 1
+    return points
+
+
+def points(objects: list[dict[str, Any]]) -> int:
+    return sum(map(count_points, objects))
+
+
+async def test_kill_9_mid_file_status_counts_both_processes_data_points(
+    daemon: DaemonProcess, fake_braze: FakeBraze
+) -> None:
+    """The file's data points are checkpointed with its rows: the restarted daemon continues
+    from them, and status shows the whole file's, not only the last process's."""
+    slow_daemon(daemon, fake_braze)
+    daemon.settings["delta"] = {"enabled": True}
+    await daemon.start()
+    daemon.export_path(UPSERT, "O", "1", "v1.txt").write_text(text(content(1)))
+    await wait_until(lambda: len(fake_braze.objects()) >= 500, timeout_s=30, what="500 rows")
+    assert await daemon.stop(signal.SIGKILL) == -signal.SIGKILL
+    first = fake_braze.objects()
+    per_row = count_points(first[0])  # nothing remembered: every row whole
+    assert all(count_points(o) == per_row for o in first)
+    killed = records(daemon)["v1.txt"]
+    settled = killed.checkpoint + sum(end - start for start, end in killed.ahead)
+    assert settled > 0
+    assert killed.points_sent is not None
+    assert killed.points_sent >= per_row * settled  # counted before their rows settled
+    await daemon.start()
+    await wait_until(lambda: state_of(daemon, "v1.txt") == "done", timeout_s=60, what="v1 done")
+    assert await daemon.stop() == 0
+    sent_after = points(fake_braze.objects()[len(first) :])
+    shown = status_json(daemon)["v1.txt"]
+    sent, skipped = shown["data_points_sent"], shown["data_points_skipped"]
+    assert isinstance(sent, int)
+    assert isinstance(skipped, int)
+    # The rows settled before the kill were counted by the first process, the rest by the
+    # second (sent, or skipped where the first had remembered them before its checkpoint).
+    assert sent >= per_row * settled + sent_after
+    assert sent + skipped >= per_row * ROWS

@@ -73,7 +73,7 @@ def test_a_file_from_seen_to_done_with_a_name_that_is_not_utf8(tmp_path: Path, p
         '{"call": 1}',
     )
     journal.start(file_id, "abc", 20, 2, 5)
-    journal.checkpoint(file_id, 3, 2, 1, 0, [(4, 5)])  # written by a thread of its own
+    journal.checkpoint(file_id, 3, 2, 1, 0, [(4, 5)], (9, 4))  # written by a thread of its own
     journal.flush()
     got = journal.get(file_id)
     assert (got.state, got.checkpoint, got.rows_sent, got.ahead) == (
@@ -82,6 +82,7 @@ def test_a_file_from_seen_to_done_with_a_name_that_is_not_utf8(tmp_path: Path, p
         2,
         [(4, 5)],
     )
+    assert (got.points_sent, got.points_skipped) == (9, 4)  # delta's, for the other daemon
     assert journal.queued() == [got]
     journal.finish(file_id, FileState.DONE)
     assert journal.latest_by_path()[WEIRD].state == FileState.DONE

@@ -111,6 +111,12 @@ def test_lifecycle_round_trip(journal: SqliteJournal) -> None:
         progressed.fields_dropped,
     ) == (40, 37, 2, 5)
     assert progressed.state == FileState.SENDING
+    assert (progressed.points_sent, progressed.points_skipped) == (None, None)  # delta off
+    journal.checkpoint(record.id, 40, 37, 2, 5, (), (148, 12))  # delta's data points
+    assert (journal.get(record.id).points_sent, journal.get(record.id).points_skipped) == (148, 12)
+    journal.restart_from(record.id, 0)  # another version: its counts start again
+    assert journal.get(record.id).points_sent is None
+    journal.checkpoint(record.id, 40, 37, 2, 5, (), (148, 12))
 
     journal.finish(record.id, FileState.DONE)
     done = journal.get(record.id)
