@@ -23,6 +23,7 @@ from .deltarecord import (
     PLAIN,
     STATIC_AT,
     WHOLE_AT,
+    RecordHeader,
     array_fps,
     fresh,
     header,
@@ -144,7 +145,13 @@ def _everything(row: bytes, merge: Merge | None) -> Decision:
 
 
 def compare_row(
-    row: bytes, record: bytes | None, now_s: int, max_age_s: int, mode: Mode, busy: bool = False
+    row: bytes,
+    record: bytes | None,
+    now_s: int,
+    max_age_s: int,
+    mode: Mode,
+    busy: bool = False,
+    found: RecordHeader | None = None,
 ) -> Decision:
     """Which of the row's values Braze already holds from us, given the user's record.
 
@@ -153,9 +160,10 @@ def compare_row(
     remembered only over a fresh record: a record exists only for users an acknowledged
     upsert created, and Braze silently ignores update-only rows for users it lacks. Array
     values removed are always sent (never compared): once acknowledged they are no longer
-    remembered as added.
+    remembered as added. `found`: the record's header, when the caller read it already.
     """
-    found = header(record)
+    if found is None:
+        found = header(record)
     if found is None or now_s - found[2] > max_age_s:
         return _everything(row, Merge.REBUILD if mode == "upsert" else None)
     if row[1] & COLLIDES:
@@ -166,10 +174,10 @@ def compare_row(
     n, m, _, points = COUNTS.unpack_from(row, COUNTS_AT)
     held_n, held_m = found[3], found[4]
     if found[7] == row[WHOLE_AT:STATIC_AT]:  # the usual row, unchanged (held_whole, sooner)
-        return Decision(Send.NOTHING, tuple(range(n)), tuple(range(m)), 0, n + m, None)
+        return Decision(Send.NOTHING, _numbers(n), _numbers(m), 0, n + m, None)
     skipped: tuple[int, ...]
     if found[8] == row[STATIC_AT:HEADER_BYTES]:  # its fields unchanged: only array values new
-        skipped = tuple(range(n))
+        skipped = _numbers(n)
     else:
         skipped = _held_fields(row, n, record, held_n)
     skipped_adds: tuple[int, ...] = ()
@@ -178,7 +186,7 @@ def compare_row(
         row_adds = row[at : at + 8 * m]
         held_adds = record[HEADER_BYTES + 12 * held_n :]
         if m <= held_m and held_adds.endswith(row_adds):  # the usual row: its adds last
-            skipped_adds = tuple(range(m))
+            skipped_adds = _numbers(m)
         else:
             skipped_adds = tuple(
                 i for i in range(m) if held(held_adds, row_adds[8 * i : 8 * i + 8])
@@ -190,6 +198,14 @@ def compare_row(
     send = Send.SOME if points_skipped else Send.ALL
     remember = Remember(Merge.INTO_LATEST, row)
     return Decision(send, skipped, skipped_adds, points_sent, points_skipped, remember)
+
+
+_NUMBERS = [tuple(range(n)) for n in range(64)]
+
+
+def _numbers(n: int) -> tuple[int, ...]:
+    """tuple(range(n)), made once for the usual sizes."""
+    return _NUMBERS[n] if n < 64 else tuple(range(n))
 
 
 def _held_fields(row: bytes, n: int, record: bytes, held_n: int) -> tuple[int, ...]:

@@ -176,3 +176,32 @@ def rebuild(
                 out[name] = value
             field += 1
     return _dumps(out)
+
+
+def arrays_only(obj: dict[str, Any], skipped_adds: Collection[int]) -> bytes:
+    """rebuild with every field skipped (a row whose fields Braze holds: delta's `static`
+    matched): its identifier, the array values not skipped and the control keys."""
+    skip_adds = skipped_adds if isinstance(skipped_adds, (set, frozenset)) else set(skipped_adds)
+    out: dict[str, Any] = {}
+    items = iter(obj.items())
+    first = next(items, None)
+    if first is not None:
+        out[first[0]] = first[1]
+    add = 0
+    for name, value in items:
+        if type(value) is dict:
+            if is_array_ops(value):
+                ops: dict[str, list[Any]] = {}
+                added = value.get("add")
+                if added:
+                    kept_adds = [v for i, v in enumerate(added, add) if i not in skip_adds]
+                    add += len(added)
+                    if kept_adds:
+                        ops["add"] = kept_adds
+                if value.get("remove"):
+                    ops["remove"] = value["remove"]
+                if ops:
+                    out[name] = ops
+        elif name in CONTROL_KEYS:
+            out[name] = value
+    return _dumps(out)

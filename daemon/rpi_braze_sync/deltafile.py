@@ -23,10 +23,21 @@ import orjson
 from . import deltastats
 from .batching import Item
 from .chunks import ChunkData
-from .delta import Merge, Mode, Remember, Send, build_record, compare_row, held_whole
-from .deltabody import rebuild
+from .delta import Merge, Mode, Remember, Send, build_record, compare_row
+from .deltabody import arrays_only, rebuild
 from .deltacolumns import summaries
-from .deltarecord import COLLIDES, PLAIN, POINTS_AT, TAIL_AT, fresh, timed_prefix, user_key
+from .deltarecord import (
+    COLLIDES,
+    COUNTS_AT,
+    PLAIN,
+    POINTS_AT,
+    STATIC_AT,
+    TAIL_AT,
+    WHOLE_AT,
+    header,
+    timed_prefix,
+    user_key,
+)
 from .progress import plural
 
 if TYPE_CHECKING:
@@ -84,7 +95,8 @@ class DeltaFile:
             for pos, key in enumerate(keys):
                 record, busy = base(token, key, records[pos])
                 row = rows_[pos]
-                if record is None or not fresh(record, now, max_age):
+                found = header(record)
+                if found is None or now - found[2] > max_age:  # nothing known, or too old
                     rows[indexes[pos]] = (key, first, None, row, ALL_POINTS)
                     sending(key)
                     continue
@@ -92,21 +104,23 @@ class DeltaFile:
                 if busy:  # its earlier row's outcome is unknown: sent whole
                     state = (key, Merge.INTO_LATEST, record, row, ALL_POINTS)
                 else:
-                    held = held_whole(row, record, now, max_age)
-                    if held is not None:  # the usual row: unchanged since acknowledged
+                    if found[7] == row[WHOLE_AT:STATIC_AT] and not row[1] & COLLIDES:
+                        # the usual row: unchanged since acknowledged (delta.held_whole)
                         unsent.append(pos)
-                        skipped_points += held
+                        skipped_points += row[6] + row[8] + (row[7] + row[9] << 8)  # n + m
                         continue
-                    decision = compare_row(row, record, now, max_age, mode)
+                    decision = compare_row(row, record, now, max_age, mode, found=found)
                     skipped_points += decision.points_skipped
                     if decision.send is Send.NOTHING:
                         unsent.append(pos)
                         continue
                     if decision.send is Send.SOME:
                         obj = orjson.loads(chunk.bodies[pos])
-                        chunk.bodies[pos] = rebuild(
-                            obj, decision.skipped_fields, decision.skipped_adds
-                        )
+                        skipped = decision.skipped_fields
+                        if len(skipped) == row[COUNTS_AT] | row[COUNTS_AT + 1] << 8:
+                            chunk.bodies[pos] = arrays_only(obj, decision.skipped_adds)
+                        else:
+                            chunk.bodies[pos] = rebuild(obj, skipped, decision.skipped_adds)
                     merge = decision.remember.merge if decision.remember is not None else None
                     state = (key, merge, record, row, decision.points_sent)
                 rows[indexes[pos]] = state

@@ -149,11 +149,15 @@ def timed_prefix(now_s: int) -> bytes:
     return bytes((RECORD_VERSION, 0)) + _TIME.pack(now_s)
 
 
-def header(record: bytes | None) -> tuple[int, int, int, int, int, int, int, bytes, bytes] | None:
+# version, flags, refreshed_at, fields, adds, removes, points, whole, static
+RecordHeader = tuple[int, int, int, int, int, int, int, bytes, bytes]
+
+
+def header(record: bytes | None) -> RecordHeader | None:
     """A record's header, if this version can read the record (never a summary's)."""
     if record is None or len(record) < HEADER_BYTES or record[0] != RECORD_VERSION:
         return None
-    fields: tuple[int, int, int, int, int, int, int, bytes, bytes] = HEADER.unpack_from(record)
+    fields: RecordHeader = HEADER.unpack_from(record)
     _, flags, _, n, m, r, _, _, _ = fields
     if flags or r or len(record) != HEADER_BYTES + 12 * n + 8 * m:
         return None

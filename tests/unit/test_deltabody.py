@@ -19,7 +19,7 @@ from rpi_braze_sync.delta import (
     parse_record,
     summary_of,
 )
-from rpi_braze_sync.deltabody import parse, rebuild, summary, whole_fp
+from rpi_braze_sync.deltabody import arrays_only, parse, rebuild, summary, whole_fp
 
 T0 = 1_800_000_000
 MAX_AGE = 30 * 86400
@@ -233,3 +233,20 @@ def test_a_row_whose_paths_collide_is_never_remembered() -> None:
     assert deltarecord.points_of(row) == 2
     assert build_record(Remember(Merge.REBUILD, row), None, T0) is None
     assert compare_row(row, None, T0, MAX_AGE, "upsert").remember is None
+
+
+def test_arrays_only_is_rebuild_with_every_field_skipped() -> None:
+    data = body(
+        first_name="Ann",
+        rpi_cdp_attributes={"income": 5},
+        rpi_offers={"add": ["Spring", "Summer"], "remove": ["Winter"]},
+        rpi_channel_exec_ids={"add": ["5502"]},
+        dob={"$time": "1980-01-02"},
+        _merge_objects=True,
+    )
+    parsed = parse(data)
+    every_field = range(len(parsed.paths))
+    for skipped_adds in ([], [0], [0, 1, 2]):
+        assert arrays_only(parsed.obj, skipped_adds) == rebuild(
+            parsed.obj, every_field, skipped_adds
+        )

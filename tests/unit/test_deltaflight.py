@@ -125,3 +125,26 @@ def test_what_is_held_stays_bounded() -> None:
     assert flight.base(token, KEY, b"old") == (b"r", False)
     flight.lookup_done(token)
     assert len(flight) == 0
+
+
+def test_a_chunk_is_quiet_only_without_repeats_rows_in_flight_or_writes_since() -> None:
+    """The first run's bulk path (deltafile): quiet() must say no whenever base() row by row
+    would give another record than the looked-up one, or a busy user."""
+    a, b, c = user_key("a"), user_key("b"), user_key("c")
+    flight = InFlight()
+    token = flight.lookup_started()
+    assert flight.quiet(token, [a, b])
+    assert not flight.quiet(token, [a, b, a])  # a repeat: its second row is busy
+    flight.sending_all([a, b])
+    flight.lookup_done(token)
+    token = flight.lookup_started()
+    assert not flight.quiet(token, [c, a])  # a has a row in flight
+    flight.answered_all([(a, b"record-a"), (b, None)])
+    assert flight.quiet(token, [c])
+    assert not flight.quiet(token, [c, a])  # a's record was written after this lookup began
+    assert flight.base(token, a, None) == (b"record-a", False)
+    flight.lookup_done(token)
+    later = flight.lookup_started()
+    assert flight.quiet(later, [a, b, c])  # written before this lookup: the store has it
+    flight.lookup_done(later)
+    assert len(flight) == 0
