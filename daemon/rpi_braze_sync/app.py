@@ -75,6 +75,7 @@ class Daemon:
         self.queue: FileQueue | None = None
         self.mapping_process: MappingProcess | None = None
         self.delta: DeltaRun | None = None
+        self._delta_open = asyncio.Event()  # set once this lead's store is open
 
     @property
     def config(self) -> LoadedConfig:
@@ -133,15 +134,25 @@ class Daemon:
         """This lead's components (lead.py), each closed by `stack`."""
         shared = Shared(
             self.reloader, self.metrics, self.state_writes, self.rpi_calls, self.export_of,
-            self.fence,
+            self.fence, self._delta_opened,
         )  # fmt: skip
+        self._delta_open = asyncio.Event()
         lead = open_lead(stack, journal, shared)
         self.sender = self.readiness.sender = lead.sender
         self.queue = self.readiness.queue = lead.queue
         self.watcher = self.readiness.watcher = lead.watcher
-        self.mapping_process, self.delta = lead.mapping_process, lead.delta
-        if lead.delta is not None:
-            self.readiness.delta_writes = lead.delta.writes
+        self.mapping_process = lead.mapping_process
+
+    def _delta_opened(self, delta: DeltaRun) -> None:
+        """Delta's store opened (at the start of a lead, or by a reload turning delta on)."""
+        self.delta = delta
+        self.readiness.delta_writes = delta.writes
+        self._delta_open.set()
+
+    async def _delta_retention(self) -> None:
+        await self._delta_open.wait()
+        assert self.delta is not None
+        await self.delta.sweep_forever()
 
     # --- running ---------------------------------------------------------------------------
 
@@ -186,8 +197,9 @@ class Daemon:
                 async with asyncio.TaskGroup() as group:
                     await self._run(group, lost)
         finally:
-            self.sender = self.queue = self.watcher = None
+            self.sender = self.queue = self.watcher = self.delta = None
             self.readiness.sender = self.readiness.queue = self.readiness.watcher = None
+            self.readiness.delta_writes = None
         return self._lead_over.is_set()
 
     def role(self) -> str | None:
@@ -242,8 +254,7 @@ class Daemon:
                 "state-probe",
             ),
         ]
-        if self.delta is not None:
-            helpers.append(self._start(group, self.delta.sweep_forever(), "delta-retention"))
+        helpers.append(self._start(group, self._delta_retention(), "delta-retention"))
         self.notifier.ready(f"watching {self.config.base_output_directory}")
         ends = [self._stop, self._lead_over] + ([lost] if lost is not None else [])
         waits = [asyncio.create_task(end.wait()) for end in ends]

@@ -8,14 +8,16 @@ pair's daemon leads again with new ones after a lost lease). app.Daemon runs the
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .announce import secret_env_names
 from .braze import HttpTransport, OutboxTransport, Transport
 from .config import LoadedConfig
 from .delivery import Sender
-from .deltarun import DeltaRun, open_delta
+from .deltarun import DeltaRun, open_delta, uses_delta
+from .deltastore import DeltaStoreError
 from .filequeue import FileQueue
 from .journal import Journal
 from .listener import JournalListener
@@ -28,6 +30,8 @@ from .statewrites import StateWrites
 from .watch import Watcher
 from .watchrules import ExportPath
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Lead:
@@ -35,7 +39,6 @@ class Lead:
     queue: FileQueue
     watcher: Watcher
     mapping_process: MappingProcess | None
-    delta: DeltaRun | None
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class Shared:
     export_of: Callable[[str], ExportPath | None]
     # pair.py's: a transport that sends only while this daemon holds the lease.
     fence: Callable[[Transport], Transport] | None
+    # Delta's store is open (at the start, or by a reload that turned delta on).
+    on_delta: Callable[[DeltaRun], None] = lambda _: None
 
 
 def open_transport(config: LoadedConfig, state_writes: StateWrites) -> Transport:
@@ -86,16 +91,42 @@ def open_lead(stack: contextlib.AsyncExitStack, journal: Journal, shared: Shared
     if config.settings.performance.mapping_process:
         mapping_process = MappingProcess(secret_env_names(config))
         stack.push_async_callback(mapping_process.stop)
+
+    def use(opened: DeltaRun) -> None:
+        stack.push_async_callback(opened.close)
+        stack.callback(opened.writes.on_change(hold))
+        follow(opened.apply)  # another Braze workspace: a fresh store
+        shared.on_delta(opened)
+
     delta = open_delta(config, metrics, state_writes.retry_s)
     if delta is not None:
-        stack.push_async_callback(delta.close)
-        stack.callback(delta.writes.on_change(hold))
-        follow(delta.apply)  # another Braze workspace: a fresh store
+        use(delta)
     sending = Sending(
         config, journal, sender, metrics, chunk_opener(mapping_process), state_writes, delta
     )
     queue = FileQueue(sending, shared.export_of)
     follow(queue.apply)
+
+    def open_on_reload(new: LoadedConfig) -> None:
+        """A reload turned delta on (delta.enabled, or a channel's `delta: true`): the store
+        opens now, for the files that start from now on (the file being sent finishes
+        without it). Turned off, jobs stop using it (FileJob asks the config it starts with);
+        it stays open, for a reload that turns it on again."""
+        nonlocal delta
+        if delta is not None or not uses_delta(new):
+            return
+        try:
+            delta = open_delta(new, metrics, state_writes.retry_s)
+        except DeltaStoreError as exc:
+            log.error("delta: turned on by the reload, but %s: files are sent whole", exc)
+            return
+        if delta is None:
+            return
+        use(delta)
+        queue.sending = replace(queue.sending, delta=delta)
+        log.info("delta: turned on by the reload: files that start from now on send what changed")
+
+    follow(open_on_reload)
     for record in journal.queued():
         queue.put(record)  # interrupted sends resume first, in their order
     listener = JournalListener(config, journal, queue, shared.rpi_calls, shared.export_of)
@@ -106,7 +137,7 @@ def open_lead(stack: contextlib.AsyncExitStack, journal: Journal, shared: Shared
     )  # fmt: skip
     follow(lambda new: watcher.apply(new.settings.watch, set(new.channels)))
     stack.callback(shared.rpi_calls.on_accepted(watcher.reconsider))
-    return Lead(sender, queue, watcher, mapping_process, delta)
+    return Lead(sender, queue, watcher, mapping_process)
 
 
 def _endpoint_of(transport: HttpTransport) -> Callable[[LoadedConfig], None]:

@@ -4,6 +4,7 @@ append rows are remembered only for users an acknowledged upsert created."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -142,3 +143,39 @@ async def test_another_braze_workspace_by_reload_starts_with_nothing_remembered(
     await wait_until(daemon.finished(1), what="the rows again")
     assert len(fake_braze.objects()) == 6
     assert await daemon.stop() == 0
+
+
+async def test_a_reload_turns_delta_on_for_the_next_files_and_off_again(
+    tmp_path: Path, fake_braze: FakeBraze, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    daemon = InProcess(tmp_path, fake_braze)  # delta off at the start: no store opened
+    await daemon.start()
+    try:
+        assert daemon.daemon is not None
+        daemon.drop("run1.txt", rows(5))
+        await wait_until(daemon.finished(1), what="the first file, delta off")
+        assert not (daemon.state / "delta").exists()
+        daemon.changes["channels"] = {UPSERT: {"delta": True}}  # one channel's own switch
+        write_config(daemon.config_path, daemon.changes)
+        assert daemon.daemon.reload()
+        assert "delta: turned on by the reload" in caplog.text
+        assert daemon.daemon.delta is not None
+        assert daemon.daemon.readiness.delta_writes is daemon.daemon.delta.writes
+        daemon.drop("run2.txt", rows(5))
+        await wait_until(daemon.finished(2), what="the rows again, delta on: remembered")
+        assert len(fake_braze.objects()) == 10  # nothing remembered yet: sent
+        assert points(daemon.metrics, "sent") == 20
+        daemon.drop("run3.txt", rows(5))
+        await wait_until(daemon.finished(3), what="the rows a third time")
+        assert len(fake_braze.objects()) == 10  # unchanged: nothing sent
+        assert points(daemon.metrics, "skipped") == 20
+        daemon.changes["channels"] = {UPSERT: {"delta": False}}
+        write_config(daemon.config_path, daemon.changes)
+        assert daemon.daemon.reload()
+        daemon.drop("run4.txt", rows(5))
+        await wait_until(daemon.finished(4), what="the rows once delta is off again")
+        assert len(fake_braze.objects()) == 15  # sent whole, delta no longer used
+        assert points(daemon.metrics, "skipped") == 20
+    finally:
+        assert await daemon.stop() == 0
