@@ -108,6 +108,8 @@ class DeltaRun:
         self._retry_due: asyncio.TimerHandle | None = None
         self._syncing = False
         self._forgot_at = 0.0  # the last 'forgotten instead' log line (one a minute)
+        # Monotonic time of a failed change of workspace (values of the other one may stay).
+        self._stale_since: float | None = None
 
     def apply(self, config: LoadedConfig) -> None:
         """A reload: another Braze workspace (api_url or key) starts with nothing remembered;
@@ -121,13 +123,32 @@ class DeltaRun:
             "delta: the Braze workspace (api_url or API key) changed: forgetting every"
             " remembered value; everything is sent again"
         )
-        future = self._thread.submit(self.store.change_workspace, workspace)
-        future.add_done_callback(self._workspace_changed)
+        self._thread.submit(self._change_workspace, workspace)
 
-    @staticmethod
-    def _workspace_changed(future: Future[None]) -> None:
-        if future.exception() is not None:  # the next start empties it (the marker)
-            log.error("delta: cannot forget the other workspace's values: %s", future.exception())
+    def _change_workspace(self, workspace: str) -> None:
+        """(The store's thread.) Until the other workspace's values are forgotten, none is
+        trusted: every lookup finds nothing (sent whole), and forgetting is tried again once
+        a minute; a restart before then empties the store (its marker names the other)."""
+        try:
+            self.store.change_workspace(workspace)
+        except DeltaStoreError as exc:
+            if self._stale_since is None:
+                log.error("delta: cannot forget the other workspace's values (%s): every row"
+                          " is sent whole until they are", exc)  # fmt: skip
+            self._stale_since = time.monotonic()
+            return
+        if self._stale_since is not None:
+            log.info("delta: the other workspace's values are forgotten")
+        self._stale_since = None
+
+    def _lookup(self, keys: list[bytes]) -> list[bytes | None]:
+        """(The store's thread.)"""
+        stale_since = self._stale_since
+        if stale_since is not None and time.monotonic() - stale_since > 60:
+            self._change_workspace(self.workspace)
+        if self._stale_since is not None:
+            return [None] * len(keys)
+        return self.store.lookup(keys)
 
     @property
     def held(self) -> bool:
@@ -151,7 +172,7 @@ class DeltaRun:
     async def lookup(self, keys: list[bytes]) -> list[bytes | None]:
         try:
             return await asyncio.get_running_loop().run_in_executor(
-                self._thread, self.store.lookup, keys
+                self._thread, self._lookup, keys
             )
         except DeltaStoreError as exc:  # nothing known: everything is sent
             log.error("delta: %s: the rows are sent whole", exc)

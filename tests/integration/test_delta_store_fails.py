@@ -14,7 +14,7 @@ import rocksdict as rocks
 
 from rpi_braze_sync import deltarun
 from rpi_braze_sync.deltastore import DeltaStore, DeltaStoreError
-from tests.e2e.conftest import wait_until
+from tests.e2e.conftest import wait_until, write_config
 from tests.fakebraze import FakeBraze
 from tests.integration.test_delta_pipeline import rows
 from tests.integration.test_pipeline import InProcess
@@ -29,6 +29,12 @@ class FailingStore(DeltaStore):
     remembering_fails: ClassVar[bool] = False
     all_fails: ClassVar[bool] = False
     sync_fails: ClassVar[bool] = False
+    forgetting_all_fails: ClassVar[bool] = False
+
+    def forget_all(self) -> None:
+        if FailingStore.forgetting_all_fails:
+            raise DeltaStoreError("forget_all: IO error: No space left on device")
+        super().forget_all()
 
     def remember(self, records: Iterable[tuple[bytes, bytes]]) -> None:
         if FailingStore.remembering_fails:
@@ -54,10 +60,12 @@ async def daemon(
     monkeypatch.setattr(FailingStore, "remembering_fails", False)
     monkeypatch.setattr(FailingStore, "all_fails", False)
     monkeypatch.setattr(FailingStore, "sync_fails", False)
+    monkeypatch.setattr(FailingStore, "forgetting_all_fails", False)
     process = InProcess(tmp_path, fake_braze)
     process.changes["delta"] = {"enabled": True}
     yield process
     FailingStore.remembering_fails = FailingStore.all_fails = FailingStore.sync_fails = False
+    FailingStore.forgetting_all_fails = False
     if process.task is not None and not process.task.done():
         await process.stop()
 
@@ -129,4 +137,23 @@ async def test_a_store_that_takes_no_write_holds_the_file_and_says_why(
     again = fake_braze.objects()[sent_before:]
     assert sorted(o["external_id"] for o in again) == [f"u{i}" for i in sorted(CHANGED)]
     assert first_names(fake_braze) == {f"u{i}": f"Ann{i}" for i in range(10)}
+    assert await daemon.stop() == 0
+
+
+async def test_another_workspace_whose_old_values_cannot_be_forgotten_trusts_none(
+    daemon: InProcess, fake_braze: FakeBraze
+) -> None:
+    await daemon.start()
+    assert daemon.daemon is not None
+    daemon.drop("v1.txt", rows(5))
+    await wait_until(daemon.finished(1), what="v1")
+    FailingStore.forgetting_all_fails = True
+    # the same fake under another name: another workspace as far as the daemon can tell
+    daemon.changes["braze"]["api_url"] = fake_braze.url.replace("127.0.0.1", "localhost")
+    write_config(daemon.config_path, daemon.changes)
+    assert daemon.daemon.reload()
+    daemon.drop("v2.txt", rows(5))
+    await wait_until(daemon.finished(2), what="the same rows, for the other workspace")
+    # the first workspace's values are still in the store: none may skip a row here
+    assert len(fake_braze.objects()) == 10
     assert await daemon.stop() == 0
