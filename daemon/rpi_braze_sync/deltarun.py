@@ -278,12 +278,18 @@ class DeltaRun:
             self.writes.succeeded()
 
     async def synced(self) -> None:
-        """Sync now what waits for the next sync (a graceful stop: its rows settle first)."""
-        if self._sync_due is not None:
-            self._sync_due.cancel()
-            self._sync()
-        await self.drained()
-        await asyncio.sleep(0)  # the sync's callback, then the rows' settling, run
+        """Sync now what waits for the next sync (a graceful stop: its rows settle first;
+        writes that fail stay held, unsettled)."""
+        for _ in range(4):  # a write done meanwhile waits for one more sync
+            if self._sync_due is not None:
+                self._sync_due.cancel()
+                self._sync_due = None
+            if self._unsynced and not self._syncing:
+                self._sync()
+            await self.drained()
+            await asyncio.sleep(0)  # the sync's callback, then the rows' settling, run
+            if not self._unsynced and not self._syncing and self._sync_due is None:
+                return
 
     async def drained(self) -> None:
         """Every queued write is done (a file's end, shutdown)."""

@@ -157,3 +157,19 @@ async def test_another_workspace_whose_old_values_cannot_be_forgotten_trusts_non
     # the first workspace's values are still in the store: none may skip a row here
     assert len(fake_braze.objects()) == 10
     assert await daemon.stop() == 0
+
+
+async def test_a_graceful_stop_settles_every_row_acknowledged_before_it(
+    daemon: InProcess, fake_braze: FakeBraze
+) -> None:
+    """Rows wait for the store's sync (group commit) before they settle: a stop syncs at once,
+    so its checkpoint covers every row Braze acknowledged, none is sent again after it."""
+    fake_braze.latency_s = 0.01
+    daemon.changes["braze"].update({"batch_size": 10, "max_in_flight": 2})
+    await daemon.start()
+    daemon.drop("big.txt", rows(3000))
+    await wait_until(lambda: len(fake_braze.objects()) >= 300, what="some rows sent")
+    assert await daemon.stop() == 0
+    record = daemon.records()["big.txt"]
+    assert record.state == "sending"
+    assert record.rows_sent == len(fake_braze.objects())
