@@ -13,7 +13,7 @@ from typing import Any
 
 from .fileplan import ValuePlan
 from .parsers import MISS, OPERATIONS, SKIP, FieldValueError
-from .phones import valid_as_written
+from .phones import valid_as_written_all
 
 _strip = str.strip
 _first = itemgetter(0)
@@ -59,6 +59,13 @@ def parsed(operation: str, entries: int) -> ColumnConverter:
         if unknown not in values:
             return values, False
         missing = list(compress(range(len(values)), map(is_, values, repeat(unknown))))
+        # None known, all as written (codes with a leading zero, say): in one pass, which
+        # stops at the first other text (an empty one never matches: none skipped).
+        whole = len(missing) == len(texts)
+        if as_written is not None and whole and all(map(as_written.fullmatch, texts)):
+            if len(cache) + len(texts) <= entries:  # (words recur: found there next time)
+                cache.update(zip(texts, texts, strict=True))
+            return texts, True
         if as_written is not None:
             found = list(map(as_written.fullmatch, [texts[i] for i in missing]))
             room = len(cache) < entries
@@ -120,7 +127,7 @@ def _phones(convert_one: Callable[[Any], Any], pairs: bool, entries: int) -> Col
 
     def convert(column: Sequence[Any], failed: Failures) -> tuple[list[Any], bool]:
         texts = list(map(_strip, map(_first, column) if pairs else column))
-        quick = list(map(valid_as_written, texts))
+        quick = valid_as_written_all(texts)
         if all(quick):
             return texts, True
         values: list[Any] = texts[:]  # the others replaced below

@@ -9,7 +9,14 @@ import phonenumbers
 import pytest
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from rpi_braze_sync.phones import PhoneError, _libphonenumber, to_e164, valid_as_written
+from rpi_braze_sync import phones
+from rpi_braze_sync.phones import (
+    PhoneError,
+    _libphonenumber,
+    to_e164,
+    valid_as_written,
+    valid_as_written_all,
+)
 
 
 def outcome(call: object, *args: object) -> str:
@@ -82,3 +89,21 @@ def test_the_shortcut_takes_nearly_every_valid_number() -> None:
 )
 def test_to_e164(text: str, region: str | None, expected: str) -> None:
     assert outcome(to_e164, text, region) == expected
+
+
+def test_the_column_shortcut_answers_as_the_shortcut_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    # valid_as_written_all answers a column with one pattern of the shapes met so far; it must
+    # say yes exactly where valid_as_written does, on every example and near miss, with the
+    # shapes met in a different order (first half, then all), and with spaces and other text;
+    # with the usual bound on the shapes in the pattern, and with every shape in it.
+    texts = [*NUMBERS, "+33 1 23 45 67 89", "0123456789", "", "+", "+33", "+\u0663\u0663123456789"]
+    half = texts[::2]
+    assert phones._Combined.MAX_SHAPES == 32
+    for bound in (32, 100_000):
+        monkeypatch.setattr(phones, "_COMBINED", phones._Combined())
+        monkeypatch.setattr(phones._COMBINED, "MAX_SHAPES", bound)
+        for column in (half, texts, list(reversed(texts))):
+            answers = [bool(found) for found in valid_as_written_all(column)]
+            assert answers == [valid_as_written(text) for text in column]
+        branches = len(phones._COMBINED.branches)
+        assert (branches == 32) if bound == 32 else (branches > 300)  # then every valid shape
