@@ -219,10 +219,9 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
         bad: set[int],
         drops: dict[int, list[Drop]],
         line_numbers: Sequence[int],
-    ) -> tuple[list[Piece], bool]:
-        """The parts' pieces, and whether every row has every part."""
+    ) -> list[Piece]:
+        """The parts' pieces: a constant where every row has the same, else one per row."""
         pieces: list[Piece] = []
-        complete = True
 
         def values_of(part: _Part) -> tuple[list[Any], bool]:
             _, where, how, _, name, rejects = part
@@ -243,13 +242,10 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
                 pieces.append(key + _dumps(how) + suffix)
             elif where is _GROUP:  # an array with several values: {"add": [...], ...}
                 pieces.append(_array_objects(key, how, values_of, len(columns[0])))
-                complete = False
             else:
                 values, strings = values_of(part)
-                encoded = _encode(key, values, strings, suffix)
-                complete = complete and isinstance(encoded[0], bytes)  # every row has it
-                pieces += encoded
-        return pieces, complete
+                pieces += _encode(key, values, strings, suffix)
+        return pieces
 
     def identities(
         rows: Sequence[list[str]], line_numbers: Sequence[int], bad: set[int]
@@ -293,18 +289,19 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
             # function's.
             bad.update(unusable_rows(users))
             pieces = [b'{"external_id":"', encode_strings(users), b'"']
-        pieces += pieces_of(top, columns, bad, drops, line_numbers)[0]
+        pieces += pieces_of(top, columns, bad, drops, line_numbers)
         merging: list[bool] | None = None  # rows that carry a nested object with merge
         for head, merge, inner, growth in nested:
             if not inner:
                 continue  # nothing in it: never sent
-            inner_pieces, complete = pieces_of(inner, columns, bad, drops, line_numbers)
+            inner_pieces = pieces_of(inner, columns, bad, drops, line_numbers)
             if _may_exceed(growth, columns):  # the row function drops the objects over it
                 sizes = [len(t) + 1 if t else 0 for t in _joined(inner_pieces)]  # {...}
                 bad.update(i for i, size in enumerate(sizes) if size > MAX_NESTED_BYTES)
-            if complete:  # in every row: spliced in, its first key without the comma
-                first = inner_pieces[0]
-                assert isinstance(first, bytes)
+            first = inner_pieces[0]
+            if isinstance(first, bytes):
+                # Its first key is in every row (so is the object): spliced in, that key
+                # without its comma, whether the others are in a row or not.
                 pieces += [head, first[1:], *inner_pieces[1:], b"}"]
                 present = [True] * len(rows)
             else:
