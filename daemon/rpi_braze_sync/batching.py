@@ -12,7 +12,8 @@ from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import accumulate, islice, repeat, takewhile
+from operator import add, attrgetter, is_
 from typing import Any
 
 MAX_BODY_BYTES = 4_000_000  # Braze answers 413 above 4 MB; stay under with room for the envelope
@@ -56,8 +57,13 @@ def pack_rows(rows: list[list[str]]) -> list[str | list[str]]:
     return list(map(pack_cells, rows))
 
 
+_body_of = attrgetter("body")
+_user_of = attrgetter("user")
+_job_of = attrgetter("job")
+
+
 def build_body(items: Iterable[Item]) -> bytes:
-    return b'{"attributes":[' + b",".join(i.body for i in items) + b"]}"
+    return b'{"attributes":[' + b",".join(map(_body_of, items)) + b"]}"
 
 
 class Planner:
@@ -87,23 +93,42 @@ class Planner:
             self._claimed.add(item.user)
             self._ready.append(item)
 
+    def push_all(self, items: list[Item]) -> None:
+        """push() of each item, in order; at once when none of their users is claimed or
+        repeated (the usual chunk)."""
+        users = list(map(_user_of, items))
+        if self._claimed.isdisjoint(users) and len(set(users)) == len(users):
+            self._claimed.update(users)
+            self._ready.extend(items)
+            return
+        for item in items:
+            self.push(item)
+
     def next_batch(self) -> list[Item]:
-        """The next request's items (users all distinct); empty when nothing is ready."""
-        batch: list[Item] = []
-        size = _ENVELOPE
-        while self._ready and len(batch) < self.batch_size:
-            item = self._ready[0]
-            grown = size + len(item.body) + 1
-            # One file per request, so a reply's errors and the outbox map back to one file.
-            if batch and (grown > self.max_body_bytes or item.job is not batch[0].job):
-                break
-            self._ready.popleft()
-            batch.append(item)
-            size = grown
+        """The next request's items (users all distinct); empty when nothing is ready: up to
+        batch_size items of one file (so that a reply's errors and the outbox map back to one
+        file), under the body limit (the first item whatever its size)."""
+        ready = self._ready
+        if not ready:
+            return []
+        batch = list(islice(ready, self.batch_size))
+        job = batch[0].job
+        if not all(map(is_, map(_job_of, batch), repeat(job))):
+            batch = list(takewhile(lambda item: item.job is job, batch))
+        # The body's size up to each item: the envelope, then each body and its comma.
+        lengths = map(add, map(len, map(_body_of, batch)), repeat(1))
+        sizes = list(accumulate(lengths, initial=_ENVELOPE))
+        if sizes[-1] > self.max_body_bytes:
+            del batch[max(1, bisect_right(sizes, self.max_body_bytes) - 1) :]
+        for _ in batch:
+            ready.popleft()
         return batch
 
     def release(self, items: Iterable[Item]) -> None:
         """These items are settled (acknowledged or rejected): their users' next rows may go."""
+        if not self._waiting:  # no user has a row waiting: only claims to release
+            self._claimed.difference_update(map(_user_of, items))
+            return
         for item in items:
             queue = self._waiting.get(item.user)
             if queue:

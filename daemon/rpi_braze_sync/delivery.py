@@ -97,9 +97,7 @@ class Sender:
         return min(MAX_QUEUED_ROWS, max(5000, 2 * self.planner.batch_size * self.concurrency()))
 
     def submit(self, items: list[Item]) -> None:
-        push = self.planner.push
-        for item in items:
-            push(item)
+        self.planner.push_all(items)
         self._wake.set()
         if len(self.planner) >= self.high_water:
             self._room.clear()

@@ -204,6 +204,81 @@ def test_random_simulation_keeps_users_exclusive_and_in_order(seed: int) -> None
         ]
 
 
+class OneByOne:
+    """The planner's rules, an item at a time: what Planner's column-wise steps must equal."""
+
+    def __init__(self, batch_size: int, max_body_bytes: int) -> None:
+        self.batch_size, self.max_body_bytes = batch_size, max_body_bytes
+        self.ready: list[Item] = []
+        self.waiting: dict[str, list[Item]] = {}
+        self.claimed: set[str] = set()
+
+    def push(self, item: Item) -> None:
+        if item.user in self.claimed:
+            self.waiting.setdefault(item.user, []).append(item)
+        else:
+            self.claimed.add(item.user)
+            self.ready.append(item)
+
+    def next_batch(self) -> list[Item]:
+        batch: list[Item] = []
+        size = len(b'{"attributes":[]}')
+        while self.ready and len(batch) < self.batch_size:
+            grown = size + len(self.ready[0].body) + 1
+            if batch and (grown > self.max_body_bytes or self.ready[0].job is not batch[0].job):
+                break
+            batch.append(self.ready.pop(0))
+            size = grown
+        return batch
+
+    def release(self, items: list[Item]) -> None:
+        for item in items:
+            queue = self.waiting.get(item.user)
+            if queue:
+                self.ready.append(queue.pop(0))
+                if not queue:
+                    del self.waiting[item.user]
+            else:
+                self.claimed.discard(item.user)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_chunks_pushed_at_once_are_batched_as_one_by_one(seed: int) -> None:
+    # push_all takes a chunk in one step, next_batch cuts a batch column-wise and release
+    # frees claims at once when nobody waits: each batch must be the one-by-one planner's,
+    # item for item, with users repeated or not, several jobs, and bodies near the limit.
+    rng = random.Random(seed)
+    users = [f"u{n}" for n in range(rng.choice([3, 50, 1000]))]
+    jobs = [Job(f"j{n}") for n in range(rng.randint(1, 3))]
+    batch_size, limit = rng.randint(1, 8), rng.choice([60, 130, 400, 4_000_000])
+    planner, reference = Planner(batch_size, max_body_bytes=limit), OneByOne(batch_size, limit)
+    in_flight: list[list[Item]] = []
+    count = 0
+    for _ in range(300):
+        step = rng.random()
+        if step < 0.3:
+            job = rng.choice(jobs)
+            chunk = [
+                item(job, count + n, rng.choice(users), pad=rng.randint(0, 60))
+                for n in range(rng.randint(0, 12))
+            ]
+            count += len(chunk)
+            planner.push_all(chunk)
+            for each in chunk:
+                reference.push(each)
+        elif in_flight and step < 0.6:
+            released = in_flight.pop(rng.randrange(len(in_flight)))
+            planner.release(released)
+            reference.release(released)
+        else:
+            batch = planner.next_batch()
+            assert [id(i) for i in batch] == [id(i) for i in reference.next_batch()]
+            if batch:
+                in_flight.append(batch)
+        assert len(planner) == len(reference.ready) + sum(map(len, reference.waiting.values()))
+    assert count > 100
+
+
 def test_build_body_is_valid_json_with_attributes() -> None:
     items = [item(JOB, 0, "u"), item(JOB, 1, 'v"quoted')]
     assert json.loads(build_body(items)) == {
