@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 # summary's). A plain tuple: one is made per row sent.
 _Sent = tuple[bytes, Merge | None, bytes | None, bytes, int]
 ALL_POINTS = -1
+_ENTRY_BYTES = 400  # a row's entries: its state tuple, two dicts' slots, its key (estimated)
 
 
 class DeltaFile:
@@ -137,6 +138,14 @@ class DeltaFile:
     def points(self) -> tuple[int, int]:
         """Data points (sent, skipped) so far, for the checkpoint."""
         return self.points_sent, self.points_skipped
+
+    def held_bytes(self, chunk: ChunkData) -> int:
+        """About what delta holds for the chunk's rows sent until they are answered (their
+        summaries, the records they were compared with, the entries naming them), so that the
+        job's bound on rows held counts it: a row whose object delta shrank to one new value
+        holds more here than in its object."""
+        deltas = chunk.deltas or ()
+        return 2 * sum(map(len, deltas)) + _ENTRY_BYTES * len(chunk.indexes)
 
     def summary(self) -> str:
         """For the done line."""

@@ -314,6 +314,8 @@ class FileJob:
         rows = len(chunk.rejected) + len(chunk.indexes) + len(unchanged or ())
         if chunk.indexes:
             size = sum(map(len, chunk.bodies)) + sum(map(len, chunk.packed))
+            if self.delta is not None:  # what delta holds for those rows until answered
+                size += self.delta.held_bytes(chunk)
             self._held.append((chunk.indexes[-1] + 1, size))
             self._held_bytes += size
         self._outstanding += rows
