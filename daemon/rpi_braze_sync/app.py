@@ -291,7 +291,7 @@ class Daemon:
         if self.delta is not None:
             await self.delta.synced()  # rows waiting for the store's sync settle first
         if queue.active is not None:
-            queue.active.suspend()
+            await queue.active.suspend()
 
     def _status_line(self) -> str:
         queue = self.queue

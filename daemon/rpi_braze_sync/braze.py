@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import socket
 from collections.abc import Callable, Mapping
@@ -28,6 +29,7 @@ from . import package_version
 from .errors import TransportError
 from .redact import redact, without
 from .secret import Secret
+from .statewriter import StateWriter
 
 USER_AGENT = f"rpi-braze-sync/{package_version()}"
 
@@ -156,21 +158,34 @@ async def _note_sent(
 
 
 class OutboxTransport:
-    """Dry run: each body becomes one JSON line in <outbox>/<relative path>.jsonl."""
+    """Dry run: each body becomes one JSON line in <outbox>/<relative path>.jsonl.
+
+    Written by the state writer's thread (statewriter.py) when given one, like the rejects
+    and checkpoints: a body is in the outbox before its reply settles its rows, so before a
+    checkpoint covers them.
+    """
 
     def __init__(
-        self, outbox: Path, on_failure: Callable[[str, OSError], None] | None = None
+        self,
+        outbox: Path,
+        on_failure: Callable[[str, OSError], None] | None = None,
+        writer: StateWriter | None = None,
     ) -> None:
         self.outbox = outbox
-        self._files: dict[str, int] = {}  # open descriptors, by source
+        self._files: dict[str, int] = {}  # open descriptors, by source (the writer's side)
         self._on_failure = on_failure  # a full or read-only state directory (statewrites.py)
+        self._writer = writer
 
     def path_for(self, source: str) -> Path:
         return self.outbox / f"{source}.jsonl"
 
     async def post(self, body: bytes, source: str) -> Reply:
         try:
-            self._append(source, body + b"\n")
+            if self._writer is not None:
+                await self._writer.submit(functools.partial(self._append, source, body + b"\n"))
+            else:
+                self._append(source, body + b"\n")
+                await asyncio.sleep(0)
         except OSError as exc:
             # Like a request that got no answer: the sender tries it again (once it can).
             if self._on_failure is not None:
@@ -178,7 +193,6 @@ class OutboxTransport:
             raise TransportError(
                 "connection", False, f"cannot write the outbox: {exc.strerror}"
             ) from None
-        await asyncio.sleep(0)
         count = body.count(b'"_update_existing_only"')
         reply = orjson.dumps({"message": "success", "attributes_processed": count})
         return Reply(201, CIMultiDictProxy(CIMultiDict()), reply)
@@ -189,7 +203,6 @@ class OutboxTransport:
         if fd is None:
             target = self.path_for(source)
             target.parent.mkdir(parents=True, exist_ok=True)
-            # Dry run only: a small local append, not worth a thread hop per request.
             flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
             fd = self._files[source] = os.open(target, flags, 0o640)
         start = os.lseek(fd, 0, os.SEEK_END)
@@ -203,6 +216,23 @@ class OutboxTransport:
             raise
 
     def finish(self, source: str) -> None:
+        """Made durable in the writer's turn, after the source's last body; not awaited (the
+        file's final state is in the journal already: a lost fsync loses a dry run's tail)."""
+        if self._writer is None:
+            self._close(source)
+            return
+        self._writer.submit(functools.partial(self._close, source)).add_done_callback(
+            self._report_close
+        )
+
+    def _report_close(self, closed: asyncio.Future[None]) -> None:
+        exc = closed.exception()
+        if isinstance(exc, OSError) and self._on_failure is not None:
+            self._on_failure("the outbox", exc)
+        elif exc is not None:
+            raise exc
+
+    def _close(self, source: str) -> None:
         fd = self._files.pop(source, None)
         if fd is not None:
             try:
@@ -210,9 +240,15 @@ class OutboxTransport:
             finally:
                 os.close(fd)
 
-    async def close(self) -> None:
+    def _close_all(self) -> None:
         for source in list(self._files):
-            self.finish(source)
+            self._close(source)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.submit(self._close_all)
+        else:
+            self._close_all()
 
 
 # --- what an answer means (pure) ---------------------------------------------------------

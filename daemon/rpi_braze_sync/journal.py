@@ -152,6 +152,11 @@ class Journal(JournalReader, Protocol):
         ...
 
     # --- one file's send (the state writer's thread) -------------------------------------
+    # False: checkpoint() only hands its values to a thread of the journal's own and never
+    # waits (PostgreSQL: pgcheckpoints.py), so the loop may call it itself when nothing
+    # handed to the state writer before it is still to be written (settlement.py).
+    checkpoint_blocks: bool
+
     def start(
         self, file_id: int, sha256: str, size: int, mtime_ns: int, rows_total: int | None = None
     ) -> None:

@@ -26,6 +26,7 @@ from .reloader import Apply, ConfigReloader
 from .rpicalls import RpiCallStore
 from .sending import Sending
 from .sources import MappingProcess, chunk_opener
+from .statewriter import StateWriter
 from .statewrites import StateWrites
 from .watch import Watcher
 from .watchrules import ExportPath
@@ -56,11 +57,13 @@ class Shared:
     on_delta: Callable[[DeltaRun], None] = lambda _: None
 
 
-def open_transport(config: LoadedConfig, state_writes: StateWrites) -> Transport:
+def open_transport(
+    config: LoadedConfig, state_writes: StateWrites, writer: StateWriter
+) -> Transport:
     braze = config.settings.braze
     if config.dry_run:
         outbox = config.state_directory / "outbox"
-        return OutboxTransport(outbox, on_failure=state_writes.failed)
+        return OutboxTransport(outbox, on_failure=state_writes.failed, writer=writer)
     assert config.api_key is not None  # load_config refuses a live run without one
     return HttpTransport(braze.api_url, config.api_key, braze.request_timeout_seconds,
                          braze.max_in_flight)  # fmt: skip
@@ -73,7 +76,10 @@ def open_lead(stack: contextlib.AsyncExitStack, journal: Journal, shared: Shared
     def follow(apply: Apply) -> None:
         stack.callback(shared.reloader.on_reload(apply))
 
-    transport = open_transport(config, state_writes)
+    # Closed after everything that hands it writes (the exit stack runs backwards).
+    writer = StateWriter()
+    stack.push_async_callback(writer.close)
+    transport = open_transport(config, state_writes, writer)
     if shared.fence is not None:
         transport = shared.fence(transport)
     stack.push_async_callback(transport.close)
@@ -102,8 +108,9 @@ def open_lead(stack: contextlib.AsyncExitStack, journal: Journal, shared: Shared
     if delta is not None:
         use(delta)
     sending = Sending(
-        config, journal, sender, metrics, chunk_opener(mapping_process), state_writes, delta
-    )
+        config, journal, sender, metrics, chunk_opener(mapping_process), state_writes, delta,
+        writer,
+    )  # fmt: skip
     queue = FileQueue(sending, shared.export_of)
     follow(queue.apply)
 

@@ -182,6 +182,4 @@ class FencedTransport:
         await self.inner.close()
 
     def finish(self, source: str) -> None:
-        finish = getattr(self.inner, "finish", None)  # (the outbox's: pipeline.py calls it so)
-        if finish is not None:
-            finish(source)
+        self.inner.finish(source)

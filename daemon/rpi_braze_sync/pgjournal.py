@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 
@@ -45,7 +46,10 @@ def _ranges_json(ranges: Sequence[tuple[int, int]]) -> str | None:
 class PgJournal(PgStore):
     """journal.Journal's interface, on PostgreSQL (the connection and fencing: pgbase.py)."""
 
+    checkpoint_blocks = False  # handed to the checkpoint writer's thread (journal.Journal)
     _checkpoints: CheckpointWriter | None = None
+    # checkpoint() runs in the state writer's thread (statewriter.py), a new epoch on the loop.
+    _checkpoints_lock = threading.RLock()
 
     # --- first start ---------------------------------------------------------------------
 
@@ -251,17 +255,19 @@ class PgJournal(PgStore):
     ) -> None:
         """Handed to the checkpoint writer (pgcheckpoints.py): the loop does not wait for
         the database; a failure to write comes back at a following call."""
-        if self.epoch is None:
-            raise LeaseLostError("this daemon does not hold the lease: it writes nothing")
-        if self._checkpoints is None:
-            side = PgJournal(self._config, "checkpoints", migrate_schema=False)
-            side.epoch = self.epoch
-            self._checkpoints = CheckpointWriter(side.write_checkpoint, side.close)
+        with self._checkpoints_lock:
+            if self.epoch is None:
+                raise LeaseLostError("this daemon does not hold the lease: it writes nothing")
+            if self._checkpoints is None:
+                side = PgJournal(self._config, "checkpoints", migrate_schema=False)
+                side.epoch = self.epoch
+                self._checkpoints = CheckpointWriter(side.write_checkpoint, side.close)
+            writer = self._checkpoints
         points_sent, points_skipped = points if points is not None else (None, None)
         values = (
             checkpoint, _ranges_json(ahead), sent, rejected, dropped, points_sent, points_skipped
         )  # fmt: skip
-        self._checkpoints.put(file_id, values)
+        writer.put(file_id, values)
 
     def write_checkpoint(self, file_id: int, values: Values) -> None:
         """One checkpoint, now (the checkpoint writer's thread, on a connection of its own)."""
@@ -280,7 +286,8 @@ class PgJournal(PgStore):
             self._checkpoints.drain()
 
     def _epoch_ends(self) -> None:
-        writer, self._checkpoints = self._checkpoints, None
+        with self._checkpoints_lock:
+            writer, self._checkpoints = self._checkpoints, None
         if writer is not None:
             with contextlib.suppress(JournalError):
                 writer.drain()  # (a clean stop's last checkpoint)

@@ -78,7 +78,7 @@ class FileJob:
         self.retry_reason = ""  # why run() returned WAIT_FOR_SHARE
         self.log = export_logger(log, export.values)
         self.settlement = Settlement(
-            record, sending.journal, sending.state_writes, metrics, channel.name
+            record, sending.journal, sending.writer, sending.state_writes, metrics, channel.name
         )
         self.report = FileProgress(self.source, self.log, lambda: self.settlement.settled_rows)
         self._outstanding = 0  # rows taken and not settled yet
@@ -184,7 +184,7 @@ class FileJob:
             state = await self._send_all(source)
         finally:
             await source.close()
-            self.settlement.close()
+            await self.settlement.close()
         if state == FileState.DONE:
             where = (self.base, self.source, i.identity, self.archive_root, self.state_directory)
             await after_done(self.channel.settings.after_done, *where, self.log)
@@ -337,10 +337,10 @@ class FileJob:
             self._settled.clear()
             await self._settled.wait()
 
-    def suspend(self) -> None:
+    async def suspend(self) -> None:
         """Shutdown, after requests in flight settled: record how far the file got."""
-        self.settlement.write_checkpoint()
-        self.settlement.close()
+        await self.settlement.write_last()  # (once: a full disk does not hold the shutdown)
+        await self.settlement.close()
 
     def _finish(self, state: FileState, reason: str | None = None) -> FileState:
         self.metrics.current_file_progress.set(0)

@@ -19,9 +19,14 @@ from .chunks import Drop
 
 
 class RejectsWriter:
-    """Rows are kept in memory as CSV text until `flush` writes them. A write that fails (a
+    """Rows are kept in memory as CSV text until they are written. A write that fails (a
     full disk, a read-only state directory) raises, and keeps every byte not written for the
-    next flush: the checkpoint that covers these rows waits for them (pipeline.py)."""
+    next write: the checkpoint that covers these rows waits for them (settlement.py).
+
+    Two sides: `reject`, `drop` and `take` run on the event loop, which reads the file;
+    `write`, `rewrite` and `close` in the state writer's thread (statewriter.py), one at a
+    time, so that the loop never waits on the disk. `flush` is both, for one thread.
+    """
 
     def __init__(self, root: Path, rel_path: str, header: list[str], fresh: bool) -> None:
         self.rejects_path = root / f"{rel_path}.rejects.csv"
@@ -72,20 +77,33 @@ class RejectsWriter:
         self._fds[path] = fd
         return fd
 
-    def flush(self, durable: bool = True) -> None:
-        """Written before a checkpoint covers these rows; fsynced too when `durable`. Raises
-        OSError when the state directory cannot take them (they are kept)."""
+    @property
+    def unwritten(self) -> bool:
+        """Rows an earlier write could not write (read only while no write runs)."""
+        return bool(self._unwritten)
+
+    def take(self) -> dict[Path, bytes]:
+        """The rows since the last take, encoded, for `write` (the loop's side)."""
+        taken = {}
+        for path, (text, _) in self._texts.items():
+            if text.tell():
+                taken[path] = text.getvalue().encode()
+                text.seek(0)
+                text.truncate()
+        return taken
+
+    def write(self, taken: dict[Path, bytes], durable: bool = True) -> None:
+        """Write rows taken (and any an earlier write could not), before a checkpoint covers
+        them; fsynced too when `durable`. Raises OSError when the state directory cannot take
+        them (they are kept for the next write)."""
         if self._set_aside:
             stamp = time.strftime("%Y%m%dT%H%M%S")
             for path in (self.rejects_path, self.dropped_path):
                 if path.exists():
                     path.rename(path.with_name(f"{path.name}.{stamp}"))
             self._set_aside = False
-        for path, (text, _) in self._texts.items():
-            if text.tell():
-                self._unwritten[path] = self._unwritten.get(path, b"") + text.getvalue().encode()
-                text.seek(0)
-                text.truncate()
+        for path, data in taken.items():
+            self._unwritten[path] = self._unwritten.get(path, b"") + data
         for path in list(self._unwritten):
             fd = self._fds.get(path)
             if fd is None:
@@ -98,6 +116,10 @@ class RejectsWriter:
         if durable:
             for fd in self._fds.values():
                 os.fsync(fd)
+
+    def flush(self, durable: bool = True) -> None:
+        """take, then write, on one thread."""
+        self.write(self.take(), durable)
 
     def rewrite(self, rows: list[tuple[int, list[str], str]]) -> None:
         """Replace the rejects file with these (line, cells, reason) rows, in line order: a
@@ -122,13 +144,13 @@ class RejectsWriter:
         old = self._fds.pop(self.rejects_path, None)
         if old is not None:
             os.close(old)
-        self._texts.pop(self.rejects_path, None)
 
-    def close(self) -> None:
-        """Flush what can be; rows that cannot be written are not covered by a checkpoint,
-        so the next send of the file rejects them again."""
+    def close(self, taken: dict[Path, bytes] | None = None) -> None:
+        """Write what can be (`taken`, or else what `take` gives: one thread); rows that
+        cannot be written are not covered by a checkpoint, so the next send of the file
+        rejects them again."""
         with contextlib.suppress(OSError):
-            self.flush()
+            self.write(self.take() if taken is None else taken)
         for fd in self._fds.values():
             with contextlib.suppress(OSError):
                 os.close(fd)

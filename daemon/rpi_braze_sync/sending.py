@@ -14,6 +14,7 @@ from .delivery import Sender
 from .deltarun import DeltaRun
 from .journal import Journal
 from .metrics import Metrics
+from .statewriter import StateWriter
 from .statewrites import StateWrites
 
 
@@ -26,4 +27,6 @@ class Sending:
     open_chunks: OpenChunks  # a worker thread, or the mapping process (sources.chunk_opener)
     state_writes: StateWrites = field(default_factory=StateWrites)
     delta: DeltaRun | None = None  # when a channel uses delta (deltarun.open_delta)
+    # The one thread that writes rejects, checkpoints and the outbox, in order (statewriter.py).
+    writer: StateWriter = field(default_factory=StateWriter)
     checkpoint_interval_s: float = 1.0  # durable checkpoints (fsync) this often

@@ -19,6 +19,7 @@ from .chunks import Drop
 from .journal import FileRecord, Journal
 from .metrics import Metrics
 from .rejects import RejectsWriter
+from .statewriter import StateWriter
 from .statewrites import StateWriteErrors, StateWrites
 
 # Benchmarks only (tests/benchmarks measure the journal's cost): no checkpoint while sending.
@@ -31,12 +32,14 @@ class Settlement:
         self,
         record: FileRecord,
         journal: Journal,
+        writer: StateWriter,
         state_writes: StateWrites,
         metrics: Metrics,
         channel: str,
     ) -> None:
         self.file_id = record.id
         self.journal = journal
+        self.writer = writer
         self.state_writes = state_writes
         self.metrics = metrics
         self.progress = SettledRecords(record.checkpoint, record.ahead)
@@ -50,6 +53,10 @@ class Settlement:
         self.points: Callable[[], tuple[int, int]] | None = None
         self._drops: dict[int, list[Drop]] = {}  # by index, rows sent but not settled
         self._checkpoint_due = False
+        self._soon: asyncio.Future[bool] | None = None  # the checkpoint of a loop turn, written
+        self._again = False  # more settled while it was: one more after it
+        self._queued = 0  # checkpoints handed to the state writer, not written yet
+        self._handed_over: asyncio.Future[bool] | None = None  # (not awaited)
         # A journal shared by a pair (pgjournal.py) also keeps every rejected row, so that the
         # rejects file holds the rows the other daemon rejected too: these are not stored yet.
         self._shared_rejects: list[Rejected] | None = (
@@ -129,37 +136,106 @@ class Settlement:
 
     def _checkpoint_soon(self) -> None:
         self._checkpoint_due = False
-        self.write_checkpoint(durable=False)
+        if self._soon is not None:  # one at a time: the next covers what settles meanwhile
+            self._again = True
+            return
+        soon = self._soon = self._hand_over(durable=False)
+        soon.add_done_callback(self._soon_written)
+
+    def _soon_written(self, _: object) -> None:
+        self._soon = None
+        if self._again:
+            self._again = False
+            self._checkpoint_soon()
 
     async def checkpoint_every(self, interval_s: float) -> None:
         while CHECKPOINTS:
             await asyncio.sleep(interval_s)
-            self.write_checkpoint()
+            await self._hand_over()
 
     async def until_written(self) -> None:
         """The checkpoint of every record settled so far, durable (a full disk: waits)."""
-        await self.state_writes.until_written(self.write_checkpoint)
+        while True:
+            if await self.write_last():
+                return
+            await asyncio.sleep(self.state_writes.retry_s)  # nothing signals room on a disk
 
-    def write_checkpoint(self, durable: bool = True) -> bool:
-        """Rejects first, then the journal: a checkpoint never covers a reject not written.
+    async def write_last(self) -> bool:
+        """One durable checkpoint of every record settled so far, after any of a loop turn
+        still being written (so that none is written after it); False when it could not be."""
+        while self._soon is not None:
+            await asyncio.wait([self._soon])
+        return await self._hand_over()
 
-        Every checkpoint reaches the OS (enough for a killed process); `durable` ones are also
-        fsynced (a power cut), once a second. False when the state directory cannot take them
-        (StateWrites pauses sending; the next call tries again).
+    def write_checkpoint(self) -> None:
+        """A durable checkpoint, handed over without waiting for it (a job cancelled, its
+        file left as it is): the state writer still writes it, in its turn."""
+        self._handed_over = self._hand_over()
+
+    def _hand_over(self, durable: bool = True) -> asyncio.Future[bool]:
+        """Hand the rows rejected or dropped since the last checkpoint and the checkpoint
+        that covers them to the state writer, as one job: rejects first, then the journal
+        (statewriter.py says why). True once written; False when the state directory cannot
+        take them (StateWrites pauses sending; the next checkpoint tries again).
+
+        Every checkpoint reaches the OS (enough for a killed process); `durable` ones, once a
+        second and at the end, are also fsynced (a power cut).
         """
-        try:
-            if self.rejects is not None:
-                self.rejects.flush(durable)
-            if self._shared_rejects:
+        if self._shared_rejects:
+            # A pair's journal keeps them before the checkpoint is handed over; on this thread,
+            # since the journal's connection serves the loop's other calls too.
+            try:
                 self.journal.store_rejects(self.file_id, self._shared_rejects)  # type: ignore[attr-defined]
-                self._shared_rejects.clear()
-            progress = self.progress
-            points = self.points() if self.points is not None else None
-            self.journal.checkpoint(
-                self.file_id, progress.checkpoint, self.sent, self.rejected, self.dropped,
-                progress.ahead, points,
-            )  # fmt: skip
-        except StateWriteErrors as exc:
+            except StateWriteErrors as exc:
+                self.state_writes.failed("the checkpoint (journal or rejects)", exc)
+                failed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+                failed.set_result(False)
+                return failed
+            self._shared_rejects.clear()
+        rejects = self.rejects
+        taken = rejects.take() if rejects is not None else {}
+        progress = self.progress
+        points = self.points() if self.points is not None else None
+        values = (
+            progress.checkpoint, self.sent, self.rejected, self.dropped, progress.ahead, points,
+        )  # fmt: skip
+        result: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if not (durable or taken or self._queued or self.journal.checkpoint_blocks) and not (
+            rejects is not None and rejects.unwritten
+        ):
+            # Nothing to write before it, nothing of this file queued that it could overtake,
+            # and a journal that does not wait: handed over here, without a thread's turn (a
+            # pair's journal then pauses sending as soon as its database fails).
+            try:
+                self.journal.checkpoint(self.file_id, *values)
+            except StateWriteErrors as exc:
+                result.set_result(self._report(exc))
+            else:
+                result.set_result(self._report(None))
+            return result
+
+        def write() -> None:  # (the state writer's thread)
+            if rejects is not None:
+                rejects.write(taken, durable)
+            self.journal.checkpoint(self.file_id, *values)
+
+        written = self.writer.submit(write)
+        self._queued += 1
+
+        def report(_: object) -> None:
+            self._queued -= 1
+            try:
+                result.set_result(self._report(written.exception()))
+            except BaseException as exc:  # not a state write's failure: a bug, raised
+                result.set_exception(exc)
+
+        written.add_done_callback(report)
+        return result
+
+    def _report(self, exc: BaseException | None) -> bool:
+        if exc is not None:
+            if not isinstance(exc, StateWriteErrors):
+                raise exc
             self.state_writes.failed("the checkpoint (journal or rejects)", exc)
             return False
         self.state_writes.succeeded()
@@ -171,20 +247,33 @@ class Settlement:
         """At the end, with a shared journal: the rejects file again from it (a full disk:
         waits), so that it lists every row rejected, by this daemon or by the other before a
         fail-over."""
-        await self.state_writes.until_written(self._write_shared_rejects)
+        rejects = self.rejects
+        if self._shared_rejects is None or rejects is None:
+            return
+        while True:
+            if await self._rewrite_rejects(rejects):
+                return
+            await asyncio.sleep(self.state_writes.retry_s)  # nothing signals room on a disk
 
-    def _write_shared_rejects(self) -> bool:
-        if self._shared_rejects is None or self.rejects is None:
-            return True
+    async def _rewrite_rejects(self, rejects: RejectsWriter) -> bool:
         try:
             rows = self.journal.rejects_of(self.file_id)  # type: ignore[attr-defined]
             if rows:
-                self.rejects.rewrite(rows)
+                taken = rejects.take()  # (none left: the last checkpoint took them)
+
+                def rewrite() -> None:  # (the state writer's thread)
+                    rejects.write(taken)
+                    rejects.rewrite(rows)
+
+                await self.writer.submit(rewrite)
         except StateWriteErrors as exc:
             self.state_writes.failed("the rejects file", exc)
             return False
         return True
 
-    def close(self) -> None:
-        if self.rejects is not None:
-            self.rejects.close()
+    async def close(self) -> None:
+        """What is left of the rejects written, their files closed (in the writer's turn)."""
+        rejects = self.rejects
+        if rejects is not None:
+            taken = rejects.take()
+            await self.writer.submit(lambda: rejects.close(taken))

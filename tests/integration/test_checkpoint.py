@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import os
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -18,6 +20,14 @@ from tests.fakebraze import FakeBraze
 from tests.integration.test_pipeline import InProcess, daemon  # noqa: F401 - the fixture
 
 ROWS = 4000
+REJECTED_READING = len([i for i in range(ROWS) if i % 97 == 50])  # user(i) is empty
+
+
+def csv_lines(process: InProcess, kind: str) -> list[int]:
+    """The line numbers listed in the file's <kind>.csv (rejects, dropped) now."""
+    files = [*process.state.glob(f"rejects/**/*.{kind}.csv")]
+    with files[0].open() if files else open(os.devnull) as f:
+        return [int(row["_line"]) for row in csv.DictReader(f)]
 
 
 def user(index: int) -> str:
@@ -41,7 +51,7 @@ async def test_every_checkpoint_covers_only_rows_braze_acknowledged_or_rejected(
 ) -> None:
     fake_braze.latency_s = 0.01
     fake_braze.slow_under_load(workers=3, service_s=0.004)
-    fake_braze.minor_errors = {f"u{i}": "invalid" for i in range(3, ROWS, 211)}
+    fake_braze.minor_errors = {f"u{i}": "invalid" for i in range(3, ROWS, 211) if user(i)}
     daemon.changes["braze"]["batch_size"] = 25
     daemon.changes["performance"] = {"mapping_process": mapping_process}
     await daemon.start()
@@ -52,13 +62,15 @@ async def test_every_checkpoint_covers_only_rows_braze_acknowledged_or_rejected(
     dropped_lines: list[tuple[list[int], int]] = []  # the dropped file's lines, the count
     checkpoint = journal.checkpoint
 
+    rejected_lines: list[tuple[int, int]] = []  # the rejects file's rows, the count
+    threads: set[str] = set()
+
     def spy(file_id: int, at: int, *counts: Any) -> None:
+        threads.add(threading.current_thread().name)
         acknowledged = set(fake_braze.users())  # answered before this line could run
         written.append((at, list(counts[3] if len(counts) > 3 else ()), acknowledged))
-        dropped = [*daemon.state.glob("rejects/**/*.dropped.csv")]
-        with dropped[0].open() if dropped else open(os.devnull) as f:
-            lines = [int(row["_line"]) for row in csv.DictReader(f)]
-        dropped_lines.append((lines, counts[2]))
+        dropped_lines.append((csv_lines(daemon, "dropped"), counts[2]))
+        rejected_lines.append((len(csv_lines(daemon, "rejects")), counts[1]))
         checkpoint(file_id, at, *counts)
 
     setattr(journal, "checkpoint", spy)  # noqa: B010 - a spy on the real journal
@@ -78,6 +90,12 @@ async def test_every_checkpoint_covers_only_rows_braze_acknowledged_or_rejected(
         assert [i for i in rows if user(i) not in acknowledged] == []
         assert len(lines) == count
     assert written[-1][0] == ROWS
+    # Every checkpoint is written by the state writer's thread, off the event loop, after
+    # the rejected rows it counts are in the rejects file (statewriter.py: a checkpoint never
+    # covers a reject that a kill would lose).
+    assert threads == {"state-writer_0"}
+    assert [on_disk for on_disk, _ in rejected_lines] == [count for _, count in rejected_lines]
+    assert rejected_lines[-1][1] == REJECTED_READING + len(fake_braze.minor_errors)
 
 
 async def test_a_restart_skips_the_rows_settled_beyond_the_checkpoint(
@@ -121,3 +139,41 @@ async def test_a_restart_skips_the_rows_settled_beyond_the_checkpoint(
     with rejects.with_name("f.txt.rejects.csv").open() as handle:
         rejected = [int(row[-2]) - 2 for row in list(csv.reader(handle))[1:]]
     assert rejected == [i for i in remaining if not user(i)]
+
+
+async def test_a_slow_state_directory_holds_neither_sending_nor_the_order(
+    daemon: InProcess,  # noqa: F811
+    fake_braze: FakeBraze,
+) -> None:
+    """Checkpoints that take 50 ms each: requests go on meanwhile (the writer is off the
+    event loop, which serves the fake Braze too), checkpoints of loop turns wait for one
+    another instead of queueing, and each is written after the rejects it counts."""
+    fake_braze.latency_s = 0.005
+    fake_braze.minor_errors = {f"u{i}": "invalid" for i in range(3, ROWS, 211) if user(i)}
+    daemon.changes["braze"]["batch_size"] = 25
+    await daemon.start()
+    assert daemon.daemon is not None
+    journal = daemon.daemon.journal
+    assert journal is not None
+    checkpoint = journal.checkpoint
+    arrived_meanwhile: list[int] = []
+    rejected_lines: list[tuple[int, int]] = []
+
+    def slow(file_id: int, at: int, *counts: Any) -> None:
+        before = fake_braze.arrived_rows
+        time.sleep(0.05)  # a disk that takes its time
+        arrived_meanwhile.append(fake_braze.arrived_rows - before)
+        rejected_lines.append((len(csv_lines(daemon, "rejects")), counts[1]))
+        checkpoint(file_id, at, *counts)
+
+    setattr(journal, "checkpoint", slow)  # noqa: B010 - a spy on the real journal
+    daemon.drop("f.txt", export_text(ROWS))
+    await wait_until(daemon.finished(1), timeout_s=90, what="the file")
+    assert await daemon.stop() == 0
+    assert sum(1 for rows in arrived_meanwhile if rows) >= 3
+    assert len(arrived_meanwhile) < ROWS // 25  # fewer checkpoints than requests
+    assert [on_disk for on_disk, _ in rejected_lines] == [count for _, count in rejected_lines]
+    (record,) = daemon.records().values()
+    assert (record.state, record.checkpoint) == ("done", ROWS)
+    assert record.rows_rejected == REJECTED_READING + len(fake_braze.minor_errors)
+    assert record.rows_sent == ROWS - record.rows_rejected
