@@ -43,8 +43,8 @@ def _marks(values: Sequence[object]) -> str:
 class SqliteJournal(SqliteStore):
     """journal.Journal on SQLite: the files' records (sqlitebase.py holds the connection and
     the side tables)."""
-    checkpoint_blocks = True  # a write to the database file (journal.Journal)
 
+    checkpoint_blocks = True  # a write to the database file (journal.Journal)
 
     def __init__(self, path: Path, read_only: bool = False) -> None:
         super().__init__(path, read_only)
