@@ -20,12 +20,7 @@ from .batching import Item
 from .chunks import ChunkData, ChunkSource, FileRequest
 from .config import Channel
 from .deltafile import DeltaFile
-from .errors import (
-    ExportFileError,
-    FileVanishedError,
-    HeaderError,
-    ShareUnavailableError,
-)
+from .errors import ExportFileError, FileVanishedError, HeaderError, ShareUnavailableError
 from .fileidentity import Action
 from .fileprogress import FileProgress
 from .filestates import FileState
@@ -54,11 +49,7 @@ class FileJob:
     """Sends one export file; settles every record exactly once (sent or rejected)."""
 
     def __init__(
-        self,
-        record: FileRecord,
-        export: ExportPath,
-        channel: Channel,
-        sending: Sending,
+        self, record: FileRecord, export: ExportPath, channel: Channel, sending: Sending
     ) -> None:
         config, metrics, delta = sending.config, sending.metrics, sending.delta
         self.record = record
