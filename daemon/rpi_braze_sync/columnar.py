@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from itertools import repeat
-from operator import is_not
 from typing import Any
 
 import orjson
@@ -54,25 +53,28 @@ def encode_strings(values: list[str]) -> list[bytes]:
     return _dumps(values)[2:-2].split(b'","')
 
 
+_Skip = type(SKIP)
 # Values whose JSON never holds a comma: a column of them is encoded by one orjson call.
 _COMMA_FREE = frozenset({int, float, bool, type(None)})
-_STRINGS_SKIPPED = {str, type(SKIP)}
-_SKIP_AS_EMPTY = {SKIP: ""}
+_STRINGS_SKIPPED = {str, _Skip}
+_SKIP_AS_EMPTY = {_Skip: ""}  # by type: a look-up that never hashes a cell's text
 
 
 def _encode(prefix: bytes, values: list[Any], strings: bool, suffix: bytes) -> list[Piece]:
     """The pieces of `prefix value suffix` for each row; rows whose value is SKIP get none.
     `strings`: every value is known to be a string."""
-    kinds: set[type[Any]] = {str} if strings else set(map(type, values))
+    if strings:
+        return [prefix + b'"', encode_strings(values), b'"' + suffix]
+    types = list(map(type, values))
+    kinds = set(types)
     if kinds == {str}:
         return [prefix + b'"', encode_strings(values), b'"' + suffix]
-    if type(SKIP) not in kinds and kinds <= _COMMA_FREE:
+    if _Skip not in kinds and kinds <= _COMMA_FREE:
         return [prefix, _dumps(values)[1:-1].split(b","), suffix]
     if kinds == _STRINGS_SKIPPED:  # strings, and rows without the value: loops in C
-        present = list(map(is_not, values, repeat(SKIP)))
-        texts = encode_strings(list(map(_SKIP_AS_EMPTY.get, values, values)))
-        heads, tails = {True: prefix + b'"', False: b""}, {True: b'"' + suffix, False: b""}
-        return [list(map(heads.__getitem__, present)), texts, list(map(tails.__getitem__, present))]
+        texts = encode_strings(list(map(_SKIP_AS_EMPTY.get, types, values)))
+        heads, tails = {str: prefix + b'"', _Skip: b""}, {str: b'"' + suffix, _Skip: b""}
+        return [list(map(heads.__getitem__, types)), texts, list(map(tails.__getitem__, types))]
     # Mixed: the strings still in one orjson call. (Never a list of orjson's own results:
     # each keeps its whole working buffer, 4 KB, alive; those below are joined at once.)
     texts = encode_strings([v if v.__class__ is str else "" for v in values])
