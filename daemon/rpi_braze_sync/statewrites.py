@@ -56,14 +56,6 @@ class StateWrites:
         for listener in self._listeners:
             listener(True)
 
-    async def until_written(self, write: Callable[[], bool]) -> None:
-        """Call `write` (which reports its own failure here and returns False) until it
-        succeeds, every retry_s."""
-        while True:
-            if write():
-                return
-            await asyncio.sleep(self.retry_s)  # nothing signals that a disk has room again
-
     async def probe_while_failing(self, probe: Callable[[], None]) -> None:
         """Every retry_s while failing, try `probe` (a small real write): when nothing else
         writes (no file being sent), this is what notices that the disk has room again."""
