@@ -23,8 +23,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import deltastats
-from .delta import Mode
-from .deltafile import DeltaFile
 from .deltaflight import InFlight
 from .deltastore import DeltaStore, DeltaStoreError, workspace_fingerprint
 from .statewrites import RETRY_S, StateWrites
@@ -154,10 +152,6 @@ class DeltaRun:
     def held(self) -> bool:
         """The store takes no write: acknowledged rows wait (sending pauses meanwhile)."""
         return not self.writes.writable
-
-    def for_file(self, channel: str, mode: Mode, points: tuple[int, int] = (0, 0)) -> DeltaFile:
-        """`points`: the file's data points (sent, skipped) counted before a restart."""
-        return DeltaFile(self, channel, mode, points)
 
     def file_finished(self, entry: deltastats.FilePoints) -> None:
         """A file's data points, for `status` (written on the store's thread)."""

@@ -81,7 +81,7 @@ class FileJob:
         self.delta: DeltaFile | None = None  # send only what changed (deltarun.py)
         if delta is not None and config.settings.delta_for(channel.name):
             so_far = (record.points_sent or 0, record.points_skipped or 0)  # before a restart
-            self.delta = delta.for_file(channel.name, channel.settings.mode, so_far)
+            self.delta = DeltaFile(delta, channel.name, channel.settings.mode, so_far)
             self.settlement.points = self.delta.points
 
     def status_text(self) -> str:

@@ -30,6 +30,7 @@ import orjson
 from rpi_braze_sync.batching import Item
 from rpi_braze_sync.chunks import ChunkData
 from rpi_braze_sync.deltacolumns import summaries
+from rpi_braze_sync.deltafile import DeltaFile
 from rpi_braze_sync.deltarun import DeltaRun
 from rpi_braze_sync.deltastore import DeltaStore
 from rpi_braze_sync.metrics import Metrics
@@ -58,7 +59,7 @@ def cpu() -> float:
 async def one_pass(run: DeltaRun, n: int, make: object) -> tuple[float, float]:
     """CPU seconds of delta's work on n rows in the daemon, and of the rows' summaries (made
     in the mapping process; making the objects is not counted)."""
-    file = run.for_file("bench", "upsert")
+    file = DeltaFile(run, "bench", "upsert")
     spent = summarising = 0.0
     for start in range(0, n, CHUNK):
         indexes = list(range(start, min(n, start + CHUNK)))
