@@ -13,10 +13,10 @@ its object without the values Braze holds).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from itertools import repeat
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
@@ -26,6 +26,7 @@ from .chunks import ChunkData
 from .delta import Merge, Mode, Remember, Send, build_record, compare_row
 from .deltabody import arrays_only, rebuild
 from .deltacolumns import summaries
+from .deltaflight import InFlight
 from .deltarecord import (
     COLLIDES,
     COUNTS_AT,
@@ -41,7 +42,24 @@ from .deltarecord import (
 from .progress import plural
 
 if TYPE_CHECKING:
-    from .deltarun import DeltaRun
+    from .metrics import Metrics
+
+
+class Run(Protocol):
+    """What a file needs of the daemon's delta (deltarun.DeltaRun, which makes DeltaFiles:
+    named here by what it offers, so that neither module imports the other)."""
+
+    inflight: InFlight
+    max_age_s: int
+    metrics: Metrics
+    clock: Callable[[], float]
+
+    async def lookup(self, keys: list[bytes]) -> list[bytes | None]: ...
+
+    def remember(self, records: list[tuple[bytes, bytes]]) -> Future[None]: ...
+
+    def file_finished(self, entry: deltastats.FilePoints) -> None: ...
+
 
 # A row sent, until its answer: (user key, how to remember it once acknowledged (None: never),
 # the record it was compared with, its summary, its data points sent or ALL_POINTS: all of the
@@ -56,7 +74,7 @@ class DeltaFile:
     `acknowledged` or `abandoned` for each row sent."""
 
     def __init__(
-        self, run: DeltaRun, channel: str, mode: Mode, points: tuple[int, int] = (0, 0)
+        self, run: Run, channel: str, mode: Mode, points: tuple[int, int] = (0, 0)
     ) -> None:
         self.run = run
         self.mode: Mode = mode
