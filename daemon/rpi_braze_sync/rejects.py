@@ -82,6 +82,12 @@ class RejectsWriter:
         """Rows an earlier write could not write (read only while no write runs)."""
         return bool(self._unwritten)
 
+    @property
+    def opened(self) -> bool:
+        """Whether a file was written, so a durable write has one to fsync (read only while
+        no write runs)."""
+        return bool(self._fds)
+
     def take(self) -> dict[Path, bytes]:
         """The rows since the last take, encoded, for `write` (the loop's side)."""
         taken = {}

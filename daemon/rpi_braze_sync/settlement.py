@@ -200,12 +200,14 @@ class Settlement:
             progress.checkpoint, self.sent, self.rejected, self.dropped, progress.ahead, points,
         )  # fmt: skip
         result: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        if not (durable or taken or self._queued or self.journal.checkpoint_blocks) and not (
-            rejects is not None and rejects.unwritten
-        ):
-            # Nothing to write before it, nothing of this file queued that it could overtake,
-            # and a journal that does not wait: handed over here, without a thread's turn (a
-            # pair's journal then pauses sending as soon as its database fails).
+        nothing_before = rejects is None or not (
+            taken or rejects.unwritten or (durable and rejects.opened)
+        )
+        if nothing_before and not (self._queued or self.journal.checkpoint_blocks):
+            # Nothing to write or fsync before it, nothing of this file queued that it could
+            # overtake, and a journal that does not wait: handed over here, without a thread's
+            # turn (a pair's journal then pauses sending as soon as its database fails, and
+            # holds what was acknowledged as soon as it can).
             try:
                 self.journal.checkpoint(self.file_id, *values)
             except StateWriteErrors as exc:
