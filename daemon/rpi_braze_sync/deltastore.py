@@ -5,18 +5,21 @@ One thread makes every call, in order; one process writes, others may open it re
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import cast
-
-import rocksdict as rocks
+from types import ModuleType
+from typing import TYPE_CHECKING, cast
 
 from .delta import refreshed_at, user_key
 from .errors import RpiBrazeSyncError, StateLockedError
+
+if TYPE_CHECKING:  # loaded by _rocks() when a store is opened
+    import rocksdict as rocks
 
 log = logging.getLogger(__name__)
 
@@ -50,21 +53,31 @@ def workspace_fingerprint(api_url: str, api_key: str) -> str:
     return digest.hexdigest()
 
 
+@functools.cache
+def _rocks() -> ModuleType:
+    """RocksDB's binding, imported when a store is first opened: the import alone costs about
+    8 MB of resident memory, which a daemon with delta off (the default) should not pay."""
+    import rocksdict
+
+    return rocksdict
+
+
 def _options(create: bool) -> rocks.Options:
-    options = rocks.Options(raw_mode=True)
+    rdb = _rocks()
+    options: rocks.Options = rdb.Options(raw_mode=True)
     options.create_if_missing(create)
-    table = rocks.BlockBasedOptions()
-    table.set_block_cache(rocks.Cache(CACHE_BYTES))
+    table = rdb.BlockBasedOptions()
+    table.set_block_cache(rdb.Cache(CACHE_BYTES))
     table.set_bloom_filter(10, False)  # a user never seen costs no block read
     table.set_cache_index_and_filter_blocks(True)
-    table.set_index_type(rocks.BlockBasedIndexType.two_level_index_search())
+    table.set_index_type(rdb.BlockBasedIndexType.two_level_index_search())
     table.set_partition_filters(True)
     table.set_pin_top_level_index_and_filter(True)
     table.set_pin_l0_filter_and_index_blocks_in_cache(True)
     options.set_block_based_table_factory(table)
     # The path fingerprints repeat from record to record: LZ4 halves the size on disk.
-    options.set_compression_type(rocks.DBCompressionType.lz4())
-    options.set_bottommost_compression_type(rocks.DBCompressionType.lz4())
+    options.set_compression_type(rdb.DBCompressionType.lz4())
+    options.set_bottommost_compression_type(rdb.DBCompressionType.lz4())
     options.set_write_buffer_size(MEMTABLE_BYTES)
     options.set_max_write_buffer_number(2)
     options.set_target_file_size_base(32 << 20)
@@ -93,7 +106,7 @@ class DeltaStore:
         self.directory = directory
         self._db = db
         self._read_only = read_only
-        self._synced = rocks.WriteOptions()
+        self._synced = _rocks().WriteOptions()
         self._synced.sync = True
 
     # --- opening -----------------------------------------------------------------------
@@ -116,7 +129,7 @@ class DeltaStore:
                     )
                 shutil.rmtree(directory / _DB, ignore_errors=True)
                 _write_marker(marker, workspace)
-            db = rocks.Rdict(str(directory / _DB), _options(create=True))
+            db = _rocks().Rdict(str(directory / _DB), _options(create=True))
             _restrict_modes(directory)
         except OSError as exc:
             raise DeltaStoreError(f"cannot open the delta store in {directory}: {exc}") from exc
@@ -133,7 +146,7 @@ class DeltaStore:
         if not (directory / _DB / "CURRENT").exists():
             return None
         try:
-            db = rocks.Rdict(str(directory / _DB), _options(create=False))
+            db = _rocks().Rdict(str(directory / _DB), _options(create=False))
         except Exception as exc:
             raise _converted(exc, directory) from exc
         return cls(directory, db, read_only=False)
@@ -152,10 +165,10 @@ class DeltaStore:
                 return None
             if not (directory / _DB / "CURRENT").exists():
                 return None
-            db = rocks.Rdict(
+            db = _rocks().Rdict(
                 str(directory / _DB),
                 _options(create=False),
-                access_type=rocks.AccessType.read_only(),
+                access_type=_rocks().AccessType.read_only(),
             )
         except OSError as exc:
             raise DeltaStoreError(f"cannot read the delta store in {directory}: {exc}") from exc
@@ -205,7 +218,7 @@ class DeltaStore:
     def remember(self, records: Iterable[tuple[bytes, bytes]]) -> None:
         """Write acknowledged records (user key, delta.build_record's bytes) as one batch, in
         order: the last record of a key wins."""
-        batch = rocks.WriteBatch(raw_mode=True)
+        batch = _rocks().WriteBatch(raw_mode=True)
         for key, record in records:
             batch.put(key, record)
         if batch.len():
@@ -214,7 +227,7 @@ class DeltaStore:
     def forget_keys(self, keys: Iterable[bytes]) -> None:
         """Step 2 when `remember` failed: those users' old records must not stay (their rows'
         checkpoint would cover values the store does not hold). Not synced: `sync` follows."""
-        batch = rocks.WriteBatch(raw_mode=True)
+        batch = _rocks().WriteBatch(raw_mode=True)
         for key in keys:
             batch.delete(key)
         if batch.len():
@@ -238,7 +251,7 @@ class DeltaStore:
         more than `max_age_s` ago (they can only cause sending again) or that this version
         cannot read. Returns (deleted, where the next step starts or None when done)."""
         cutoff = now_s - max_age_s
-        batch = rocks.WriteBatch(raw_mode=True)
+        batch = _rocks().WriteBatch(raw_mode=True)
         iterator = self._db.iter()
         if after is None:
             iterator.seek_to_first()
@@ -282,7 +295,7 @@ class DeltaStore:
         of them had values remembered."""
         keys = [user_key(user) for user in users]
         known = [k for k, record in zip(keys, self.lookup(keys), strict=True) if record is not None]
-        batch = rocks.WriteBatch(raw_mode=True)
+        batch = _rocks().WriteBatch(raw_mode=True)
         for key in known:
             batch.delete(key)
         if known:
@@ -291,7 +304,7 @@ class DeltaStore:
 
     def forget_all(self) -> None:
         """`forget --all`: every remembered value, at once (a range deletion, synced)."""
-        batch = rocks.WriteBatch(raw_mode=True)
+        batch = _rocks().WriteBatch(raw_mode=True)
         batch.delete_range(b"", _KEY_END)
         self._write(batch, self._synced)
         self._db.compact_range(None, None)

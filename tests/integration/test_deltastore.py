@@ -255,3 +255,21 @@ def test_records_and_keys_are_the_same_in_another_process() -> None:
     ).stdout.strip()
     assert there == here
     assert len(user_key("u1")) == 16
+
+
+def test_the_daemon_loads_rocksdb_only_when_a_store_is_opened(tmp_path: Path) -> None:
+    """Importing RocksDB's binding costs about 8 MB of resident memory: a daemon with delta off
+    (the default), status and check must not pay it; opening a store loads it."""
+    probe = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import rpi_braze_sync.app, rpi_braze_sync.cli, rpi_braze_sync.status\n"
+        "print('rocksdict' in sys.modules)\n"
+        "from rpi_braze_sync.deltastore import DeltaStore\n"
+        f"DeltaStore.open(Path({str(tmp_path)!r}), 'w').close()\n"
+        "print('rocksdict' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["False", "True"]
