@@ -107,6 +107,9 @@ async def test_progress_grows_and_a_bad_file_appears_without_a_reload(
     await daemon.start()
     rows_file(daemon.export_path(UPSERT, "Spring Offer", "wf-1", "long.txt"), 6000)
     await wait_until(lambda: len(fake_braze.objects()) > 150, what="sending to start")
+    # With delta on, acknowledged rows settle once the store has synced their values (a group
+    # commit every 0.2 s): the page is opened once some have, so that its first figure is not 0.
+    await browser.poll(lambda: _rows_settled(daemon), "the first rows to settle")
 
     await browser.call(browser.driver.get, f"http://127.0.0.1:{daemon.port}/")
     await browser.script("window.notReloaded = true")
@@ -177,6 +180,12 @@ async def test_progress_grows_and_a_bad_file_appears_without_a_reload(
 async def _grown(browser: Browser, first: float) -> float | None:
     value = await browser.progress()
     return value if value > first else None
+
+
+async def _rows_settled(daemon: DaemonProcess) -> int:
+    _, body = await daemon.get("/status.json")
+    sending = json.loads(body)["sending"]
+    return int(sending["rows_settled"]) if sending is not None else 0
 
 
 async def _finished_points(daemon: DaemonProcess, name: str) -> dict[str, Any] | None:
