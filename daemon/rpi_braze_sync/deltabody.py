@@ -152,17 +152,7 @@ def rebuild(
                     out[name] = value
                 field += 1
         elif is_array_ops(value):
-            ops: dict[str, list[Any]] = {}
-            added = value.get("add")
-            if added:
-                kept_adds = [v for i, v in enumerate(added, add) if i not in skip_adds]
-                add += len(added)
-                if kept_adds:
-                    ops["add"] = kept_adds
-            if value.get("remove"):
-                ops["remove"] = value["remove"]
-            if ops:
-                out[name] = ops
+            add = _keep_array_ops(out, name, value, add, skip_adds)
         elif merge and merged(value):
             kept = {}
             for key, inner in value.items():
@@ -191,17 +181,26 @@ def arrays_only(obj: dict[str, Any], skipped_adds: Collection[int]) -> bytes:
     for name, value in items:
         if type(value) is dict:
             if is_array_ops(value):
-                ops: dict[str, list[Any]] = {}
-                added = value.get("add")
-                if added:
-                    kept_adds = [v for i, v in enumerate(added, add) if i not in skip_adds]
-                    add += len(added)
-                    if kept_adds:
-                        ops["add"] = kept_adds
-                if value.get("remove"):
-                    ops["remove"] = value["remove"]
-                if ops:
-                    out[name] = ops
+                add = _keep_array_ops(out, name, value, add, skip_adds)
         elif name in CONTROL_KEYS:
             out[name] = value
     return _dumps(out)
+
+
+def _keep_array_ops(
+    out: dict[str, Any], name: str, value: dict[str, Any], add: int, skip_adds: Collection[int]
+) -> int:
+    """Copy `name`'s array operations into `out`, less the added values skipped (numbered
+    across the object from `add`); returns the number of the next added value."""
+    ops: dict[str, list[Any]] = {}
+    added = value.get("add")
+    if added:
+        kept_adds = [v for i, v in enumerate(added, add) if i not in skip_adds]
+        add += len(added)
+        if kept_adds:
+            ops["add"] = kept_adds
+    if value.get("remove"):
+        ops["remove"] = value["remove"]
+    if ops:
+        out[name] = ops
+    return add
