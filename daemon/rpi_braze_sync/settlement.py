@@ -55,6 +55,7 @@ class Settlement:
         self._checkpoint_due = False
         self._soon: asyncio.Future[bool] | None = None  # the checkpoint of a loop turn, written
         self._again = False  # more settled while it was: one more after it
+        self._soon_outstanding = 0  # loop turns' checkpoints handed over, not yet written
         self._queued = 0  # checkpoints handed to the state writer, not written yet
         self._handed_over: asyncio.Future[bool] | None = None  # (not awaited)
         # A journal shared by a pair (pgjournal.py) also keeps every rejected row, so that the
@@ -136,14 +137,21 @@ class Settlement:
 
     def _checkpoint_soon(self) -> None:
         self._checkpoint_due = False
-        if self._soon is not None:  # one at a time: the next covers what settles meanwhile
+        # At most two at a time, one being written and one queued behind it: queued at once,
+        # the second covers what settled while the first was written, without waiting for it
+        # (a kill then sends again only the rows in flight, not also those acknowledged during
+        # a write); any more wait and are covered by one more after them.
+        if self._soon_outstanding >= 2:
             self._again = True
             return
+        self._soon_outstanding += 1
         soon = self._soon = self._hand_over(durable=False)
         soon.add_done_callback(self._soon_written)
 
-    def _soon_written(self, _: object) -> None:
-        self._soon = None
+    def _soon_written(self, written: object) -> None:
+        self._soon_outstanding -= 1
+        if written is self._soon:  # the latest: nothing of a loop turn left to write
+            self._soon = None
         if self._again:
             self._again = False
             self._checkpoint_soon()
