@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import orjson
 
@@ -209,4 +209,20 @@ class Journal(JournalReader, Protocol):
     # --- the state directory's health -----------------------------------------------------
     def note_writable(self) -> None:
         """A real, small write: raises JournalError while the journal cannot take one."""
+        ...
+
+
+@runtime_checkable
+class SharedRejects(Protocol):
+    """A journal shared by a pair (pgjournal.py) keeps every rejected row too, so that the
+    rejects file of whichever daemon finishes a file lists the rows both rejected. Called in
+    the state writer's thread (settlement.py), a row stored before the checkpoint that counts
+    it; raises JournalError (LeaseLostError) as the other writes."""
+
+    def store_rejects(self, file_id: int, rows: Sequence[tuple[int, list[str], str]]) -> None:
+        """(line number, cells, reason) of rows rejected; one rejected again is kept once."""
+        ...
+
+    def rejects_of(self, file_id: int) -> list[tuple[int, list[str], str]]:
+        """Every row of the file rejected, by either daemon, in line order."""
         ...

@@ -10,6 +10,7 @@ not fenced: either machine may take them.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +40,9 @@ class PgStore:
         self.path = config.state_directory / "journal.postgresql"
         self._epoch: int | None = None
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        # The rejected rows' store (store_rejects, rejects_of): opened when first used.
+        self._rejects: PgStore | None = None
+        self._rejects_lock = threading.Lock()
         conn = self._connection()
         if migrate_schema:
             try:
@@ -57,7 +61,7 @@ class PgStore:
     @epoch.setter
     def epoch(self, epoch: int | None) -> None:
         self._epoch_ends()
-        self._epoch = epoch
+        self._close_rejects(epoch)  # (its writes are fenced by the epoch it was opened with)
 
     def _epoch_ends(self) -> None:
         """Called before the epoch changes (pgjournal.py: its checkpoint writer)."""
@@ -76,6 +80,7 @@ class PgStore:
         return JournalError(f"journal {what} failed ({self.where}): {why(exc)}")
 
     def close(self) -> None:
+        self._close_rejects(self._epoch)
         if self._conn is not None:
             self._conn.close()
 
@@ -110,28 +115,51 @@ class PgStore:
             )
 
     # --- rejected rows, whichever daemon rejected them -----------------------------------
+    # Stored and read in the state writer's thread (settlement.py: before the checkpoint
+    # that covers them), while the event loop uses `_conn`: on a connection of their own,
+    # used by one thread at a time (the lock; a new epoch or `close` waits for the call).
 
     def store_rejects(self, file_id: int, rows: Sequence[tuple[int, list[str], str]]) -> None:
         """(line number, cells, reason) of rows rejected; a row rejected again (by the other
         daemon, after a fail-over) is kept once."""
         if not rows:
             return
-        self._change(
-            "INSERT INTO rejects (file_id, line_no, cells, reason)"
-            " SELECT %(id)s, r.line_no, r.cells, r.reason FROM unnest(%(lines)s::bigint[],"
-            " %(cells)s::text[], %(reasons)s::text[]) AS r (line_no, cells, reason)"
-            f" WHERE {HELD} ON CONFLICT DO NOTHING",
-            {"id": file_id, "lines": [line for line, _, _ in rows],
-             "cells": [orjson.dumps(cells).decode() for _, cells, _ in rows],
-             "reasons": [reason for _, _, reason in rows]},
-        )  # fmt: skip
+        with self._rejects_lock:
+            if self._epoch is None:  # (before a connection is opened for nothing)
+                raise LeaseLostError("this daemon does not hold the lease: it writes nothing")
+            self._rejects_store()._change(
+                "INSERT INTO rejects (file_id, line_no, cells, reason)"
+                " SELECT %(id)s, r.line_no, r.cells, r.reason FROM unnest(%(lines)s::bigint[],"
+                " %(cells)s::text[], %(reasons)s::text[]) AS r (line_no, cells, reason)"
+                f" WHERE {HELD} ON CONFLICT DO NOTHING",
+                {"id": file_id, "lines": [line for line, _, _ in rows],
+                 "cells": [orjson.dumps(cells).decode() for _, cells, _ in rows],
+                 "reasons": [reason for _, _, reason in rows]},
+            )  # fmt: skip
 
     def rejects_of(self, file_id: int) -> list[tuple[int, list[str], str]]:
-        rows = self._rows(
-            "SELECT line_no, cells, reason FROM rejects WHERE file_id = %s ORDER BY line_no",
-            (file_id,),
-        )
+        with self._rejects_lock:
+            rows = self._rejects_store()._rows(
+                "SELECT line_no, cells, reason FROM rejects WHERE file_id = %s ORDER BY line_no",
+                (file_id,),
+            )
         return [(int(line), list(orjson.loads(cells)), str(reason)) for line, cells, reason in rows]
+
+    def _rejects_store(self) -> PgStore:
+        """(Under the lock.)"""
+        if self._rejects is None:
+            store = PgStore(self._config, "rejects", migrate_schema=False)
+            store._epoch = self._epoch
+            self._rejects = store
+        return self._rejects
+
+    def _close_rejects(self, epoch: int | None) -> None:
+        """The rejected rows' store closed (after a call in progress), and `epoch` set: one
+        opened after this has it."""
+        with self._rejects_lock:
+            store, self._rejects, self._epoch = self._rejects, None, epoch
+        if store is not None:
+            store.close()
 
     # --- RPI calls and probes (not fenced) -----------------------------------------------
 

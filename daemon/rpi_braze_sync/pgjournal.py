@@ -10,7 +10,9 @@ nothing, a crashed database server at most its last fraction of a second of chec
 (those rows are sent again). The end of a file waits for its flush.
 
 The calls are synchronous, like journal.py's, on the event loop; a database that stops
-answering holds it at most a few seconds (pgconnect.py), then raises JournalError.
+answering holds it at most a few seconds (pgconnect.py), then raises JournalError. The
+checkpoints (pgcheckpoints.py) and the rejected rows (pgbase.py) have connections and threads
+of their own.
 """
 
 from __future__ import annotations

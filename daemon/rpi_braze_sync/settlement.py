@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .batching import SettledRecords
 from .chunks import Drop
-from .journal import FileRecord, Journal
+from .journal import FileRecord, Journal, SharedRejects
 from .metrics import Metrics
 from .rejects import RejectsWriter
 from .statewriter import StateWriter
@@ -59,10 +59,12 @@ class Settlement:
         self._queued = 0  # checkpoints handed to the state writer, not written yet
         self._handed_over: asyncio.Future[bool] | None = None  # (not awaited)
         # A journal shared by a pair (pgjournal.py) also keeps every rejected row, so that the
-        # rejects file holds the rows the other daemon rejected too: these are not stored yet.
-        self._shared_rejects: list[Rejected] | None = (
-            [] if hasattr(journal, "store_rejects") else None
-        )
+        # rejects file holds the rows the other daemon rejected too: those not handed over yet
+        # (the loop's), and those handed over whose store failed (the state writer's: stored
+        # before the next checkpoint, as RejectsWriter keeps the bytes it could not write).
+        self._shared = journal if isinstance(journal, SharedRejects) else None
+        self._shared_rejects: list[Rejected] | None = [] if self._shared is not None else None
+        self._unstored: list[Rejected] = []
         self._sent_label = metrics.rows.labels(channel, "sent")
         self._rejected_label = metrics.rows.labels(channel, "rejected")
         self._dropped_label = metrics.fields_dropped.labels(channel)
@@ -189,17 +191,9 @@ class Settlement:
         Every checkpoint reaches the OS (enough for a killed process); `durable` ones, once a
         second and at the end, are also fsynced (a power cut).
         """
-        if self._shared_rejects:
-            # A pair's journal keeps them before the checkpoint is handed over; on this thread,
-            # since the journal's connection serves the loop's other calls too.
-            try:
-                self.journal.store_rejects(self.file_id, self._shared_rejects)  # type: ignore[attr-defined]
-            except StateWriteErrors as exc:
-                self.state_writes.failed("the checkpoint (journal or rejects)", exc)
-                failed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-                failed.set_result(False)
-                return failed
-            self._shared_rejects.clear()
+        shared = self._shared_rejects
+        if shared:
+            self._shared_rejects = []
         rejects = self.rejects
         taken = rejects.take() if rejects is not None else {}
         progress = self.progress
@@ -208,8 +202,8 @@ class Settlement:
             progress.checkpoint, self.sent, self.rejected, self.dropped, progress.ahead, points,
         )  # fmt: skip
         result: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        nothing_before = rejects is None or not (
-            taken or rejects.unwritten or (durable and rejects.opened)
+        nothing_before = not (shared or self._unstored) and (
+            rejects is None or not (taken or rejects.unwritten or (durable and rejects.opened))
         )
         if nothing_before and not (self._queued or self.journal.checkpoint_blocks):
             # Nothing to write or fsync before it, nothing of this file queued that it could
@@ -225,6 +219,8 @@ class Settlement:
             return result
 
         def write() -> None:  # (the state writer's thread)
+            if shared:
+                self._store_shared(shared)
             if rejects is not None:
                 rejects.write(taken, durable)
             self.journal.checkpoint(self.file_id, *values)
@@ -253,29 +249,40 @@ class Settlement:
             self.metrics.current_file_progress.set(min(1.0, self.settled_rows / self.rows_total))
         return True
 
+    def _store_shared(self, rows: list[Rejected]) -> None:
+        """(The state writer's thread.) Rows rejected, and any a failed store left, kept by
+        the pair's journal; raises JournalError (all kept for the next checkpoint)."""
+        assert self._shared is not None
+        self._unstored += rows
+        if self._unstored:
+            self._shared.store_rejects(self.file_id, self._unstored)
+            self._unstored = []
+
     async def until_rejects_complete(self) -> None:
         """At the end, with a shared journal: the rejects file again from it (a full disk:
         waits), so that it lists every row rejected, by this daemon or by the other before a
         fail-over."""
-        rejects = self.rejects
-        if self._shared_rejects is None or rejects is None:
+        rejects, shared = self.rejects, self._shared
+        if shared is None or rejects is None:
             return
         while True:
-            if await self._rewrite_rejects(rejects):
+            if await self._rewrite_rejects(rejects, shared):
                 return
             await asyncio.sleep(self.state_writes.retry_s)  # nothing signals room on a disk
 
-    async def _rewrite_rejects(self, rejects: RejectsWriter) -> bool:
-        try:
-            rows = self.journal.rejects_of(self.file_id)  # type: ignore[attr-defined]
+    async def _rewrite_rejects(self, rejects: RejectsWriter, shared: SharedRejects) -> bool:
+        taken = rejects.take()  # (none left: the last checkpoint took them)
+
+        def rewrite() -> None:  # (the state writer's thread, as the journal's reads there)
+            self._store_shared([])
+            rows = shared.rejects_of(self.file_id)
+            if rows or taken:
+                rejects.write(taken)
             if rows:
-                taken = rejects.take()  # (none left: the last checkpoint took them)
+                rejects.rewrite(rows)
 
-                def rewrite() -> None:  # (the state writer's thread)
-                    rejects.write(taken)
-                    rejects.rewrite(rows)
-
-                await self.writer.submit(rewrite)
+        try:
+            await self.writer.submit(rewrite)
         except StateWriteErrors as exc:
             self.state_writes.failed("the rejects file", exc)
             return False

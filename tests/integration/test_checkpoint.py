@@ -8,11 +8,13 @@ import csv
 import os
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from rpi_braze_sync.inspection import inspect_file
+from rpi_braze_sync.pgjournal import PgJournal
 from rpi_braze_sync.settings import FormatSettings
 from rpi_braze_sync.sqlitejournal import SqliteJournal, journal_path
 from tests.e2e.conftest import UPSERT, wait_until
@@ -178,3 +180,61 @@ async def test_a_slow_state_directory_holds_neither_sending_nor_the_order(
     assert (record.state, record.checkpoint) == ("done", ROWS)
     assert record.rows_rejected == REJECTED_READING + len(fake_braze.minor_errors)
     assert record.rows_sent == ROWS - record.rows_rejected
+
+
+async def test_a_pairs_journal_stores_the_rejects_off_the_loop_before_their_checkpoint(
+    daemon: InProcess,  # noqa: F811
+    fake_braze: FakeBraze,
+    pg_url: str,
+) -> None:
+    """A pair's journal (PostgreSQL) keeps every rejected row too: stored by the state
+    writer's thread, on a connection of their own, each before the checkpoint that counts it,
+    and read back there at the end; the journal's own connection stays the loop's."""
+    fake_braze.latency_s = 0.005
+    fake_braze.minor_errors = {f"u{i}": "invalid" for i in range(3, ROWS, 211) if user(i)}
+    daemon.changes["braze"]["batch_size"] = 25
+    daemon.changes["journal"] = {"url": pg_url}
+    await daemon.start()  # (the watcher runs once the lease is held)
+    assert daemon.daemon is not None
+    journal = daemon.daemon.journal
+    assert isinstance(journal, PgJournal)
+    assert journal.epoch is not None
+    store, read, checkpoint, connection = (
+        journal.store_rejects, journal.rejects_of, journal.checkpoint, journal._connection,
+    )  # fmt: skip
+    stored: set[int] = set()
+    threads: dict[str, set[str]] = {"store": set(), "read": set(), "connection": set()}
+    counted: list[tuple[int, int]] = []  # rows stored, rows the checkpoint counts rejected
+
+    def store_spy(file_id: int, rows: Sequence[tuple[int, list[str], str]]) -> None:
+        threads["store"].add(threading.current_thread().name)
+        store(file_id, rows)
+        stored.update(line for line, _, _ in rows)
+
+    def read_spy(file_id: int) -> list[tuple[int, list[str], str]]:
+        threads["read"].add(threading.current_thread().name)
+        return read(file_id)
+
+    def checkpoint_spy(file_id: int, at: int, *counts: Any) -> None:
+        counted.append((len(stored), counts[1]))
+        checkpoint(file_id, at, *counts)
+
+    def connection_spy() -> Any:
+        threads["connection"].add(threading.current_thread().name)
+        return connection()
+
+    for name, spy in [("store_rejects", store_spy), ("rejects_of", read_spy),
+                      ("checkpoint", checkpoint_spy), ("_connection", connection_spy)]:  # fmt: skip
+        setattr(journal, name, spy)  # spies on the real journal
+    daemon.drop("f.txt", export_text(ROWS))
+    await wait_until(daemon.finished(1), timeout_s=90, what="the file")
+    (record,) = journal.all()
+    assert await daemon.stop() == 0
+    rejected = REJECTED_READING + len(fake_braze.minor_errors)
+    assert (record.state, record.checkpoint, record.rows_rejected) == ("done", ROWS, rejected)
+    assert threads == {"store": {"state-writer_0"}, "read": {"state-writer_0"},
+                       "connection": {"MainThread"}}  # fmt: skip
+    assert len(counted) > 5
+    assert all(on_disk >= count for on_disk, count in counted)
+    assert len(stored) == rejected
+    assert len(csv_lines(daemon, "rejects")) == rejected  # (rewritten from the database)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -16,8 +18,12 @@ from rpi_braze_sync.errors import ConfigError, JournalError, LeaseLostError, Tra
 from rpi_braze_sync.filestates import FileState
 from rpi_braze_sync.leader import FencedTransport, LeaseKeeper
 from rpi_braze_sync.lease import Role
+from rpi_braze_sync.metrics import Metrics
 from rpi_braze_sync.pgjournal import PgJournal
 from rpi_braze_sync.pgschema import LATEST
+from rpi_braze_sync.settlement import Settlement
+from rpi_braze_sync.statewriter import StateWriter
+from rpi_braze_sync.statewrites import StateWrites
 from tests.e2e.conftest import write_config
 from tests.fakebraze import API_KEY
 
@@ -133,8 +139,55 @@ def test_rejects_from_two_daemons_are_kept_once_each(tmp_path: Path, pg_url: str
     assert new.rejects_of(file_id) == [
         (2, ["x", "y"], "bad email"), (5, ["z"], "no id"), (7, ["w", ""], "bad date"),
     ]  # fmt: skip
+    new.epoch = take_lease(pg_url)  # a lease taken again: the rows' connection follows it
+    new.store_rejects(file_id, [(8, ["v"], "no id")])
+    assert [line for line, _, _ in new.rejects_of(file_id)] == [2, 5, 7, 8]
     old.close()
     new.close()
+
+
+async def test_rejects_a_failed_store_left_are_stored_before_the_next_checkpoint(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """The database fails while the state writer stores a checkpoint's rejected rows: that
+    checkpoint is not written, and the next stores those rows before it counts them."""
+    journal = PgJournal(config_for(tmp_path, pg_url))
+    journal.epoch = take_lease(pg_url)
+    record = journal.record_complete("Braze Append/a.csv", "Braze Append", 1, 1)
+    writer, writes = StateWriter(), StateWrites()
+    settlement = Settlement(record, journal, writer, writes, Metrics(), "Braze Append")
+    settlement.open_rejects(tmp_path / "rejects", "a.csv", ["external_id"])
+    store, checkpoint = journal.store_rejects, journal.checkpoint
+    failures = [JournalError("journal write failed (the database went away)")]
+    counted: list[tuple[list[int], int]] = []  # rows stored, rows the checkpoint counts
+
+    def flaky(file_id: int, rows: Sequence[tuple[int, list[str], str]]) -> None:
+        if failures:
+            raise failures.pop()
+        store(file_id, rows)
+
+    def spy(file_id: int, at: int, *counts: Any) -> None:
+        counted.append(([line for line, _, _ in journal.rejects_of(file_id)], counts[1]))
+        checkpoint(file_id, at, *counts)
+
+    setattr(journal, "store_rejects", flaky)  # noqa: B010
+    setattr(journal, "checkpoint", spy)  # noqa: B010
+    settlement.reject(2, [""], "no id")
+    settlement.settle([0])
+    assert not await settlement.write_last()
+    assert not writes.writable
+    assert counted == []
+    settlement.reject(3, [""], "no id")
+    settlement.settle([1])
+    assert await settlement.write_last()
+    assert writes.writable
+    journal.flush()
+    assert journal.get(record.id).rows_rejected == 2
+    assert counted[-1] == ([2, 3], 2)
+    assert all(len(lines) >= count for lines, count in counted)
+    await settlement.close()
+    await writer.close()
+    journal.close()
 
 
 def test_a_password_is_refused_in_the_url_and_read_from_the_credential_file(
