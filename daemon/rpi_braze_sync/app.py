@@ -224,13 +224,16 @@ class Daemon:
             self._lead_over.set()
         except Exception:
             log.critical("task %s failed", name, exc_info=True)
-            self._crashed.append(name)
-            self._stop.set()
+            self.crashed(name)
         else:
             if not self._stop.is_set():  # the main tasks run until cancelled
                 log.critical("task %s ended", name)
-                self._crashed.append(name)
-                self._stop.set()
+                self.crashed(name)
+
+    def crashed(self, name: str) -> None:
+        """Task `name` failed (logged by the caller): the daemon stops, with exit 1."""
+        self._crashed.append(name)
+        self._stop.set()
 
     async def _run(self, group: asyncio.TaskGroup, lost: asyncio.Event | None) -> None:
         sender, queue, watcher = self.sender, self.queue, self.watcher

@@ -48,6 +48,8 @@ class Daemon(Protocol):
 
     async def stopping(self) -> None: ...
 
+    def crashed(self, name: str) -> None: ...
+
 
 @dataclass
 class PairState:
@@ -93,6 +95,19 @@ async def _open_journal(
     return None
 
 
+async def _keep_lease(daemon: Daemon, keeper: LeaseKeeper) -> None:
+    """The keeper runs until cancelled. Anything else that ends it is a bug, which would leave
+    the lease unrenewed and the daemon sending nothing without a word: it is logged, and the
+    daemon stops (exit 1) for systemd to start it again."""
+    try:
+        await keeper.run()
+    except Exception:
+        log.critical("task lease failed", exc_info=True)
+    else:
+        log.critical("task lease ended")
+    daemon.crashed("lease")
+
+
 async def run_as_pair(daemon: Daemon) -> None:
     """Until the daemon stops: standby, leader while the lease is held, standby again."""
     config = daemon.config
@@ -115,7 +130,7 @@ async def run_as_pair(daemon: Daemon) -> None:
         return
     daemon.attach(journal)
     log.info("standby: waiting for the lease on %s (%g s)", journal.where, keeper.lease_s)
-    keeper_task = asyncio.create_task(keeper.run(), name="lease")
+    keeper_task = asyncio.create_task(_keep_lease(daemon, keeper), name="lease")
     try:
         while not stop_wait.done():
             changed.clear()

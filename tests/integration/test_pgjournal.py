@@ -19,6 +19,7 @@ from rpi_braze_sync.filestates import FileState
 from rpi_braze_sync.leader import FencedTransport, LeaseKeeper
 from rpi_braze_sync.lease import Role
 from rpi_braze_sync.metrics import Metrics
+from rpi_braze_sync.pair import PairState
 from rpi_braze_sync.pgjournal import PgJournal
 from rpi_braze_sync.pgschema import LATEST
 from rpi_braze_sync.settlement import Settlement
@@ -26,6 +27,7 @@ from rpi_braze_sync.statewriter import StateWriter
 from rpi_braze_sync.statewrites import StateWrites
 from tests.e2e.conftest import write_config
 from tests.fakebraze import API_KEY
+from tests.integration.test_pipeline import InProcess, daemon  # noqa: F401 - the fixture
 
 WEIRD = "Braze Append/caf\udce9.csv"  # a name that is not UTF-8 (os.fsdecode's surrogate)
 
@@ -283,3 +285,27 @@ async def test_the_fence_refuses_a_request_past_the_deadline_whatever_the_keeper
         await fenced.post(b"c", "f")
     assert inner.bodies == [b"a", b"b"]
     await keeper.release()
+
+
+async def test_a_lease_keeper_that_fails_is_logged_and_stops_the_daemon(
+    daemon: InProcess,  # noqa: F811
+    pg_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug in the keeper's loop would leave the lease unrenewed and the leader sending
+    nothing, silently: the daemon says so and stops (exit 1), for systemd to restart it."""
+    daemon.changes["journal"] = {"url": pg_url}
+    daemon.changes["ha"] = {"lease_seconds": 2}
+    await daemon.start()  # (the watcher runs once the lease is held)
+    assert daemon.daemon is not None
+    pair = daemon.daemon.pair
+    assert isinstance(pair, PairState)
+
+    async def broken(step: object, began: float) -> bool:
+        raise RuntimeError("a bug in the keeper")
+
+    setattr(pair.keeper, "_attempt", broken)  # noqa: B010 - its next renewal fails so
+    assert daemon.task is not None
+    assert await asyncio.wait_for(daemon.task, 15) == 1
+    assert "task lease failed" in caplog.text
+    assert "a bug in the keeper" in caplog.text
