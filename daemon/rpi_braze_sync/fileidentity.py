@@ -45,7 +45,7 @@ class Seen:
     size: int
 
 
-class Action(Enum):
+class VersionAction(Enum):
     AS_RECORDED = "as_recorded"  # from the record's own checkpoint (0 for a new version)
     SKIP = "skip"  # the same content as a version sent before: done without a request
     CONTINUE = "continue"  # the earlier content followed by more rows: from its checkpoint
@@ -53,8 +53,8 @@ class Action(Enum):
 
 
 @dataclass(frozen=True)
-class Decision:
-    action: Action
+class VersionDecision:
+    action: VersionAction
     earlier: Version | None = None  # the version compared with (SKIP, CONTINUE, RESEND)
     start: int = 0  # CONTINUE and RESEND: the checkpoint to send from
     ahead: Ranges = ()  # CONTINUE: the records the earlier version settled beyond it
@@ -86,17 +86,19 @@ def needs_prefix_hash(seen: Seen, earlier: Version | None) -> bool:
     return earlier is not None and earlier.sha256 != seen.sha256 and seen.size > earlier.size
 
 
-def decide(seen: Seen, earlier: Version | None, prefix_sha256: str | None = None) -> Decision:
+def decide(
+    seen: Seen, earlier: Version | None, prefix_sha256: str | None = None
+) -> VersionDecision:
     """`earlier` from earlier_version; `prefix_sha256` the hash of the file's first
     `earlier.size` bytes when needs_prefix_hash (else unused)."""
     if earlier is None:
-        return Decision(Action.AS_RECORDED)
+        return VersionDecision(VersionAction.AS_RECORDED)
     if earlier.sha256 == seen.sha256:
-        return Decision(Action.SKIP, earlier)
+        return VersionDecision(VersionAction.SKIP, earlier)
     grew = (
         seen.size > earlier.size and earlier.sha256 is not None and prefix_sha256 == earlier.sha256
     )
     if grew:
         # The same rows as before, then more: what was settled of them is settled still.
-        return Decision(Action.CONTINUE, earlier, earlier.checkpoint, earlier.ahead)
-    return Decision(Action.RESEND, earlier)
+        return VersionDecision(VersionAction.CONTINUE, earlier, earlier.checkpoint, earlier.ahead)
+    return VersionDecision(VersionAction.RESEND, earlier)

@@ -33,7 +33,7 @@ def queue_key(info: FileInfo) -> tuple[float, int, int, str, int]:
 
 
 @dataclass(frozen=True)
-class Run:
+class Start:
     file: FileInfo
 
 
@@ -47,7 +47,7 @@ class Wait:
     held: tuple[tuple[FileInfo, FileInfo | None], ...]
 
 
-Decision = Run | Wait
+NextStep = Start | Wait
 
 
 def blocking_upsert(append: FileInfo, unfinished_upserts: Sequence[FileInfo]) -> FileInfo | None:
@@ -62,7 +62,7 @@ def choose_next(
     last_upsert_sent_at: float | None,
     append_delay_s: float,
     now: float,
-) -> Decision | None:
+) -> NextStep | None:
     """The first runnable file in queue order; None when nothing is queued.
 
     `unfinished_upserts`: every upsert file seen, complete or being sent (including those
@@ -76,13 +76,13 @@ def choose_next(
     held: list[tuple[FileInfo, FileInfo | None]] = []
     for info in sorted(queued, key=queue_key):
         if info.mode != APPEND:
-            return Run(info)
+            return Start(info)
         blocker = blocking_upsert(info, [u for u in unfinished_upserts if u.id != info.id])
         if blocker is not None:
             held.append((info, blocker))
             continue
         ready_at = (last_upsert_sent_at or 0.0) + append_delay_s
         if last_upsert_sent_at is None or now >= ready_at:
-            return Run(info)
+            return Start(info)
         return Wait(ready_at, (*held, (info, None)))
     return Wait(None, tuple(held))

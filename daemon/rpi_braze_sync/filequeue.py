@@ -15,7 +15,7 @@ import time
 from dataclasses import replace
 
 from .config import LoadedConfig
-from .fileorder import UPSERT, FileInfo, Run, Wait, choose_next
+from .fileorder import UPSERT, FileInfo, Start, Wait, choose_next
 from .filestates import FileState
 from .inspection import share_available
 from .journal import FileRecord
@@ -196,7 +196,7 @@ class FileQueue:
             record.mtime_ns,
         )
 
-    def _decide(self) -> Run | Wait | None:
+    def _decide(self) -> Start | Wait | None:
         """The file to run now (none between its tries), a wait, or None: nothing to run."""
         now = time.monotonic()
         ready = [r for r in self._queue.values() if self._not_before.get(r.id, 0.0) <= now]

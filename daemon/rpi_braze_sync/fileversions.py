@@ -8,8 +8,8 @@ import asyncio
 from pathlib import Path
 
 from .fileidentity import (
-    Decision,
     Seen,
+    VersionDecision,
     decide,
     earlier_version,
     needs_prefix_hash,
@@ -22,7 +22,7 @@ from .journal import FileRecord, Journal
 
 async def compare_version(
     record: FileRecord, inspection: FileInspection, journal: Journal, path: Path, base: Path
-) -> tuple[Seen, Decision]:
+) -> tuple[Seen, VersionDecision]:
     """What to do with `record`'s file as `inspection` found it; `base` the share it is in."""
     seen = Seen(version_of(record), bool(record.retry), inspection.sha256, inspection.size)
     previous = None

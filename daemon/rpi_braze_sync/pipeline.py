@@ -21,7 +21,7 @@ from .chunks import ChunkData, ChunkSource, FileRequest
 from .config import Channel
 from .deltafile import DeltaFile
 from .errors import ExportFileError, FileVanishedError, HeaderError, ShareUnavailableError
-from .fileidentity import Action
+from .fileidentity import VersionAction
 from .fileprogress import FileProgress
 from .filestates import FileState
 from .fileversions import compare_version
@@ -200,16 +200,16 @@ class FileJob:
         seen, decision = await compare_version(
             record, inspection, self.journal, self.path, self.base
         )
-        if decision.action == Action.AS_RECORDED:
+        if decision.action == VersionAction.AS_RECORDED:
             return None
         assert decision.earlier is not None
-        if decision.action == Action.SKIP:
+        if decision.action == VersionAction.SKIP:
             base = decision.earlier.id
             self.log.info(
                 "same content as the version sent before (record %d): not sent again", base
             )
             return self._finish(FileState.DONE, f"same content as record {base}; not sent again")
-        if decision.action == Action.CONTINUE:
+        if decision.action == VersionAction.CONTINUE:
             self.log.warning(
                 "the file grew after %s: continuing from row %d",
                 "its send began" if decision.earlier == seen.record else "it was sent",

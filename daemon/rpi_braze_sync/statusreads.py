@@ -108,7 +108,7 @@ def sqlite_reads(path: Path) -> OpenReads:
     return open_reads
 
 
-class JournalReader:
+class PageReader:
     """Runs the reads in one thread of its own: the connection is opened and used there."""
 
     def __init__(self, open_reads: OpenReads, points: Follower | None = None) -> None:

@@ -39,7 +39,7 @@ from .server import authorised
 from .sqlitejournal import journal_path
 from .statusinputs import RECENT_S, ActiveFile, JournalView, Live, Setup
 from .statuspage import build
-from .statusreads import JournalReader, OpenReads, sqlite_reads
+from .statusreads import OpenReads, PageReader, sqlite_reads
 
 if TYPE_CHECKING:
     from .delivery import Sender
@@ -136,7 +136,7 @@ class StatusPage:
         self.daemon = daemon
         self.role = role
         self.template = Template()
-        self.reader = JournalReader(reads or default_reads(daemon.config), points(daemon.config))
+        self.reader = PageReader(reads or default_reads(daemon.config), points(daemon.config))
         self._read_error: str | None = None  # logged once until it changes
         self.samples = Samples()
         self._setup_for: LoadedConfig | None = None

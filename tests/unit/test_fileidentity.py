@@ -13,16 +13,18 @@ import hashlib
 import pytest
 
 from rpi_braze_sync.fileidentity import (
-    Action,
-    Decision,
     Seen,
     Version,
+    VersionAction,
+    VersionDecision,
     decide,
     earlier_version,
     needs_prefix_hash,
     needs_previous,
 )
 
+AS_RECORDED, SKIP = VersionAction.AS_RECORDED, VersionAction.SKIP
+CONTINUE, RESEND = VersionAction.CONTINUE, VersionAction.RESEND
 OLD = b"id,name\n1,a\n2,b\n"
 GROWN = OLD + b"3,c\n"
 OTHER = b"id,name\n1,x\n2,y\n"  # the same size as OLD, other values
@@ -47,7 +49,7 @@ RESUMING = Version(7, sha(OLD), len(OLD), 1, ((2, 3),))  # its send began, 1 row
 
 def run(
     record: Version, now: bytes, previous: Version | None, retry: bool = False
-) -> tuple[Decision, bool, bool]:
+) -> tuple[VersionDecision, bool, bool]:
     """The decision for the file now holding `now`, and whether the journal and the file's
     prefix were read for it."""
     seen = Seen(record, retry, sha(now), len(now))
@@ -68,17 +70,17 @@ DONE_WITH_AHEAD = Version(
     ("record", "now", "previous", "retry", "action", "earlier", "start", "ahead", "reads"),
     [
         # A path seen for the first time: nothing to compare with.
-        (NEW, OLD, None, False, Action.AS_RECORDED, None, 0, (), "previous"),
+        (NEW, OLD, None, False, AS_RECORDED, None, 0, (), "previous"),
         # The same content as the version done before: not sent again.
-        (NEW, OLD, DONE_BEFORE, False, Action.SKIP, DONE_BEFORE, 0, (), "previous"),
+        (NEW, OLD, DONE_BEFORE, False, SKIP, DONE_BEFORE, 0, (), "previous"),
         # RPI appended rows after the version was done: from its checkpoint, its ranges kept.
-        (NEW, GROWN, DONE_BEFORE, False, Action.CONTINUE, DONE_BEFORE, 2, (), "previous+prefix"),
+        (NEW, GROWN, DONE_BEFORE, False, CONTINUE, DONE_BEFORE, 2, (), "previous+prefix"),
         (
             NEW,
             GROWN,
             DONE_WITH_AHEAD,
             False,
-            Action.CONTINUE,
+            CONTINUE,
             DONE_WITH_AHEAD,
             1,
             ((5, 9),),
@@ -90,29 +92,29 @@ DONE_WITH_AHEAD = Version(
             BIGGER_OTHER,
             DONE_BEFORE,
             False,
-            Action.RESEND,
+            RESEND,
             DONE_BEFORE,
             0,
             (),
             "previous+prefix",
         ),
         # Same size, other values; or shorter: new content, no prefix read.
-        (NEW, OTHER, DONE_BEFORE, False, Action.RESEND, DONE_BEFORE, 0, (), "previous"),
-        (NEW, SHORTER, DONE_BEFORE, False, Action.RESEND, DONE_BEFORE, 0, (), "previous"),
+        (NEW, OTHER, DONE_BEFORE, False, RESEND, DONE_BEFORE, 0, (), "previous"),
+        (NEW, SHORTER, DONE_BEFORE, False, RESEND, DONE_BEFORE, 0, (), "previous"),
         # `retry`: the whole file again, whatever was sent before; nothing read.
-        (NEW, OLD, DONE_BEFORE, True, Action.AS_RECORDED, None, 0, (), ""),
-        (NEW, GROWN, DONE_BEFORE, True, Action.AS_RECORDED, None, 0, (), ""),
-        (RESUMING, OTHER, DONE_BEFORE, True, Action.AS_RECORDED, None, 0, (), ""),
+        (NEW, OLD, DONE_BEFORE, True, AS_RECORDED, None, 0, (), ""),
+        (NEW, GROWN, DONE_BEFORE, True, AS_RECORDED, None, 0, (), ""),
+        (RESUMING, OTHER, DONE_BEFORE, True, AS_RECORDED, None, 0, (), ""),
         # A send that began (a restart): the same content resumes from the record's own
         # checkpoint; the version done before is not consulted.
-        (RESUMING, OLD, DONE_BEFORE, False, Action.AS_RECORDED, None, 0, (), ""),
-        (RESUMING, OLD, None, False, Action.AS_RECORDED, None, 0, (), ""),
+        (RESUMING, OLD, DONE_BEFORE, False, AS_RECORDED, None, 0, (), ""),
+        (RESUMING, OLD, None, False, AS_RECORDED, None, 0, (), ""),
         # ... the file grew while the daemon was down: from the record's checkpoint and ranges.
-        (RESUMING, GROWN, DONE_BEFORE, False, Action.CONTINUE, RESUMING, 1, ((2, 3),), "prefix"),
+        (RESUMING, GROWN, DONE_BEFORE, False, CONTINUE, RESUMING, 1, ((2, 3),), "prefix"),
         # ... the file changed otherwise: from the first row, what was settled forgotten.
-        (RESUMING, OTHER, DONE_BEFORE, False, Action.RESEND, RESUMING, 0, (), ""),
-        (RESUMING, SHORTER, None, False, Action.RESEND, RESUMING, 0, (), ""),
-        (RESUMING, BIGGER_OTHER, None, False, Action.RESEND, RESUMING, 0, (), "prefix"),
+        (RESUMING, OTHER, DONE_BEFORE, False, RESEND, RESUMING, 0, (), ""),
+        (RESUMING, SHORTER, None, False, RESEND, RESUMING, 0, (), ""),
+        (RESUMING, BIGGER_OTHER, None, False, RESEND, RESUMING, 0, (), "prefix"),
     ],
 )
 def test_decision(
@@ -120,14 +122,14 @@ def test_decision(
     now: bytes,
     previous: Version | None,
     retry: bool,
-    action: Action,
+    action: VersionAction,
     earlier: Version | None,
     start: int,
     ahead: tuple[tuple[int, int], ...],
     reads: str,
 ) -> None:
     decision, asked_previous, asked_prefix = run(record, now, previous, retry)
-    assert decision == Decision(action, earlier, start, ahead)
+    assert decision == VersionDecision(action, earlier, start, ahead)
     assert asked_previous == ("previous" in reads)
     assert asked_prefix == ("prefix" in reads)
 
@@ -137,14 +139,14 @@ def test_decision(
     [
         # The prefix hash decides between continuing and sending again, and only for a file
         # that grew: a wrong or missing hash never continues.
-        (DONE_BEFORE, sha(OLD), Action.CONTINUE),
-        (DONE_BEFORE, sha(OTHER), Action.RESEND),
-        (DONE_BEFORE, None, Action.RESEND),
+        (DONE_BEFORE, sha(OLD), CONTINUE),
+        (DONE_BEFORE, sha(OTHER), RESEND),
+        (DONE_BEFORE, None, RESEND),
         # An earlier version with no hash (never read) matches nothing, not even None.
-        (Version(3, None, len(OLD), 2), None, Action.RESEND),
+        (Version(3, None, len(OLD), 2), None, RESEND),
     ],
 )
-def test_prefix_hash(earlier: Version, prefix: str | None, action: Action) -> None:
+def test_prefix_hash(earlier: Version, prefix: str | None, action: VersionAction) -> None:
     seen = Seen(NEW, False, sha(GROWN), len(GROWN))
     assert decide(seen, earlier, prefix).action == action
 
@@ -152,4 +154,4 @@ def test_prefix_hash(earlier: Version, prefix: str | None, action: Action) -> No
 def test_same_hash_is_skipped_whatever_the_sizes_say() -> None:
     """Identity is the content's hash: a size the journal holds differently does not matter."""
     earlier = Version(3, sha(OLD), 1, 2)
-    assert decide(Seen(NEW, False, sha(OLD), len(OLD)), earlier).action == Action.SKIP
+    assert decide(Seen(NEW, False, sha(OLD), len(OLD)), earlier).action == SKIP

@@ -8,7 +8,7 @@ from rpi_braze_sync.fileorder import (
     APPEND,
     UPSERT,
     FileInfo,
-    Run,
+    Start,
     Wait,
     choose_next,
     queue_key,
@@ -53,19 +53,19 @@ UP_QUEUED = file(1, UPSERT, 10, 20, mtime=2)
     ("queued", "unfinished", "last_sent", "now", "expected"),
     [
         # The scan listed the append first (older mtime): the upsert it waits for goes first.
-        ([file(2, APPEND, 10, 20, mtime=1), UP_QUEUED], [UP_QUEUED], None, 30, Run(UP_QUEUED)),
+        ([file(2, APPEND, 10, 20, mtime=1), UP_QUEUED], [UP_QUEUED], None, 30, Start(UP_QUEUED)),
         # The upsert is still being written (not queued): the append waits, says for what.
         ([APP], [UP], None, 30, Wait(None, ((APP, UP),))),
         # An upsert seen after the append is not waited for.
-        ([APP], [file(1, UPSERT, seen=11)], None, 30, Run(APP)),
+        ([APP], [file(1, UPSERT, seen=11)], None, 30, Start(APP)),
         # No upsert was ever sent: no delay.
-        ([APP], [], None, 30, Run(APP)),
+        ([APP], [], None, 30, Start(APP)),
         # The delay after the last upsert sent, measured from when it finished.
         ([APP], [], 25, 30, Wait(35, ((APP, None),))),
-        ([APP], [], 20, 30, Run(APP)),
+        ([APP], [], 20, 30, Start(APP)),
         # While one append waits for an unfinished upsert, a later independent file may go.
         ([APP, file(3, UPSERT, 12, 21)], [UP, file(3, UPSERT, 12, 21)], None, 30,
-         Run(file(3, UPSERT, 12, 21))),
+         Start(file(3, UPSERT, 12, 21))),
         # An append only waiting for the delay holds the queue: what is behind it is later.
         ([file(2, APPEND, 10, 20), file(3, UPSERT, 12, 21)], [file(3, UPSERT, 12, 21)], 25, 30,
          Wait(35, ((file(2, APPEND, 10, 20), None),))),
@@ -76,7 +76,7 @@ def test_choose_next(
     unfinished: list[FileInfo],
     last_sent: float | None,
     now: float,
-    expected: Run | Wait,
+    expected: Start | Wait,
 ) -> None:
     assert choose_next(queued, unfinished, last_sent, DELAY, now) == expected
 
