@@ -27,6 +27,7 @@ from yarl import URL
 
 from . import package_version
 from .errors import TransportError
+from .fileplan import UPDATE_EXISTING_ONLY
 from .redact import redact, without
 from .secret import Secret
 from .statewriter import StateWriter
@@ -193,7 +194,7 @@ class OutboxTransport:
             raise TransportError(
                 "connection", False, f"cannot write the outbox: {exc.strerror}"
             ) from None
-        count = body.count(b'"_update_existing_only"')
+        count = body.count(b'"%s"' % UPDATE_EXISTING_ONLY.encode())  # (in every object)
         reply = orjson.dumps({"message": "success", "attributes_processed": count})
         return Reply(201, CIMultiDictProxy(CIMultiDict()), reply)
 
