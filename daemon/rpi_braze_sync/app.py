@@ -114,7 +114,7 @@ class Daemon:
         lock.acquire()
         stack.callback(lock.release)
         tighten_modes(config.state_directory)
-        hook = HookRoute(self.rpi_calls.accept, config.hook_token)
+        hook = HookRoute(self.rpi_calls.accept, lambda: self.config.hook_token)
         app = build_app(self.metrics, self.readiness.problems, hook, self.role)
         add_status_page(app, self, role=lambda: self.pair.role() if self.pair else None)
         server = await start_server(app, config.settings.http.listen)

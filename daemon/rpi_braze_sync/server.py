@@ -46,7 +46,7 @@ _REFUSAL = (
 @dataclass(frozen=True)
 class HookRoute:
     accept: Callable[[object], tuple[int, str]]  # the parsed JSON body -> status, message
-    token: Secret | None
+    token: Callable[[], Secret | None]  # asked at each call: a reload may rotate it
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -123,9 +123,10 @@ def build_app(
 
     async def post_execution(request: web.Request) -> web.Response:
         assert hook is not None
-        if not authorised(request, hook.token):
+        token = hook.token()
+        if not authorised(request, token):
             metrics.hook_calls.labels("unauthorised").inc()
-            return web.json_response({"error": "unauthorised"}, status=401 if hook.token else 403)
+            return web.json_response({"error": "unauthorised"}, status=401 if token else 403)
         try:
             async with asyncio.timeout(BODY_TIMEOUT_S):
                 body = await _read_body(request)

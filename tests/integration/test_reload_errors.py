@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from rpi_braze_sync.app import Daemon
 from rpi_braze_sync.config import LoadedConfig, load_config
 from rpi_braze_sync.metrics import Metrics
 from rpi_braze_sync.sqlitejournal import SqliteJournal, journal_path
-from tests.e2e.conftest import SHIPPED_CONFIG
+from tests.e2e.conftest import SHIPPED_CONFIG, UPSERT, wait_until, write_config
+from tests.fakebraze import API_KEY, FakeBraze
+from tests.integration.test_pipeline import InProcess
 
 
 @pytest.mark.parametrize(
@@ -63,3 +67,39 @@ async def test_each_lead_takes_its_components_off_the_reloader_when_it_ends(tmp_
         assert daemon.reload() is True
     finally:
         journal.close()
+
+
+async def test_a_reload_rotates_the_hook_token(tmp_path: Path, fake_braze: FakeBraze) -> None:
+    """The hook's token is asked at each call, as the status page's: a rotated token (a new
+    credential, then `systemctl reload`) is the one wanted from then on, without a restart."""
+    process = InProcess(tmp_path, fake_braze)
+    process.changes["hook"] = {"token_env": "RPI_HOOK_TOKEN"}
+    write_config(process.config_path, process.changes)
+    env = {"BRAZE_API_KEY": API_KEY, "RPI_HOOK_TOKEN": "hook-token-old-1"}
+
+    def load() -> LoadedConfig:
+        return load_config(process.config_path, env=dict(env))
+
+    daemon = Daemon(load(), process.metrics, load)
+    task = asyncio.create_task(daemon.run(install_signals=False))
+    url = f"http://{process.changes['http']['listen']}/rpi/post-execution"
+
+    async def status_with(token: str, offer: str) -> int:
+        call = {"channelName": UPSERT, "offerName": offer, "workflowId": "wf-1"}
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, json=call, headers=headers) as response,
+        ):
+            return response.status
+
+    try:
+        await wait_until(lambda: daemon.watcher is not None, what="the daemon")
+        assert await status_with("hook-token-old-1", "Offer 1") == 202
+        env["RPI_HOOK_TOKEN"] = "hook-token-new-2"
+        assert daemon.reload()
+        assert await status_with("hook-token-old-1", "Offer 2") == 401
+        assert await status_with("hook-token-new-2", "Offer 2") == 202  # (a new call)
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 10) == 0
