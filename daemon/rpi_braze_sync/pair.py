@@ -124,19 +124,28 @@ async def run_as_pair(daemon: Daemon) -> None:
     pair = daemon.pair = daemon.readiness.pair = PairState(keeper)
     daemon.metrics.leader.set(0)
     daemon.fence = lambda transport: FencedTransport(transport, keeper.may_send)
-    stop_wait = asyncio.create_task(daemon.stopping())
-    journal = await _open_journal(daemon, pair, stop_wait)
-    if journal is None:
-        return
-    daemon.attach(journal)
-    log.info("standby: waiting for the lease on %s (%g s)", journal.where, keeper.lease_s)
-    keeper_task = asyncio.create_task(_keep_lease(daemon, keeper), name="lease")
-    try:
+    # Each resource closed on every path, in reverse order (the lease released before the
+    # journal closes), as app.Daemon's own.
+    async with contextlib.AsyncExitStack() as stack:
+        stop_wait = asyncio.create_task(daemon.stopping())
+        stack.callback(stop_wait.cancel)
+        journal = await _open_journal(daemon, pair, stop_wait)
+        if journal is None:
+            return
+        stack.callback(journal.close)
+        daemon.attach(journal)
+        log.info("standby: waiting for the lease on %s (%g s)", journal.where, keeper.lease_s)
+        keeper_task = asyncio.create_task(_keep_lease(daemon, keeper), name="lease")
+        stack.push_async_callback(_release, daemon, keeper, keeper_task)
         while not stop_wait.done():
             changed.clear()
             if keeper.lease is None:
-                await asyncio.wait([stop_wait, asyncio.create_task(changed.wait())],
-                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                role_changed = asyncio.create_task(changed.wait())
+                try:
+                    await asyncio.wait([stop_wait, role_changed],
+                                       return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                finally:
+                    role_changed.cancel()
                 continue
             lost.clear()
             journal.epoch = keeper.lease.epoch
@@ -152,11 +161,12 @@ async def run_as_pair(daemon: Daemon) -> None:
                 # The journal failed under the leader: wait a third of the lease (the keeper
                 # resigns if it cannot renew) rather than start again at once.
                 await asyncio.wait([stop_wait], timeout=keeper.lease_s / 3)
-    finally:
-        stop_wait.cancel()
-        keeper_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await keeper_task
-        await keeper.release()
-        daemon.metrics.leader.set(0)
-        journal.close()
+
+
+async def _release(daemon: Daemon, keeper: LeaseKeeper, keeper_task: asyncio.Task[None]) -> None:
+    """The keeper stopped and the lease released: the standby takes over at its next try."""
+    keeper_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await keeper_task
+    await keeper.release()
+    daemon.metrics.leader.set(0)
