@@ -127,7 +127,9 @@ def _append_held(
     blocker = blocking_upsert(append, upserts)
     if blocker is not None:
         state = unfinished[blocker.id].state
-        doing = {"seen": "still being written", "sending": "being sent"}.get(state, "queued")
+        doing = {FileState.SEEN: "still being written", FileState.SENDING: "being sent"}.get(
+            state, "queued"
+        )
         return (
             f"waits for the upsert file {display_name(blocker.rel_path)} ({doing}), seen no"
             " later than it: Braze ignores update-only rows for users it does not have yet"
@@ -201,7 +203,7 @@ def retry_command(rel_path: str, setup: Setup, dry_run: bool) -> str:
 def attention(view: JournalView, setup: Setup, dry_run: bool) -> AttentionList:
     files = []
     for r in view.attention:
-        failed = r.state == "failed"
+        failed = r.state == FileState.FAILED
         rows = plural(r.rows_rejected, "row")
         reason = (
             r.reason
