@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from .batching import keep_unsettled, pack_rows
-from .chunks import ChunkData, FileRequest, RejectData
+from .chunks import ChunkData, DropData, FileRequest, RejectData
 from .deltacolumns import summaries
 from .mapper import bind
 from .reader import ExportReader
@@ -69,6 +69,12 @@ class ChunkReader:
         packed = pack_rows(rows)
         mapped = self.mapper.map_rows(rows, line_numbers)
         bodies, users = mapped.bodies, mapped.users
+        drops: dict[int, list[DropData]] = {}
+        if mapped.drops:  # by record index, which is what settles (a rejected row has none)
+            index_of = dict(zip(line_numbers, indexes, strict=True))
+            for d in mapped.drops:
+                drop = (d.line_no, d.field, d.value, d.reason)
+                drops.setdefault(index_of[d.line_no], []).append(drop)
         if mapped.reasons:  # rejected rows leave the columns for the rejects file
             for i, reason in sorted(mapped.reasons.items()):
                 rejected.append((indexes[i], line_numbers[i], rows[i], reason))
@@ -82,7 +88,7 @@ class ChunkReader:
             bodies,  # type: ignore[arg-type]  # no None left
             packed,
             rejected,
-            mapped.drops,
+            drops,
             batch.at_end,
             reader.progress(),
             reader.records_read,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .batching import Item, Range
-from .mapping import Drop as Drop  # (re-exported: a chunk carries its rows' drops)
+from .mapping import Drop as Drop  # (re-exported: what the executors record)
 
 if TYPE_CHECKING:
     from .inspection import FileInspection
@@ -21,12 +21,17 @@ if TYPE_CHECKING:
 
 # A rejected row: (record index, line, source cells, reason).
 RejectData = tuple[int, int, list[str], str]
+# A field dropped from a row that is sent: (line, field, value, reason), the columns of the
+# dropped-fields file. A plain tuple, not a Drop: a messy export drops a field from one row in
+# seven or so, and each crosses to the daemon, waits for its row to settle and is written; as
+# tuples they cross as marshal writes them and are written by one csv writerows.
+DropData = tuple[int, str, str, str]
 
 
 @dataclass
 class ChunkData:
     """A chunk's rows to send as columns, one entry a row (no object per row until the
-    sender's Item), then its rejected rows and dropped fields."""
+    sender's Item), then its rejected rows and the fields dropped from its rows to send."""
 
     indexes: list[int]  # record index in the file
     line_numbers: list[int]
@@ -34,7 +39,7 @@ class ChunkData:
     bodies: list[bytes]  # each row's attributes object, serialised
     packed: list[str | list[str]]  # each source row, for a rejects file (pack_cells)
     rejected: list[RejectData]
-    drops: list[Drop]
+    drops: dict[int, list[DropData]]  # record index -> its row's dropped fields, in order
     at_end: bool
     progress: float  # share of the file's bytes read
     records_read: int

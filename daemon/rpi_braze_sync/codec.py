@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .chunks import ChunkData, Drop, FileRequest
+from .chunks import ChunkData, FileRequest
 
 FRAME_LENGTH = struct.Struct("!Q")
 
@@ -69,18 +69,16 @@ Message = Request | Reply
 
 def _chunk_fields(message: Chunk) -> bytes:
     c = message.data
-    drops = [(d.line_no, d.field, d.value, d.reason) for d in c.drops]
     columns = (c.indexes, c.line_numbers, c.users, c.bodies, c.packed)
-    rest = (c.rejected, drops, c.at_end, c.progress, c.records_read, c.deltas)
+    rest = (c.rejected, c.drops, c.at_end, c.progress, c.records_read, c.deltas)
     return marshal.dumps((*columns, *rest))
 
 
 def _chunk_of(fields: memoryview) -> Chunk:
     indexes, line_numbers, users, bodies, packed, rejected, drops, *rest = marshal.loads(fields)
     at_end, progress, records_read, deltas = rest
-    dropped = [Drop(*d) for d in drops]
     columns = (indexes, line_numbers, users, bodies, packed)
-    return Chunk(ChunkData(*columns, rejected, dropped, at_end, progress, records_read, deltas))
+    return Chunk(ChunkData(*columns, rejected, drops, at_end, progress, records_read, deltas))
 
 
 def _pickled(message: Message) -> bytes:

@@ -299,9 +299,7 @@ class FileJob:
         every value of theirs)."""
         settlement = self.settlement
         if chunk.drops:
-            settlement.hold_drops(
-                chunk.drops, dict(zip(chunk.line_numbers, chunk.indexes, strict=False))
-            )
+            settlement.hold_drops(chunk.drops)
         rows = len(chunk.rejected) + len(chunk.indexes) + len(unchanged or ())
         if chunk.indexes:
             size = sum(map(len, chunk.bodies)) + sum(map(len, chunk.packed))

@@ -12,10 +12,11 @@ import csv
 import io
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .chunks import Drop
+from .chunks import DropData
 
 
 class RejectsWriter:
@@ -23,7 +24,7 @@ class RejectsWriter:
     full disk, a read-only state directory) raises, and keeps every byte not written for the
     next write: the checkpoint that covers these rows waits for them (settlement.py).
 
-    Two sides: `reject`, `drop` and `take` run on the event loop, which reads the file;
+    Two sides: `reject`, `drops` and `take` run on the event loop, which reads the file;
     `write`, `rewrite` and `close` in the state writer's thread (statewriter.py), one at a
     time, so that the loop never waits on the disk. `flush` is both, for one thread.
     """
@@ -57,10 +58,9 @@ class RejectsWriter:
         padding = [""] * (width - len(cells))
         return [*cells[:width], *padding, line_no, reason, *cells[width:]]
 
-    def drop(self, drop: Drop) -> None:
-        self._writer(self.dropped_path).writerow(
-            [drop.line_no, drop.field, drop.value, drop.reason]
-        )
+    def drops(self, rows: Iterable[DropData]) -> None:
+        """Dropped fields, (line, field, value, reason) each, in one csv call."""
+        self._writer(self.dropped_path).writerows(rows)
 
     def _header_of(self, path: Path) -> list[str]:
         if path == self.rejects_path:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
+from itertools import chain
 from pathlib import Path
 
 from .batching import SettledRecords
-from .chunks import Drop
+from .chunks import DropData
 from .journal import FileRecord, Journal, SharedRejects
 from .metrics import Metrics
 from .rejects import RejectsWriter
@@ -51,7 +52,7 @@ class Settlement:
         # Delta's data points (sent, skipped) so far, checkpointed with the rows: a restart
         # or the other daemon of a pair continues from them (deltarun.DeltaFile.points).
         self.points: Callable[[], tuple[int, int]] | None = None
-        self._drops: dict[int, list[Drop]] = {}  # by index, rows sent but not settled
+        self._drops: dict[int, list[DropData]] = {}  # by index, rows sent but not settled
         self._checkpoint_due = False
         self._soon: asyncio.Future[bool] | None = None  # the checkpoint of a loop turn, written
         self._again = False  # more settled while it was: one more after it
@@ -89,17 +90,10 @@ class Settlement:
 
     # --- settling ------------------------------------------------------------------------
 
-    def hold_drops(self, drops: list[Drop], index_of: dict[int, int]) -> None:
-        """Fields dropped from rows read: written when their row settles (`index_of`: line
-        number to index of the rows to send; a row not among them is settled already)."""
-        settled_now = []
-        for drop in drops:
-            index = index_of.get(drop.line_no)
-            if index is None:  # a row delta settles at once (unchanged)
-                settled_now.append(drop)
-            else:
-                self._drops.setdefault(index, []).append(drop)
-        self._write_drops(settled_now)
+    def hold_drops(self, drops: dict[int, list[DropData]]) -> None:
+        """Fields dropped from rows read, by record index: written when their row settles
+        (a row delta leaves unsent settles in the same turn, as sent)."""
+        self._drops.update(drops)
 
     def sent_rows(self, indexes: list[int]) -> None:
         self.sent += len(indexes)
@@ -118,22 +112,24 @@ class Settlement:
     def settle(self, indexes: list[int]) -> None:
         """These records are done with (one request's, or a chunk's rejects)."""
         self.progress.settle_all(indexes)
-        if self._drops:
-            self._write_drops([d for i in indexes for d in self._drops.pop(i, ())])
+        held = self._drops
+        if held:
+            settled = [held.pop(i) for i in indexes if i in held]
+            if settled:
+                self._write_drops(settled)
         if not self._checkpoint_due and CHECKPOINTS:
             # Checkpoint what is settled at once (once per loop turn, however many answers it
             # brought), beyond the prefix too: after a kill, only rows in flight go again.
             self._checkpoint_due = True
             asyncio.get_running_loop().call_soon(self._checkpoint_soon)
 
-    def _write_drops(self, drops: list[Drop]) -> None:
-        if not drops:
-            return
+    def _write_drops(self, rows: list[list[DropData]]) -> None:
+        """The dropped fields of rows just settled (each row's list, in the order settled)."""
         if self.rejects is not None:
-            for drop in drops:
-                self.rejects.drop(drop)
-        self.dropped += len(drops)
-        self._dropped_label.inc(len(drops))
+            self.rejects.drops(chain.from_iterable(rows))
+        count = sum(map(len, rows))
+        self.dropped += count
+        self._dropped_label.inc(count)
 
     # --- checkpoints ---------------------------------------------------------------------
 

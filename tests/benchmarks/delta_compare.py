@@ -65,7 +65,7 @@ async def one_pass(run: DeltaRun, n: int, make: object) -> tuple[float, float]:
         indexes = list(range(start, min(n, start + CHUNK)))
         bodies = [make(i) for i in indexes]  # type: ignore[operator]
         chunk = ChunkData(
-            indexes, indexes, [f"u{i}" for i in indexes], bodies, [""] * len(indexes), [], [],
+            indexes, indexes, [f"u{i}" for i in indexes], bodies, [""] * len(indexes), [], {},
             False, 0.0, 0,
         )  # fmt: skip
         before = cpu()

@@ -179,3 +179,32 @@ async def test_a_reload_turns_delta_on_for_the_next_files_and_off_again(
         assert points(daemon.metrics, "skipped") == 20
     finally:
         assert await daemon.stop() == 0
+
+
+async def test_fields_dropped_from_rows_left_unsent_are_listed_once(
+    daemon: InProcess, fake_braze: FakeBraze
+) -> None:
+    """A row delta leaves unsent settles at once, as sent: its dropped fields are listed
+    beside the file as for a row sent, once each."""
+    data = (
+        b"external_id,first_name,country,email\n"
+        b"u0,Ann,FR,ann@example.com\n"
+        b'u1,Bob,Narnia,"not, an email"\n'
+        b"u2,Cy,FR,cy@example.com\n"
+        b"u3,Di,Atlantis,di@example.com\n"
+    )
+    await daemon.start()
+    daemon.drop("run1.txt", data)
+    await wait_until(daemon.finished(1), what="the first file")
+    daemon.drop("run2.txt", data)
+    await wait_until(daemon.finished(2), what="the same rows again")
+    assert len(fake_braze.objects()) == 4  # the second file sent nothing
+    assert await daemon.stop() == 0
+    folder = daemon.state / "rejects" / UPSERT / "Offer" / "wf-1"
+    for name in ("run1.txt", "run2.txt"):
+        assert (folder / f"{name}.dropped.csv").read_bytes().splitlines() == [
+            b"_line,field,value,reason",
+            b'3,email,"not, an email",not an email address',
+            b"3,country,Narnia,not an ISO 3166 country code or name",
+            b"5,country,Atlantis,not an ISO 3166 country code or name",
+        ]

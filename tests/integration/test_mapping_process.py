@@ -19,7 +19,7 @@ import pytest
 
 from rpi_braze_sync import mapchild
 from rpi_braze_sync.chunkreader import CHUNK_ROWS
-from rpi_braze_sync.chunks import ChunkData, ChunkSource, Drop, FileRequest, RejectData
+from rpi_braze_sync.chunks import ChunkData, ChunkSource, DropData, FileRequest, RejectData
 from rpi_braze_sync.codec import FRAME_LENGTH, Failed, OpenFile, decode, encode
 from rpi_braze_sync.config import load_config
 from rpi_braze_sync.errors import FileChangedError, HeaderError, ShareUnavailableError
@@ -66,14 +66,16 @@ async def chunks(source: ChunkSource) -> list[ChunkData]:
 ItemData = tuple[int, int, str, bytes, str | list[str]]
 
 
-def flat(chunks: list[ChunkData]) -> tuple[list[ItemData], list[RejectData], list[Drop]]:
+def flat(
+    chunks: list[ChunkData],
+) -> tuple[list[ItemData], list[RejectData], list[tuple[int, DropData]]]:
     items = [
         item
         for c in chunks
         for item in zip(c.indexes, c.line_numbers, c.users, c.bodies, c.packed, strict=True)
     ]
     rejected = [row for chunk in chunks for row in chunk.rejected]
-    drops = [drop for chunk in chunks for drop in chunk.drops]
+    drops = [(i, drop) for chunk in chunks for i, row in chunk.drops.items() for drop in row]
     return items, rejected, drops
 
 
@@ -99,7 +101,11 @@ async def test_gives_what_the_in_process_source_gives(
     items, _, drops = got
     assert len(items) == rows
     assert [item[0] for item in items] == list(range(rows))
-    assert len(drops) == len(range(0, rows, 97))  # the unreal dates, dropped and recorded
+    # The unreal dates, dropped and recorded, each under its row's record index (line 2 is
+    # record 0) as the daemon settles it.
+    assert drops == [
+        (i, (i + 2, "dob", "2024-02-30", "not a real date")) for i in range(0, rows, 97)
+    ]
 
 
 async def users_of(process: MappingProcess, path: Path, start_index: int = 0) -> list[str]:
