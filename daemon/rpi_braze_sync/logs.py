@@ -7,6 +7,7 @@ line end cannot forge a log line, nor one that is not UTF-8 break a JSON line.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sys
@@ -109,6 +110,18 @@ class ExportLogger(logging.LoggerAdapter[logging.Logger]):
 
 def export_logger(logger: logging.Logger, values: Mapping[str, str]) -> ExportLogger:
     return ExportLogger(logger, {k: values[k] for k in FILE_FIELDS if k in values})
+
+
+def log_if_failed(log: logging.Logger | ExportLogger) -> Callable[[asyncio.Task[Any]], None]:
+    """A done-callback for a helper task that nothing awaits (a file job's checkpoints and
+    progress lines): its failure is logged with the traceback, not lost."""
+
+    def done(task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            what = getattr(task.get_coro(), "__qualname__", task.get_name())
+            log.error("helper task %s failed", what, exc_info=exc)
+
+    return done
 
 
 class RepeatFilter(logging.Filter):

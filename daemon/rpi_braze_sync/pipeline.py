@@ -27,7 +27,7 @@ from .filestates import FileState
 from .fileversions import compare_version
 from .inspection import FileInspection, inspect_file, share_available
 from .journal import FileRecord
-from .logs import export_logger
+from .logs import export_logger, log_if_failed
 from .sending import Sending
 from .settlement import Settlement
 from .watchrules import ExportPath
@@ -228,6 +228,8 @@ class FileJob:
         self.report.start(settlement.rows_total)
         checkpointer = asyncio.create_task(settlement.checkpoint_every(self.checkpoint_interval_s))
         reporter = asyncio.create_task(self.report.report_every(self.progress_interval_s))
+        for helper in (checkpointer, reporter):
+            helper.add_done_callback(log_if_failed(self.log))
         records_read = 0
         try:
             while True:

@@ -16,6 +16,7 @@ import pytest
 from rpi_braze_sync.inspection import inspect_file
 from rpi_braze_sync.pgjournal import PgJournal
 from rpi_braze_sync.settings import FormatSettings
+from rpi_braze_sync.settlement import Settlement
 from rpi_braze_sync.sqlitejournal import SqliteJournal, journal_path
 from tests.e2e.conftest import UPSERT, wait_until
 from tests.fakebraze import FakeBraze
@@ -238,3 +239,26 @@ async def test_a_pairs_journal_stores_the_rejects_off_the_loop_before_their_chec
     assert all(on_disk >= count for on_disk, count in counted)
     assert len(stored) == rejected
     assert len(csv_lines(daemon, "rejects")) == rejected  # (rewritten from the database)
+
+
+async def test_a_file_jobs_helper_task_that_fails_is_logged(
+    daemon: InProcess,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The job's once-a-second checkpoints run as a task nothing awaits: a bug there is
+    logged with its traceback (the loop turns' checkpoints still cover the file)."""
+
+    async def broken(self: Settlement, interval_s: float) -> None:
+        raise RuntimeError("a bug in the durable checkpoints")
+
+    monkeypatch.setattr(Settlement, "checkpoint_every", broken)
+    await daemon.start()
+    daemon.drop("f.txt", export_text(300))
+    await wait_until(daemon.finished(1), what="the file")
+    assert await daemon.stop() == 0
+    (line,) = [r.getMessage() for r in caplog.records if "helper task" in r.getMessage()]
+    assert line.endswith(".<locals>.broken failed")  # the coroutine's qualified name
+    assert "a bug in the durable checkpoints" in caplog.text
+    (record,) = daemon.records().values()
+    assert (record.state, record.checkpoint) == ("done", 300)
