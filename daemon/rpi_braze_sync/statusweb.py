@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import logging
 import os
@@ -33,6 +32,7 @@ from . import package_version
 from .config import BASE_ENV, LoadedConfig
 from .deltastats import Follower
 from .errors import JournalError
+from .logs import log_if_failed
 from .metrics import Metrics
 from .ratehistory import Samples
 from .server import authorised
@@ -279,12 +279,14 @@ class StatusPage:
 
     async def running(self, _: web.Application) -> AsyncIterator[None]:
         sampler = asyncio.create_task(self.sample_every(), name="status-samples")
+        # A failure is logged when it happens (the page's rates stop; the daemon goes on),
+        # and does not fail the server's cleanup at the stop.
+        sampler.add_done_callback(log_if_failed(log))
         try:
             yield
         finally:
             sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
+            await asyncio.wait([sampler])
             await asyncio.to_thread(self.reader.close)
 
 

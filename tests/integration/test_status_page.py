@@ -34,9 +34,10 @@ from rpi_braze_sync.pgjournal import PgJournal
 from rpi_braze_sync.server import build_app, start_server
 from rpi_braze_sync.sqlitejournal import SqliteJournal, journal_path
 from rpi_braze_sync.statusdoc import StatusDocument, json_schema
-from rpi_braze_sync.statusweb import add_status_page
-from tests.e2e.conftest import APPEND, ROOT, SHIPPED_CONFIG, UPSERT, free_port
-from tests.fakebraze import API_KEY
+from rpi_braze_sync.statusweb import StatusPage, add_status_page
+from tests.e2e.conftest import APPEND, ROOT, SHIPPED_CONFIG, UPSERT, free_port, wait_until
+from tests.fakebraze import API_KEY, FakeBraze
+from tests.integration.test_pipeline import InProcess
 
 TOKEN = "page-token-81f3"
 ELSEWHERE = {"X-Test-Remote": "192.0.2.10"}
@@ -319,3 +320,22 @@ def test_the_schema_file_is_the_models_schema() -> None:
     assert shipped == json_schema(), (
         "run: python -m rpi_braze_sync.statusdoc > config/status.schema.json"
     )
+
+
+async def test_a_failed_rate_sampler_is_logged_and_the_daemon_stops_cleanly(
+    tmp_path: Path, fake_braze: FakeBraze, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """The page's sampler is a helper task: a bug there is logged when it happens, and does
+    not fail the server's cleanup at the stop (exit 0)."""
+
+    async def broken(self: StatusPage, interval_s: float = 1.0) -> None:
+        raise RuntimeError("a bug in the sampler")
+
+    monkeypatch.setattr(StatusPage, "sample_every", broken)
+    process = InProcess(tmp_path, fake_braze)
+    await process.start()
+    await wait_until(lambda: "a bug in the sampler" in caplog.text, what="the log line")
+    assert await process.stop() == 0
+    (line,) = [r.getMessage() for r in caplog.records if "helper task" in r.getMessage()]
+    assert line.endswith(".<locals>.broken failed")
