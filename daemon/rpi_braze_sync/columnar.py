@@ -15,12 +15,12 @@ nested object that may be over Braze's limit. The tests check every body against
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from itertools import repeat
 from typing import Any
 
 import orjson
 
 from .chunks import Drop
+from .columncache import EncodedCells
 from .columnforms import (
     CACHE_ENTRIES,
     CACHE_TOTAL,
@@ -32,6 +32,7 @@ from .columnforms import (
 )
 from .fileplan import MERGE_OBJECTS, UPDATE_EXISTING_ONLY, ArrayPlan, FilePlan, ValuePlan
 from .identifiers import unusable_rows
+from .jsonpieces import Piece, around, encode, encode_strings, joined
 from .mapping import Rejection
 from .parsers import SKIP
 from .rowcode import compile_identify
@@ -40,67 +41,9 @@ from .transforms import MAX_NESTED_BYTES
 # Per row: its body, or None (the row function's); its user; and the values it dropped.
 ChunkResult = tuple[list[bytes | None], list[str], dict[int, list[Drop]]]
 ChunkFunction = Callable[[Sequence[list[str]], Sequence[int]], ChunkResult]
-# A body is the join of pieces: constant text, or one encoded text per row.
-Piece = bytes | list[bytes]
 
 _dumps = orjson.dumps
 _strip = str.strip
-
-
-def encode_strings(values: list[str]) -> list[bytes]:
-    """Each string JSON-encoded, without its quotes, in one orjson call. Inside an encoded
-    string every quote is escaped, so b'","' only ever separates two items."""
-    return _dumps(values)[2:-2].split(b'","')
-
-
-_Skip = type(SKIP)
-# Values whose JSON never holds a comma: a column of them is encoded by one orjson call.
-_COMMA_FREE = frozenset({int, float, bool, type(None)})
-_STRINGS_SKIPPED = {str, _Skip}
-_SKIP_AS_EMPTY = {_Skip: ""}  # by type: a look-up that never hashes a cell's text
-
-
-def _encode(prefix: bytes, values: list[Any], strings: bool, suffix: bytes) -> list[Piece]:
-    """The pieces of `prefix value suffix` for each row; rows whose value is SKIP get none.
-    `strings`: every value is known to be a string."""
-    if strings:
-        return [prefix + b'"', encode_strings(values), b'"' + suffix]
-    types = list(map(type, values))
-    kinds = set(types)
-    if kinds == {str}:
-        return [prefix + b'"', encode_strings(values), b'"' + suffix]
-    if _Skip not in kinds and kinds <= _COMMA_FREE:
-        return [prefix, _dumps(values)[1:-1].split(b","), suffix]
-    if kinds == _STRINGS_SKIPPED:  # strings, and rows without the value: loops in C
-        texts = encode_strings(list(map(_SKIP_AS_EMPTY.get, types, values)))
-        heads, tails = {str: prefix + b'"', _Skip: b""}, {str: b'"' + suffix, _Skip: b""}
-        return [list(map(heads.__getitem__, types)), texts, list(map(tails.__getitem__, types))]
-    # Mixed: the strings still in one orjson call. (Never a list of orjson's own results:
-    # each keeps its whole working buffer, 4 KB, alive; those below are joined at once.)
-    texts = encode_strings([v if v.__class__ is str else "" for v in values])
-    head, tail = prefix + b'"', b'"' + suffix
-    return [
-        [
-            head + t + tail
-            if v.__class__ is str
-            else b""
-            if v is SKIP
-            else prefix + _dumps(v) + suffix
-            for v, t in zip(values, texts, strict=True)
-        ]
-    ]
-
-
-def _joined(pieces: list[Piece]) -> list[bytes]:
-    """One text per row: the pieces joined, constants repeated."""
-    merged: list[Piece] = []
-    for piece in pieces:
-        if isinstance(piece, bytes) and merged and isinstance(merged[-1], bytes):
-            merged[-1] += piece
-        elif piece != b"":
-            merged.append(piece)
-    columns = (repeat(p) if isinstance(p, bytes) else p for p in merged)
-    return list(map(b"".join, zip(*columns, strict=False)))  # repeat() never ends: rows do
 
 
 def _key(name: str) -> bytes:
@@ -130,15 +73,15 @@ def _longest_constant(v: ValuePlan) -> int:
 
 
 # A value's part of a body: (key, its columns (columns_of) or None, converter or fixed value,
-# suffix, name for drops, whether a bad value rejects the row).
-_Part = tuple[bytes, int | tuple[int, int] | None, Any, bytes, str, bool]
+# suffix, name for drops, whether a bad value rejects the row, its cells' JSON remembered).
+_Part = tuple[bytes, int | tuple[int, int] | None, Any, bytes, str, bool, EncodedCells | None]
 
 
 def _part(
     key: bytes, v: ValuePlan, entries: int, skip_none: bool = False, suffix: bytes = b""
 ) -> _Part:
     if v.column is None:
-        return (key, None, v.fixed, suffix, v.name, False)
+        return (key, None, v.fixed, suffix, v.name, False, None)
     return (
         key,
         columns_of(v),
@@ -146,6 +89,7 @@ def _part(
         suffix,
         v.name,
         v.reject is not None,
+        EncodedCells(entries),
     )
 
 
@@ -179,7 +123,7 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
     top: list[_Part] = [_part(_key(v.name), v, entries) for v in plan.fields]
     names = [plan.identifier_kind, *(v.name for v in plan.fields)]
     for name, fixed in plan.fixed.items():
-        top.append((_key(name), None, fixed, b"", name, False))
+        top.append((_key(name), None, fixed, b"", name, False, None))
         names.append(name)
     groups: dict[str, list[ArrayPlan]] = {}  # the values of each array, in order
     for array in plan.arrays:
@@ -191,12 +135,20 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
             top.append(_part(prefix, arrays[0].value, entries, True, b"]}"))
         else:  # several: each row's object built from the converted columns
             values = [(a.op, _part(b"", a.value, entries, True)) for a in arrays]
-            top.append((_key(name), _GROUP, values, b"", name, False))
+            top.append((_key(name), _GROUP, values, b"", name, False, None))
     nested: list[tuple[bytes, bool, list[_Part], list[_Growth]]] = []
     for obj in plan.nested:
         names.append(obj.name)
         inner: list[_Part] = [
-            (_key(key), index, parsed("infer", entries), b"", f"{obj.name}.{key}", False)
+            (
+                _key(key),
+                index,
+                parsed("infer", entries),
+                b"",
+                f"{obj.name}.{key}",
+                False,
+                EncodedCells(entries),
+            )
             for key, index in obj.inferred
         ]
         growth: list[_Growth] = [(index, 6, len(key) + 64) for key, index in obj.inferred]
@@ -225,28 +177,51 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
         """The parts' pieces: a constant where every row has the same, else one per row."""
         pieces: list[Piece] = []
 
-        def values_of(part: _Part) -> tuple[list[Any], bool]:
-            _, where, how, _, name, rejects = part
-            assert where is not None
+        def converted(
+            part: _Part, cells: Sequence[Any], rows: list[int] | None = None
+        ) -> tuple[list[Any], bool, Failures]:
+            """The cells' values; `rows`: the chunk's row of each cell, when not all."""
+            _, _, how, _, name, rejects, _ = part
             failed: Failures = []
-            values, strings = how(cells_of(columns, where), failed)
+            values, strings = how(cells, failed)
             if failed:
+                if rows is not None:
+                    failed = [(rows[j], text, reason) for j, text, reason in failed]
                 if rejects:
                     bad.update(i for i, _, _ in failed)
                 else:
                     for i, text, reason in failed:
                         drops.setdefault(i, []).append(Drop(line_numbers[i], name, text, reason))
+            return values, strings, failed
+
+        def values_of(part: _Part) -> tuple[list[Any], bool]:
+            assert part[1] is not None
+            values, strings, _ = converted(part, cells_of(columns, part[1]))
             return values, strings
 
         for part in parts:
-            key, where, how, suffix, _, _ = part
+            key, where, how, suffix, _, _, cache = part
             if where is None:
                 pieces.append(key + _dumps(how) + suffix)
             elif where is _GROUP:  # an array with several values: {"add": [...], ...}
                 pieces.append(_array_objects(key, how, values_of, len(columns[0])))
             else:
-                values, strings = values_of(part)
-                pieces += _encode(key, values, strings, suffix)
+                cells = cells_of(columns, where)
+                found = None if cache is None else cache.look_up(cells)
+                if found is None:  # none known: the whole column converted and encoded
+                    values, strings, failed = converted(part, cells)
+                    pieces += encode(key, values, strings, suffix)
+                    if cache is not None and cache.on:
+                        cache.learn(cells, values, {cells[i] for i, _, _ in failed})
+                    continue
+                encoded, missing = found
+                if missing:  # only the cells not known are converted
+                    assert cache is not None
+                    unknown = [cells[i] for i in missing]
+                    values, _, failed = converted(part, unknown, missing)
+                    cache.fill(encoded, missing, values)
+                    cache.learn(unknown, values, {cells[i] for i, _, _ in failed})
+                pieces += around(key, encoded, suffix)
         return pieces
 
     def identities(
@@ -298,7 +273,7 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
                 continue  # nothing in it: never sent
             inner_pieces = pieces_of(inner, columns, bad, drops, line_numbers)
             if _may_exceed(growth, columns):  # the row function drops the objects over it
-                sizes = [len(t) + 1 if t else 0 for t in _joined(inner_pieces)]  # {...}
+                sizes = [len(t) + 1 if t else 0 for t in joined(inner_pieces)]  # {...}
                 bad.update(i for i, size in enumerate(sizes) if size > MAX_NESTED_BYTES)
             first = inner_pieces[0]
             if isinstance(first, bytes):
@@ -307,7 +282,7 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
                 pieces += [head, first[1:], *inner_pieces[1:], b"}"]
                 present = [True] * len(rows)
             else:
-                texts = _joined(inner_pieces)
+                texts = joined(inner_pieces)
                 pieces.append([head + t[1:] + b"}" if t else b"" for t in texts])
                 present = [bool(t) for t in texts]
             if merge:
@@ -318,7 +293,7 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
             pieces.append(merge_tail)
         else:
             pieces.append([merge_tail if m else tail for m in merging])
-        bodies = list(_joined(pieces))
+        bodies = list(joined(pieces))
         for i in bad:
             bodies[i] = None
             drops.pop(i, None)

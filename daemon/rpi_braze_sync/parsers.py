@@ -258,14 +258,26 @@ def _emails_as_written(values: list[str]) -> list[Any]:
     return [v if len(v) <= MAX_STRING_CHARS and _EMAIL.fullmatch(v) else MISS for v in values]
 
 
-def _dates_as_written(values: list[str]) -> list[str] | None:
-    if None in map(_DATE.fullmatch, values):
-        return None
-    try:
-        collections.deque(map(datetime.date.fromisoformat, values), maxlen=0)
-    except ValueError:
-        return None
-    return values
+# The month and day of every real date but 29 February (whose year decides: the scalar form's).
+_MONTH_DAYS = frozenset(
+    (datetime.date(2001, 1, 1) + datetime.timedelta(days)).isoformat()[4:] for days in range(365)
+)
+
+
+def _dates_as_written(values: list[str]) -> list[Any]:
+    found = list(map(_DATE.fullmatch, values))
+    if None not in found:
+        try:
+            collections.deque(map(datetime.date.fromisoformat, values), maxlen=0)
+            return values
+        except ValueError:
+            pass
+    # Some are not real dates (a real export has 2024-02-30 and 15/03/2024): the others are
+    # still told here, without an exception each; those go to the scalar form.
+    return [
+        v if m is not None and v[4:] in _MONTH_DAYS and v[:4] != "0000" else MISS
+        for v, m in zip(values, found, strict=True)
+    ]
 
 
 # infer_value's texts that stay texts, told by a pattern: a first character no number, date or

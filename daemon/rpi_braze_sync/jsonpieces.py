@@ -1,0 +1,92 @@
+"""Pure: JSON text over a column (columnar.py): a column's values encoded by as few orjson
+calls as their types allow, as pieces (constant text, or one text per row) that a body is
+joined from, row by row, in C.
+"""
+
+from __future__ import annotations
+
+from itertools import compress, repeat
+from operator import is_
+from typing import Any
+
+import orjson
+
+from .parsers import SKIP
+
+# A body is the join of pieces: constant text, or one encoded text per row.
+Piece = bytes | list[bytes]
+
+_dumps = orjson.dumps
+
+
+def encode_strings(values: list[str]) -> list[bytes]:
+    """Each string JSON-encoded, without its quotes, in one orjson call. Inside an encoded
+    string every quote is escaped, so b'","' only ever separates two items."""
+    return _dumps(values)[2:-2].split(b'","')
+
+
+_Skip = type(SKIP)
+# Values whose JSON never holds a comma: a column of them is encoded by one orjson call.
+_COMMA_FREE = frozenset({int, float, bool, type(None)})
+_STRINGS_SKIPPED = {str, _Skip}
+_SKIP_AS_EMPTY = {_Skip: ""}  # by type: a look-up that never hashes a cell's text
+
+
+def encode(prefix: bytes, values: list[Any], strings: bool, suffix: bytes) -> list[Piece]:
+    """The pieces of `prefix value suffix` for each row; rows whose value is SKIP get none.
+    `strings`: every value is known to be a string."""
+    if strings:
+        return [prefix + b'"', encode_strings(values), b'"' + suffix]
+    types = list(map(type, values))
+    kinds = set(types)
+    if kinds == {str}:
+        return [prefix + b'"', encode_strings(values), b'"' + suffix]
+    if _Skip not in kinds and kinds <= _COMMA_FREE:
+        return [prefix, _dumps(values)[1:-1].split(b","), suffix]
+    if kinds == _STRINGS_SKIPPED:  # strings, and rows without the value: loops in C
+        texts = encode_strings(list(map(_SKIP_AS_EMPTY.get, types, values)))
+        heads, tails = {str: prefix + b'"', _Skip: b""}, {str: b'"' + suffix, _Skip: b""}
+        return [list(map(heads.__getitem__, types)), texts, list(map(tails.__getitem__, types))]
+    # Mixed (numbers and texts, rows without the value): the strings in one orjson call, the
+    # values without a comma in another, and each row takes the next of its type's, in C.
+    # (Never a list of orjson's own results: each keeps its whole working buffer, 4 KB,
+    # alive; the few others are copied with their key.)
+    strs: list[str] = list(compress(values, map(is_, types, repeat(str))))
+    plain = list(compress(values, map(_COMMA_FREE.__contains__, types)))
+    each = iter(encode_strings(strs) if strs else ())
+    comma_free = iter(_dumps(plain)[1:-1].split(b",") if plain else ())
+    rest = kinds - _COMMA_FREE - _STRINGS_SKIPPED  # ({"$time": ...} of a nested date)
+    others = iter([prefix + _dumps(v) for v in values if v.__class__ in rest])
+    encoded = {str: each, _Skip: repeat(b""), **dict.fromkeys(_COMMA_FREE, comma_free)}
+    heads = {str: prefix + b'"', _Skip: b"", **dict.fromkeys(rest, b"")}
+    tails = {str: b'"' + suffix, _Skip: b""}
+    return [
+        list(map(heads.get, types, repeat(prefix))),
+        list(map(next, map(encoded.get, types, repeat(others)))),
+        list(map(tails.get, types, repeat(suffix))),
+    ]
+
+
+_NOTHING_AROUND = {b"": b""}  # a row without the value: no key before it, no suffix after
+
+
+def around(prefix: bytes, encoded: list[bytes], suffix: bytes) -> list[Piece]:
+    """The pieces of `prefix value suffix` for values already JSON (b"": none for the row)."""
+    if b"" not in encoded:
+        return [prefix, encoded, suffix]
+    pieces: list[Piece] = [list(map(_NOTHING_AROUND.get, encoded, repeat(prefix))), encoded]
+    if suffix:
+        pieces.append(list(map(_NOTHING_AROUND.get, encoded, repeat(suffix))))
+    return pieces
+
+
+def joined(pieces: list[Piece]) -> list[bytes]:
+    """One text per row: the pieces joined, constants repeated."""
+    merged: list[Piece] = []
+    for piece in pieces:
+        if isinstance(piece, bytes) and merged and isinstance(merged[-1], bytes):
+            merged[-1] += piece
+        elif piece != b"":
+            merged.append(piece)
+    columns = (repeat(p) if isinstance(p, bytes) else p for p in merged)
+    return list(map(b"".join, zip(*columns, strict=False)))  # repeat() never ends: rows do
