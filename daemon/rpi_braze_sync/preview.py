@@ -15,6 +15,7 @@ from typing import TextIO
 
 import orjson
 
+from .boundedlines import Record
 from .chunks import Drop
 from .config import Channel, LoadedConfig, load_config
 from .deltaview import DeltaView
@@ -22,7 +23,7 @@ from .errors import ExportFileError, HeaderError, InputMissingError, UsageError
 from .inspection import inspect_file
 from .mapper import FileMapper, MappedRows, bind
 from .mapping import parse_path_pattern
-from .reader import ExportReader, Record
+from .reader import ExportReader
 from .shareio import special_kind
 from .watchrules import ExportPath, classify_path
 

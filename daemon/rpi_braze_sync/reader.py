@@ -14,15 +14,20 @@ import os
 import re
 from bisect import bisect_right
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
+from .boundedlines import (
+    BoundedLines,
+    Record,
+    RecordBatch,
+    too_long_reason,
+    unclosed_quote_reason,
+)
 from .errors import (
     ExportFileError,
     FileChangedError,
     FileVanishedError,
-    RecordTooLongError,
     ShareUnavailableError,
 )
 from .inspection import (
@@ -36,102 +41,17 @@ from .shareio import open_regular
 if TYPE_CHECKING:
     from .plan import ReadFormat, RecordCount
 
-csv.field_size_limit(16 << 20)  # a long cell is a value to reject, not a reason to stop reading
-# A line longer than format.max_record_bytes is not read: the reader hands csv this line in
-# its place, and the record that holds it is rejected with the line's number.
-TOO_LONG_PLACEHOLDER = "\ue000"
+FIELD_SIZE_LIMIT = 16 << 20
+csv.field_size_limit(FIELD_SIZE_LIMIT)  # a long cell is a value to reject, not a reason to stop
 # A chunk of records ends at this many characters read, whatever its number of rows, so that a
 # file of long rows does not hold CHUNK_ROWS of them at once.
 CHUNK_CHARS = 1 << 20
-
-
-def _line_end(line: str) -> str:
-    if line.endswith("\r\n"):
-        return "\r\n"
-    return line[-1] if line.endswith(("\n", "\r")) else ""
-
-
-class _BoundedLines:
-    """The lines csv.reader parses, none longer than the limit, and no record either.
-
-    A line over the limit is read in pieces and dropped; csv gets TOO_LONG_PLACEHOLDER in its
-    place and `replaced` notes its line number, so the record that holds it is rejected. A
-    record that grows over the limit across lines (quoted line ends) stops the file: where it
-    ends cannot be known without holding it. `total` counts characters handed to csv; the
-    reader sets `record_start` as each record ends. `exhausted`: the end of the file was
-    reached; csv asks for a line past it only inside a quoted field left open."""
-
-    __slots__ = ("_text", "exhausted", "first_line", "limit", "record_start", "replaced", "total")
-
-    def __init__(self, text: IO[str], limit: int, first_line: int) -> None:
-        self._text = text
-        self.limit = limit
-        self.first_line = first_line  # the physical line number of the first line handed over
-        self.replaced: list[int] = []
-        self.record_start = 0
-        self.total = 0
-        self.exhausted = False
-
-    def __iter__(self) -> Iterator[str]:
-        readline, limit = self._text.readline, self.limit
-        quarter = limit // 4  # a line of fewer characters cannot have more bytes than `limit`
-        line_no = self.first_line - 1
-        while line := readline(limit + 1):
-            line_no += 1
-            size = len(line)
-            if size > quarter and (
-                size > limit or len(line.encode("utf-8", "surrogatepass")) > limit
-            ):
-                if size > limit and not line.endswith(("\n", "\r")):
-                    while (rest := readline(limit + 1)) and not rest.endswith(("\n", "\r")):
-                        pass
-                    line = rest
-                self.replaced.append(line_no)
-                line = TOO_LONG_PLACEHOLDER + _line_end(line)
-                size = len(line)
-            self.total += size
-            if self.total - self.record_start > limit:
-                raise RecordTooLongError(
-                    f"line {line_no}: a record that goes on over several lines is longer than"
-                    f" format.max_record_bytes ({limit:,} bytes)"
-                )
-            yield line
-        self.exhausted = True
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    index: int  # 0-based position among the data rows; checkpoints count these
-    line_no: int  # physical line where the record starts, 1-based, as an editor shows it
-    cells: list[str]
-    unread: str | None = None  # why the record cannot be read as it is (to reject), if so
-
-
-@dataclass(frozen=True, slots=True)
-class RecordBatch:
-    """Consecutive records: indexes first_index, first_index + 1, ..."""
-
-    first_index: int
-    line_numbers: list[int]
-    rows: list[list[str]]
-    at_end: bool = False  # the file has no records after these
-    # Records to reject before mapping, (position in `rows`, reason): over the size limit
-    # (cells never read) or cut off inside a quoted field at the end of the file.
-    unread: tuple[tuple[int, str], ...] = ()
-
-
-def unclosed_quote_reason(line_no: int) -> str:
-    return (
-        f"line {line_no}: quoted field not closed before end of file (the file may be cut"
-        " short); fix the export (close the quote) and send the row again"
-    )
-
-
-def too_long_reason(line_no: int, limit: int) -> str:
-    return (
-        f"line {line_no} is longer than format.max_record_bytes ({limit:,} bytes): not read;"
-        " fix that line of the export (or raise the limit) and send the row again"
-    )
+_LINE_ENDS = ("\r\n", "\n", "\r")  # a blank line: csv yields no record for it
+# Handing csv one line at a time costs more than letting it read them: when more than this
+# share of a batch's lines hold a quote (a file with every field quoted), csv reads the next
+# CSV_BATCHES batches itself; then lines are split again, and the share measured again.
+SPLIT_UNTIL = 0.6
+CSV_BATCHES = 64
 
 
 class ExportReader:
@@ -167,10 +87,28 @@ class ExportReader:
         ]
         self._line_offset = fmt.skip_lines
         self.records_read = 0  # data records seen so far, including those skipped on resume
-        self._lines = _BoundedLines(self._text, self.max_record, fmt.skip_lines + 1)
+        self._lines = BoundedLines(self._text, self.max_record, fmt.skip_lines + 1)
+        self._line_source = iter(self._lines)
+        # Lines handed to csv by take_batch; csv reads on from the file itself while a quoted
+        # field goes on across lines.
+        self._pending: list[str] = []
         self._csv = csv.reader(
-            self._lines, delimiter=inspection.delimiter, quotechar=fmt.quote_char, strict=False
+            self._csv_lines(), delimiter=inspection.delimiter, quotechar=fmt.quote_char,
+            strict=False,
+        )  # fmt: skip
+        # A line without the quote character is split at the delimiter, which is what csv
+        # makes of it (a property test holds them equal) for less (an export without quotes
+        # is read in three quarters of the time); a line with one goes through csv. csv reads
+        # every line where a cell could pass its field size limit, or the delimiter is no
+        # plain one.
+        delimiter = inspection.delimiter
+        plain = (
+            self.max_record <= FIELD_SIZE_LIMIT
+            and len(delimiter) == 1
+            and delimiter not in ("\r", "\n", fmt.quote_char)
         )
+        self._quote = fmt.quote_char
+        self._csv_batches = 0 if plain else -1  # batches csv reads alone; -1: all of them
         self._start_index = start_index
         try:
             self.header: list[str] = self._read_header()
@@ -181,6 +119,19 @@ class ExportReader:
         self._next_index = 0
         self._next_line = self._line_offset + self._csv.line_num + 1
         self._at_end = False
+
+    def _csv_lines(self) -> Iterator[str]:
+        """What csv reads: the line take_batch hands it, then, while that record's quoted
+        field goes on, the next lines of the file (the header: the file's first line)."""
+        pending, source = self._pending, self._line_source
+        while True:
+            if pending:
+                yield pending.pop()
+            else:
+                line = next(source, None)
+                if line is None:
+                    return
+                yield line
 
     def _read_header(self) -> list[str]:
         try:
@@ -211,22 +162,35 @@ class ExportReader:
         ]
 
     def take_batch(self, limit: int, max_chars: int = CHUNK_CHARS) -> RecordBatch:
-        """`take` as columns, for the hot path: one tight loop (no generator, no per-row
-        attribute look-ups beyond the bounds', no object per record). Stops after `limit`
-        records or `max_chars` characters read, whichever comes first."""
+        """`take` as columns, for the hot path: one tight loop over the file's lines (no
+        object per record), csv only for lines with a quote. Stops after `limit` records or
+        `max_chars` characters read, whichever comes first."""
         rows: list[list[str]] = []
         line_numbers: list[int] = []
         keep_row, keep_line = rows.append, line_numbers.append
-        reader, lines = self._csv, self._lines
-        offset = self._line_offset
+        reader, lines, source, pending = self._csv, self._lines, self._line_source, self._pending
+        quote, delimiter = self._quote, self._inspection.delimiter
         index, start, line_no = self._next_index, self._start_index, self._next_line
+        first_line, quoted = line_no, 0
+        split = self._csv_batches == 0
         replaced_before = len(lines.replaced)
         unclosed = -1  # position in `rows` of a record the end of the file cut off
         chars_end = lines.total + max_chars
         at_end = self._at_end
         try:
-            if not at_end:
-                for cells in reader:
+            if at_end:
+                pass
+            elif split:
+                for line in source:
+                    if quote not in line:
+                        next_line = line_no + 1
+                        cells = [] if line in _LINE_ENDS else line.rstrip("\r\n").split(delimiter)
+                    else:
+                        quoted += 1
+                        pending.append(line)
+                        before = reader.line_num
+                        cells = next(reader, [])  # (csv makes a record of the line, at least)
+                        next_line = line_no + reader.line_num - before
                     if cells:  # a blank line is no record
                         if index >= start:
                             if lines.exhausted:  # csv ran into the end inside quotes
@@ -234,7 +198,23 @@ class ExportReader:
                             keep_row(cells)
                             keep_line(line_no)
                         index += 1
-                    line_no = offset + reader.line_num + 1
+                    line_no = next_line
+                    lines.record_start = total = lines.total
+                    if len(rows) >= limit or total >= chars_end:
+                        break
+                else:
+                    at_end = True
+            else:  # csv reads every line (the same loop, csv fetching the lines)
+                base = line_no - reader.line_num
+                for cells in reader:
+                    if cells:
+                        if index >= start:
+                            if lines.exhausted:
+                                unclosed = len(rows)
+                            keep_row(cells)
+                            keep_line(line_no)
+                        index += 1
+                    line_no = base + reader.line_num
                     lines.record_start = total = lines.total
                     if len(rows) >= limit or total >= chars_end:
                         break
@@ -253,6 +233,10 @@ class ExportReader:
             self._next_index, self._next_line = index, line_no
             self.records_read = index
             self._at_end = at_end
+            if self._csv_batches > 0:
+                self._csv_batches -= 1
+            elif split and quoted > (line_no - first_line) * SPLIT_UNTIL:  # quotes all over
+                self._csv_batches = CSV_BATCHES
         unread: dict[int, str] = {}
         if len(lines.replaced) > replaced_before:
             # The record that holds a replaced line is the last one starting at or before it.
