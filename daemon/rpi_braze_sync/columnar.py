@@ -15,6 +15,7 @@ nested object that may be over Braze's limit. The tests check every body against
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -32,7 +33,7 @@ from .columnforms import (
 )
 from .fileplan import MERGE_OBJECTS, UPDATE_EXISTING_ONLY, ArrayPlan, FilePlan, ValuePlan
 from .identifiers import unusable_rows
-from .jsonpieces import Piece, around, encode, encode_strings, joined
+from .jsonpieces import Piece, encode, encode_strings, joined
 from .mapping import Rejection
 from .parsers import SKIP
 from .rowcode import compile_identify
@@ -44,6 +45,7 @@ ChunkFunction = Callable[[Sequence[list[str]], Sequence[int]], ChunkResult]
 
 _dumps = orjson.dumps
 _strip = str.strip
+_rest = itemgetter(slice(1, None))  # a part without its leading comma
 
 
 def _key(name: str) -> bytes:
@@ -89,7 +91,7 @@ def _part(
         suffix,
         v.name,
         v.reject is not None,
-        EncodedCells(entries),
+        EncodedCells(entries, key, suffix),
     )
 
 
@@ -147,7 +149,7 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
                 b"",
                 f"{obj.name}.{key}",
                 False,
-                EncodedCells(entries),
+                EncodedCells(entries, _key(key)),
             )
             for key, index in obj.inferred
         ]
@@ -221,7 +223,7 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
                     values, _, failed = converted(part, unknown, missing)
                     cache.fill(encoded, missing, values)
                     cache.learn(unknown, values, {cells[i] for i, _, _ in failed})
-                pieces += around(key, encoded, suffix)
+                pieces.append(encoded)  # (a row without the value: b"", no key either)
         return pieces
 
     def identities(
@@ -276,10 +278,11 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
                 sizes = [len(t) + 1 if t else 0 for t in joined(inner_pieces)]  # {...}
                 bad.update(i for i, size in enumerate(sizes) if size > MAX_NESTED_BYTES)
             first = inner_pieces[0]
-            if isinstance(first, bytes):
+            if isinstance(first, bytes) or b"" not in first:
                 # Its first key is in every row (so is the object): spliced in, that key
                 # without its comma, whether the others are in a row or not.
-                pieces += [head, first[1:], *inner_pieces[1:], b"}"]
+                first = first[1:] if isinstance(first, bytes) else list(map(_rest, first))
+                pieces += [head, first, *inner_pieces[1:], b"}"]
                 present = [True] * len(rows)
             else:
                 texts = joined(inner_pieces)

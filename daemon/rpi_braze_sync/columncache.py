@@ -26,24 +26,24 @@ _dumps = orjson.dumps
 _FEW_NEW = 32
 
 
-def _json(value: Any) -> bytes:
-    """A value as JSON, or b"" for SKIP; a copy: orjson's result keeps its whole working
-    buffer (4 KB) alive, and these stay for the file."""
-    return b"" if value is SKIP else bytes(memoryview(_dumps(value)))
-
-
 class EncodedCells:
-    """A value's cells (a cell's text, or a phone's text and its region's) -> its value as
-    JSON bytes, or b"" where the row sends nothing (an empty cell)."""
+    """A value's cells (a cell's text, or a phone's text and its region's) -> its part of a
+    body, `prefix value suffix` (its key, its value as JSON, what closes it), or b"" where the
+    row sends nothing (an empty cell)."""
 
-    __slots__ = ("entries", "known")
+    __slots__ = ("entries", "known", "prefix", "suffix")
 
-    def __init__(self, entries: int) -> None:
+    def __init__(self, entries: int, prefix: bytes, suffix: bytes = b"") -> None:
         self.known: dict[Any, bytes] | None = {}  # None: off for the rest of the file
         self.entries = entries
+        self.prefix, self.suffix = prefix, suffix
+
+    def _part(self, value: Any) -> bytes:
+        # (A new bytes: orjson's own result keeps its whole working buffer, 4 KB, alive.)
+        return b"" if value is SKIP else self.prefix + _dumps(value) + self.suffix
 
     def look_up(self, cells: Sequence[Any]) -> tuple[list[Any], list[int]] | None:
-        """Each cell's bytes (None where not known) and the rows not known; None when off or
+        """Each cell's part (None where not known) and the rows not known; None when off or
         none is known (the converter's column form then does the whole column)."""
         if not self.known:
             return None
@@ -67,13 +67,13 @@ class EncodedCells:
             self.known = None
             return
         for cell in new:
-            known[cell] = _json(fresh[cell])
+            known[cell] = self._part(fresh[cell])
 
-    @staticmethod
-    def fill(encoded: list[Any], missing: list[int], values: list[Any]) -> None:
-        """Puts the missing cells' values (converted, in the order of `missing`) in `encoded`."""
+    def fill(self, encoded: list[Any], missing: list[int], values: list[Any]) -> None:
+        """Puts the missing cells' parts (values converted, in the order of `missing`) in
+        `encoded`."""
         for i, value in zip(missing, values, strict=True):
-            encoded[i] = _json(value)
+            encoded[i] = self._part(value)
 
     @property
     def on(self) -> bool:

@@ -54,18 +54,15 @@ def parsed(operation: str, entries: int) -> ColumnConverter:
             return values, True  # sent as written: strings, none skipped
         unknown: Any = MISS
         if values is None:
+            # All as written (codes with a leading zero, say): in one pass, which stops at
+            # the first other text (an empty one never matches: none skipped).
+            if as_written is not None and all(map(as_written.fullmatch, texts)):
+                return texts, True
             values = list(map(cache.get, texts))  # None: not known yet (parsers never give it)
             unknown = None
         if unknown not in values:
             return values, False
         missing = list(compress(range(len(values)), map(is_, values, repeat(unknown))))
-        # None known, all as written (codes with a leading zero, say): in one pass, which
-        # stops at the first other text (an empty one never matches: none skipped).
-        whole = len(missing) == len(texts)
-        if as_written is not None and whole and all(map(as_written.fullmatch, texts)):
-            if len(cache) + len(texts) <= entries:  # (words recur: found there next time)
-                cache.update(zip(texts, texts, strict=True))
-            return texts, True
         if as_written is not None:
             found = list(map(as_written.fullmatch, [texts[i] for i in missing]))
             room = len(cache) < entries

@@ -67,19 +67,6 @@ def encode(prefix: bytes, values: list[Any], strings: bool, suffix: bytes) -> li
     ]
 
 
-_NOTHING_AROUND = {b"": b""}  # a row without the value: no key before it, no suffix after
-
-
-def around(prefix: bytes, encoded: list[bytes], suffix: bytes) -> list[Piece]:
-    """The pieces of `prefix value suffix` for values already JSON (b"": none for the row)."""
-    if b"" not in encoded:
-        return [prefix, encoded, suffix]
-    pieces: list[Piece] = [list(map(_NOTHING_AROUND.get, encoded, repeat(prefix))), encoded]
-    if suffix:
-        pieces.append(list(map(_NOTHING_AROUND.get, encoded, repeat(suffix))))
-    return pieces
-
-
 def joined(pieces: list[Piece]) -> list[bytes]:
     """One text per row: the pieces joined, constants repeated."""
     merged: list[Piece] = []

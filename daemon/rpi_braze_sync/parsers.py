@@ -7,7 +7,6 @@ No I/O. (The identifier rules: identifiers.py.)
 
 from __future__ import annotations
 
-import collections
 import datetime
 import re
 from collections.abc import Callable
@@ -238,6 +237,9 @@ class _Miss:
 
 
 MISS: Final = _Miss()
+# A match's text, or MISS where there is none: map(_MISS_IF_NONE.get, matches, texts), in C
+# (a match is never a key: it gives its text back).
+_MISS_IF_NONE: dict[Any, Any] = {None: MISS}
 ColumnForm = Callable[[list[str]], list[Any] | None]
 
 
@@ -252,32 +254,22 @@ def _texts_within_limit(values: list[str]) -> list[Any]:
 def _emails_as_written(values: list[str]) -> list[Any]:
     if max(map(len, values)) <= MAX_STRING_CHARS:  # the lengths first, as parse_email
         found = list(map(_EMAIL.fullmatch, values))
-        if None not in found:
-            return values
-        return [v if m is not None else MISS for v, m in zip(values, found, strict=True)]
+        return values if None not in found else list(map(_MISS_IF_NONE.get, found, values))
     return [v if len(v) <= MAX_STRING_CHARS and _EMAIL.fullmatch(v) else MISS for v in values]
 
 
-# The month and day of every real date but 29 February (whose year decides: the scalar form's).
-_MONTH_DAYS = frozenset(
-    (datetime.date(2001, 1, 1) + datetime.timedelta(days)).isoformat()[4:] for days in range(365)
+# Real dates, 29 February aside (its year decides: the scalar form's), without year 0.
+_REAL_DATE = re.compile(
+    r"(?!0000)[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
 )
 
 
 def _dates_as_written(values: list[str]) -> list[Any]:
-    found = list(map(_DATE.fullmatch, values))
-    if None not in found:
-        try:
-            collections.deque(map(datetime.date.fromisoformat, values), maxlen=0)
-            return values
-        except ValueError:
-            pass
-    # Some are not real dates (a real export has 2024-02-30 and 15/03/2024): the others are
-    # still told here, without an exception each; those go to the scalar form.
-    return [
-        v if m is not None and v[4:] in _MONTH_DAYS and v[:4] != "0000" else MISS
-        for v, m in zip(values, found, strict=True)
-    ]
+    """Real dates as written, each told by one pattern (a real export has 2024-02-30 and
+    15/03/2024, and an exception a cell costs microseconds); the others are MISS."""
+    found = list(map(_REAL_DATE.fullmatch, values))
+    return values if None not in found else list(map(_MISS_IF_NONE.get, found, values))
 
 
 # infer_value's texts that stay texts, told by a pattern: a first character no number, date or
