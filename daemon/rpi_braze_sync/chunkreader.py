@@ -10,7 +10,6 @@ from typing import TypeVar
 
 from .batching import keep_unsettled, pack_rows
 from .chunks import ChunkData, DropData, FileRequest, RejectData
-from .deltacolumns import summaries
 from .mapper import bind
 from .reader import ExportReader
 
@@ -67,8 +66,8 @@ class ChunkReader:
             rows, line_numbers = _pick(rows, read), _pick(line_numbers, read)
             indexes = _pick(indexes, read)
         packed = pack_rows(rows)
-        mapped = self.mapper.map_rows(rows, line_numbers)
-        bodies, users = mapped.bodies, mapped.users
+        mapped = self.mapper.map_rows(rows, line_numbers, self.spec.delta)
+        bodies, users, summaries = mapped.bodies, mapped.users, mapped.summaries
         drops: dict[int, list[DropData]] = {}
         if mapped.drops:  # by record index, which is what settles (a rejected row has none)
             index_of = dict(zip(line_numbers, indexes, strict=True))
@@ -81,6 +80,7 @@ class ChunkReader:
             kept = [i for i in range(len(rows)) if i not in mapped.reasons]
             indexes, line_numbers = _pick(indexes, kept), _pick(line_numbers, kept)
             users, bodies, packed = _pick(users, kept), _pick(bodies, kept), _pick(packed, kept)
+            summaries = None if summaries is None else _pick(summaries, kept)
         return ChunkData(
             indexes,
             line_numbers,
@@ -92,7 +92,7 @@ class ChunkReader:
             batch.at_end,
             reader.progress(),
             reader.records_read,
-            summaries(bodies) if self.spec.delta else None,  # type: ignore[arg-type]
+            summaries,  # type: ignore[arg-type]  # (likewise)
         )
 
     def close(self) -> None:

@@ -10,13 +10,16 @@ and the constant text between them. A bad value that is dropped is dropped here,
 A row this cannot take comes back as None, for the row function: a wrong width, an
 identifier to check (empty, long or not printable), a bad value that rejects its row, a
 nested object that may be over Braze's limit. The tests check every body against the oracle.
+
+Asked to (`record`), a chunk also hands back what its bodies were made of (Recorded): delta
+summarises the rows from it (deltacolumns.py) instead of parsing the bodies again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from operator import itemgetter
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -31,6 +34,7 @@ from .columnforms import (
     columns_of,
     parsed,
 )
+from .deltacolumns import Encoded, Fixed, Nested, Recorded, Values
 from .fileplan import MERGE_OBJECTS, UPDATE_EXISTING_ONLY, ArrayPlan, FilePlan, ValuePlan
 from .identifiers import unusable_rows
 from .jsonpieces import Piece, encode, encode_strings, joined
@@ -41,7 +45,16 @@ from .transforms import MAX_NESTED_BYTES
 
 # Per row: its body, or None (the row function's); its user; and the values it dropped.
 ChunkResult = tuple[list[bytes | None], list[str], dict[int, list[Drop]]]
-ChunkFunction = Callable[[Sequence[list[str]], Sequence[int]], ChunkResult]
+
+
+class ChunkFunction(Protocol):
+    def __call__(
+        self,
+        rows: Sequence[list[str]],
+        line_numbers: Sequence[int],
+        record: list[Recorded] | None = None,
+    ) -> ChunkResult: ...
+
 
 _dumps = orjson.dumps
 _strip = str.strip
@@ -99,12 +112,11 @@ _GROUP: Any = -1  # a part's columns: an array's several values (see _array_obje
 
 
 def _array_objects(
-    key: bytes,
     values: list[tuple[str, _Part]],
     values_of: Callable[[_Part], tuple[list[Any], bool]],
     rows: int,
-) -> list[bytes]:
-    """Each row's `"name":{"add":[...],"remove":[...]}` from its values' columns."""
+) -> list[dict[str, list[Any]]]:
+    """Each row's `{"add":[...],"remove":[...]}` from its values' columns."""
     objects: list[dict[str, list[Any]]] = [{} for _ in range(rows)]
     for op, part in values:
         if part[1] is None:  # a fixed value (never SKIP or None: left out by the plan)
@@ -114,7 +126,7 @@ def _array_objects(
         for obj, value in zip(objects, column, strict=True):
             if value is not SKIP:
                 obj.setdefault(op, []).append(value)
-    return [key + _dumps(obj) if obj else b"" for obj in objects]
+    return objects
 
 
 def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
@@ -124,9 +136,11 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
     entries = min(CACHE_ENTRIES, CACHE_TOTAL // max(1, plan.width))  # per column
     top: list[_Part] = [_part(_key(v.name), v, entries) for v in plan.fields]
     names = [plan.identifier_kind, *(v.name for v in plan.fields)]
+    kinds = ["field"] * len(top)  # each top part's kind, for Recorded
     for name, fixed in plan.fixed.items():
         top.append((_key(name), None, fixed, b"", name, False, None))
         names.append(name)
+        kinds.append("field")
     groups: dict[str, list[ArrayPlan]] = {}  # the values of each array, in order
     for array in plan.arrays:
         groups.setdefault(array.name, []).append(array)
@@ -135,10 +149,13 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
         if len(arrays) == 1:  # the usual array: one value, encoded column-wise
             prefix = _key(name) + b'{"' + arrays[0].op.encode() + b'":['
             top.append(_part(prefix, arrays[0].value, entries, True, b"]}"))
+            kinds.append(arrays[0].op)
         else:  # several: each row's object built from the converted columns
             values = [(a.op, _part(b"", a.value, entries, True)) for a in arrays]
             top.append((_key(name), _GROUP, values, b"", name, False, None))
-    nested: list[tuple[bytes, bool, list[_Part], list[_Growth]]] = []
+            kinds.append("ops")
+    described = list(zip(kinds, names[1:], strict=True))
+    nested: list[tuple[bytes, bool, list[_Part], list[_Growth], str, list[str]]] = []
     for obj in plan.nested:
         names.append(obj.name)
         inner: list[_Part] = [
@@ -153,6 +170,7 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
             )
             for key, index in obj.inferred
         ]
+        keys = [key for key, _ in obj.inferred] + [key for key, _ in obj.explicit]
         growth: list[_Growth] = [(index, 6, len(key) + 64) for key, index in obj.inferred]
         for key, v in obj.explicit:
             inner.append(_part(_key(key), v, entries))
@@ -162,7 +180,7 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
                 growth.append((None, 0, len(key) + 8 + len(_dumps(v.fixed))))
         if len({part[0] for part in inner}) < len(inner):
             return None
-        nested.append((_key(obj.name) + b"{", obj.merge, inner, growth))
+        nested.append((_key(obj.name) + b"{", obj.merge, inner, growth, obj.name, keys))
     if len(set(names)) < len(names):  # an array with two operations, a key given twice
         return None
     width = plan.width
@@ -175,9 +193,12 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
         bad: set[int],
         drops: dict[int, list[Drop]],
         line_numbers: Sequence[int],
+        recorded: list[Values] | None,
     ) -> list[Piece]:
-        """The parts' pieces: a constant where every row has the same, else one per row."""
+        """The parts' pieces: a constant where every row has the same, else one per row;
+        with `recorded`, each part's values (or its remembered parts) appended to it."""
         pieces: list[Piece] = []
+        record = (lambda _: None) if recorded is None else recorded.append
 
         def converted(
             part: _Part, cells: Sequence[Any], rows: list[int] | None = None
@@ -205,14 +226,18 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
             key, where, how, suffix, _, _, cache = part
             if where is None:
                 pieces.append(key + _dumps(how) + suffix)
+                record(Fixed(how))
             elif where is _GROUP:  # an array with several values: {"add": [...], ...}
-                pieces.append(_array_objects(key, how, values_of, len(columns[0])))
+                objects = _array_objects(how, values_of, len(columns[0]))
+                pieces.append([key + _dumps(obj) if obj else b"" for obj in objects])
+                record(objects)
             else:
                 cells = cells_of(columns, where)
                 found = None if cache is None else cache.look_up(cells)
                 if found is None:  # none known: the whole column converted and encoded
                     values, strings, failed = converted(part, cells)
                     pieces += encode(key, values, strings, suffix)
+                    record(values)
                     if cache is not None and cache.on:
                         cache.learn(cells, values, {cells[i] for i, _, _ in failed})
                     continue
@@ -224,6 +249,7 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
                     cache.fill(encoded, missing, values)
                     cache.learn(unknown, values, {cells[i] for i, _, _ in failed})
                 pieces.append(encoded)  # (a row without the value: b"", no key either)
+                record(Encoded(encoded, len(key), len(suffix)))
         return pieces
 
     def identities(
@@ -242,14 +268,20 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
                 heads.append(_dumps(identity[1])[:-1])
         return users, heads
 
-    def map_chunk(rows: Sequence[list[str]], line_numbers: Sequence[int]) -> ChunkResult:
+    def map_chunk(
+        rows: Sequence[list[str]],
+        line_numbers: Sequence[int],
+        record: list[Recorded] | None = None,
+    ) -> ChunkResult:
         if not rows:
             return [], [], {}
         if set(map(len, rows)) != {width}:  # rows of the wrong width: the row function's
             keep = [i for i, row in enumerate(rows) if len(row) == width]
             kept_bodies, kept_users, kept_drops = map_chunk(
-                [rows[i] for i in keep], [line_numbers[i] for i in keep]
+                [rows[i] for i in keep], [line_numbers[i] for i in keep], record
             )
+            if record:
+                record[-1] = record[-1]._replace(positions=keep)
             bodies: list[bytes | None] = [None] * len(rows)
             users = [""] * len(rows)
             for j, i in enumerate(keep):
@@ -268,12 +300,15 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
             # function's.
             bad.update(unusable_rows(users))
             pieces = [b'{"external_id":"', encode_strings(users), b'"']
-        pieces += pieces_of(top, columns, bad, drops, line_numbers)
+        top_values: list[Values] | None = None if record is None else []
+        pieces += pieces_of(top, columns, bad, drops, line_numbers, top_values)
         merging: list[bool] | None = None  # rows that carry a nested object with merge
-        for head, merge, inner, growth in nested:
+        nested_values: list[Nested] = []
+        for head, merge, inner, growth, name, keys in nested:
             if not inner:
                 continue  # nothing in it: never sent
-            inner_pieces = pieces_of(inner, columns, bad, drops, line_numbers)
+            inner_values: list[Values] | None = None if record is None else []
+            inner_pieces = pieces_of(inner, columns, bad, drops, line_numbers, inner_values)
             if _may_exceed(growth, columns):  # the row function drops the objects over it
                 sizes = [len(t) + 1 if t else 0 for t in joined(inner_pieces)]  # {...}
                 bad.update(i for i, size in enumerate(sizes) if size > MAX_NESTED_BYTES)
@@ -290,6 +325,8 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
                 present = [bool(t) for t in texts]
             if merge:
                 merging = present if merging is None else list(map(max, merging, present))
+            if inner_values is not None:
+                nested_values.append((name, list(zip(keys, inner_values, strict=True)), present))
         if merging is None or not any(merging):
             pieces.append(tail)
         elif all(merging):
@@ -297,6 +334,9 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
         else:
             pieces.append([merge_tail if m else tail for m in merging])
         bodies = list(joined(pieces))
+        if record is not None and top_values is not None:
+            top_ = [(*d, v) for d, v in zip(described, top_values, strict=True)]
+            record.append(Recorded(top_, nested_values, merging, None))
         for i in bad:
             bodies[i] = None
             drops.pop(i, None)

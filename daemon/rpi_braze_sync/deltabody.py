@@ -1,6 +1,7 @@
 """Pure: one attributes object, as the mapping serialised it, seen by delta (issue 16): its
-values at their paths and its summary (deltarecord.summarize), made in the mapping process
-beside the object; and the object rebuilt without the values Braze holds, in the daemon.
+values at their paths and its summary (deltarecord.summarize) where it was not made from the
+mapping's columns (deltacolumns.py); and the object rebuilt without the values Braze holds, in
+the daemon.
 
 Paths: a standard field by its name; each key of a nested object at `name.key` when the object
 is merged (`_merge_objects`: Braze keeps keys the object lacks), the whole object as one value
@@ -14,14 +15,13 @@ numbered in the object's order: `summary` and `rebuild` walk it alike.
 from __future__ import annotations
 
 from collections.abc import Collection
-from itertools import repeat
 from typing import Any, NamedTuple
 
 import orjson
 import xxhash
 
 from .delta import Mode
-from .deltarecord import array_fps, summarize_fps, value_fp
+from .deltarecord import summarize
 
 CONTROL_KEYS = frozenset({"_merge_objects", "_update_existing_only"})
 
@@ -98,34 +98,10 @@ def parse(body: bytes) -> Parsed:
 
 
 def summary(body: bytes) -> bytes:
-    """The row as delta compares and remembers it (deltarecord.summarize): parse's walk, kept
-    lean (once per row in the mapping process, beside making the object)."""
-    obj: dict[str, Any] = _loads(body)
-    paths: list[str] = []
-    values: list[Any] = []
-    adds: list[tuple[str, bytes]] = []
-    removes: list[tuple[str, bytes]] = []
-    items = iter(obj.items())
-    next(items, None)  # the identifier
-    for name, value in items:
-        if type(value) is not dict:
-            if name not in CONTROL_KEYS:
-                paths.append(name)
-                values.append(value)
-        elif is_array_ops(value):
-            added, removed = value.get("add"), value.get("remove")
-            if added:
-                adds += zip(repeat(name), map(_dumps, added))
-            if removed:
-                removes += zip(repeat(name), map(_dumps, removed))
-        elif obj.get("_merge_objects") is True and merged(value):
-            paths += [f"{name}.{key}" for key in value]
-            values += value.values()
-        else:
-            paths.append(name)
-            values.append(value)
-    fps = b"".join(map(value_fp, map(_dumps, values)))
-    return summarize_fps(paths, fps, array_fps(adds), array_fps(removes), whole_fp(body))
+    """The row as delta compares and remembers it (deltarecord.summarize), from parse's walk.
+    Rows mapped column-wise are summarised from their columns instead (deltacolumns.py)."""
+    parsed = parse(body)
+    return summarize(parsed.paths, parsed.encodings, parsed.adds, parsed.removes, whole_fp(body))
 
 
 def rebuild(

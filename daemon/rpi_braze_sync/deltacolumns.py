@@ -1,133 +1,224 @@
-"""Pure: a chunk's summaries for delta (deltarecord.summarize), made column by column in the
-mapping process: the rows of a chunk come from one mapping, so most share their keys, and a
-column of values is encoded and fingerprinted in one call (map) rather than row by row. A group
-of rows this does not cover (mixed kinds of value in a column, nested objects with different
-keys, an array with several values in some rows) falls back to deltabody.summary, row by row:
-both give the same bytes (tests/unit/test_deltacolumns.py).
+"""Pure: a chunk's summaries for delta (deltarecord.summarize), made in the mapping process
+from what columnar.py made the chunk's bodies of (Recorded: the values converted, or the JSON
+it remembered for their cells), column by column: a column is encoded and fingerprinted in one
+call (map), and no body is parsed again. A chunk with a value delta would walk into (an object
+that is not a `$time`, a nested key starting with `$`) is left to deltabody.summary, row by
+row, as are the rows the row function mapped: both give the same bytes
+(tests/unit/test_deltacolumns.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from itertools import repeat
+from collections.abc import Callable, Sequence
+from itertools import compress, repeat
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import xxhash
 
-from .deltabody import CONTROL_KEYS, merged, summary, whole_fp
+from .deltabody import CONTROL_KEYS, is_array_ops, merged, summary, whole_fp
 from .deltarecord import (
-    COLLIDES,
     HEADER,
     MAX_ADDS,
     PLAIN,
     RECORD_VERSION,
+    WHOLE_AT,
+    items,
     shape,
+    summarize_fps,
     value_fp,
 )
+from .parsers import SKIP
 
+
+class Fixed(NamedTuple):
+    """A value the same in every row of the chunk (a part's values, in Recorded)."""
+
+    value: Any
+
+
+class Encoded(NamedTuple):
+    """Each row's part of its body remembered (columncache.py): `key value suffix`, the value
+    as JSON between `key` and `suffix` bytes; b"" where the row has none."""
+
+    parts: list[bytes]
+    key: int
+    suffix: int
+
+
+# A part's values: one a row (SKIP where the row has none), Encoded or Fixed; an array with
+# several values (kind "ops"): each row's {op: [values]} object, empty where it has none.
+Values = list[Any] | Encoded | Fixed
+Nested = tuple[str, list[tuple[str, Values]], list[bool]]  # name, (key, values), rows with it
+
+
+class Recorded(NamedTuple):
+    """The values a chunk's bodies were made of, in the objects' order: top-level parts as
+    (kind: field|add|remove|ops, name, values); nested objects; the rows that merge them."""
+
+    top: list[tuple[str, str, Values]]
+    nested: list[Nested]
+    merging: list[bool] | None
+    positions: list[int] | None  # the chunk's rows they are of, when not all
+
+
+_Skip = type(SKIP)
 _OPS = frozenset({"add", "remove"})
 _dumps = orjson.dumps
 _join = b"".join
+_seed = xxhash.xxh3_64_intdigest
+_array_fp = xxhash.xxh3_64_digest
 
 
 def summaries(bodies: list[bytes]) -> list[bytes]:
-    """Each body's summary, in order."""
-    if not bodies:
-        return []
-    objs: list[dict[str, Any]] = orjson.loads(b"[" + b",".join(bodies) + b"]")
-    keys = list(map(tuple, objs))
-    first = keys[0]
-    if keys.count(first) == len(keys):  # the usual chunk: one shape of object
-        done = _group(objs, bodies, first)
-        return done if done is not None else list(map(summary, bodies))
-    groups: dict[tuple[str, ...], list[int]] = {}
-    for i, k in enumerate(keys):
-        groups.setdefault(k, []).append(i)
-    out: list[bytes] = [b""] * len(bodies)
-    for k, positions in groups.items():
-        part_bodies = [bodies[i] for i in positions]
-        done = _group([objs[i] for i in positions], part_bodies, k)
-        if done is None:
-            done = list(map(summary, part_bodies))
-        for i, s in zip(positions, done, strict=True):
-            out[i] = s
+    """Each body's summary, parsed from it (rows not summarised beside their objects)."""
+    return list(map(summary, bodies))
+
+
+def from_columns(recorded: Recorded, bodies: Sequence[bytes | None]) -> list[bytes | None]:
+    """Each row's summary, None where its body is (or where this does not cover the chunk)."""
+    positions = recorded.positions
+    rows = bodies if positions is None else [bodies[i] for i in positions]
+    found = _summaries(recorded, rows)
+    if found is None:
+        return [None] * len(bodies)
+    if positions is None:
+        return found
+    out: list[bytes | None] = [None] * len(bodies)
+    for i, s in zip(positions, found, strict=True):
+        out[i] = s
     return out
 
 
-def _fps(values: list[Any]) -> list[bytes]:
-    return list(map(value_fp, map(_dumps, values)))
+def _walked(value: Any) -> bool:
+    """Whether delta would walk into the value (array operations, keys of their own) rather
+    than take it whole, as it takes a `$time` (deltabody.parse)."""
+    return type(value) is dict and (is_array_ops(value) or merged(value))
 
 
-def _group(
-    objs: list[dict[str, Any]], bodies: list[bytes], keys: tuple[str, ...]
-) -> list[bytes] | None:
-    """Summaries of rows sharing their keys, or None when a column is not uniform."""
-    size = len(objs)
-    merge = "_merge_objects" in keys and all(o["_merge_objects"] is True for o in objs)
-    if not merge and "_merge_objects" in keys and any(o["_merge_objects"] is True for o in objs):
+def _fps(values: Values, size: int, fp: Callable[..., bytes], *seed: int) -> list[bytes] | None:
+    """`fp` of each row's value's JSON (b"" where it has none), None if delta would walk into
+    a value. (orjson's results are taken by `fp` one at a time: each holds a 4 KB buffer.)"""
+    if type(values) is Encoded:  # (never an object but a `$time`: config allows scalars)
+        parts, json = values.parts, itemgetter(slice(values.key, -values.suffix or None))
+        if b"" not in parts:
+            return list(map(fp, map(json, parts), *map(repeat, seed)))
+        return [fp(json(p), *seed) if p else b"" for p in parts]
+    if type(values) is Fixed:
+        return None if _walked(values.value) else [fp(_dumps(values.value), *seed)] * size
+    kinds = set(map(type, values))
+    if dict in kinds and any(map(_walked, values)):
         return None
+    if _Skip not in kinds:  # the usual column: in one pass
+        return list(map(fp, map(_dumps, values), *map(repeat, seed)))
+    return [b"" if v is SKIP else fp(_dumps(v), *seed) for v in values]
+
+
+def _ops(values: list[dict[str, list[Any]]], seed: int) -> tuple[list[bytes], list[bytes]]:
+    """An array with several values: each row's values added and removed, fingerprinted."""
+    adds, removes = [], []
+    for obj in values:
+        adds.append(_join([_array_fp(_dumps(v), seed) for v in obj.get("add", ())]))
+        removes.append(_join([_array_fp(_dumps(v), seed) for v in obj.get("remove", ())]))
+    return adds, removes
+
+
+def _summaries(recorded: Recorded, rows: Sequence[bytes | None]) -> list[bytes | None] | None:
+    size = len(rows)
     paths: list[str] = []
-    field_cols: list[list[bytes]] = []
-    add_cols: list[list[bytes]] = []
-    remove_cols: list[list[bytes]] = []
-    for key in keys[1:]:
-        column = list(map(itemgetter(key), objs))
-        kinds = set(map(type, column))
-        if dict not in kinds:
-            if key not in CONTROL_KEYS:
-                paths.append(key)
-                field_cols.append(_fps(column))
+    fields: list[list[bytes]] = []  # each field's fingerprint per row, b"" where absent
+    adds: list[list[bytes]] = []  # each array's values added per row, fingerprinted
+    removes: list[list[bytes]] = []
+    one_each = True  # one value per array in every row
+    for kind, name, values in recorded.top:
+        if kind == "ops":
+            assert isinstance(values, list)
+            added, removed = _ops(values, _seed(name.encode()))
+            adds.append(added)
+            removes.append(removed)
+            one_each = False
             continue
-        if kinds != {dict}:
+        if kind == "field" and name in CONTROL_KEYS:
             return None
-        inner = list(map(tuple, column))
-        names = inner[0]
-        if inner.count(names) != size:  # keys that differ from row to row
+        column = (
+            _fps(values, size, value_fp)
+            if kind == "field"
+            else _fps(values, size, _array_fp, _seed(name.encode()))
+        )
+        if column is None:
             return None
-        if names and len(names) <= 2 and set(names) <= _OPS:  # array operations?
-            if any(set(map(type, map(itemgetter(op), column))) != {list} for op in names):
-                return None  # not in every row (deltabody.is_array_ops)
-            seed = xxhash.xxh3_64_intdigest(key.encode("utf-8"))
-            for op, cols in (("add", add_cols), ("remove", remove_cols)):
-                if op not in names:
-                    continue
-                lists = list(map(itemgetter(op), column))
-                lengths = set(map(len, lists))
-                if lengths == {0}:
-                    continue
-                if lengths != {1}:
-                    return None
-                encodings = map(_dumps, map(itemgetter(0), lists))
-                cols.append(list(map(xxhash.xxh3_64_digest, encodings, repeat(seed))))
-        elif merge and merged(column[0]):  # (the same keys in every row)
-            for name in names:
-                paths.append(f"{key}.{name}")
-                field_cols.append(_fps(list(map(itemgetter(name), column))))
+        if kind == "field":
+            paths.append(name)
+            fields.append(column)
         else:
-            paths.append(key)
-            field_cols.append(_fps(column))
-    n, m, r = len(paths), len(add_cols), len(remove_cols)
-    if n > 0xFFFF:  # a count must fit the header: summary says COLLIDES
-        return None
-    fields = shape(tuple(paths))
-    wholes = list(map(whole_fp, bodies))
-    points = n + m + r
-    header: Callable[..., bytes] = HEADER.pack
-    if fields is None:
-        counts = _repeat(RECORD_VERSION, COLLIDES, 0, 0, 0, 0, points)
-        return list(map(header, *counts, wholes, repeat(bytes(8))))
-    values = list(map(_join, zip(*field_cols, strict=True))) if field_cols else [b""] * size
-    statics = list(map(value_fp, map(fields.__add__, values)))
+            (adds if kind == "add" else removes).append(column)
+            one_each = one_each and b"" not in column
+    merging = recorded.merging
+    for name, keyed, present in recorded.nested:
+        keys = [key for key, _ in keyed]
+        if set(keys) <= _OPS or any(key.startswith("$") for key in keys):
+            return None  # an object delta would read as array operations, or whole
+        merge = [False] * size if merging is None else list(map(min, merging, present))
+        whole = [p and not m for p, m in zip(present, merge, strict=True)]  # one value
+        pairs: list[list[bytes]] = []  # `,"key":value` per key and row, for whole objects
+        merge_all = all(merge)
+        for key, values in keyed:
+            if any(merge):
+                column = _fps(values, size, value_fp)
+                if column is None:
+                    return None
+                paths.append(f"{name}.{key}")
+                if not merge_all:
+                    column = [f if m else b"" for f, m in zip(column, merge, strict=True)]
+                fields.append(column)
+            if any(whole):
+                pair = _fps(values, size, (b"," + _dumps(key) + b":").__add__)
+                if pair is None:
+                    return None
+                pairs.append(pair)
+        if pairs:  # each row's object as its body has it
+            objs = [b"{" + _join(ts)[1:] + b"}" for ts in zip(*pairs, strict=True)]
+            paths.append(name)
+            fields.append([value_fp(o) if w else b"" for o, w in zip(objs, whole, strict=True)])
+    wholes = [whole_fp(b) if b is not None else b"" for b in rows]
+    n, m, r = len(paths), len(adds), len(removes)
+    shaped = shape(tuple(paths)) if max(n, m, r) <= 0xFFFF else None
+    if shaped is not None and one_each and all(b"" not in column for column in fields):
+        found: list[bytes | None] = list(_uniform(shaped, fields, n, adds, removes, wholes))
+    else:
+        each = [zip(*c, strict=True) if c else repeat((), size) for c in (fields, adds, removes)]
+        found = list(map(_row, repeat(paths), *each, wholes))
+    return [s if b is not None else None for s, b in zip(found, rows, strict=True)]
+
+
+def _row(
+    paths: list[str], values: tuple[bytes, ...], adds: tuple[bytes, ...],
+    removes: tuple[bytes, ...], whole: bytes,
+) -> bytes:  # fmt: skip
+    """One row's summary where its fields or array values are not those of every row."""
+    present = list(compress(paths, values))
+    return summarize_fps(
+        present, _join(values), items(_join(adds), 8), items(_join(removes), 8), whole
+    )
+
+
+def _uniform(
+    shaped: bytes,
+    fields: list[list[bytes]],
+    n: int,
+    adds: list[list[bytes]],
+    removes: list[list[bytes]],
+    wholes: list[bytes],
+) -> list[bytes]:
+    """Summaries of rows with every field and one value per array (the usual chunk): its
+    paths' fingerprints `shaped`, summarize_fps's bytes."""
+    size = len(wholes)
+    m, r = len(adds), len(removes)
     flags = PLAIN if not r and m <= MAX_ADDS else 0
-    heads = map(header, *_repeat(RECORD_VERSION, flags, 0, n, m, r, points), wholes, statics)
-    tails = [fields + v for v in values]
-    if add_cols or remove_cols:
-        extra = list(map(_join, zip(*add_cols, *remove_cols, strict=True)))
-        tails = list(map(bytes.__add__, tails, extra))
-    return list(map(bytes.__add__, heads, tails))
-
-
-def _repeat(*values: int) -> list[repeat[int]]:
-    return [repeat(v) for v in values]
+    # The header's counts are every row's: packed once, each row's fingerprints after them.
+    counts = HEADER.pack(RECORD_VERSION, flags, 0, n, m, r, min(n + m + r, 0xFFFF), b"", b"")
+    values = list(map(_join, zip(*fields, strict=True))) if fields else [b""] * size
+    statics = map(value_fp, map(shaped.__add__, values))
+    each = (repeat(counts[:WHOLE_AT]), wholes, statics, repeat(shaped), values, *adds, *removes)
+    return list(map(_join, zip(*each, strict=False)))  # (repeat() never ends: rows do)

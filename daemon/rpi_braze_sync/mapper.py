@@ -12,6 +12,8 @@ import orjson
 
 from .chunks import Drop
 from .columnar import ChunkFunction, compile_chunk_function
+from .deltabody import summary
+from .deltacolumns import Recorded, from_columns
 from .fileplan import FilePlan, plan_file
 from .mapping import MappingPlan, Rejection
 from .rowcode import RowFunction, compile_row_function
@@ -26,6 +28,8 @@ class MappedRows:
     users: list[str]
     reasons: dict[int, str] = field(default_factory=dict)  # row -> why it is rejected
     drops: list[Drop] = field(default_factory=list)
+    # Delta on: each row's summary (deltarecord.py), None where it is rejected.
+    summaries: list[bytes | None] | None = None
 
 
 class FileMapper:
@@ -39,10 +43,17 @@ class FileMapper:
         self.map_row: RowFunction = compile_row_function(plan)
         self.map_chunk: ChunkFunction | None = compile_chunk_function(plan)
 
-    def map_rows(self, rows: Sequence[list[str]], line_numbers: Sequence[int]) -> MappedRows:
-        """Column-wise where it can, the row function for the rest."""
+    def map_rows(
+        self, rows: Sequence[list[str]], line_numbers: Sequence[int], delta: bool = False
+    ) -> MappedRows:
+        """Column-wise where it can, the row function for the rest; with `delta`, each row's
+        summary too: from the columns, or parsed from the body the row function made."""
+        summaries: list[bytes | None] | None = None
         if self.map_chunk is not None:
-            bodies, users, dropped = self.map_chunk(rows, line_numbers)
+            recorded: list[Recorded] | None = [] if delta else None
+            bodies, users, dropped = self.map_chunk(rows, line_numbers, recorded)
+            if recorded:
+                summaries = from_columns(recorded[0], bodies)
         else:
             bodies, users, dropped = [None] * len(rows), [""] * len(rows), {}
         reasons: dict[int, str] = {}
@@ -62,7 +73,13 @@ class FileMapper:
                 bodies[i] = bytes(memoryview(dumps(result.attributes)))
                 users[i] = result.user
         drops = [d for i in sorted(dropped) for d in dropped[i]] if dropped else []
-        return MappedRows(bodies, users, reasons, drops)
+        if delta:
+            summaries = summaries or [None] * len(rows)
+            for i, s in enumerate(summaries):
+                body = bodies[i]
+                if s is None and body is not None:
+                    summaries[i] = summary(body)
+        return MappedRows(bodies, users, reasons, drops, summaries)
 
 
 def bind(mapping: MappingPlan, header: Sequence[str], path_values: Mapping[str, str]) -> FileMapper:

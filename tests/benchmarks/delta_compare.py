@@ -1,5 +1,6 @@
 """CPU per row of delta in the daemon (issue 16): deltarun.DeltaFile with a real store, on
-objects shaped like the seed's mapping sends (8 standard fields, 3 nested keys, 4 array values).
+the objects the seed's mapping sends for run.py's rows (8 standard fields, 3 nested keys, 4
+array values).
 
     python tests/benchmarks/delta_compare.py [--rows 200000] [--profile]
 
@@ -7,7 +8,7 @@ Chunks of 500 rows, as the pipeline hands them: per chunk `filter` (user keys, o
 lookup, the comparison, objects rebuilt), then `acknowledged` for the rows sent (records built
 and written on the store's thread). Prints CPU µs per row, the process's (every thread: the
 store's writes and compactions included), and apart the rows' summaries (made in the mapping
-process, beside the objects), for:
+process from the objects' columns: mapping with delta on less mapping with it off), for:
 - first run: nothing remembered;
 - unchanged: the same rows again (nothing sent, nothing written);
 - 10 % changed: one value changed in one row of ten;
@@ -22,33 +23,34 @@ import asyncio
 import cProfile
 import pstats
 import resource
+import sys
 import tempfile
 from pathlib import Path
 
-import orjson
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.benchmarks.run import HEADER, ROOT, UPSERT
 
 from rpi_braze_sync.batching import Item
 from rpi_braze_sync.chunks import ChunkData
-from rpi_braze_sync.deltacolumns import summaries
+from rpi_braze_sync.config import load_config
 from rpi_braze_sync.deltafile import DeltaFile
 from rpi_braze_sync.deltarun import DeltaRun
 from rpi_braze_sync.deltastore import DeltaStore
+from rpi_braze_sync.mapper import FileMapper, bind
 from rpi_braze_sync.metrics import Metrics
 
 CHUNK = 500
 
 
-def body(i: int, run: int = 1, changed_every: int = 0) -> bytes:
+def cells(i: int, run: int = 1, changed_every: int = 0) -> list[str]:
+    """run.py's row i (generate), of run `run` (its ChannelExecutionID), one in
+    `changed_every` with its first name changed."""
     first = f"First{i % 977}" + ("x" if changed_every and i % changed_every == 0 else "")
-    return orjson.dumps({
-        "external_id": f"u{i}", "first_name": first, "last_name": f"Last{i % 1013}",
-        "email": f"u{i}@example.com", "country": "FR", "dob": f"19{50 + i % 50}-01-1{i % 9}",
-        "gender": "MF"[i % 2], "home_city": "Paris", "phone": f"+3312345{i % 10000:04d}",
-        "rpi_audience_outputs": {"add": ["Spring Sale"]}, "rpi_offers": {"add": ["Bench"]},
-        "rpi_contact_ids": {"add": [str(100000 + i)]}, "rpi_channel_exec_ids": {"add": [str(run)]},
-        "rpi_cdp_attributes": {"education": "Master", "income": i % 100000, "marital_status": "married"},
-        "_merge_objects": True, "_update_existing_only": False,
-    })  # fmt: skip
+    return [
+        str(100000 + i), str(5500 + run), f"u{i}", first, f"Last{i % 1013}", f"u{i}@example.com",
+        "FR", f"19{50 + i % 50}-0{1 + i % 9}-1{i % 9}", "MF"[i % 2], "Paris",
+        f"+3312345{i % 10000:04d}", "Spring Sale", "Master", str(i % 100000), "married",
+    ]  # fmt: skip
 
 
 def cpu() -> float:
@@ -56,21 +58,26 @@ def cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def one_pass(run: DeltaRun, n: int, make: object) -> tuple[float, float]:
+async def one_pass(run: DeltaRun, mapper: FileMapper, n: int, make: object) -> tuple[float, float]:
     """CPU seconds of delta's work on n rows in the daemon, and of the rows' summaries (made
     in the mapping process; making the objects is not counted)."""
     file = DeltaFile(run, "bench", "upsert")
     spent = summarising = 0.0
     for start in range(0, n, CHUNK):
         indexes = list(range(start, min(n, start + CHUNK)))
-        bodies = [make(i) for i in indexes]  # type: ignore[operator]
-        chunk = ChunkData(
-            indexes, indexes, [f"u{i}" for i in indexes], bodies, [""] * len(indexes), [], {},
-            False, 0.0, 0,
-        )  # fmt: skip
+        rows = [make(i) for i in indexes]  # type: ignore[operator]
         before = cpu()
-        chunk.deltas = summaries(bodies)
-        summarising += cpu() - before
+        mapper.map_rows(rows, indexes)
+        middle = cpu()
+        mapped = mapper.map_rows(rows, indexes, delta=True)
+        summarising += (cpu() - middle) - (middle - before)
+        bodies = [b for b in mapped.bodies if b is not None]
+        deltas = [s for s in mapped.summaries or () if s is not None]
+        assert len(bodies) == len(deltas) == len(rows)  # none rejected
+        chunk = ChunkData(
+            indexes, indexes, mapped.users, bodies, [""] * len(indexes), [], {}, False, 0.0, 0,
+            deltas,
+        )  # fmt: skip
         before = cpu()
         await file.filter(chunk)
         items = [
@@ -91,11 +98,14 @@ async def main(args: argparse.Namespace) -> None:
         store = DeltaStore.open(Path(tmp), "bench")
         run = DeltaRun(store, 30, Metrics())
         n = args.rows
+        channel = load_config(ROOT / "config" / "rpi-braze-sync.yaml", env={}, secrets=False)
+        mapping = channel.channels[UPSERT].plan.mapping
+        mapper = bind(mapping, HEADER, {"channel": UPSERT, "offer": "Bench", "workflow_id": "1"})
         cases = [
-            ("first run", lambda i: body(i)),
-            ("unchanged", lambda i: body(i)),
-            ("10 % changed", lambda i: body(i, 1, 10)),
-            ("new ids each run", lambda i: body(i, 2)),
+            ("first run", lambda i: cells(i)),
+            ("unchanged", lambda i: cells(i)),
+            ("10 % changed", lambda i: cells(i, 1, 10)),
+            ("new ids each run", lambda i: cells(i, 2)),
         ]
         print(
             "| case | CPU µs per row, daemon | summaries (mapping process) |\n| --- | --- | --- |"
@@ -104,7 +114,7 @@ async def main(args: argparse.Namespace) -> None:
             profile = cProfile.Profile() if args.profile else None
             if profile:
                 profile.enable()
-            spent, summarising = await one_pass(run, n, make)
+            spent, summarising = await one_pass(run, mapper, n, make)
             if profile:
                 profile.disable()
                 pstats.Stats(profile).sort_stats("cumulative").print_stats(15)

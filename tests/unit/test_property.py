@@ -653,8 +653,10 @@ def assert_chunk_mapped_as_the_oracle(
     mapper: FileMapper, rows: list[list[str]], line_numbers: list[int]
 ) -> None:
     # (None only for a header whose keys collide: see the test below for the usual ones)
-    chunk = mapper.map_chunk or (lambda r, n: ([None] * len(r), [""] * len(r), {}))
-    bodies, users, drops = chunk(rows, line_numbers)
+    if mapper.map_chunk is not None:
+        bodies, users, drops = mapper.map_chunk(rows, line_numbers)
+    else:
+        bodies, users, drops = [None] * len(rows), [""] * len(rows), {}
     assert len(bodies) == len(rows)
     assert set(drops) <= {i for i, body in enumerate(bodies) if body is not None}
     whole = mapper.map_rows(rows, line_numbers)
