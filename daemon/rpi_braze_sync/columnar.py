@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import orjson
 
 from .chunks import Drop
-from .columncache import EncodedCells
+from .columncache import EncodedCells, cells_cache
 from .columnforms import (
     CACHE_ENTRIES,
     CACHE_TOTAL,
@@ -104,7 +104,7 @@ def _part(
         suffix,
         v.name,
         v.reject is not None,
-        EncodedCells(entries, key, suffix),
+        cells_cache(entries, key, suffix),
     )
 
 
@@ -166,7 +166,7 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
                 b"",
                 f"{obj.name}.{key}",
                 False,
-                EncodedCells(entries, _key(key)),
+                cells_cache(entries, _key(key)),
             )
             for key, index in obj.inferred
         ]

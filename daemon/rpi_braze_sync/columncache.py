@@ -24,6 +24,10 @@ _dumps = orjson.dumps
 # A chunk that brings more new texts than a quarter of its cells (and this many): a column of
 # distinct texts, which its converter's column form encodes faster than look-ups would.
 _FEW_NEW = 32
+# Fewer entries a column than this (a file of over 256 columns, read a few rows at a time):
+# no cache. Its look-ups would cost more than they save, and 10,000 columns of small caches
+# held 8 MB.
+_MIN_ENTRIES = 256
 
 
 class EncodedCells:
@@ -78,3 +82,8 @@ class EncodedCells:
     @property
     def on(self) -> bool:
         return self.known is not None
+
+
+def cells_cache(entries: int, prefix: bytes, suffix: bytes = b"") -> EncodedCells | None:
+    """A column's cache of `entries`, or None where it would not pay (see _MIN_ENTRIES)."""
+    return EncodedCells(entries, prefix, suffix) if entries >= _MIN_ENTRIES else None

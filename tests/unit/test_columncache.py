@@ -8,7 +8,7 @@ from __future__ import annotations
 import orjson
 
 from rpi_braze_sync.chunks import Drop
-from rpi_braze_sync.columncache import EncodedCells
+from rpi_braze_sync.columncache import EncodedCells, cells_cache
 from rpi_braze_sync.mapping import Mapped
 from rpi_braze_sync.parsers import SKIP
 from tests.unit.test_property import SHIPPED_MAPPING, bind
@@ -64,3 +64,10 @@ def test_chunk_after_chunk_a_bad_cell_is_dropped_each_time_with_its_reason() -> 
     assert bodies[0] is not None
     nested = orjson.loads(bodies[0])["rpi_cdp_attributes"]
     assert nested == {"loyalty_number": "007", "income": "<25k"}
+
+
+def test_a_file_too_wide_for_a_useful_cache_gets_none() -> None:
+    # Over 256 columns a column gets fewer entries and chunks of a few rows: no cache (10,000
+    # columns' worth of small ones held 8 MB and cost time).
+    assert cells_cache(255, b',"c":') is None
+    assert cells_cache(256, b',"c":') is not None

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rpi_braze_sync import columnar
+from rpi_braze_sync import columnar, columncache
 from rpi_braze_sync.chunks import Drop
 from rpi_braze_sync.config import compile_channels, load_config, parse_settings
 from rpi_braze_sync.errors import ConfigError
@@ -703,6 +703,7 @@ def test_column_wise_bodies_stay_the_oracles_chunk_after_chunk(
              for i in range(12)]  # fmt: skip
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(columnar, "CACHE_ENTRIES", data.draw(st.sampled_from([1, 3, 8, 1024])))
+        patch.setattr(columncache, "_MIN_ENTRIES", 1)  # small caches, as in a wide file
         mapper = bind_mapping(mapping, header, path_values)
     start = 2
     for chunk in (rows, shuffled, rows[::-1], mixed, fresh, rows):
