@@ -12,9 +12,9 @@ its object without the values Braze holds).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from itertools import repeat
 from typing import TYPE_CHECKING, Protocol
 
@@ -56,7 +56,7 @@ class Run(Protocol):
 
     async def lookup(self, keys: list[bytes]) -> list[bytes | None]: ...
 
-    def remember(self, records: list[tuple[bytes, bytes]]) -> Future[None]: ...
+    def remember(self, records: list[tuple[bytes, bytes]]) -> asyncio.Future[None]: ...
 
     def file_finished(self, entry: deltastats.FilePoints) -> None: ...
 
@@ -172,7 +172,7 @@ class DeltaFile:
             f" ({self.rows_unchanged:,} {plural(self.rows_unchanged, 'row')} unchanged, not sent)"
         )
 
-    def acknowledged(self, items: Sequence[Item]) -> Future[None] | None:
+    def acknowledged(self, items: Sequence[Item]) -> asyncio.Future[None] | None:
         """Braze acknowledged these objects: remember their values. Returns the store's write
         (None: nothing to write): the rows' checkpoint must wait until it is done."""
         run, inflight = self.run, self.run.inflight

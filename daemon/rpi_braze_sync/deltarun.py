@@ -5,12 +5,13 @@ the rows Braze acknowledged.
 Crash safety (kill -9 or a power cut at any moment): nothing is written to the store when a
 chunk is compared or a request leaves; a row's record is written only from `acknowledged`, which
 the sender calls for the objects of a 2xx answer that Braze did not list in `errors`. The job
-settles those rows only once the store's write is done AND synced (one fsync for every write of
-SYNC_EVERY_S: group commit), so no checkpoint covers a row whose new values the store may lack
-(deltastore.py: the other order skips a reverted value wrongly after a kill). A write that
-fails forgets those users instead (sent whole next time); while the store takes no write at
-all, their rows stay unsettled, sending pauses and /readyz says why (`writes`, as StateWrites
-does for the state directory), and the forgetting is tried again until it succeeds.
+settles those rows only once the store's write is done AND synced (deltawrites.py: one fsync
+for every write of SYNC_EVERY_S, group commit), so no checkpoint covers a row whose new values
+the store may lack (deltastore.py: the other order skips a reverted value wrongly after a
+kill). A write that fails forgets those users instead (sent whole next time); while the store
+takes no write at all, their rows stay unsettled, sending pauses and /readyz says why
+(`writes`, as StateWrites does for the state directory), and the forgetting is tried again
+until it succeeds.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from . import deltastats
 from .deltaflight import InFlight
 from .deltastore import DeltaStore, DeltaStoreError, workspace_fingerprint
-from .statewrites import RETRY_S, StateWrites
+from .deltawrites import GroupCommit, Outcome, Write
+from .statewrites import RETRY_S
 
 if TYPE_CHECKING:
     from .config import LoadedConfig
@@ -35,16 +37,6 @@ log = logging.getLogger(__name__)
 SWEEP_EVERY_S = 3600.0  # retention: one step between others, all records once an hour
 SWEEP_PAUSE_S = 1.0
 DAY_S = 86400
-# Group commit: the writes of this long share one fsync, which their rows' settling waits for
-# (a sync costs milliseconds: one per write would cost more than the writes).
-SYNC_EVERY_S = 0.2
-
-
-class _Write(NamedTuple):
-    """A write of acknowledged records: the users, and the future their rows settle on."""
-
-    keys: list[bytes]
-    done: Future[None]
 
 
 def uses_delta(config: LoadedConfig) -> bool:
@@ -97,15 +89,10 @@ class DeltaRun:
         self.clock = clock
         self.inflight = InFlight()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="delta-store")
-        # Whether the store takes writes: its own verdict (the journal's successes must not
-        # clear it); the daemon pauses sending while it fails, /readyz says why.
-        self.writes = StateWrites()
-        self._unsynced: list[_Write] = []  # written, waiting for the next sync
-        self._failed: list[_Write] = []  # neither written nor forgotten: tried again
-        self._sync_due: asyncio.TimerHandle | None = None
-        self._retry_due: asyncio.TimerHandle | None = None
-        self._syncing = False
-        self._forgot_at = 0.0  # the last 'forgotten instead' log line (one a minute)
+        self.commit = GroupCommit(store, self._thread)  # the writes, synced in groups
+        # Whether the store takes writes: the daemon pauses sending while it fails, /readyz
+        # says why.
+        self.writes = self.commit.writes
         # Monotonic time of a failed change of workspace (values of the other one may stay).
         self._stale_since: float | None = None
 
@@ -121,6 +108,7 @@ class DeltaRun:
             "delta: the Braze workspace (api_url or API key) changed: forgetting every"
             " remembered value; everything is sent again"
         )
+        self.commit.flush()  # the old workspace's acknowledged values go before the reset
         self._thread.submit(self._change_workspace, workspace)
 
     def _change_workspace(self, workspace: str) -> None:
@@ -163,131 +151,63 @@ class DeltaRun:
         if future.exception() is not None:  # only status loses a line
             log.warning("delta: cannot record a file's data points: %s", future.exception())
 
+    # --- lookups: each writes the queued acknowledged records first (deltawrites.py) -----
+
     async def lookup(self, keys: list[bytes]) -> list[bytes | None]:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._thread, self._lookup, keys
-            )
-        except DeltaStoreError as exc:  # nothing known: everything is sent
-            log.error("delta: %s: the rows are sent whole", exc)
-            return [None] * len(keys)
-
-    def remember(self, records: list[tuple[bytes, bytes]]) -> Future[None]:
-        """Queue a write of acknowledged records (before the next lookup, in order). The
-        future is done once the store holds them, or has forgotten those users, on disk (never
-        with an error: while neither can be written, it waits)."""
         loop = asyncio.get_running_loop()
-        write = _Write([key for key, _ in records], Future())
-        attempt = self._thread.submit(self._write_or_forget, records)
-        attempt.add_done_callback(lambda f: loop.call_soon_threadsafe(self._written, f, write))
-        return write.done
-
-    def _write_or_forget(self, records: list[tuple[bytes, bytes]]) -> str | None:
-        """(The store's thread.) None once written; why not, once forgotten instead."""
-        try:
-            self.store.remember(records)
-            return None
-        except DeltaStoreError as exc:
-            # The old records must not stay: the rows' checkpoint would cover values the
-            # store does not hold, and a later row going back to an old value would be
-            # skipped. Forgotten, those users are sent whole next time (dearer, never wrong).
-            self.store.forget_keys([key for key, _ in records])  # raises: held, tried again
-            return str(exc)
-
-    def _written(self, attempt: Future[str | None], write: _Write) -> None:
-        exc = attempt.exception()
-        if exc is not None:
-            self._hold([write], exc)
-            return
-        why = attempt.result()
-        if why is not None and time.monotonic() - self._forgot_at > 60:
-            self._forgot_at = time.monotonic()
-            log.error(
-                "delta: cannot remember acknowledged values (%s): those users are forgotten"
-                " instead, their values sent whole next time",
-                why,
-            )
-        self._unsynced.append(write)
-        self._sync_soon()
-
-    def _sync_soon(self) -> None:
-        if self._sync_due is None and not self._syncing and self._unsynced:
-            loop = asyncio.get_running_loop()
-            self._sync_due = loop.call_later(SYNC_EVERY_S, self._sync)
-
-    def _sync(self) -> None:
-        """Group commit: one fsync for every write done so far; their rows settle after it."""
-        self._sync_due = None
-        writes, self._unsynced = self._unsynced, []
-        self._syncing = True
-        loop = asyncio.get_running_loop()
-        attempt = self._thread.submit(self.store.sync)
-        attempt.add_done_callback(lambda f: loop.call_soon_threadsafe(self._synced, f, writes))
-
-    def _synced(self, attempt: Future[None], writes: list[_Write]) -> None:
-        self._syncing = False
-        exc = attempt.exception()
-        if exc is not None:  # what reached the disk is unknown: forgotten, when it can be
-            self._hold(writes, exc)
-        else:
-            for write in writes:
-                write.done.set_result(None)
-        self._sync_soon()
-
-    def _hold(self, writes: list[_Write], exc: BaseException) -> None:
-        """Neither written nor forgotten: the rows wait; forgetting is tried again."""
-        self.writes.failed("the delta store", exc)
-        self._failed += writes
-        if self._retry_due is None:
-            loop = asyncio.get_running_loop()
-            self._retry_due = loop.call_later(self.writes.retry_s, self._retry)
-
-    def _retry(self) -> None:
-        # Forgotten rather than written again: a later write of the same user may have
-        # succeeded meanwhile, and an older record written over it would be wrong.
-        self._retry_due = None
-        writes, self._failed = self._failed, []
-        keys = [key for write in writes for key in write.keys]
-        loop = asyncio.get_running_loop()
-        attempt = self._thread.submit(self._forget_synced, keys)
-        attempt.add_done_callback(lambda f: loop.call_soon_threadsafe(self._retried, f, writes))
-
-    def _forget_synced(self, keys: list[bytes]) -> None:
-        self.store.forget_keys(keys)
-        self.store.sync()
-
-    def _retried(self, attempt: Future[None], writes: list[_Write]) -> None:
-        exc = attempt.exception()
-        if exc is not None:
-            self._hold(writes, exc)
-            return
-        log.warning(
-            "delta: the store takes writes again: %d users whose values it could not remember"
-            " are forgotten (sent whole next time)",
-            sum(len(write.keys) for write in writes),
+        pending = self.commit.take()
+        found: asyncio.Future[list[bytes | None] | Exception] = loop.create_future()
+        job = self._thread.submit(self._write_then_lookup, pending, keys)
+        # The writes' outcome is handled even if this lookup's caller is cancelled meanwhile.
+        job.add_done_callback(
+            lambda f: loop.call_soon_threadsafe(self._looked_up, f, pending, found)
         )
-        for write in writes:
-            write.done.set_result(None)
-        if not self._failed:
-            self.writes.succeeded()
+        records = await found
+        if isinstance(records, DeltaStoreError):  # nothing known: everything is sent
+            log.error("delta: %s: the rows are sent whole", records)
+            return [None] * len(keys)
+        if isinstance(records, BaseException):
+            raise records
+        return records
+
+    def _write_then_lookup(
+        self, pending: list[Write], keys: list[bytes]
+    ) -> tuple[Outcome, list[bytes | None] | Exception]:
+        """(The store's thread.)"""
+        wrote = self.commit.write_all(pending)
+        try:
+            return wrote, self._lookup(keys)
+        except Exception as exc:  # (raised by lookup(), on the loop)
+            return wrote, exc
+
+    def _looked_up(
+        self,
+        job: Future[tuple[Outcome, list[bytes | None] | Exception]],
+        pending: list[Write],
+        found: asyncio.Future[list[bytes | None] | Exception],
+    ) -> None:
+        exc = job.exception()  # (the job catches every Exception)
+        if exc is not None:
+            self.commit.written(pending, exc)
+            if not found.done():
+                found.set_exception(exc)
+            return
+        wrote, records = job.result()
+        self.commit.written(pending, wrote)
+        if not found.done():
+            found.set_result(records)
+
+    def remember(self, records: list[tuple[bytes, bytes]]) -> asyncio.Future[None]:
+        """Queue a write of acknowledged records (deltawrites.GroupCommit.remember)."""
+        return self.commit.remember(records)
 
     async def synced(self) -> None:
-        """Sync now what waits for the next sync (a graceful stop: its rows settle first;
-        writes that fail stay held, unsettled)."""
-        for _ in range(4):  # a write done meanwhile waits for one more sync
-            if self._sync_due is not None:
-                self._sync_due.cancel()
-                self._sync_due = None
-            if self._unsynced and not self._syncing:
-                self._sync()
-            await self.drained()
-            await asyncio.sleep(0)  # the sync's callback, then the rows' settling, run
-            if not self._unsynced and not self._syncing and self._sync_due is None:
-                return
+        """Write and sync now what waits for the next sync (a graceful stop)."""
+        await self.commit.synced()
 
     async def drained(self) -> None:
         """Every queued write is done (a file's end, shutdown)."""
-        await asyncio.get_running_loop().run_in_executor(self._thread, lambda: None)
+        await self.commit.drained()
 
     async def sweep_forever(self) -> None:
         """Retention: records older than max_age_days only cause sending again: deleted, a
@@ -315,9 +235,7 @@ class DeltaRun:
 
     async def close(self) -> None:
         """Rows still waiting for a write or a sync stay unsettled: sent again after a start."""
-        for due in (self._sync_due, self._retry_due):
-            if due is not None:
-                due.cancel()
+        self.commit.cancel()
         await self.drained()
         self._thread.shutdown(wait=True)
         self.store.close()

@@ -198,10 +198,11 @@ class DeltaStore:
     # The write order the pipeline must follow (kill -9 may strike between any two steps):
     # 1. compare a chunk with its looked-up records: nothing is written for it;
     # 2. once Braze acknowledged a request: `remember` the records of its acknowledged objects
+    #    (queued on the loop, written by the store thread's next job: deltawrites.py)
     #    (never a rejected object, never a request that failed or is still being retried);
     #    if that write fails, `forget_keys` those users instead (sent whole next time);
     # 3. `sync`: the WAL, with every write of step 2 before it, on disk (one fsync for all
-    #    the writes of an interval: deltarun.SYNC_EVERY_S, group commit);
+    #    the writes of an interval: deltawrites.SYNC_EVERY_S, group commit);
     # 4. once that sync is DONE (not merely queued), the file checkpoint covering those rows.
     # Killed between 2 and 4: the rows after the checkpoint are read again; their values are
     # remembered, so they are skipped, and Braze holds them (it acknowledged them). Killed

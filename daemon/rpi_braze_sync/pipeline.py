@@ -95,8 +95,7 @@ class FileJob:
             # Settled (and so checkpointed) only once the store holds their values: killed
             # after a checkpoint that covered them with the store's old values, a later row
             # going back to those old values would be skipped while Braze holds the new ones.
-            loop = asyncio.get_running_loop()
-            written.add_done_callback(lambda _: loop.call_soon_threadsafe(self._sent, items))
+            written.add_done_callback(lambda _: self._sent(items))  # (on the loop)
             return
         self._sent(items)
 

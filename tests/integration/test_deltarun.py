@@ -40,3 +40,48 @@ async def test_retention_removes_only_users_older_than_max_age(tmp_path: Path) -
         sweeping.cancel()
         await asyncio.gather(sweeping, return_exceptions=True)
         await run.close()
+
+
+def _records(n: int) -> list[tuple[bytes, bytes]]:
+    fields = (b"path", b"12345678", b"")
+    return [(user_key(f"u{i}"), pack_record(NOW, *fields, 1, bytes(8), bytes(8))) for i in range(n)]
+
+
+async def test_acknowledged_records_reach_the_store_at_once_and_settle_after_the_sync(
+    tmp_path: Path,
+) -> None:
+    """Writes are queued on the loop (deltawrites.py) but handed to the store's thread at once
+    when none is being written: a kill -9 loses no more than before; their future is done only
+    once a sync followed them."""
+    run = DeltaRun(DeltaStore.open(tmp_path, "workspace"), 30, Metrics(), clock=lambda: NOW)
+    try:
+        first, second = _records(2), _records(4)[2:]
+        done_first = run.remember(first)
+        done_second = run.remember(second)  # behind the first's write: follows it, together
+        loop = asyncio.get_running_loop()
+        for _ in range(100):  # the store's thread, not a lookup, wrote them
+            held = await loop.run_in_executor(run._thread, run.store.lookup, [first[0][0]])
+            if held[0] is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert held == [first[0][1]]
+        assert not done_first.done()  # not synced yet: its rows may not settle
+        await asyncio.wait_for(asyncio.gather(done_first, done_second), timeout=5)
+        stored = await loop.run_in_executor(run._thread, run.store.lookup, [second[0][0]])
+        assert stored == [second[0][1]]
+    finally:
+        await run.close()
+
+
+async def test_a_lookup_reads_the_records_acknowledged_before_it(tmp_path: Path) -> None:
+    """deltaflight.InFlight trusts a lookup for every record acknowledged before it was queued:
+    the queued writes go first, in the lookup's own job."""
+    run = DeltaRun(DeltaStore.open(tmp_path, "workspace"), 30, Metrics(), clock=lambda: NOW)
+    try:
+        records = _records(300)
+        # without a loop turn between: the first handed over, the others queued behind it
+        writes = [run.remember(records[at : at + 75]) for at in range(0, 300, 75)]
+        assert await run.lookup([key for key, _ in records]) == [r for _, r in records]
+        await asyncio.wait_for(asyncio.gather(*writes), timeout=5)
+    finally:
+        await run.close()
