@@ -118,6 +118,9 @@ async def test_kill_9_mid_file_status_counts_both_processes_data_points(
     daemon.export_path(UPSERT, "O", "1", "v1.txt").write_text(text(content(1)))
     await wait_until(lambda: len(fake_braze.objects()) >= 500, timeout_s=30, what="500 rows")
     assert await daemon.stop(signal.SIGKILL) == -signal.SIGKILL
+    # The fake records a request's objects after its latency: those the killed process had in
+    # flight land after the kill, and belong to it, not to the next process.
+    await wait_until(lambda: fake_braze.in_flight_requests == 0, what="the killed requests")
     first = fake_braze.objects()
     per_row = count_points(first[0])  # nothing remembered: every row whole
     assert all(count_points(o) == per_row for o in first)
