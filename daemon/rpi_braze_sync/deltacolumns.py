@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from itertools import compress, repeat
-from operator import itemgetter
+from operator import is_, itemgetter
 from typing import Any, NamedTuple
 
 import orjson
@@ -69,6 +69,9 @@ _dumps = orjson.dumps
 _join = b"".join
 _seed = xxhash.xxh3_64_intdigest
 _array_fp = xxhash.xxh3_64_digest
+# Remembered parts' fingerprints (Encoded), per fingerprint function and seed; cleared when full.
+_PART_FPS_CACHED = 16_384
+_part_fps: dict[tuple[Any, ...], dict[bytes, bytes]] = {}
 
 
 def summaries(bodies: list[bytes]) -> list[bytes]:
@@ -102,9 +105,20 @@ def _fps(values: Values, size: int, fp: Callable[..., bytes], *seed: int) -> lis
     a value. (orjson's results are taken by `fp` one at a time: each holds a 4 KB buffer.)"""
     if type(values) is Encoded:  # (never an object but a `$time`: config allows scalars)
         parts, json = values.parts, itemgetter(slice(values.key, -values.suffix or None))
-        if b"" not in parts:
-            return list(map(fp, map(json, parts), *map(repeat, seed)))
-        return [fp(json(p), *seed) if p else b"" for p in parts]
+        if fp is not value_fp and fp is not _array_fp:  # (a nested object's pairs)
+            return [fp(json(p), *seed) if p else b"" for p in parts]
+        # A remembered part is the same bytes object chunk after chunk (its hash kept): its
+        # fingerprint is a look-up. (Its key names its column: one path, one fingerprint.)
+        known = _part_fps.setdefault((fp, *seed), {b"": b""})
+        found: list[Any] = list(map(known.get, parts))
+        if None in found:
+            if len(known) > _PART_FPS_CACHED:
+                known.clear()
+                known[b""] = b""
+            for i in compress(range(len(found)), map(is_, found, repeat(None))):
+                part = parts[i]
+                found[i] = known[part] = fp(json(part), *seed)
+        return found
     if type(values) is Fixed:
         return None if _walked(values.value) else [fp(_dumps(values.value), *seed)] * size
     kinds = set(map(type, values))
