@@ -35,12 +35,13 @@ class EncodedCells:
     body, `prefix value suffix` (its key, its value as JSON, what closes it), or b"" where the
     row sends nothing (an empty cell)."""
 
-    __slots__ = ("entries", "known", "prefix", "suffix")
+    __slots__ = ("entries", "known", "prefix", "suffix", "whole")
 
     def __init__(self, entries: int, prefix: bytes, suffix: bytes = b"") -> None:
         self.known: dict[Any, bytes] | None = {}  # None: off for the rest of the file
         self.entries = entries
         self.prefix, self.suffix = prefix, suffix
+        self.whole = False  # the last chunk's cells were all known
 
     def _part(self, value: Any) -> bytes:
         # (A new bytes: orjson's own result keeps its whole working buffer, 4 KB, alive.)
@@ -49,10 +50,17 @@ class EncodedCells:
     def look_up(self, cells: Sequence[Any]) -> tuple[list[Any], list[int]] | None:
         """Each cell's part (None where not known) and the rows not known; None when off or
         none is known (the converter's column form then does the whole column)."""
-        if not self.known:
+        known = self.known
+        if not known:
             return None
-        encoded = list(map(self.known.get, cells))
-        if None not in encoded:
+        if self.whole:  # likely again: no look for a None after the look-ups
+            try:
+                return list(map(known.__getitem__, cells)), []
+            except KeyError:
+                pass
+        encoded = list(map(known.get, cells))
+        self.whole = None not in encoded
+        if self.whole:
             return encoded, []
         missing = list(compress(range(len(encoded)), map(is_, encoded, repeat(None))))
         return (encoded, missing) if len(missing) < len(cells) else None
