@@ -121,6 +121,7 @@ class FakeBraze:
         self.overlaps: list[set[str]] = []  # users seen in two concurrent requests
         self._in_flight: collections.Counter[str] = collections.Counter()
         self.on_request: Callable[[dict[str, Any]], None] | None = None
+        self.on_arrival: Callable[[list[dict[str, Any]]], None] | None = None  # its objects
         self.runner: web.AppRunner | None = None
         self.url = ""
 
@@ -197,6 +198,8 @@ class FakeBraze:
         self.arrived_rows += len(objects)
         self.peak_requests = max(self.peak_requests, self.in_flight_requests)
         self.peak_rows = max(self.peak_rows, self.in_flight_rows)
+        if self.on_arrival is not None:
+            self.on_arrival(objects)
         try:
             if self.latency_s:
                 await asyncio.sleep(self.latency_s)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 GAIN = 1.5
@@ -46,6 +47,35 @@ class Sent:
     at: float
     round: int  # the round trip it started in
     held_before: int  # times the limit had held a request back
+
+
+class KeptPlaces:
+    """Places of requests Braze answered, kept until a checkpoint covers their rows: a kill
+    sends again the rows in flight and those acknowledged but not checkpointed, so it is their
+    sum that the limit must bound, not only the requests on the wire."""
+
+    def __init__(self, freed: Callable[[], None]) -> None:
+        self.count = 0
+        self.freed = freed  # called as each is given back
+
+    def keep(self) -> Slot:
+        self.count += 1
+        return Slot(self)
+
+
+class Slot:
+    """One kept place (KeptPlaces), given back once: `release` again does nothing."""
+
+    __slots__ = ("_places",)
+
+    def __init__(self, places: KeptPlaces) -> None:
+        self._places: KeptPlaces | None = places
+
+    def release(self) -> None:
+        places, self._places = self._places, None
+        if places is not None:
+            places.count -= 1
+            places.freed()
 
 
 class ConcurrencyLimit:

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from .batching import Item, Planner, build_body, split_batch
 from .braze import Action, Reply, Transport, classify
-from .concurrency import ConcurrencyLimit, Sent
+from .concurrency import ConcurrencyLimit, KeptPlaces, Sent, Slot
 from .errors import TransportError
 from .metrics import Metrics
 from .ratelimit import SlidingWindow, backoff_s, exhausted_wait_s, retry_after_s
@@ -35,11 +35,13 @@ MIN_CONCURRENCY = 4
 
 
 class Job(Protocol):
-    """What the sender needs from the file an item came from."""
+    """What the sender needs from the file an item came from. Each request answered ends
+    with settle_sent (its rows acknowledged, maybe none), after settle_rejected of any it
+    lost: its `slot` is released once a checkpoint covers them all."""
 
     source: str
 
-    def settle_sent(self, items: list[Item]) -> None: ...
+    def settle_sent(self, items: list[Item], slot: Slot) -> None: ...
 
     def settle_rejected(self, item: Item, reason: str) -> None: ...
 
@@ -67,6 +69,9 @@ class Sender:
         self._backing_off: dict[int, asyncio.TimerHandle] = {}  # batches waiting to be retried
         self._retry_keys = itertools.count()
         self._wake = asyncio.Event()
+        self._kept = KeptPlaces(self._wake.set)  # answered, their rows not checkpointed yet
+        # Called when no place is left and some are kept (delta: sync the store now).
+        self.on_places_kept: Callable[[], None] = lambda: None
         self._room = asyncio.Event()
         self._room.set()
         self.limit = ConcurrencyLimit(MIN_CONCURRENCY, self._ceiling(), rate_cap_per_s=self._rate())
@@ -141,9 +146,9 @@ class Sender:
 
     @property
     def outstanding(self) -> int:
-        """Requests on the wire, and batches waiting to be retried (they hold a place: during
-        an outage, new batches must not pile up behind the failing ones)."""
-        return len(self._tasks) + len(self._backing_off)
+        """Requests on the wire, batches waiting to be retried (in an outage, new batches must
+        not pile up behind them) and requests answered, their rows not checkpointed yet."""
+        return len(self._tasks) + len(self._backing_off) + self._kept.count
 
     def failing_for_s(self) -> float:
         """How long Braze has answered only with errors or not at all (0 when it answers)."""
@@ -164,6 +169,8 @@ class Sender:
                     and self.limiter.delay(self._clock()) == 0
                 ):
                     self.limit.held_back(self._clock())  # Braze's pace, not ours, decides now
+                    if self._kept.count:
+                        self.on_places_kept()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -249,6 +256,7 @@ class Sender:
             self.auth_failing = False
             self.metrics.auth_failing.set(0)
             log.info("Braze accepts the API key again; sending resumes")
+        job = batch[0].job  # one file per request
         if action is Action.SENT:
             self.limit.answered(note, self._clock())
             self.metrics.last_success.set(self._wall())
@@ -256,24 +264,19 @@ class Sender:
                 log.info("Braze answers again after %.0f s", self._clock() - self._failing_since)
                 self._failing_since = None
             errors = verdict.errors
-            if errors:
-                for index, reason in errors.items():
-                    if 0 <= index < len(batch):
-                        batch[index].job.settle_rejected(batch[index], f"Braze: {reason}")
-                sent = [item for index, item in enumerate(batch) if index not in errors]
-            else:
-                sent = batch
-            if sent:
-                sent[0].job.settle_sent(sent)  # one file per request
+            for index, reason in errors.items():
+                if 0 <= index < len(batch):
+                    job.settle_rejected(batch[index], f"Braze: {reason}")
+            sent = [item for i, item in enumerate(batch) if i not in errors] if errors else batch
+            job.settle_sent(sent, self._kept.keep())
             self.planner.release(batch)
             wait = exhausted_wait_s(reply.headers, self._wall())
             if wait:
                 self.limiter.block(self._clock() + wait)
         elif action is Action.REJECT_ALL:
             for index, item in enumerate(batch):
-                item.job.settle_rejected(
-                    item, f"Braze: {verdict.errors.get(index, verdict.message)}"
-                )
+                job.settle_rejected(item, f"Braze: {verdict.errors.get(index, verdict.message)}")
+            job.settle_sent([], self._kept.keep())
             self.planner.release(batch)
         elif action in (Action.SPLIT, Action.BISECT):
             self._split(batch, attempt, action, verdict.message)
@@ -293,6 +296,7 @@ class Sender:
     def _split(self, batch: list[Item], attempt: int, action: Action, message: str) -> None:
         if len(batch) == 1:
             batch[0].job.settle_rejected(batch[0], f"Braze: {message}")
+            batch[0].job.settle_sent([], self._kept.keep())
             self.planner.release(batch)
             return
         if action is Action.SPLIT and len(batch) // 2 < self.planner.batch_size:

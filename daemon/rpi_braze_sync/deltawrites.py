@@ -63,6 +63,7 @@ class GroupCommit:
         self._retry_due: asyncio.TimerHandle | None = None
         self._writing = False  # a write job of flush() is queued or running
         self._syncing = False
+        self._hurried = False  # the sender waits for rows that wait for the sync (sync_now)
         self._forgot_at = 0.0  # the last 'forgotten instead' log line (one a minute)
 
     def take(self) -> list[Write]:
@@ -144,7 +145,17 @@ class GroupCommit:
     def sync_soon(self) -> None:
         if self._sync_due is None and not self._syncing and (self._unsynced or self.pending):
             loop = asyncio.get_running_loop()
-            self._sync_due = loop.call_later(SYNC_EVERY_S, self.sync)
+            self._sync_due = loop.call_later(0 if self._hurried else SYNC_EVERY_S, self.sync)
+
+    def sync_now(self) -> None:
+        """The sender has no place left for a request while some are kept by rows waiting
+        for the sync (their checkpoint waits for it): the next sync does not wait for the end
+        of its interval. Under load, syncs then follow one another, each still for every
+        write done meanwhile."""
+        self._hurried = True
+        if self._sync_due is not None:
+            self._sync_due.cancel()
+            self.sync()
 
     def sync(self) -> None:
         """Group commit: the queued writes, then one fsync for every write done so far; their
@@ -152,7 +163,7 @@ class GroupCommit:
         self._sync_due = None
         pending = self.take()
         unsynced, self._unsynced = self._unsynced, []
-        self._syncing = True
+        self._syncing, self._hurried = True, False
         loop = asyncio.get_running_loop()
         job = self.thread.submit(self._write_then_sync, pending)
         job.add_done_callback(

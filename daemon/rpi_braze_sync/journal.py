@@ -10,7 +10,7 @@ StateTransitionError for a move filestates.TRANSITIONS does not allow.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -178,9 +178,12 @@ class Journal(JournalReader, Protocol):
         dropped: int,
         ahead: Sequence[tuple[int, int]] = (),
         points: tuple[int, int] | None = None,
+        written: Callable[[], None] | None = None,
     ) -> None:
         """The settled prefix, the ranges settled beyond it and the counts (with delta's
-        data points sent and skipped), in one write."""
+        data points sent and skipped), in one write; `written` is called (from any thread)
+        once they, or newer values of the file, are in the journal (SQLite: before this
+        returns; PostgreSQL: once its checkpoint thread wrote them)."""
         ...
 
     def finish(self, file_id: int, state: FileState, reason: str | None = None) -> None:

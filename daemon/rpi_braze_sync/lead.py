@@ -101,6 +101,9 @@ def open_lead(stack: contextlib.AsyncExitStack, journal: Journal, shared: Shared
     def use(opened: DeltaRun) -> None:
         stack.push_async_callback(opened.close)
         stack.callback(opened.writes.on_change(hold))
+        sender.on_places_kept = (
+            opened.commit.sync_now
+        )  # rows waiting for its sync keep their places
         follow(opened.apply)  # another Braze workspace: a fresh store
         shared.on_delta(opened)
 

@@ -5,7 +5,9 @@ a round trip to the database for each, on the loop, would stall sending. Here th
 hands the latest values of a file over; one thread writes them on its own connection, the
 newest values of each file at a time (older ones it did not write yet are simply replaced).
 What a kill loses is at most the values not written yet: rows acknowledged within the last
-round trip, sent again after a fail-over (as rows in flight are).
+round trip, sent again after a fail-over (as rows in flight are). So the caller is told when
+its values, or newer ones of the file, are written (`written`): the sender keeps a request's
+place until then (concurrency.Slot), and those rows count among the rows in flight.
 
 A write that failed (the database gone, the lease moved) is kept, tried again every second,
 and raised at every hand over until a write succeeds, so the pipeline's StateWrites pauses
@@ -17,12 +19,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import TypeAlias
 
 from .errors import JournalError, LeaseLostError
 
 # checkpoint, settled_ahead, sent, rejected, dropped, delta's points sent and skipped
 Values = tuple[int, str | None, int, int, int, int | None, int | None]
 Write = Callable[[int, Values], None]
+Written: TypeAlias = Callable[[], None]
 RETRY_S = 1.0
 
 
@@ -31,6 +35,7 @@ class CheckpointWriter:
         self._write = write
         self._closing = closing  # the writer's connection
         self._pending: dict[int, Values] = {}
+        self._written: dict[int, list[Written]] = {}  # by file: called once its values are written
         self._error: JournalError | None = None
         self._busy = False
         self._closed = False
@@ -38,11 +43,14 @@ class CheckpointWriter:
         self._thread = threading.Thread(target=self._run, name="pg-checkpoints", daemon=True)
         self._thread.start()
 
-    def put(self, file_id: int, values: Values) -> None:
-        """Hand the newest values of a file over. Raises while writes fail (until one
-        succeeds), so that sending stays paused meanwhile; the values are kept."""
+    def put(self, file_id: int, values: Values, written: Written | None = None) -> None:
+        """Hand the newest values of a file over; `written` is called (on the writer's thread)
+        once they, or newer ones, are written. Raises while writes fail (until one succeeds),
+        so that sending stays paused meanwhile; the values are kept."""
         with self._changed:
             self._pending[file_id] = values
+            if written is not None:
+                self._written.setdefault(file_id, []).append(written)
             error = self._error
             self._changed.notify_all()
         if error is not None:
@@ -77,6 +85,7 @@ class CheckpointWriter:
                     self._closing()
                     return
                 batch, self._pending = self._pending, {}
+                calls, self._written = self._written, {}
                 self._busy = True
             failed: JournalError | None = None
             for file_id, values in batch.items():
@@ -88,6 +97,10 @@ class CheckpointWriter:
                     failed = exc
                     with self._changed:  # kept unless newer values came meanwhile
                         self._pending.setdefault(file_id, values)
+                        self._written.setdefault(file_id, [])[:0] = calls.get(file_id, [])
+                else:
+                    for written in calls.get(file_id, ()):
+                        written()
             with self._changed:
                 self._busy = False
                 self._error = failed

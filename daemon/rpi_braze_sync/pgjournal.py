@@ -21,7 +21,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import orjson
 import psycopg
@@ -254,6 +254,7 @@ class PgJournal(PgStore):
         dropped: int,
         ahead: Sequence[tuple[int, int]] = (),
         points: tuple[int, int] | None = None,
+        written: Callable[[], None] | None = None,
     ) -> None:
         """Handed to the checkpoint writer (pgcheckpoints.py): the loop does not wait for
         the database; a failure to write comes back at a following call."""
@@ -269,7 +270,7 @@ class PgJournal(PgStore):
         values = (
             checkpoint, _ranges_json(ahead), sent, rejected, dropped, points_sent, points_skipped
         )  # fmt: skip
-        writer.put(file_id, values)
+        writer.put(file_id, values, written)
 
     def write_checkpoint(self, file_id: int, values: Values) -> None:
         """One checkpoint, now (the checkpoint writer's thread, on a connection of its own)."""

@@ -18,6 +18,7 @@ import orjson
 from .afterdone import after_done
 from .batching import Item
 from .chunks import ChunkData, ChunkSource, FileRequest
+from .concurrency import Slot
 from .config import Channel
 from .deltafile import DeltaFile
 from .errors import ExportFileError, FileVanishedError, HeaderError, ShareUnavailableError
@@ -89,19 +90,20 @@ class FileJob:
 
     # --- settlement (called by the sender) -----------------------------------------------
 
-    def settle_sent(self, items: list[Item]) -> None:
-        written = self.delta.acknowledged(items) if self.delta is not None else None
+    def settle_sent(self, items: list[Item], slot: Slot) -> None:
+        written = self.delta.acknowledged(items) if self.delta is not None and items else None
         if written is not None:
             # Settled (and so checkpointed) only once the store holds their values: killed
             # after a checkpoint that covered them with the store's old values, a later row
             # going back to those old values would be skipped while Braze holds the new ones.
-            written.add_done_callback(lambda _: self._sent(items))  # (on the loop)
+            # Their request keeps its place meanwhile (Slot).
+            written.add_done_callback(lambda _: self._sent(items, slot))  # (on the loop)
             return
-        self._sent(items)
+        self._sent(items, slot)
 
-    def _sent(self, items: list[Item]) -> None:
+    def _sent(self, items: list[Item], slot: Slot) -> None:
         indexes = [item.index for item in items]
-        self.settlement.sent_rows(indexes)
+        self.settlement.sent_rows(indexes, slot)
         self._done_with(len(indexes))
 
     def settle_rejected(self, item: Item, reason: str) -> None:

@@ -4,19 +4,23 @@ counts, the rejects and dropped fields written, and the checkpoint that covers t
 The journal's checkpoint is what a restart resumes from, so it must never cover a row whose
 reject is not written yet: every checkpoint writes the rejects first (write_checkpoint). A
 field dropped from a row is written, and counted, only once its row settles: a row sent
-again after a kill would otherwise list its drops twice.
+again after a kill would otherwise list its drops twice. A request's place in the sender
+(concurrency.Slot) is given back once the journal holds a checkpoint covering its rows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections import deque
 from collections.abc import Callable
 from itertools import chain
 from pathlib import Path
 
 from .batching import SettledRecords
 from .chunks import DropData
+from .concurrency import Slot
 from .journal import FileRecord, Journal, SharedRejects
 from .metrics import Metrics
 from .rejects import RejectsWriter
@@ -56,7 +60,10 @@ class Settlement:
         self._checkpoint_due = False
         self._soon: asyncio.Future[bool] | None = None  # the checkpoint of a loop turn, written
         self._again = False  # more settled while it was: one more after it
-        self._soon_outstanding = 0  # loop turns' checkpoints handed over, not yet written
+        # The sender's places of requests settled, each with the number of the first checkpoint
+        # that covers its rows: released once that one, or a later one, is written.
+        self._slots: deque[tuple[int, Slot]] = deque()
+        self._checkpoints = 0  # checkpoints handed over so far
         self._queued = 0  # checkpoints handed to the state writer, not written yet
         self._handed_over: asyncio.Future[bool] | None = None  # (not awaited)
         # A journal shared by a pair (pgjournal.py) also keeps every rejected row, so that the
@@ -95,10 +102,10 @@ class Settlement:
         (a row delta leaves unsent settles in the same turn, as sent)."""
         self._drops.update(drops)
 
-    def sent_rows(self, indexes: list[int]) -> None:
+    def sent_rows(self, indexes: list[int], slot: Slot | None = None) -> None:
         self.sent += len(indexes)
         self._sent_label.inc(len(indexes))
-        self.settle(indexes)
+        self.settle(indexes, slot)
 
     def reject(self, line_no: int, cells: list[str], reason: str) -> None:
         """A row rejected (settled by the caller, with the others of its chunk or request)."""
@@ -109,9 +116,15 @@ class Settlement:
         self.rejected += 1
         self._rejected_label.inc()
 
-    def settle(self, indexes: list[int]) -> None:
-        """These records are done with (one request's, or a chunk's rejects)."""
+    def settle(self, indexes: list[int], slot: Slot | None = None) -> None:
+        """These records are done with (one request's, or a chunk's rejects); `slot`, their
+        request's place, is released once a checkpoint that covers them is written."""
         self.progress.settle_all(indexes)
+        if slot is not None:
+            if CHECKPOINTS:
+                self._slots.append((self._checkpoints, slot))
+            else:
+                slot.release()
         held = self._drops
         if held:
             settled = [held.pop(i) for i in indexes if i in held]
@@ -135,21 +148,14 @@ class Settlement:
 
     def _checkpoint_soon(self) -> None:
         self._checkpoint_due = False
-        # At most two at a time, one being written and one queued behind it: queued at once,
-        # the second covers what settled while the first was written, without waiting for it
-        # (a kill then sends again only the rows in flight, not also those acknowledged during
-        # a write); any more wait and are covered by one more after them.
-        if self._soon_outstanding >= 2:
+        if self._soon is not None:  # one at a time: the next covers what settles meanwhile
             self._again = True
             return
-        self._soon_outstanding += 1
         soon = self._soon = self._hand_over(durable=False)
         soon.add_done_callback(self._soon_written)
 
-    def _soon_written(self, written: object) -> None:
-        self._soon_outstanding -= 1
-        if written is self._soon:  # the latest: nothing of a loop turn left to write
-            self._soon = None
+    def _soon_written(self, _: object) -> None:
+        self._soon = None
         if self._again:
             self._again = False
             self._checkpoint_soon()
@@ -192,16 +198,23 @@ class Settlement:
             self._shared_rejects = []
         rejects = self.rejects
         taken = rejects.take() if rejects is not None else {}
+        number = self._checkpoints
+        self._checkpoints += 1
+        # A journal that does not block tells when it wrote it (its thread): the requests it
+        # covers keep their places until then, not only until it is handed over.
+        blocks = self.journal.checkpoint_blocks
+        on_written = None if blocks else self._release_when_written(number)
         progress = self.progress
         points = self.points() if self.points is not None else None
         values = (
             progress.checkpoint, self.sent, self.rejected, self.dropped, progress.ahead, points,
+            on_written,
         )  # fmt: skip
         result: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         nothing_before = not (shared or self._unstored) and (
             rejects is None or not (taken or rejects.unwritten or (durable and rejects.opened))
         )
-        if nothing_before and not (self._queued or self.journal.checkpoint_blocks):
+        if nothing_before and not (self._queued or blocks):
             # Nothing to write or fsync before it, nothing of this file queued that it could
             # overtake, and a journal that does not wait: handed over here, without a thread's
             # turn (a pair's journal then pauses sending as soon as its database fails, and
@@ -227,23 +240,43 @@ class Settlement:
         def report(_: object) -> None:
             self._queued -= 1
             try:
-                result.set_result(self._report(written.exception()))
+                result.set_result(self._report(written.exception(), number if blocks else None))
             except BaseException as exc:  # not a state write's failure: a bug, raised
                 result.set_exception(exc)
 
         written.add_done_callback(report)
         return result
 
-    def _report(self, exc: BaseException | None) -> bool:
+    def _report(self, exc: BaseException | None, number: int | None = None) -> bool:
+        """`number`: the checkpoint written, whose requests' places are released now."""
         if exc is not None:
             if not isinstance(exc, StateWriteErrors):
                 raise exc
             self.state_writes.failed("the checkpoint (journal or rejects)", exc)
-            return False
+            return False  # (its requests keep their places: a later checkpoint releases them)
         self.state_writes.succeeded()
+        if number is not None:
+            self._release_slots(number)
         if self.rows_total:
             self.metrics.current_file_progress.set(min(1.0, self.settled_rows / self.rows_total))
         return True
+
+    def _release_when_written(self, number: int) -> Callable[[], None]:
+        """What the journal calls (from its thread) once checkpoint `number` is in it."""
+        loop = asyncio.get_running_loop()
+
+        def written() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to release
+                loop.call_soon_threadsafe(self._release_slots, number)
+
+        return written
+
+    def _release_slots(self, number: int) -> None:
+        """The sender's places of the requests checkpoint `number` covers: every record
+        settled before it was handed over (the prefix and the ranges ahead)."""
+        slots = self._slots
+        while slots and slots[0][0] <= number:
+            slots.popleft()[1].release()
 
     def _store_shared(self, rows: list[Rejected]) -> None:
         """(The state writer's thread.) Rows rejected, and any a failed store left, kept by
@@ -285,8 +318,12 @@ class Settlement:
         return True
 
     async def close(self) -> None:
-        """What is left of the rejects written, their files closed (in the writer's turn)."""
+        """What is left of the rejects written, their files closed (in the writer's turn); the
+        file's requests give their places back, written or not (it is left: a shutdown)."""
         rejects = self.rejects
-        if rejects is not None:
-            taken = rejects.take()
-            await self.writer.submit(lambda: rejects.close(taken))
+        try:
+            if rejects is not None:
+                taken = rejects.take()
+                await self.writer.submit(lambda: rejects.close(taken))
+        finally:
+            self._release_slots(self._checkpoints)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from .errors import JournalError
@@ -291,6 +291,7 @@ class SqliteJournal(SqliteStore):
         dropped: int,
         ahead: Sequence[tuple[int, int]] = (),
         points: tuple[int, int] | None = None,
+        written: Callable[[], None] | None = None,
     ) -> None:
         """How far a file got: the settled prefix, the settled ranges beyond it and the
         counts, in one statement (a kill leaves them consistent)."""
@@ -302,6 +303,8 @@ class SqliteJournal(SqliteStore):
             (checkpoint, ranges_json(ahead), sent, rejected, dropped, points_sent,
              points_skipped, time.time(), file_id),
         )  # fmt: skip
+        if written is not None:
+            written()
 
     def note(self, file_id: int, reason: str | None) -> None:
         """Why a file waits (it cannot be opened), without changing its state; None clears."""

@@ -8,7 +8,7 @@ import csv
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -262,3 +262,63 @@ async def test_a_file_jobs_helper_task_that_fails_is_logged(
     assert "a bug in the durable checkpoints" in caplog.text
     (record,) = daemon.records().values()
     assert (record.state, record.checkpoint) == ("done", 300)
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["delta-off", "delta-on"])
+async def test_rows_in_flight_and_acknowledged_unwritten_stay_within_the_places_allowed(
+    daemon: InProcess,  # noqa: F811
+    fake_braze: FakeBraze,
+    delta: bool,
+) -> None:
+    """What a kill would send again, at every moment: the rows inside Braze plus those it
+    acknowledged that no written checkpoint covers. With checkpoints 30 ms slow and Braze
+    5 ms away, it stays within batch_size x max_in_flight: a request's place is only given
+    back once its rows' checkpoint is written, not when Braze answers (Slot); with delta,
+    also after the store's sync that the rows wait for."""
+    batch, in_flight, rows = 10, 4, 1500
+    fake_braze.latency_s = 0.005
+    fake_braze.minor_errors = {f"u{i}": "invalid" for i in range(3, rows, 61) if user(i)}
+    daemon.changes["braze"].update({"batch_size": batch, "max_in_flight": in_flight})
+    daemon.changes["delta"] = {"enabled": delta}
+    await daemon.start()
+    assert daemon.daemon is not None
+    journal = daemon.daemon.journal
+    assert journal is not None
+    checkpoint = journal.checkpoint
+    covered: frozenset[str] = frozenset()  # the users of the rows the last written one covers
+    exposed: list[int] = []
+
+    def slow(
+        file_id: int,
+        at: int,
+        sent: int,
+        rejected: int,
+        dropped: int,
+        ahead: Sequence[tuple[int, int]] = (),
+        points: tuple[int, int] | None = None,
+        written: Callable[[], None] | None = None,
+    ) -> None:
+        nonlocal covered
+        indexes = [*range(at), *(i for start, end in ahead for i in range(start, end))]
+        users = frozenset(user(i) for i in indexes)
+
+        time.sleep(0.03)  # a disk that takes its time
+        checkpoint(file_id, at, sent, rejected, dropped, ahead, points)
+        covered = users  # the journal holds it: the sender is told right after
+        if written is not None:
+            written()
+
+    def arrived(_: object) -> None:
+        acknowledged = sum(1 for u in fake_braze.users() if u not in covered)
+        exposed.append(fake_braze.in_flight_rows + acknowledged)
+
+    setattr(journal, "checkpoint", slow)  # noqa: B010 - a spy on the real journal
+    fake_braze.on_arrival = arrived
+    daemon.drop("f.txt", export_text(rows))
+    await wait_until(daemon.finished(1), timeout_s=60, what="the file")
+    assert await daemon.stop() == 0
+    assert len(exposed) >= (rows - rows // 97) // batch  # every request, resends too
+    assert max(exposed) <= batch * in_flight, sorted(exposed)[-10:]
+    (record,) = daemon.records().values()
+    assert (record.state, record.checkpoint) == ("done", rows)
+    assert (record.points_sent is not None) == delta  # (delta counted its data points)

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
+from rpi_braze_sync import deltawrites
 from rpi_braze_sync.delta import user_key
 from rpi_braze_sync.deltarecord import pack_record
 from rpi_braze_sync.deltarun import DeltaRun
@@ -83,5 +86,27 @@ async def test_a_lookup_reads_the_records_acknowledged_before_it(tmp_path: Path)
         writes = [run.remember(records[at : at + 75]) for at in range(0, 300, 75)]
         assert await run.lookup([key for key, _ in records]) == [r for _, r in records]
         await asyncio.wait_for(asyncio.gather(*writes), timeout=5)
+    finally:
+        await run.close()
+
+
+async def test_sync_now_syncs_what_waits_without_waiting_for_the_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sender out of places kept by rows waiting for the sync: their write is synced at
+    once (here the interval is a minute: without sync_now, nothing would be done for one)."""
+    monkeypatch.setattr(deltawrites, "SYNC_EVERY_S", 60.0)
+    run = DeltaRun(DeltaStore.open(tmp_path, "workspace"), 30, Metrics(), clock=lambda: NOW)
+    try:
+        first, second = _records(2), _records(4)[2:]
+        done_first = run.remember(first)
+        await run.drained()
+        await asyncio.sleep(0)  # (the write's callback: it waits for the sync now)
+        assert not done_first.done()
+        run.commit.sync_now()
+        await asyncio.wait_for(done_first, 10)
+        # Asked while nothing waited: the next write is synced at once too.
+        run.commit.sync_now()
+        await asyncio.wait_for(run.remember(second), 10)
     finally:
         await run.close()

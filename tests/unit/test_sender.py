@@ -9,6 +9,7 @@ import pytest
 
 from rpi_braze_sync.batching import Item
 from rpi_braze_sync.braze import Reply, Transport
+from rpi_braze_sync.concurrency import Slot
 from rpi_braze_sync.delivery import Sender
 from rpi_braze_sync.errors import TransportError
 from rpi_braze_sync.metrics import Metrics
@@ -27,7 +28,8 @@ class Job:
         self.settled = asyncio.Event()
         self.expected = 0
 
-    def settle_sent(self, items: list[Item]) -> None:
+    def settle_sent(self, items: list[Item], slot: Slot) -> None:
+        slot.release()  # (no checkpoint to wait for)
         self.sent += [item.user for item in items]
         self._check()
 
@@ -113,3 +115,57 @@ async def test_a_bad_object_is_isolated_by_bisection(metrics: Metrics) -> None:
     assert sorted(job.sent) == ["u0", "u1", "u3"]
     assert list(job.rejected) == ["u2"]
     assert "Invalid request" in job.rejected["u2"]
+
+
+class KeepingJob(Job):
+    """A file job whose checkpoints are not written yet (while `keeping`): it keeps every
+    request's slot."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slots: list[Slot] = []
+        self.keeping = True
+
+    def settle_sent(self, items: list[Item], slot: Slot) -> None:
+        self.slots.append(slot)
+        if not self.keeping:
+            slot.release()
+        self.sent += [item.user for item in items]
+        self._check()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [reply(201, {"message": "success"}), reply(400, {"message": "Invalid request"})],
+    ids=["acknowledged", "rejected"],
+)
+async def test_a_request_keeps_its_place_until_its_rows_are_checkpointed(
+    metrics: Metrics, answer: Reply
+) -> None:
+    """Answered, acknowledged or rejected, a request still holds its place among the
+    max_in_flight until its slot is released (its rows' checkpoint written): a kill sends
+    again those rows too, and they must count within the bound."""
+    transport, job = MemoryTransport(default=lambda _: answer), KeepingJob()
+    settings = BrazeSettings(api_url="https://rest.example.braze.com", batch_size=1,
+                             max_in_flight=4)  # fmt: skip
+    sender = Sender(transport, settings, metrics, rand=lambda: 0.0)
+    runner = asyncio.create_task(sender.run())
+    try:
+        sender.submit(job.items(10))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert len(transport.bodies) == 4
+        assert len(job.slots) == 4  # answered, their places kept
+        job.slots[0].release()
+        job.slots[0].release()  # (once only)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert len(transport.bodies) == 5
+        job.keeping = False
+        for slot in job.slots:
+            slot.release()
+        await asyncio.wait_for(job.settled.wait(), 10)
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    assert len(job.sent) + len(job.rejected) == 10
