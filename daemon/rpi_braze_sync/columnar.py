@@ -37,7 +37,7 @@ from .columnforms import (
 from .deltacolumns import Encoded, Fixed, Nested, Recorded, Values
 from .fileplan import MERGE_OBJECTS, UPDATE_EXISTING_ONLY, ArrayPlan, FilePlan, ValuePlan
 from .identifiers import unusable_rows
-from .jsonpieces import Piece, encode, encode_strings, joined
+from .jsonpieces import Growth, Piece, encode, encode_strings, joined, longest_constant, may_exceed
 from .mapping import Rejection
 from .parsers import SKIP
 from .rowcode import compile_identify
@@ -63,28 +63,6 @@ _rest = itemgetter(slice(1, None))  # a part without its leading comma
 
 def _key(name: str) -> bytes:
     return b"," + _dumps(name) + b":"
-
-
-# How large a nested object's part can be: (the column it comes from or None, bytes a
-# character of it can become at most, bytes besides).
-_Growth = tuple[int | None, int, int]
-
-
-def _may_exceed(growth: list[_Growth], columns: list[tuple[str, ...]]) -> bool:
-    """Whether a row of the chunk could hold a nested object over Braze's limit: a bound from
-    the longest cell of each column, so that the exact size is measured only then. (A
-    character becomes 6 bytes of JSON at most, \\u0000; 18 if a case change triples it.)"""
-    bound = 2
-    for index, per_char, besides in growth:
-        bound += besides + (per_char * max(map(len, columns[index])) if index is not None else 0)
-    return bound > MAX_NESTED_BYTES
-
-
-def _longest_constant(v: ValuePlan) -> int:
-    """The longest text a value map or default can put in place of a cell."""
-    recipe = v.rule.recipe
-    constants = [*(value for _, value in recipe.values or ()), recipe.default or ""]
-    return max(len(str(c)) for c in constants)
 
 
 # A value's part of a body: (key, its columns (columns_of) or None, converter or fixed value,
@@ -155,7 +133,7 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
             top.append((_key(name), _GROUP, values, b"", name, False, None))
             kinds.append("ops")
     described = list(zip(kinds, names[1:], strict=True))
-    nested: list[tuple[bytes, bool, list[_Part], list[_Growth], str, list[str]]] = []
+    nested: list[tuple[bytes, bool, list[_Part], list[Growth], str, list[str]]] = []
     for obj in plan.nested:
         names.append(obj.name)
         inner: list[_Part] = [
@@ -171,11 +149,11 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
             for key, index in obj.inferred
         ]
         keys = [key for key, _ in obj.inferred] + [key for key, _ in obj.explicit]
-        growth: list[_Growth] = [(index, 6, len(key) + 64) for key, index in obj.inferred]
+        growth: list[Growth] = [(index, 6, len(key) + 64) for key, index in obj.inferred]
         for key, v in obj.explicit:
             inner.append(_part(_key(key), v, entries))
             if v.column is not None:
-                growth.append((v.column, 18, len(key) + 64 + 18 * _longest_constant(v)))
+                growth.append((v.column, 18, len(key) + 64 + 18 * longest_constant(v)))
             else:
                 growth.append((None, 0, len(key) + 8 + len(_dumps(v.fixed))))
         if len({part[0] for part in inner}) < len(inner):
@@ -309,7 +287,8 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
                 continue  # nothing in it: never sent
             inner_values: list[Values] | None = None if record is None else []
             inner_pieces = pieces_of(inner, columns, bad, drops, line_numbers, inner_values)
-            if _may_exceed(growth, columns):  # the row function drops the objects over it
+            caches = [part[6] for part in inner]
+            if may_exceed(growth, columns, caches):  # the row function drops those over it
                 sizes = [len(t) + 1 if t else 0 for t in joined(inner_pieces)]  # {...}
                 bad.update(i for i, size in enumerate(sizes) if size > MAX_NESTED_BYTES)
             first = inner_pieces[0]

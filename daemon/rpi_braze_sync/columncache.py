@@ -35,13 +35,14 @@ class EncodedCells:
     body, `prefix value suffix` (its key, its value as JSON, what closes it), or b"" where the
     row sends nothing (an empty cell)."""
 
-    __slots__ = ("entries", "known", "prefix", "suffix", "whole")
+    __slots__ = ("entries", "known", "longest", "prefix", "suffix", "whole")
 
     def __init__(self, entries: int, prefix: bytes, suffix: bytes = b"") -> None:
         self.known: dict[Any, bytes] | None = {}  # None: off for the rest of the file
         self.entries = entries
         self.prefix, self.suffix = prefix, suffix
         self.whole = False  # the last chunk's cells were all known
+        self.longest = 0  # characters of the longest text known (a phone's, not its region's)
 
     def _part(self, value: Any) -> bytes:
         # (A new bytes: orjson's own result keeps its whole working buffer, 4 KB, alive.)
@@ -80,6 +81,7 @@ class EncodedCells:
             return
         for cell in new:
             known[cell] = self._part(fresh[cell])
+            self.longest = max(self.longest, len(cell if cell.__class__ is str else cell[0]))
 
     def fill(self, encoded: list[Any], missing: list[int], values: list[Any]) -> None:
         """Puts the missing cells' parts (values converted, in the order of `missing`) in

@@ -1,6 +1,7 @@
 """Pure: JSON text over a column (columnar.py): a column's values encoded by as few orjson
 calls as their types allow, as pieces (constant text, or one text per row) that a body is
-joined from, row by row, in C.
+joined from, row by row, in C; and the bound on a nested object's size that says when to
+measure it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from typing import Any
 
 import orjson
 
+from .columncache import EncodedCells
+from .fileplan import ValuePlan
 from .parsers import SKIP
+from .transforms import MAX_NESTED_BYTES
 
 # A body is the join of pieces: constant text, or one encoded text per row.
 Piece = bytes | list[bytes]
@@ -77,3 +81,35 @@ def joined(pieces: list[Piece]) -> list[bytes]:
             merged.append(piece)
     columns = (repeat(p) if isinstance(p, bytes) else p for p in merged)
     return list(map(b"".join, zip(*columns, strict=False)))  # repeat() never ends: rows do
+
+
+# How large a nested object's part can be: (the column it comes from or None, bytes a
+# character of it can become at most, bytes besides).
+Growth = tuple[int | None, int, int]
+
+
+def may_exceed(
+    growth: list[Growth], columns: list[tuple[str, ...]], caches: list[EncodedCells | None]
+) -> bool:
+    """Whether a row of the chunk could hold a nested object over Braze's limit: a bound from
+    the longest cell of each column, so that the exact size is measured only then. (A
+    character becomes 6 bytes of JSON at most, \\u0000; 18 if a case change triples it.) A
+    column whose cells were all remembered (`caches`, one a part) is bounded by the longest
+    text its cache knows, without a pass over it."""
+    bound = 2
+    for (index, per_char, besides), cache in zip(growth, caches, strict=True):
+        bound += besides
+        if index is None:
+            continue
+        if cache is not None and cache.whole:
+            bound += per_char * cache.longest
+        else:
+            bound += per_char * max(map(len, columns[index]))
+    return bound > MAX_NESTED_BYTES
+
+
+def longest_constant(v: ValuePlan) -> int:
+    """The longest text a value map or default can put in place of a cell."""
+    recipe = v.rule.recipe
+    constants = [*(value for _, value in recipe.values or ()), recipe.default or ""]
+    return max(len(str(c)) for c in constants)

@@ -71,3 +71,24 @@ def test_a_file_too_wide_for_a_useful_cache_gets_none() -> None:
     # columns' worth of small ones held 8 MB and cost time).
     assert cells_cache(255, b',"c":') is None
     assert cells_cache(256, b',"c":') is not None
+
+
+def test_a_nested_object_over_the_limit_is_found_from_cached_cells_too() -> None:
+    # The size bound of a nested object takes a cached column's longest known text instead
+    # of a pass over its cells: a remembered 255-character text of control characters (6
+    # bytes of JSON each) in 80 columns is still over 100 KB, left to the row function.
+    extra = [f"column_{i:02d}" for i in range(80)]
+    mapper = bind(SHIPPED_MAPPING, ["external_id", *extra])
+    assert mapper.map_chunk is not None
+    big, small = ["u1", *["\x01" * 255] * 80], ["u2", *["\x01"] * 80]
+    for start in (2, 4, 6):  # the second and third chunk from the cache
+        bodies, _, _ = mapper.map_chunk([big, small], [start, start + 1])
+        assert bodies[0] is None
+        expected = mapper.map_row(small, start + 1)
+        assert isinstance(expected, Mapped)
+        assert bodies[1] == orjson.dumps(expected.attributes)
+        whole = mapper.map_rows([big, small], [start, start + 1])
+        oracle = mapper.map_row(big, start)
+        assert isinstance(oracle, Mapped)
+        assert "rpi_cdp_attributes" not in oracle.attributes
+        assert whole.bodies[0] == orjson.dumps(oracle.attributes)
