@@ -137,9 +137,12 @@ class DeltaFile:
                         obj = orjson.loads(chunk.bodies[pos])
                         skipped = decision.skipped_fields
                         if len(skipped) == row[COUNTS_AT] | row[COUNTS_AT + 1] << 8:
-                            chunk.bodies[pos] = arrays_only(obj, decision.skipped_adds)
+                            body = arrays_only(obj, decision.skipped_adds)
                         else:
-                            chunk.bodies[pos] = rebuild(obj, skipped, decision.skipped_adds)
+                            body = rebuild(obj, skipped, decision.skipped_adds)
+                        # orjson's bytes keep the 4 KB it wrote into, held until the row is
+                        # sent: a copy of its length (a new execution id: 4 KB -> 100 B a row)
+                        chunk.bodies[pos] = memoryview(body).tobytes()
                     merge = decision.remember.merge if decision.remember is not None else None
                     state = (key, merge, record, row, decision.points_sent)
                 rows[indexes[pos]] = state
