@@ -26,6 +26,7 @@ from .sending import Sending
 from .statewrites import StateWriteErrors
 
 log = logging.getLogger(__name__)
+FAILED = FileState.FAILED
 # While a file waits for an upsert, the journal is looked at again this often: the upsert
 # may vanish or fail, which puts nothing in the queue.
 RECHECK_S = 1.0
@@ -116,7 +117,7 @@ class FileQueue:
                     await asyncio.sleep(self.share_wait_s)  # then again, from its checkpoint
                     self._queue[file_id] = self.journal.get(file_id)
                     continue
-                if not self._failed_try(record, reason):
+                if not await self._failed_try(record, reason):
                     self._queue[file_id] = self.journal.get(file_id)
                     continue
             self._remove(file_id)
@@ -135,7 +136,7 @@ class FileQueue:
         waits = [self._not_before[i] for i in self._queue if i in self._not_before]
         return max(0.0, min(waits) - time.monotonic()) if waits else None
 
-    def _failed_try(self, record: FileRecord, reason: str) -> bool:
+    async def _failed_try(self, record: FileRecord, reason: str) -> bool:
         """A try that failed while the share is there: wait (doubling) and let the others go,
         or, after watch.file_attempts, park the file as failed. True when parked."""
         watch = self.config.settings.watch
@@ -148,7 +149,7 @@ class FileQueue:
                 " `rpi-braze-sync retry` sends it again"
             )
             logger.error("failed: %s", why)
-            self.journal.finish(record.id, FileState.FAILED, why)
+            await self.sending.writer.write(lambda: self.journal.finish(record.id, FAILED, why))
             self.metrics.files.labels(record.channel or "", FileState.FAILED).inc()
             return True
         wait_s = file_retry_s(tries, watch.file_retry_seconds)
@@ -253,7 +254,8 @@ class FileQueue:
         export = self._export_of(record.rel_path)
         channel = self.config.channels.get(export.channel) if export else None
         if export is None or channel is None:
-            self.journal.finish(record.id, FileState.FAILED, "its channel is no longer configured")
+            why = "its channel is no longer configured"
+            await self.sending.writer.write(lambda: self.journal.finish(record.id, FAILED, why))
             return FileState.FAILED, ""
         job = FileJob(record, export, channel, self.sending)
         self.active = job  # stays set if cancelled: shutdown checkpoints it after draining

@@ -2,10 +2,11 @@
 sqlitejournal.py; PostgreSQL beside it): one record per file version, its state (filestates.py),
 its checkpoint and its outcome, and the RPI calls kept across restarts.
 
-A journal is called from more than one thread (the event loop and the state writer,
-statewriter.py), never concurrently for one call: an implementation serialises its own
-connection. Every method raises JournalError when its store cannot be read or written, and
-StateTransitionError for a move filestates.TRANSITIONS does not allow.
+A journal is called from more than one thread: the daemon's writes (the watcher's and one
+file's send) from the state writer's (statewriter.py), in the order durability needs; reads
+from the event loop too. An implementation serialises its own connection. Every method
+raises JournalError when its store cannot be read or written, and StateTransitionError for a
+move filestates.TRANSITIONS does not allow.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ class Journal(JournalReader, Protocol):
         """The newest DONE record of this path with a sha256, id < before_id."""
         ...
 
-    # --- the watcher ---------------------------------------------------------------------
+    # --- the watcher (the state writer's thread: listener.py) -----------------------------
     def record_seen(
         self, rel_path: str, channel: str, size: int, mtime_ns: int, seen_at: float | None = None
     ) -> int:

@@ -40,6 +40,9 @@ class PgStore:
         self.path = config.state_directory / "journal.postgresql"
         self._epoch: int | None = None
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        # The loop reads while the state writer's thread changes the files' states
+        # (listener.py, pipeline.py): one statement or transaction at a time on `_conn`.
+        self._lock = threading.RLock()
         # The rejected rows' store (store_rejects, rejects_of): opened when first used.
         self._rejects: PgStore | None = None
         self._rejects_lock = threading.Lock()
@@ -85,10 +88,11 @@ class PgStore:
             self._conn.close()
 
     def _rows(self, sql: str, args: dict[str, object] | tuple[object, ...] = ()) -> list[Any]:
-        try:
-            return self._connection().execute(sql, args).fetchall()
-        except psycopg.Error as exc:
-            raise self._failed("read", exc) from None
+        with self._lock:  # (a failure closes the connection: under it too)
+            try:
+                return self._connection().execute(sql, args).fetchall()
+            except psycopg.Error as exc:
+                raise self._failed("read", exc) from None
 
     def _change(self, sql: str, args: dict[str, object], fenced: bool = True) -> list[Any]:
         """A write; `fenced` ones hold only under the lease held (else LeaseLostError)."""
@@ -96,12 +100,13 @@ class PgStore:
             if self.epoch is None:
                 raise LeaseLostError("this daemon does not hold the lease: it writes nothing")
             args = {**args, "epoch": self.epoch}
-        try:
-            cursor = self._connection().execute(sql, args)
-            rows = cursor.fetchall() if cursor.description else []
-            changed = cursor.rowcount
-        except psycopg.Error as exc:
-            raise self._failed("write", exc) from None
+        with self._lock:
+            try:
+                cursor = self._connection().execute(sql, args)
+                rows = cursor.fetchall() if cursor.description else []
+                changed = cursor.rowcount
+            except psycopg.Error as exc:
+                raise self._failed("write", exc) from None
         if fenced and changed == 0:
             self._check_lease()
         return rows

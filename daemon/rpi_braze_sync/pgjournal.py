@@ -9,10 +9,11 @@ journal's checkpoints reach the OS and are fsynced once a second): a killed daem
 nothing, a crashed database server at most its last fraction of a second of checkpoints
 (those rows are sent again). The end of a file waits for its flush.
 
-The calls are synchronous, like journal.py's, on the event loop; a database that stops
-answering holds it at most a few seconds (pgconnect.py), then raises JournalError. The
-checkpoints (pgcheckpoints.py) and the rejected rows (pgbase.py) have connections and threads
-of their own.
+The calls are synchronous, like journal.py's: the files' state changes in the state writer's
+thread, reads on the event loop, one at a time on the connection (pgbase.py's lock); a
+database that stops answering holds them at most a few seconds (pgconnect.py), then raises
+JournalError. The checkpoints (pgcheckpoints.py) and the rejected rows (pgbase.py) have
+connections and threads of their own.
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ class PgJournal(PgStore):
     def mark_initialized(self, preexisting: list[FileVersion]) -> None:
         now = time.time()
         try:
-            conn = self._connection()
-            with conn.transaction():
+            with self._lock, self._connection().transaction() as tx:
+                conn = tx.connection
                 conn.execute("SET LOCAL synchronous_commit TO on")
                 self._change(f"SELECT 1 WHERE {HELD}", {})
                 with conn.cursor() as cursor:
@@ -306,9 +307,8 @@ class PgJournal(PgStore):
     def finish(self, file_id: int, state: FileState, reason: str | None = None) -> None:
         now = time.time()
         try:
-            conn = self._connection()
-            with conn.transaction():
-                conn.execute("SET LOCAL synchronous_commit TO on")  # the end waits for the disk
+            with self._lock, self._connection().transaction() as tx:
+                tx.connection.execute("SET LOCAL synchronous_commit TO on")  # waits for the disk
                 self._move(
                     file_id, state,
                     "reason = %(reason)s, finished_at = %(now)s, updated_at = %(now)s",

@@ -62,6 +62,7 @@ class FileJob:
         self.export = export
         self.channel = channel
         self.journal = sending.journal
+        self.writer = sending.writer
         self.sender = sending.sender
         self.metrics = metrics
         self.state_directory = config.state_directory
@@ -131,12 +132,12 @@ class FileJob:
             if not await asyncio.to_thread(share_available, self.base):
                 self.retry_reason = "the export folder is not available"
                 return WAIT_FOR_SHARE
-            return self._finish(FileState.VANISHED, "the file vanished before it was read")
+            return await self._finish(FileState.VANISHED, "the file vanished before it was read")
         except OSError as exc:
             self.retry_reason = f"cannot read the file: {exc.strerror or exc}"
             return WAIT_FOR_SHARE
         except ExportFileError as exc:
-            return self._finish(FileState.FAILED, str(exc))
+            return await self._finish(FileState.FAILED, str(exc))
         if inspection.used_fallback:
             self.log.warning("not valid %s: read as %s", fmt.encoding, fmt.fallback_encoding)
         settled = await self._settle_identity(inspection)
@@ -145,7 +146,8 @@ class FileJob:
         i = inspection
         self.settlement.rows_total = i.records
         progress = self.settlement.progress
-        self.journal.start(self.record.id, i.sha256, i.size, i.mtime_ns, i.records)
+        start = (self.record.id, i.sha256, i.size, i.mtime_ns, i.records)
+        await self.writer.write(lambda: self.journal.start(*start))
         request = FileRequest(
             self.path,
             self.base,
@@ -159,11 +161,11 @@ class FileJob:
         try:
             source: ChunkSource = await self.open_chunks(request)
         except FileNotFoundError:
-            return self._finish(FileState.VANISHED, "the file vanished before it was read")
+            return await self._finish(FileState.VANISHED, "the file vanished before it was read")
         except HeaderError as exc:
-            return self._finish(FileState.FAILED, f"header: {exc}; nothing was sent")
+            return await self._finish(FileState.FAILED, f"header: {exc}; nothing was sent")
         except ExportFileError as exc:
-            return self._finish(FileState.FAILED, str(exc))
+            return await self._finish(FileState.FAILED, str(exc))
         except (OSError, ShareUnavailableError) as exc:
             self.retry_reason = str(exc.strerror if isinstance(exc, OSError) else exc)
             return WAIT_FOR_SHARE
@@ -209,7 +211,9 @@ class FileJob:
             self.log.info(
                 "same content as the version sent before (record %d): not sent again", base
             )
-            return self._finish(FileState.DONE, f"same content as record {base}; not sent again")
+            return await self._finish(
+                FileState.DONE, f"same content as record {base}; not sent again"
+            )
         if decision.action == VersionAction.CONTINUE:
             self.log.warning(
                 "the file grew after %s: continuing from row %d",
@@ -218,7 +222,8 @@ class FileJob:
             )
         else:
             self.log.warning("new content under a path sent before: sending it from its first row")
-        self.journal.restart_from(record.id, decision.start, decision.ahead)
+        restart = (record.id, decision.start, decision.ahead)
+        await self.writer.write(lambda: self.journal.restart_from(*restart))
         self.settlement.restart_from(decision.start, decision.ahead)
         if self.delta is not None:
             self.delta.points_sent = self.delta.points_skipped = 0
@@ -232,6 +237,7 @@ class FileJob:
         for helper in (checkpointer, reporter):
             helper.add_done_callback(log_if_failed(self.log))
         records_read = 0
+        outcome: tuple[FileState, str | None] | None = (FileState.DONE, None)  # None: share
         try:
             while True:
                 await self.sender.wait_room()
@@ -245,7 +251,7 @@ class FileJob:
             await self._wait_settled()
             stated = source.stated
             if stated is not None and stated != records_read:
-                return self._finish(
+                outcome = (
                     FileState.FAILED,
                     f"the file states {stated} records but holds {records_read}: "
                     f"truncated or padded? {settlement.sent} rows were sent,"
@@ -259,33 +265,32 @@ class FileJob:
             self._outstanding -= len(unsent)
             self.metrics.backlog_rows.dec(len(unsent))
             await self._wait_settled()
-            await settlement.until_written()
             if isinstance(exc, ShareUnavailableError):
-                self.retry_reason = f"{exc}; {settlement.sent} rows sent so far"
-                return WAIT_FOR_SHARE
-            reason = (
-                f"{exc} while being sent; {settlement.sent} rows were sent,"
-                f" {settlement.rejected} rejected,"
-                f" rows from {settlement.progress.checkpoint + 1} on were not sent"
-            )
-            return self._finish(
-                FileState.VANISHED if isinstance(exc, FileVanishedError) else FileState.FAILED,
-                reason,
-            )
+                self.retry_reason, outcome = f"{exc}; {settlement.sent} rows sent so far", None
+            else:
+                outcome = (
+                    FileState.VANISHED if isinstance(exc, FileVanishedError) else FileState.FAILED,
+                    f"{exc} while being sent; {settlement.sent} rows were sent,"
+                    f" {settlement.rejected} rejected,"
+                    f" rows from {settlement.progress.checkpoint + 1} on were not sent",
+                )
         finally:
             checkpointer.cancel()
             reporter.cancel()
             if self.delta is not None:
                 self.delta.close()
             settlement.write_checkpoint()
-        # Done only once the last checkpoint and rejects are written (a full disk: waits).
+        # The final state after the last checkpoint and its rejects (statewriter.py, point 4).
         await settlement.until_written()
-        await settlement.until_rejects_complete()
-        counts = settlement.counts()
-        if self.delta is not None:
-            counts += self.delta.summary()
-        self.log.info("done: %s: %s", self.report.summary(), counts)
-        return self._finish(FileState.DONE)
+        if outcome is None:
+            return WAIT_FOR_SHARE
+        if outcome[0] == FileState.DONE:
+            await settlement.until_rejects_complete()
+            counts = settlement.counts()
+            if self.delta is not None:
+                counts += self.delta.summary()
+            self.log.info("done: %s: %s", self.report.summary(), counts)
+        return await self._finish(*outcome)
 
     async def _wait_held_room(self) -> None:
         """Wait, before reading on, until the rows held take less than MAX_HELD_BYTES."""
@@ -334,11 +339,11 @@ class FileJob:
         await self.settlement.write_last()  # (once: a full disk does not hold the shutdown)
         await self.settlement.close()
 
-    def _finish(self, state: FileState, reason: str | None = None) -> FileState:
+    async def _finish(self, state: FileState, reason: str | None = None) -> FileState:
         self.metrics.current_file_progress.set(0)
         if state != FileState.DONE:
             self.log.error("%s: %s", state, reason)
-        self.journal.finish(self.record.id, state, reason)
+        await self.writer.write(lambda: self.journal.finish(self.record.id, state, reason))
         if self.delta is not None:
             self.delta.finished(self.record.id, self.record.rel_path, self.channel.name)
         self.metrics.files.labels(self.channel.name, state).inc()

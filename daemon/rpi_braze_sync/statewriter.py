@@ -1,5 +1,6 @@
 """The one thread that writes the state directory while files are sent: rejects and dropped
-fields (with their fsync), journal checkpoints, and the dry run's outbox.
+fields (with their fsync), journal checkpoints, the files' state changes (seen, complete,
+started, done, failed...: pipeline.py, filequeue.py, listener.py), and the dry run's outbox.
 
 Off the event loop, so that a slow disk (an fsync, a full SQLite page cache) never delays
 the requests to Braze; and one thread, so that writes happen in the order they are handed
@@ -11,7 +12,8 @@ over. That order is what makes a kill lose nothing (settlement.py hands them ove
 3. a rejected row, or a field dropped from a row, is written (and, for a durable checkpoint,
    fsynced) before the checkpoint that counts it: each checkpoint is handed over as one job,
    the rejects first, the journal after;
-4. a file's last checkpoint is written before its final state (the pipeline awaits it).
+4. a file's last checkpoint is written before its final state (the pipeline awaits it, and
+   hands the final state over after it).
 
 A checkpoint that covered a row whose reject was not written would lose that row for good:
 the restart resumes after it. A reject written and not yet covered is only written again.
@@ -49,6 +51,11 @@ class StateWriter:
         except Exception as exc:  # (to the awaiting caller, as from the thread)
             future.set_exception(exc)
         return future
+
+    async def write(self, write: Callable[[], T]) -> T:
+        """Submit `write` and wait for it (the loop serves others meanwhile). Shielded: a
+        caller cancelled (a shutdown) does not take back a write it handed over."""
+        return await asyncio.shield(self.submit(write))
 
     async def close(self) -> None:
         """Write everything handed over, then stop the thread."""

@@ -190,7 +190,8 @@ async def test_a_pairs_journal_stores_the_rejects_off_the_loop_before_their_chec
 ) -> None:
     """A pair's journal (PostgreSQL) keeps every rejected row too: stored by the state
     writer's thread, on a connection of their own, each before the checkpoint that counts it,
-    and read back there at the end; the journal's own connection stays the loop's."""
+    and read back there at the end; the journal's own connection is used by one thread at a
+    time (the loop's reads, the state writer's state changes: its lock held)."""
     fake_braze.latency_s = 0.005
     fake_braze.minor_errors = {f"u{i}": "invalid" for i in range(3, ROWS, 211) if user(i)}
     daemon.changes["braze"]["batch_size"] = 25
@@ -220,8 +221,12 @@ async def test_a_pairs_journal_stores_the_rejects_off_the_loop_before_their_chec
         counted.append((len(stored), counts[1]))
         checkpoint(file_id, at, *counts)
 
+    unlocked: list[str] = []  # threads that used the connection without its lock
+
     def connection_spy() -> Any:
         threads["connection"].add(threading.current_thread().name)
+        if not getattr(journal._lock, "_is_owned")():  # noqa: B009 - RLock's own check
+            unlocked.append(threading.current_thread().name)
         return connection()
 
     for name, spy in [("store_rejects", store_spy), ("rejects_of", read_spy),
@@ -234,7 +239,8 @@ async def test_a_pairs_journal_stores_the_rejects_off_the_loop_before_their_chec
     rejected = REJECTED_READING + len(fake_braze.minor_errors)
     assert (record.state, record.checkpoint, record.rows_rejected) == ("done", ROWS, rejected)
     assert threads == {"store": {"state-writer_0"}, "read": {"state-writer_0"},
-                       "connection": {"MainThread"}}  # fmt: skip
+                       "connection": {"MainThread", "state-writer_0"}}  # fmt: skip
+    assert unlocked == []
     assert len(counted) > 5
     assert all(on_disk >= count for on_disk, count in counted)
     assert len(stored) == rejected
