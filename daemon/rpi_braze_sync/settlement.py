@@ -193,8 +193,11 @@ class Settlement:
         Every checkpoint reaches the OS (enough for a killed process); `durable` ones, once a
         second and at the end, are also fsynced (a power cut).
         """
+        # Every job of a shared journal takes its own list, even an empty one: it stores any
+        # rows a failed store left (_unstored) before its checkpoint counts them, and the loop
+        # never appends to a list the thread reads.
         shared = self._shared_rejects
-        if shared:
+        if shared is not None:
             self._shared_rejects = []
         rejects = self.rejects
         taken = rejects.take() if rejects is not None else {}
@@ -228,7 +231,7 @@ class Settlement:
             return result
 
         def write() -> None:  # (the state writer's thread)
-            if shared:
+            if shared is not None:
                 self._store_shared(shared)
             if rejects is not None:
                 rejects.write(taken, durable)

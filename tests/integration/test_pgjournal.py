@@ -178,7 +178,11 @@ async def test_rejects_a_failed_store_left_are_stored_before_the_next_checkpoint
     settlement.settle([0])
     assert not await settlement.write_last()
     assert not writes.writable
-    assert counted == []
+    # The loop turn's checkpoint, handed over behind it, stores the row first: it runs before
+    # the next reject (on main it counted the row unstored, or stored the next reject with
+    # it when that was appended to the list it read in time: the test failed 1 run in 4).
+    await writer.write(lambda: None)
+    assert counted == [([2], 1)]  # (and none of the failed store's job)
     settlement.reject(3, [""], "no id")
     settlement.settle([1])
     assert await settlement.write_last()
