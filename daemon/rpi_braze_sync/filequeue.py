@@ -22,7 +22,7 @@ from .journal import FileRecord
 from .logs import display_name, export_logger
 from .pipeline import SHARE_WAIT_S, WAIT_FOR_SHARE, ExportOf, FileJob
 from .ratelimit import file_retry_s
-from .sending import Sending
+from .sending import FileJobContext
 from .statewrites import StateWriteErrors
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class FileQueue:
     A file whose share dropped keeps its place and is tried again from its checkpoint.
     """
 
-    def __init__(self, sending: Sending, export_of: ExportOf) -> None:
+    def __init__(self, sending: FileJobContext, export_of: ExportOf) -> None:
         self.sending = sending
         self.journal = sending.journal
         self.metrics = sending.metrics

@@ -24,7 +24,7 @@ from .listener import JournalListener
 from .metrics import Metrics
 from .reloader import Apply, ConfigReloader
 from .rpicalls import RpiCallStore
-from .sending import Sending
+from .sending import FileJobContext
 from .sources import MappingProcess, chunk_opener
 from .statewriter import StateWriter
 from .statewrites import StateWrites
@@ -110,7 +110,7 @@ def open_lead(stack: contextlib.AsyncExitStack, journal: Journal, shared: Shared
     delta = open_delta(config, metrics, state_writes.retry_s)
     if delta is not None:
         use(delta)
-    sending = Sending(
+    sending = FileJobContext(
         config, journal, sender, metrics, chunk_opener(mapping_process), state_writes, delta,
         writer,
     )  # fmt: skip

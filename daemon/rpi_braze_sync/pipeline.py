@@ -29,7 +29,7 @@ from .fileversions import compare_version
 from .inspection import FileInspection, inspect_file, share_available
 from .journal import FileRecord
 from .logs import export_logger, log_if_failed
-from .sending import Sending
+from .sending import FileJobContext
 from .settlement import Settlement
 from .watchrules import ExportPath
 
@@ -50,7 +50,7 @@ class FileJob:
     """Sends one export file; settles every record exactly once (sent or rejected)."""
 
     def __init__(
-        self, record: FileRecord, export: ExportPath, channel: Channel, sending: Sending
+        self, record: FileRecord, export: ExportPath, channel: Channel, sending: FileJobContext
     ) -> None:
         config, metrics, delta = sending.config, sending.metrics, sending.delta
         self.record = record

@@ -19,7 +19,7 @@ from .statewrites import StateWrites
 
 
 @dataclass(frozen=True)
-class Sending:
+class FileJobContext:
     config: LoadedConfig  # the one in use when a job starts: the job keeps it to its end
     journal: Journal
     sender: Sender
