@@ -219,6 +219,11 @@ class SettledRecords:
         """The settled ranges beyond the checkpoint, in order."""
         return list(zip(self._starts, self._ends, strict=True))
 
+    def unsettled(self, indexes: Iterable[int]) -> list[int]:
+        """Those of `indexes` not settled yet."""
+        start, ranges = self.checkpoint, self.ahead
+        return [i for i in indexes if i >= start and not any(a <= i < b for a, b in ranges)]
+
     @property
     def outstanding_ahead(self) -> int:
         """Records settled beyond the checkpoint."""

@@ -21,6 +21,7 @@ from .batching import Item, Planner, build_body, split_batch
 from .braze import Action, Reply, Transport, classify
 from .concurrency import ConcurrencyLimit, KeptPlaces, Sent, Slot
 from .errors import TransportError
+from .logs import log_if_failed
 from .metrics import Metrics
 from .ratelimit import SlidingWindow, backoff_s, exhausted_wait_s, retry_after_s
 from .settings import BrazeSettings
@@ -37,13 +38,16 @@ MIN_CONCURRENCY = 4
 class Job(Protocol):
     """What the sender needs from the file an item came from. Each request answered ends
     with settle_sent (its rows acknowledged, maybe none), after settle_rejected of any it
-    lost: its `slot` is released once a checkpoint covers them all."""
+    lost: its `slot` is released once a checkpoint covers them all. `fail`: a request's rows
+    will never settle (a bug while sending or settling it): the file stops and is tried again."""
 
     source: str
 
     def settle_sent(self, items: list[Item], slot: Slot) -> None: ...
 
     def settle_rejected(self, item: Item, reason: str) -> None: ...
+
+    def fail(self, reason: str, items: list[Item]) -> None: ...
 
 
 class Sender:
@@ -195,6 +199,7 @@ class Sender:
             task = asyncio.create_task(self._send(batch, attempt, self.limit.started(now)))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)  # (also if cancelled before it ran)
+            task.add_done_callback(log_if_failed(log))  # (_send's own failure: not lost either)
             self.metrics.in_flight.set(len(self._tasks))
 
     def hold(self, held: bool) -> None:
@@ -226,6 +231,11 @@ class Sender:
     async def _send(self, batch: list[Item], attempt: int, note: Sent) -> None:
         try:
             await self._attempt(batch, attempt, note)
+        except Exception as exc:  # a bug: its file must not wait for ever for these rows
+            job = batch[0].job
+            log.error("a request of %s failed: %r", job.source, exc, exc_info=exc)
+            self.planner.release(batch)  # (not released yet: the last step of settling)
+            job.fail(f"a request failed while being sent or settled ({exc!r}; see the log)", batch)
         finally:
             # Off the wire before the dispatcher wakes, so it counts this place as free.
             self._tasks.discard(asyncio.current_task())
@@ -260,6 +270,8 @@ class Sender:
         if action is Action.SENT:
             self.limit.answered(note, self._clock())
             self.metrics.last_success.set(self._wall())
+            if wait := exhausted_wait_s(reply.headers, self._wall()):
+                self.limiter.block(self._clock() + wait)
             if self._failing_since is not None:
                 log.info("Braze answers again after %.0f s", self._clock() - self._failing_since)
                 self._failing_since = None
@@ -268,15 +280,12 @@ class Sender:
                 if 0 <= index < len(batch):
                     job.settle_rejected(batch[index], f"Braze: {reason}")
             sent = [item for i, item in enumerate(batch) if i not in errors] if errors else batch
-            job.settle_sent(sent, self._kept.keep())
+            self._settle_sent(job, sent)
             self.planner.release(batch)
-            wait = exhausted_wait_s(reply.headers, self._wall())
-            if wait:
-                self.limiter.block(self._clock() + wait)
         elif action is Action.REJECT_ALL:
             for index, item in enumerate(batch):
                 job.settle_rejected(item, f"Braze: {verdict.errors.get(index, verdict.message)}")
-            job.settle_sent([], self._kept.keep())
+            self._settle_sent(job, [])
             self.planner.release(batch)
         elif action in (Action.SPLIT, Action.BISECT):
             self._split(batch, attempt, action, verdict.message)
@@ -293,10 +302,19 @@ class Sender:
             reason = f"http_{reply.status // 100}xx"
             self._retry_later(batch, attempt, reason, f"HTTP {reply.status}: {verdict.message}")
 
+    def _settle_sent(self, job: Job, items: list[Item]) -> None:
+        """With a kept place (KeptPlaces), given back if settling raised (_send: a bug)."""
+        slot = self._kept.keep()
+        try:
+            job.settle_sent(items, slot)
+        except BaseException:
+            slot.release()
+            raise
+
     def _split(self, batch: list[Item], attempt: int, action: Action, message: str) -> None:
         if len(batch) == 1:
             batch[0].job.settle_rejected(batch[0], f"Braze: {message}")
-            batch[0].job.settle_sent([], self._kept.keep())
+            self._settle_sent(batch[0].job, [])
             self.planner.release(batch)
             return
         if action is Action.SPLIT and len(batch) // 2 < self.planner.batch_size:

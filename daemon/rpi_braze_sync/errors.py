@@ -77,6 +77,11 @@ class ShareUnavailableError(RpiBrazeSyncError):
     """The export folder cannot be read right now (a network share that dropped): wait."""
 
 
+class RequestFailedError(RpiBrazeSyncError):
+    """A request of a file's failed while being sent or settled (a bug): its file is tried
+    again from its checkpoint, as after a dropped share."""
+
+
 class TransportError(RpiBrazeSyncError):
     """No answer from Braze (braze.py maps aiohttp's and the OS's errors to it). `error` is a
     bounded label (metrics.REQUEST_ERRORS); `reached`: the request may have reached Braze and

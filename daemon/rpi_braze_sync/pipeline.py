@@ -21,7 +21,13 @@ from .chunks import ChunkData, ChunkSource, FileRequest
 from .concurrency import Slot
 from .config import Channel
 from .deltafile import DeltaFile
-from .errors import ExportFileError, FileVanishedError, HeaderError, ShareUnavailableError
+from .errors import (
+    ExportFileError,
+    FileVanishedError,
+    HeaderError,
+    RequestFailedError,
+    ShareUnavailableError,
+)
 from .fileidentity import VersionAction
 from .fileprogress import FileProgress
 from .filestates import FileState
@@ -80,6 +86,7 @@ class FileJob:
         self._held: deque[tuple[int, int]] = deque()
         self._held_bytes = 0
         self._settled = asyncio.Event()
+        self._broken: str | None = None  # why a request's rows will never settle (fail)
         self.delta: DeltaFile | None = None  # send only what changed (deltarun.py)
         if delta is not None and config.settings.delta_for(channel.name):
             so_far = (record.points_sent or 0, record.points_skipped or 0)  # before a restart
@@ -113,6 +120,12 @@ class FileJob:
         self.settlement.reject(item.line_no, item.cells, reason)
         self.settlement.settle([item.index])
         self._done_with(1)
+
+    def fail(self, reason: str, items: list[Item]) -> None:
+        """(The sender: a bug, logged there.) Those of `items` not settled never will be: the
+        file stops reading, waits for its other requests and is tried again (its checkpoint)."""
+        self._broken = reason
+        self._done_with(len(self.settlement.progress.unsettled([i.index for i in items])))
 
     def _done_with(self, rows: int) -> None:
         self._outstanding -= rows
@@ -149,15 +162,10 @@ class FileJob:
         start = (self.record.id, i.sha256, i.size, i.mtime_ns, i.records)
         await self.writer.write(lambda: self.journal.start(*start))
         request = FileRequest(
-            self.path,
-            self.base,
-            inspection,
-            self.channel.plan,
-            self._path_values(),
-            progress.checkpoint,
-            tuple(progress.ahead),  # settled before a restart: skipped
+            self.path, self.base, inspection, self.channel.plan, self._path_values(),
+            progress.checkpoint, tuple(progress.ahead),  # settled before a restart: skipped
             delta=self.delta is not None,  # summarise each row for delta in the mapping
-        )
+        )  # fmt: skip
         try:
             source: ChunkSource = await self.open_chunks(request)
         except FileNotFoundError:
@@ -242,6 +250,8 @@ class FileJob:
             while True:
                 await self.sender.wait_room()
                 await self._wait_held_room()
+                if self._broken is not None:
+                    raise RequestFailedError(self._broken)
                 chunk = await source.next_chunk()
                 unchanged = await self.delta.filter(chunk) if self.delta is not None else []
                 self._take(chunk, unchanged)
@@ -249,6 +259,8 @@ class FileJob:
                 if chunk.at_end:
                     break
             await self._wait_settled()
+            if self._broken is not None:
+                raise RequestFailedError(self._broken)
             stated = source.stated
             if stated is not None and stated != records_read:
                 outcome = (
@@ -257,7 +269,7 @@ class FileJob:
                     f"truncated or padded? {settlement.sent} rows were sent,"
                     f" {settlement.rejected} rejected",
                 )
-        except (ExportFileError, ShareUnavailableError) as exc:
+        except (ExportFileError, ShareUnavailableError, RequestFailedError) as exc:
             # Stop reading; what is in flight still settles, what is queued stays unsent.
             unsent = self.sender.drop_job(self)
             if self.delta is not None:
@@ -265,7 +277,7 @@ class FileJob:
             self._outstanding -= len(unsent)
             self.metrics.backlog_rows.dec(len(unsent))
             await self._wait_settled()
-            if isinstance(exc, ShareUnavailableError):
+            if isinstance(exc, (ShareUnavailableError, RequestFailedError)):
                 self.retry_reason, outcome = f"{exc}; {settlement.sent} rows sent so far", None
             else:
                 outcome = (
@@ -298,7 +310,7 @@ class FileJob:
             held, checkpoint = self._held, self.settlement.progress.checkpoint
             while held and held[0][0] <= checkpoint:
                 self._held_bytes -= held.popleft()[1]
-            if self._held_bytes < MAX_HELD_BYTES or not self._outstanding:
+            if self._held_bytes < MAX_HELD_BYTES or not self._outstanding or self._broken:
                 return
             await asyncio.sleep(0.05)  # (only over the bound: rows of hundreds of KB)
 

@@ -11,8 +11,11 @@ from typing import Any
 import pytest
 
 from rpi_braze_sync.app import Daemon
+from rpi_braze_sync.batching import Item
+from rpi_braze_sync.concurrency import Slot
 from rpi_braze_sync.config import LoadedConfig, load_config
 from rpi_braze_sync.metrics import Metrics
+from rpi_braze_sync.pipeline import FileJob
 from rpi_braze_sync.sqlitejournal import SqliteJournal, journal_path
 from tests.e2e.conftest import UPSERT, free_port, wait_until, write_config
 from tests.fakebraze import API_KEY, FakeBraze
@@ -160,3 +163,38 @@ async def test_a_finished_file_is_not_sent_again_after_restart(
     await asyncio.sleep(1.0)
     assert await daemon.stop() == 0
     assert fake_braze.users() == ["u1", "u2"]
+
+
+async def test_a_request_that_fails_while_settling_fails_its_try_with_a_logged_error(
+    daemon: InProcess,
+    fake_braze: FakeBraze,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug while settling a reply (once): logged with its traceback, the file's try fails
+    instead of waiting for ever for those rows, and the next try sends them (nothing lost)."""
+    daemon.changes["watch"] |= {"file_attempts": 2, "file_retry_seconds": 0.1}
+    settle, broke = FileJob._sent, list[int]()
+
+    def breaks_once(job: FileJob, items: list[Item], slot: Slot) -> None:
+        if not broke:
+            broke.append(len(items))
+            raise RuntimeError("settling broke")
+        settle(job, items, slot)
+
+    monkeypatch.setattr(FileJob, "_sent", breaks_once)
+    await daemon.start()
+    daemon.drop("a.txt", b"external_id\n" + b"".join(b"u%d\n" % i for i in range(300)))
+    await wait_until(daemon.finished(1), what="the file")
+    assert daemon.daemon is not None
+    sender = daemon.daemon.sender
+    assert sender is not None
+    await wait_until(lambda: sender.outstanding == 0, what="every place given back")
+    assert await daemon.stop() == 0
+    assert broke
+    assert daemon.records()["a.txt"].state == "done"
+    assert set(fake_braze.users()) == {f"u{i}" for i in range(300)}
+    failed = [r for r in caplog.records if r.exc_info and "settling broke" in str(r.exc_info[1])]
+    assert failed
+    assert "a request of" in failed[0].getMessage()
+    assert "try 1 of 2 failed: a request failed while being sent or settled" in caplog.text

@@ -402,3 +402,9 @@ def test_pack_rows_is_pack_cells_of_each_row(rows: list[list[str]]) -> None:
     for row, one in zip(rows, packed, strict=True):
         item = Item(None, 0, 2, "u", b"{}", one)
         assert item.cells == row
+
+
+def test_unsettled_lists_the_records_neither_before_the_checkpoint_nor_ahead() -> None:
+    progress = SettledRecords(2, [(5, 7)])
+    progress.settle_all([2, 9])
+    assert progress.unsettled(range(12)) == [3, 4, 7, 8, 10, 11]
