@@ -71,7 +71,7 @@ class BoundedLines:
 
 
 @dataclass(frozen=True, slots=True)
-class Record:
+class CsvRecord:
     index: int  # 0-based position among the data rows; checkpoints count these
     line_no: int  # physical line where the record starts, 1-based, as an editor shows it
     cells: list[str]

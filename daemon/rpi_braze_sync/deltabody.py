@@ -22,8 +22,9 @@ import xxhash
 
 from .delta import Mode
 from .deltarecord import summarize
+from .fileplan import MERGE_OBJECTS, UPDATE_EXISTING_ONLY
 
-CONTROL_KEYS = frozenset({"_merge_objects", "_update_existing_only"})
+CONTROL_KEYS = frozenset({MERGE_OBJECTS, UPDATE_EXISTING_ONLY})
 
 # The whole object's fingerprint: an unchanged row is decided by it without reading the object
 # (delta.held_whole). XXH3 of the exact bytes: the mapping's encoding is deterministic.
@@ -71,7 +72,7 @@ def parse(body: bytes) -> Parsed:
     encodings: list[bytes] = []
     adds: list[tuple[str, bytes]] = []
     removes: list[tuple[str, bytes]] = []
-    merge = obj.get("_merge_objects") is True
+    merge = obj.get(MERGE_OBJECTS) is True
     dumps = _dumps
     items = iter(obj.items())
     next(items, None)  # the identifier
@@ -93,7 +94,7 @@ def parse(body: bytes) -> Parsed:
         else:
             paths.append(name)
             encodings.append(dumps(value))
-    mode: Mode = "append" if obj.get("_update_existing_only") is True else "upsert"
+    mode: Mode = "append" if obj.get(UPDATE_EXISTING_ONLY) is True else "upsert"
     return Parsed(obj, paths, encodings, adds, removes, mode)
 
 
@@ -112,7 +113,7 @@ def rebuild(
     array operation left empty left out."""
     skip = skipped_fields if isinstance(skipped_fields, (set, frozenset)) else set(skipped_fields)
     skip_adds = skipped_adds if isinstance(skipped_adds, (set, frozenset)) else set(skipped_adds)
-    merge = obj.get("_merge_objects") is True
+    merge = obj.get(MERGE_OBJECTS) is True
     out: dict[str, Any] = {}
     items = iter(obj.items())
     first = next(items, None)

@@ -15,7 +15,7 @@ from typing import TextIO
 
 import orjson
 
-from .boundedlines import Record
+from .boundedlines import CsvRecord
 from .chunks import Drop
 from .config import Channel, LoadedConfig, load_config
 from .deltaview import DeltaView
@@ -178,7 +178,7 @@ def _explain(
     print(file=out)
 
 
-def _map_records(mapper: FileMapper, records: list[Record]) -> MappedRows:
+def _map_records(mapper: FileMapper, records: list[CsvRecord]) -> MappedRows:
     """Records mapped as the daemon maps them: one the reader could not read as it is (too
     long, a quote left open at the end) rejected with the reader's reason, not its cells."""
     mapped = mapper.map_rows([r.cells for r in records], [r.line_no for r in records])

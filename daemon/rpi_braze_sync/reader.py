@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from .boundedlines import (
     BoundedLines,
-    Record,
+    CsvRecord,
     RecordBatch,
     too_long_reason,
     unclosed_quote_reason,
@@ -151,13 +151,13 @@ class ExportReader:
             raise ExportFileError(f"line {self._line_offset + 1}: the header row is empty")
         return header
 
-    def take(self, limit: int) -> list[Record]:
+    def take(self, limit: int) -> list[CsvRecord]:
         """Up to `limit` records from where the last call stopped; [] at the end of the file."""
         batch = self.take_batch(limit)
         first = batch.first_index
         unread = dict(batch.unread)
         return [
-            Record(first + i, line_no, cells, unread.get(i))
+            CsvRecord(first + i, line_no, cells, unread.get(i))
             for i, (line_no, cells) in enumerate(zip(batch.line_numbers, batch.rows, strict=True))
         ]
 
