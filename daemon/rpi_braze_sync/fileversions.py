@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .fileidentity import (
     Seen,
+    VersionAction,
     VersionDecision,
     decide,
     earlier_version,
@@ -18,6 +19,7 @@ from .fileidentity import (
 )
 from .inspection import FileInspection, prefix_sha256
 from .journal import FileRecord, Journal
+from .logs import ExportLogger
 
 
 async def compare_version(
@@ -34,3 +36,29 @@ async def compare_version(
     if earlier is not None and needs_prefix_hash(seen, earlier):
         prefix = await asyncio.to_thread(prefix_sha256, path, earlier.size, base)
     return seen, decide(seen, earlier, prefix)
+
+
+async def settle_version(
+    record: FileRecord,
+    inspection: FileInspection,
+    journal: Journal,
+    path: Path,
+    base: Path,
+    log: ExportLogger,
+) -> VersionDecision:
+    """compare_version, and the file's log told what was decided when it is not to send
+    `record` as recorded (skip it, continue a file that grew, or resend new content)."""
+    seen, decision = await compare_version(record, inspection, journal, path, base)
+    if decision.action == VersionAction.SKIP:
+        assert decision.earlier is not None
+        earlier = decision.earlier.id
+        log.info("same content as the version sent before (record %d): not sent again", earlier)
+    elif decision.action == VersionAction.CONTINUE:
+        log.warning(
+            "the file grew after %s: continuing from row %d",
+            "its send began" if decision.earlier == seen.record else "it was sent",
+            decision.start + 1,
+        )
+    elif decision.action != VersionAction.AS_RECORDED:
+        log.warning("new content under a path sent before: sending it from its first row")
+    return decision

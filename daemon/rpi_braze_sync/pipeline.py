@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,7 +30,8 @@ from .errors import (
 from .fileidentity import VersionAction
 from .fileprogress import FileProgress
 from .filestates import FileState
-from .fileversions import compare_version
+from .fileversions import settle_version
+from .heldrows import HeldChunks
 from .inspection import FileInspection, inspect_file, share_available
 from .journal import FileRecord
 from .logs import export_logger, log_if_failed
@@ -81,10 +81,7 @@ class FileJob:
         )
         self.report = FileProgress(self.source, self.log, lambda: self.settlement.settled_rows)
         self._outstanding = 0  # rows taken and not settled yet
-        # Chunks taken: (index after their last row, their bytes), released once the
-        # checkpoint passes them (rows settled ahead of it are still counted: a bound).
-        self._held: deque[tuple[int, int]] = deque()
-        self._held_bytes = 0
+        self._held = HeldChunks()  # what rows taken and not checkpointed hold
         self._settled = asyncio.Event()
         self._broken: str | None = None  # why a request's rows will never settle (fail)
         self.delta: DeltaFile | None = None  # send only what changed (deltarun.py)
@@ -105,9 +102,19 @@ class FileJob:
             # after a checkpoint that covered them with the store's old values, a later row
             # going back to those old values would be skipped while Braze holds the new ones.
             # Their request keeps its place meanwhile (Slot).
-            written.add_done_callback(lambda _: self._sent(items, slot))  # (on the loop)
+            written.add_done_callback(lambda _: self._sent_once_stored(items, slot))
             return
         self._sent(items, slot)
+
+    def _sent_once_stored(self, items: list[Item], slot: Slot) -> None:
+        """(A done-callback, on the loop, outside the sender's request task: a bug here would
+        reach only asyncio's handler, and the file would wait for ever for these rows.)"""
+        try:
+            self._sent(items, slot)
+        except Exception as exc:
+            self.log.error("settling rows the delta store holds failed: %r", exc, exc_info=exc)
+            slot.release()
+            self.fail(f"a request failed while being sent or settled ({exc!r}; see the log)", items)
 
     def _sent(self, items: list[Item], slot: Slot) -> None:
         indexes = [item.index for item in items]
@@ -207,30 +214,15 @@ class FileJob:
     async def _settle_identity(self, inspection: FileInspection) -> str | None:
         """Compare this version with what was sent before under the same path (the rule is
         fileidentity.py's); returns a final state when nothing is to be sent."""
-        record = self.record
-        seen, decision = await compare_version(
-            record, inspection, self.journal, self.path, self.base
-        )
+        where = (self.journal, self.path, self.base, self.log)
+        decision = await settle_version(self.record, inspection, *where)
         if decision.action == VersionAction.AS_RECORDED:
             return None
         assert decision.earlier is not None
         if decision.action == VersionAction.SKIP:
-            base = decision.earlier.id
-            self.log.info(
-                "same content as the version sent before (record %d): not sent again", base
-            )
-            return await self._finish(
-                FileState.DONE, f"same content as record {base}; not sent again"
-            )
-        if decision.action == VersionAction.CONTINUE:
-            self.log.warning(
-                "the file grew after %s: continuing from row %d",
-                "its send began" if decision.earlier == seen.record else "it was sent",
-                decision.start + 1,
-            )
-        else:
-            self.log.warning("new content under a path sent before: sending it from its first row")
-        restart = (record.id, decision.start, decision.ahead)
+            why = f"same content as record {decision.earlier.id}; not sent again"
+            return await self._finish(FileState.DONE, why)
+        restart = (self.record.id, decision.start, decision.ahead)
         await self.writer.write(lambda: self.journal.restart_from(*restart))
         self.settlement.restart_from(decision.start, decision.ahead)
         if self.delta is not None:
@@ -307,10 +299,8 @@ class FileJob:
     async def _wait_held_room(self) -> None:
         """Wait, before reading on, until the rows held take less than MAX_HELD_BYTES."""
         while True:
-            held, checkpoint = self._held, self.settlement.progress.checkpoint
-            while held and held[0][0] <= checkpoint:
-                self._held_bytes -= held.popleft()[1]
-            if self._held_bytes < MAX_HELD_BYTES or not self._outstanding or self._broken:
+            held = self._held.release_to(self.settlement.progress.checkpoint)
+            if held < MAX_HELD_BYTES or not self._outstanding or self._broken:
                 return
             await asyncio.sleep(0.05)  # (only over the bound: rows of hundreds of KB)
 
@@ -325,8 +315,7 @@ class FileJob:
             size = sum(map(len, chunk.bodies)) + sum(map(len, chunk.packed))
             if self.delta is not None:  # what delta holds for those rows until answered
                 size += self.delta.held_bytes(chunk)
-            self._held.append((chunk.indexes[-1] + 1, size))
-            self._held_bytes += size
+            self._held.take(chunk.indexes[-1] + 1, size)
         self._outstanding += rows
         self.metrics.backlog_rows.inc(rows)
         if self._outstanding:

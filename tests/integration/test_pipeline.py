@@ -165,15 +165,19 @@ async def test_a_finished_file_is_not_sent_again_after_restart(
     assert fake_braze.users() == ["u1", "u2"]
 
 
+@pytest.mark.parametrize("delta", [False, True], ids=["delta-off", "delta-on"])
 async def test_a_request_that_fails_while_settling_fails_its_try_with_a_logged_error(
+    delta: bool,
     daemon: InProcess,
     fake_braze: FakeBraze,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A bug while settling a reply (once): logged with its traceback, the file's try fails
-    instead of waiting for ever for those rows, and the next try sends them (nothing lost)."""
+    instead of waiting for ever for those rows, and the next try sends them (nothing lost).
+    With delta on, rows settle in a callback once the store holds them, not in the request."""
     daemon.changes["watch"] |= {"file_attempts": 2, "file_retry_seconds": 0.1}
+    daemon.changes["delta"] = {"enabled": delta}
     settle, broke = FileJob._sent, list[int]()
 
     def breaks_once(job: FileJob, items: list[Item], slot: Slot) -> None:
@@ -196,5 +200,6 @@ async def test_a_request_that_fails_while_settling_fails_its_try_with_a_logged_e
     assert set(fake_braze.users()) == {f"u{i}" for i in range(300)}
     failed = [r for r in caplog.records if r.exc_info and "settling broke" in str(r.exc_info[1])]
     assert failed
-    assert "a request of" in failed[0].getMessage()
+    where = "settling rows the delta store holds failed" if delta else "a request of"
+    assert where in failed[0].getMessage()
     assert "try 1 of 2 failed: a request failed while being sent or settled" in caplog.text
