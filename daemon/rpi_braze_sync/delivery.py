@@ -15,15 +15,15 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
 
 from .batching import Item, Planner, build_body, split_batch
 from .braze import Action, Reply, Transport, classify
-from .concurrency import ConcurrencyLimit, KeptPlaces, Sent, Slot
+from .concurrency import ConcurrencyLimit, KeptPlaces, Sent
 from .errors import TransportError
 from .logs import log_if_failed
 from .metrics import Metrics
 from .ratelimit import SlidingWindow, backoff_s, exhausted_wait_s, retry_after_s
+from .sendjob import Job
 from .settings import BrazeSettings
 
 log = logging.getLogger(__name__)
@@ -33,21 +33,6 @@ RETRY_BASE_S = 0.5
 MAX_QUEUED_ROWS = 10_000
 MAX_IN_FLIGHT_ROWS = 15_000
 MIN_CONCURRENCY = 4
-
-
-class Job(Protocol):
-    """What the sender needs from the file an item came from. Each request answered ends
-    with settle_sent (its rows acknowledged, maybe none), after settle_rejected of any it
-    lost: its `slot` is released once a checkpoint covers them all. `fail`: a request's rows
-    will never settle (a bug while sending or settling it): the file stops and is tried again."""
-
-    source: str
-
-    def settle_sent(self, items: list[Item], slot: Slot) -> None: ...
-
-    def settle_rejected(self, item: Item, reason: str) -> None: ...
-
-    def fail(self, reason: str, items: list[Item]) -> None: ...
 
 
 class Sender:

@@ -18,8 +18,9 @@ MUST_BE_PURE = {
     "mapping", "plan", "fileplan", "identifiers", "mapper", "rowcode", "columnar", "columnforms",
     "columncache", "jsonpieces", "parsers",
     "transforms", "phones", "codec", "batching", "ratelimit", "concurrency", "lease", "filestates",
-    "fileorder", "heldrows", "progress", "recordcount", "ratehistory", "hook", "redact",
-    "watchrules", "statusdoc", "delta", "deltabody", "deltaflight", "deltarecord", "deltacolumns", "fileidentity",
+    "fileorder", "heldrows", "sendjob", "progress", "recordcount", "ratehistory", "hook", "redact",
+    "watchrules", "statusdoc", "delta", "deltabody", "deltaflight", "deltarecord", "deltacolumns",
+    "fileidentity",
 }  # fmt: skip
 
 
