@@ -232,12 +232,17 @@ class Daemon:
     def peak_rss_mb(self) -> float:
         """VmHWM, the peak resident set, of the daemon and of its children (the mapping
         process), added up."""
-        total = 0.0
+        return sum(self.peak_rss_split_mb())
+
+    def peak_rss_split_mb(self) -> tuple[float, float]:
+        """VmHWM of the daemon and of its children (the mapping process), apart: the sum
+        alone does not tell which process grew."""
+        peaks = []
         for each in self._processes():
             for line in Path(f"/proc/{each}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
-                    total += int(line.split()[1]) / 1024
-        return total
+                    peaks.append(int(line.split()[1]) / 1024)
+        return peaks[0], sum(peaks[1:])
 
     def drop(self, data: Path, name: str, workflow: str = "1") -> Path:
         """Put the export in place at once (a rename), as a finished RPI file."""
@@ -289,12 +294,14 @@ async def daemon_throughput(
         daemon.drop(data, "export.txt")
         stats = await wait_for_objects(fake, rows, timeout_s=600)
         cpu = daemon.cpu_s() - cpu_before
-        rss = daemon.peak_rss_mb()
+        rss_daemon, rss_children = daemon.peak_rss_split_mb()
     seconds = stats["last"] - stats["first"]
     return {
         "rows_s": rows / seconds,
         "requests_s": stats["requests"] / seconds,
-        "rss_mb": rss,
+        "rss_mb": rss_daemon + rss_children,
+        "rss_daemon_mb": rss_daemon,
+        "rss_child_mb": rss_children,
         "cpu_s_per_m": cpu / rows * 1_000_000,
     }
 
@@ -506,6 +513,9 @@ async def clean_and_messy(
         figures.append(Figure(f"daemon, {name}CPU s per 1M rows (both processes)", cpu, "s", ""))
         rss = [r["rss_mb"] for r in runs_of]
         figures.append(Figure(f"daemon, {name}peak RSS, {rows:,} rows", rss, "MB", ""))
+        for key, process in (("daemon", "the daemon"), ("child", "the mapping process")):
+            peaks = [r[f"rss_{key}_mb"] for r in runs_of]
+            figures.append(Figure(f"  of which {process}", peaks, "MB", ""))
     return figures
 
 
