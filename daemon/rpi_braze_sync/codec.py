@@ -101,11 +101,20 @@ _CODECS: dict[bytes, tuple[type[Any], Callable[[Any], bytes], Callable[[memoryvi
 _TAGS = {kind: tag for tag, (kind, _, _) in _CODECS.items()}
 
 
-def encode(message: Message) -> bytes:
-    """One frame. Raises what pickle raises for a Failed whose error it cannot carry."""
+def frame(message: Message) -> tuple[bytes, bytes, bytes]:
+    """One frame in its three parts (length, tag, fields), to be written one after the other:
+    a chunk's fields are some 300-400 KB, and joining them into one bytes object copied them
+    twice into fresh memory (about 0.5 us a row in the mapping process, whose socket write
+    takes the parts as they are). Raises what pickle raises for a Failed whose error it
+    cannot carry."""
     tag = _TAGS[type(message)]
-    payload = tag + _CODECS[tag][1](message)
-    return FRAME_LENGTH.pack(len(payload)) + payload
+    fields = _CODECS[tag][1](message)
+    return FRAME_LENGTH.pack(len(fields) + 1), tag, fields
+
+
+def encode(message: Message) -> bytes:
+    """One frame, as one bytes object."""
+    return b"".join(frame(message))
 
 
 def decode(payload: bytes) -> Message:
@@ -117,11 +126,11 @@ def decode(payload: bytes) -> Message:
     return message  # type: ignore[no-any-return]
 
 
-def sendable(reply: Reply) -> bytes:
-    """encode(reply), or, for an error pickle cannot carry, a RuntimeError with its type and
+def sendable(reply: Reply) -> tuple[bytes, bytes, bytes]:
+    """frame(reply), or, for an error pickle cannot carry, a RuntimeError with its type and
     text (the daemon still learns what went wrong)."""
     try:
-        return encode(reply)
+        return frame(reply)
     except Exception as unsendable:
         what = reply.error if isinstance(reply, Failed) else unsendable
-        return encode(Failed(RuntimeError(f"{type(what).__name__}: {what}")))
+        return frame(Failed(RuntimeError(f"{type(what).__name__}: {what}")))

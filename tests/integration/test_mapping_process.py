@@ -319,3 +319,28 @@ async def test_a_quote_left_open_at_the_end_is_rejected(
          " fix the export (close the quote) and send the row again"),
     ]  # fmt: skip
     assert rejected[0][2][0] == "u1"  # its cells kept in the rejects file, to fix it
+
+
+def test_a_frame_written_in_parts_arrives_whole_through_a_small_send_buffer() -> None:
+    # The process writes a chunk's frame as its parts (mapchild.send_parts). A blocking
+    # socket's sendmsg takes only some of them when a signal interrupts it; a socket with a
+    # timeout (non-blocking underneath) and a send buffer far smaller than the frame does so
+    # every time, often ending inside a part: what the daemon reads must still be the joined
+    # frame, byte for byte.
+    fields = os.urandom(300_000)
+    parts = (FRAME_LENGTH.pack(len(fields) + 1), b"c", b"", fields)
+    ours, theirs = socket.socketpair()
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    theirs.settimeout(30)
+    ours.settimeout(30)
+    received = bytearray()
+    writing = threading.Thread(target=mapchild.send_parts, args=(theirs, parts))
+    writing.start()
+    with ours, theirs:
+        while len(received) < FRAME_LENGTH.size + len(fields) + 1:
+            piece = ours.recv(1000)
+            assert piece
+            received += piece
+        writing.join(timeout=30)
+        assert not writing.is_alive()
+        assert bytes(received) == b"".join(parts)
