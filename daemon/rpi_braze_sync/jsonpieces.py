@@ -24,9 +24,14 @@ _dumps = orjson.dumps
 
 
 def encode_strings(values: list[str]) -> list[bytes]:
-    """Each string JSON-encoded, without its quotes, in one orjson call. Inside an encoded
-    string every quote is escaped, so b'","' only ever separates two items."""
-    return _dumps(values)[2:-2].split(b'","')
+    """Each string JSON-encoded, without its quotes, in one orjson call, split where one item
+    ends and the next begins (b'","'). A value with a quote can make that sequence itself (a
+    cell ending in `",` is encoded `\\",` before the next item's quote), so when any value
+    holds one, each is encoded apart (sliced: a copy, not orjson's 4 KB buffer)."""
+    encoded = _dumps(values)
+    if b'\\"' not in encoded:
+        return encoded[2:-2].split(b'","')
+    return [_dumps(value)[1:-1] for value in values]
 
 
 _Skip = type(SKIP)
