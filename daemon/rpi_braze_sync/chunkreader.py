@@ -68,12 +68,11 @@ class ChunkReader:
         packed = pack_rows(rows)
         mapped = self.mapper.map_rows(rows, line_numbers, self.spec.delta)
         bodies, users, summaries = mapped.bodies, mapped.users, mapped.summaries
-        drops: dict[int, list[DropData]] = {}
-        if mapped.drops:  # by record index, which is what settles (a rejected row has none)
-            index_of = dict(zip(line_numbers, indexes, strict=True))
-            for d in mapped.drops:
-                drop = (d.line_no, d.field, d.value, d.reason)
-                drops.setdefault(index_of[d.line_no], []).append(drop)
+        # By record index, which is what settles (a rejected row has none).
+        drops: dict[int, list[DropData]] = {
+            indexes[i]: [(d.line_no, d.field, d.value, d.reason) for d in row]
+            for i, row in mapped.dropped.items()
+        }
         if mapped.reasons:  # rejected rows leave the columns for the rejects file
             for i, reason in sorted(mapped.reasons.items()):
                 rejected.append((indexes[i], line_numbers[i], rows[i], reason))

@@ -22,14 +22,20 @@ from .rowcode import RowFunction, compile_row_function
 @dataclass
 class MappedRows:
     """Rows mapped, one entry a row: its body (None: rejected, see `reasons`) and its user;
-    then the fields dropped, in row order."""
+    then the fields dropped, by row."""
 
     bodies: list[bytes | None]
     users: list[str]
     reasons: dict[int, str] = field(default_factory=dict)  # row -> why it is rejected
-    drops: list[Drop] = field(default_factory=list)
+    dropped: dict[int, list[Drop]] = field(default_factory=dict)  # row -> its fields dropped
     # Delta on: each row's summary (deltarecord.py), None where it is rejected.
     summaries: list[bytes | None] | None = None
+
+    @property
+    def drops(self) -> list[Drop]:
+        """Every field dropped, in row order."""
+        dropped = self.dropped
+        return [d for i in sorted(dropped) for d in dropped[i]]
 
 
 class FileMapper:
@@ -72,14 +78,13 @@ class FileMapper:
                 # right-sized copy is what waits in memory for Braze.
                 bodies[i] = bytes(memoryview(dumps(result.attributes)))
                 users[i] = result.user
-        drops = [d for i in sorted(dropped) for d in dropped[i]] if dropped else []
         if delta:
             summaries = summaries or [None] * len(rows)
             for i, s in enumerate(summaries):
                 body = bodies[i]
                 if s is None and body is not None:
                     summaries[i] = summary(body)
-        return MappedRows(bodies, users, reasons, drops, summaries)
+        return MappedRows(bodies, users, reasons, dropped, summaries)
 
 
 def bind(mapping: MappingPlan, header: Sequence[str], path_values: Mapping[str, str]) -> FileMapper:
