@@ -204,9 +204,10 @@ class Settlement:
         number = self._checkpoints
         self._checkpoints += 1
         # A journal that does not block tells when it wrote it (its thread): the requests it
-        # covers keep their places until then, not only until it is handed over.
+        # covers keep their places until then, not only until it is handed over. (No place
+        # kept now, none for it to release: places kept later wait for a later checkpoint.)
         blocks = self.journal.checkpoint_blocks
-        on_written = None if blocks else self._release_when_written(number)
+        on_written = None if blocks or not self._slots else self._release_when_written(number)
         progress = self.progress
         points = self.points() if self.points is not None else None
         values = (
