@@ -220,7 +220,7 @@ class Sender:
             job = batch[0].job
             log.error("a request of %s failed: %r", job.source, exc, exc_info=exc)
             self.planner.release(batch)  # (not released yet: the last step of settling)
-            job.fail(f"a request failed while being sent or settled ({exc!r}; see the log)", batch)
+            job.fail(exc, batch)
         finally:
             # Off the wire before the dispatcher wakes, so it counts this place as free.
             self._tasks.discard(asyncio.current_task())

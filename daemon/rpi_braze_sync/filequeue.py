@@ -26,7 +26,6 @@ from .sending import FileJobContext
 from .statewrites import StateWriteErrors
 
 log = logging.getLogger(__name__)
-FAILED = FileState.FAILED
 # While a file waits for an upsert, the journal is looked at again this often: the upsert
 # may vanish or fail, which puts nothing in the queue.
 RECHECK_S = 1.0
@@ -149,7 +148,9 @@ class FileQueue:
                 " `rpi-braze-sync retry` sends it again"
             )
             logger.error("failed: %s", why)
-            await self.sending.writer.write(lambda: self.journal.finish(record.id, FAILED, why))
+            await self.sending.writer.write(
+                lambda: self.journal.finish(record.id, FileState.FAILED, why)
+            )
             self.metrics.files.labels(record.channel or "", FileState.FAILED).inc()
             return True
         wait_s = file_retry_s(tries, watch.file_retry_seconds)
@@ -255,7 +256,9 @@ class FileQueue:
         channel = self.config.channels.get(export.channel) if export else None
         if export is None or channel is None:
             why = "its channel is no longer configured"
-            await self.sending.writer.write(lambda: self.journal.finish(record.id, FAILED, why))
+            await self.sending.writer.write(
+                lambda: self.journal.finish(record.id, FileState.FAILED, why)
+            )
             return FileState.FAILED, ""
         job = FileJob(record, export, channel, self.sending)
         self.active = job  # stays set if cancelled: shutdown checkpoints it after draining

@@ -114,7 +114,7 @@ class FileJob:
         except Exception as exc:
             self.log.error("settling rows the delta store holds failed: %r", exc, exc_info=exc)
             slot.release()
-            self.fail(f"a request failed while being sent or settled ({exc!r}; see the log)", items)
+            self.fail(exc, items)
 
     def _sent(self, items: list[Item], slot: Slot) -> None:
         indexes = [item.index for item in items]
@@ -128,10 +128,10 @@ class FileJob:
         self.settlement.settle([item.index])
         self._done_with(1)
 
-    def fail(self, reason: str, items: list[Item]) -> None:
-        """(The sender: a bug, logged there.) Those of `items` not settled never will be: the
+    def fail(self, exc: Exception, items: list[Item]) -> None:
+        """(A bug, logged by the caller.) Those of `items` not settled never will be: the
         file stops reading, waits for its other requests and is tried again (its checkpoint)."""
-        self._broken = reason
+        self._broken = f"a request failed while being sent or settled ({exc!r}; see the log)"
         self._done_with(len(self.settlement.progress.unsettled([i.index for i in items])))
 
     def _done_with(self, rows: int) -> None:
