@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from itertools import repeat
-from typing import TYPE_CHECKING, Protocol
+from itertools import repeat, zip_longest
+from operator import itemgetter
+from typing import TYPE_CHECKING, Protocol, cast
 
 import orjson
 
@@ -37,7 +38,7 @@ from .deltarecord import (
     WHOLE_AT,
     header,
     timed_prefix,
-    user_key,
+    user_keys,
 )
 from .progress import plural
 
@@ -66,6 +67,13 @@ class Run(Protocol):
 # summary's). A plain tuple: one is made per row sent.
 _Sent = tuple[bytes, Merge | None, bytes | None, bytes, int]
 ALL_POINTS = -1
+# A first-run row sent (upsert, nothing known of its user, none of its rows in flight, its
+# summary PLAIN): (user key, summary). Once acknowledged its record is its summary timed, so
+# a batch of them is settled in bulk (DeltaFile._first_acknowledged), with no Python per row.
+_First = tuple[bytes, bytes]
+_KEY, _SUMMARY, _FLAGS = itemgetter(0), itemgetter(1), itemgetter(1)
+_TAIL = itemgetter(slice(TAIL_AT, None))
+_POINTS_LOW, _POINTS_HIGH = itemgetter(POINTS_AT), itemgetter(POINTS_AT + 1)
 _ENTRY_BYTES = 400  # a row's entries: its state tuple, two dicts' slots, its key (estimated)
 
 
@@ -84,6 +92,7 @@ class DeltaFile:
         self.points_sent, self.points_skipped = points
         self.rows_unchanged = 0  # rows not sent at all
         self._rows: dict[int, _Sent] = {}  # record index -> the row in flight
+        self._first: dict[int, _First] = {}  # record index -> the first-run row in flight
         self._sent_label = run.metrics.data_points.labels(channel, "sent")
         self._skipped_label = run.metrics.data_points.labels(channel, "skipped")
 
@@ -96,7 +105,7 @@ class DeltaFile:
         if chunk.deltas is None:  # not made beside the objects (a test, a tool)
             chunk.deltas = summaries(chunk.bodies)
         run, inflight = self.run, self.run.inflight
-        keys = list(map(user_key, users))
+        keys = user_keys(users)
         token = inflight.lookup_started()
         try:
             records = await run.lookup(keys)
@@ -104,8 +113,11 @@ class DeltaFile:
             first = Merge.REBUILD if mode == "upsert" else None
             rows_, indexes, rows = chunk.deltas, chunk.indexes, self._rows
             if not any(records) and inflight.quiet(token, keys):  # the first run's chunk
-                states = zip(keys, repeat(first), repeat(None), rows_, repeat(ALL_POINTS))
-                rows.update(zip(indexes, states, strict=True))
+                if first is not None and _all_plain(rows_):  # its usual rows
+                    self._first.update(zip(indexes, zip(keys, rows_, strict=True), strict=True))
+                else:
+                    states = zip(keys, repeat(first), repeat(None), rows_, repeat(ALL_POINTS))
+                    rows.update(zip(indexes, states, strict=True))
                 inflight.sending_all(keys)
                 return []
             base, sending = inflight.base, inflight.sending
@@ -180,11 +192,18 @@ class DeltaFile:
         (None: nothing to write): the rows' checkpoint must wait until it is done."""
         run, inflight = self.run, self.run.inflight
         now = int(run.clock())
+        indexes = [item.index for item in items]
+        firsts: list[_First | None] = []
+        if self._first:
+            firsts = list(map(self._first.pop, indexes, repeat(None)))
+            if firsts and None not in firsts:
+                return self._first_acknowledged(cast("list[_First]", firsts), now)
         answers: list[tuple[bytes, bytes | None]] = []
         points = 0
         rows, latest, rebuild_ = self._rows, inflight.latest, Merge.REBUILD
         timed_ = timed_prefix(now)  # + a PLAIN summary's tail: its record
-        for state in map(rows.pop, [item.index for item in items], repeat(None)):
+        for index, first in zip_longest(indexes, firsts):
+            state = rows.pop(index, None) if first is None else _first_sent(first)
             if state is None:
                 continue
             key, merge, base, row, sent = state
@@ -203,11 +222,23 @@ class DeltaFile:
         self._sent_label.inc(points)
         return run.remember(written) if written else None
 
+    def _first_acknowledged(self, firsts: list[_First], now: int) -> asyncio.Future[None]:
+        """acknowledged() for first-run rows only: each one's record is its summary timed."""
+        keys = list(map(_KEY, firsts))
+        summaries_ = list(map(_SUMMARY, firsts))
+        records = list(map(timed_prefix(now).__add__, map(_TAIL, summaries_)))
+        points = sum(map(_POINTS_LOW, summaries_)) + (sum(map(_POINTS_HIGH, summaries_)) << 8)
+        self.run.inflight.acknowledged_all(keys, records)
+        self.points_sent += points
+        self._sent_label.inc(points)
+        return self.run.remember(list(zip(keys, records, strict=True)))
+
     def abandoned(self, items: Sequence[Item]) -> None:
         """Rejected (locally or by Braze) or never sent: nothing remembered."""
         inflight = self.run.inflight
         for item in items:
-            state = self._rows.pop(item.index, None)
+            first = self._first.pop(item.index, None)
+            state = self._rows.pop(item.index, None) if first is None else first
             if state is not None:
                 inflight.answered(state[0], None)
 
@@ -224,7 +255,20 @@ class DeltaFile:
         inflight = self.run.inflight
         for state in self._rows.values():
             inflight.answered(state[0], None)
+        for key, _ in self._first.values():
+            inflight.answered(key, None)
         self._rows.clear()
+        self._first.clear()
+
+
+def _all_plain(summaries_: list[bytes]) -> bool:
+    """Whether every summary is PLAIN (its own record once timed), none colliding."""
+    return bytes(map(_FLAGS, summaries_)).count(PLAIN) == len(summaries_)
+
+
+def _first_sent(first: _First) -> _Sent:
+    """A first-run row's state as any row's (acknowledged with rows of other kinds)."""
+    return (first[0], Merge.REBUILD, None, first[1], ALL_POINTS)
 
 
 def _leave_out(chunk: ChunkData, positions: list[int]) -> list[int]:

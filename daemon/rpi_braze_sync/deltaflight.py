@@ -4,7 +4,9 @@ still in flight) may have made wrong. Order of calls: see InFlight.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
+from itertools import repeat
 
 
 class InFlight:
@@ -61,11 +63,13 @@ class InFlight:
         a chunk of users none of whose rows is in flight or was written since the lookup (the
         first run's usual chunk; then sending_all instead of base and sending row by row)."""
         users = set(keys)
-        if len(users) != len(keys) or not users.isdisjoint(self._rows.keys()):
+        # Views first: a dict view against a set walks the smaller of the two (a set against a
+        # view walks the whole view: every row in flight, per chunk).
+        if len(users) != len(keys) or not self._rows.keys().isdisjoint(users):
             return False
         since = self._lookups[token]
         written = self._written
-        return all(written[k][0] <= since for k in users.intersection(written.keys()))
+        return all(written[k][0] <= since for k in written.keys() & users)
 
     def sending_all(self, keys: Iterable[bytes]) -> None:
         """sending() for each of these users, none of whom has a row in flight (quiet)."""
@@ -103,6 +107,22 @@ class InFlight:
             elif not lookups:
                 written_.pop(key, None)
         self._seq = seq
+
+    def acknowledged_all(self, keys: list[bytes], records: list[bytes]) -> None:
+        """answered(key, record) for each pair in turn; in bulk when each of these users has
+        this one row in flight (the first run's usual answer), else one by one."""
+        rows = self._rows
+        if list(map(rows.__getitem__, keys)).count(1) != len(keys):  # (twice here: two)
+            self.answered_all(zip(keys, records, strict=True))
+            return
+        deque(map(rows.pop, keys), 0)
+        seq, count = self._seq, len(keys)
+        if self._lookups:  # kept for base() of the chunks being looked up
+            numbered = zip(range(seq + 1, seq + count + 1), records, strict=True)
+            self._written.update(zip(keys, numbered, strict=True))
+        elif self._written:  # none of these users busy: nothing kept (as answered())
+            deque(map(self._written.pop, keys, repeat(None)), 0)
+        self._seq = seq + count
 
     def __len__(self) -> int:
         """Users held (bounded by rows in flight and writes during outstanding lookups)."""

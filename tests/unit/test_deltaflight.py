@@ -148,3 +148,35 @@ def test_a_chunk_is_quiet_only_without_repeats_rows_in_flight_or_writes_since() 
     assert flight.quiet(later, [a, b, c])  # written before this lookup: the store has it
     flight.lookup_done(later)
     assert len(flight) == 0
+
+
+def state(flight: InFlight, token: int, keys: list[bytes]) -> list[tuple[bytes | None, bool]]:
+    return [flight.base(token, key, b"looked-up") for key in keys] + [(None, len(flight) > 0)]
+
+
+def test_acknowledged_all_is_answered_row_by_row() -> None:
+    """The first run's bulk answer (deltafile) leaves InFlight as answered() one by one would:
+    with a lookup outstanding (records kept for it) or not, a busy user among them or not."""
+    a, b, c = user_key("a"), user_key("b"), user_key("c")
+    for outstanding in (False, True):
+        for rows in ([a, b, c], [a, b, c, a]):  # a twice: busy, answered once of two
+            bulk, single = InFlight(), InFlight()
+            tokens = []
+            for flight in (bulk, single):
+                flight.sending_all([a, b, c])
+                if len(rows) == 4:
+                    flight.sending(a)
+                tokens.append(flight.lookup_started() if outstanding else None)
+            bulk.acknowledged_all([a, b, c], [b"ra", b"rb", b"rc"])
+            for key, record in ((a, b"ra"), (b, b"rb"), (c, b"rc")):
+                single.answered(key, record)
+            probe_b, probe_s = bulk.lookup_started(), single.lookup_started()
+            assert state(bulk, probe_b, [a, b, c]) == state(single, probe_s, [a, b, c])
+            assert bulk.latest(a, None) == single.latest(a, None)
+            assert (bulk._seq, len(bulk)) == (single._seq, len(single))
+            kept = outstanding or len(rows) == 4  # for the lookup, or a's row still in flight
+            assert bulk.latest(a, None) == (b"ra" if kept else None)
+            assert bulk.base(probe_b, a, None)[1] is (len(rows) == 4)
+            if outstanding:
+                assert tokens[0] is not None
+                assert bulk.base(tokens[0], b, None) == (b"rb", False)  # written since it began

@@ -1,0 +1,108 @@
+"""deltafile.DeltaFile with a dict for a store: the first run's rows, kept per chunk and answered
+in bulk, are remembered, counted and released exactly as any row compared one by one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import orjson
+
+from rpi_braze_sync.batching import Item
+from rpi_braze_sync.chunks import ChunkData
+from rpi_braze_sync.delta import Merge, Remember, build_record, user_key
+from rpi_braze_sync.deltabody import summary
+from rpi_braze_sync.deltafile import DeltaFile
+from rpi_braze_sync.deltaflight import InFlight
+from rpi_braze_sync.deltarecord import points_of
+from rpi_braze_sync.deltastats import FilePoints
+from rpi_braze_sync.metrics import Metrics
+
+NOW = 1_800_000_000
+
+
+class Run:
+    def __init__(self) -> None:
+        self.inflight = InFlight()
+        self.max_age_s = 30 * 86400
+        self.metrics = Metrics()
+        self.store: dict[bytes, bytes] = {}
+        self.written: list[list[tuple[bytes, bytes]]] = []
+        self.clock: Callable[[], float] = lambda: NOW
+
+    async def lookup(self, keys: list[bytes]) -> list[bytes | None]:
+        return [self.store.get(key) for key in keys]
+
+    def remember(self, records: list[tuple[bytes, bytes]]) -> asyncio.Future[None]:
+        self.written.append(records)
+        self.store.update(records)
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    def file_finished(self, entry: FilePoints) -> None:
+        pass
+
+
+def chunk(users: list[str], start: int = 0, **extra: object) -> ChunkData:
+    bodies = [
+        orjson.dumps({"external_id": u, "first_name": f"Ann {u}", "country": "FR", **extra})
+        for u in users
+    ]
+    indexes = list(range(start, start + len(users)))
+    found = ChunkData(indexes, indexes, users, bodies, [""] * len(users), [], {}, False, 0.0, 0)
+    found.deltas = [summary(body) for body in bodies]
+    return found
+
+
+def items(sent: ChunkData) -> list[Item]:
+    return sent.items_for(None)
+
+
+async def test_first_run_rows_are_remembered_as_their_summaries_timed() -> None:
+    run = Run()
+    delta = DeltaFile(run, "c", "upsert")
+    sent = chunk(["a", "b", "c"])
+    summaries = list(sent.deltas or ())
+    assert await delta.filter(sent) == []
+    assert len(run.inflight) == 3
+    written = delta.acknowledged(items(sent)[:2])
+    assert written is not None
+    await written
+    expected = [
+        (user_key(u), build_record(Remember(Merge.REBUILD, s), None, NOW))
+        for u, s in zip("ab", summaries, strict=False)
+    ]
+    assert run.written == [expected]
+    assert delta.points_sent == points_of(summaries[0]) + points_of(summaries[1]) > 0
+    assert len(run.inflight) == 1  # c, still in flight
+    delta.abandoned(items(sent)[2:])
+    assert len(run.inflight) == 0
+    assert len(run.written) == 1  # nothing remembered for an abandoned row
+
+
+async def test_first_run_rows_answered_with_other_rows_are_answered_one_by_one() -> None:
+    """A batch mixing a first-run row with a row compared one by one (its user busy)."""
+    run = Run()
+    delta = DeltaFile(run, "c", "upsert")
+    first = chunk(["a", "b"])
+    assert await delta.filter(first) == []
+    again = chunk(["a"], start=2, country="DE")  # a is in flight: sent whole, merged later
+    assert await delta.filter(again) == []
+    written = delta.acknowledged([*items(first), *items(again)])
+    assert written is not None
+    await written
+    assert [key for key, _ in run.written[0]] == [user_key("a"), user_key("b"), user_key("a")]
+    assert len(run.inflight) == 0
+    assert await delta.filter(chunk(["a"], start=3, country="DE")) == [3]  # a's merged record
+    assert await delta.filter(chunk(["b"], start=4)) == [4]  # b's first-run record
+    assert delta.rows_unchanged == 2
+
+
+async def test_close_releases_first_run_rows_in_flight() -> None:
+    run = Run()
+    delta = DeltaFile(run, "c", "upsert")
+    assert await delta.filter(chunk(["a", "b"])) == []
+    delta.close()
+    assert len(run.inflight) == 0
+    assert await delta.filter(chunk(["a", "b"], start=2)) == []  # nothing known: sent again
