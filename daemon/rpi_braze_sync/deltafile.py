@@ -273,6 +273,12 @@ def _first_sent(first: _First) -> _Sent:
 
 def _leave_out(chunk: ChunkData, positions: list[int]) -> list[int]:
     """Remove rows from the chunk's columns; returns their record indexes."""
+    if len(positions) == len(chunk.indexes):  # every row
+        left = chunk.indexes
+        chunk.indexes, chunk.line_numbers, chunk.users, chunk.bodies = [], [], [], []
+        chunk.packed = []
+        chunk.deltas = None if chunk.deltas is None else []
+        return left
     drop = set(positions)
     keep = [i for i in range(len(chunk.indexes)) if i not in drop]
     left = [chunk.indexes[i] for i in positions]
