@@ -4,7 +4,6 @@ still in flight) may have made wrong. Order of calls: see InFlight.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable
 from itertools import repeat
 
@@ -112,16 +111,17 @@ class InFlight:
         """answered(key, record) for each pair in turn; in bulk when each of these users has
         this one row in flight (the first run's usual answer), else one by one."""
         rows = self._rows
-        if list(map(rows.__getitem__, keys)).count(1) != len(keys):  # (twice here: two)
+        counts = list(map(rows.pop, keys, repeat(0)))  # (a user here twice: 0 the second time)
+        if counts.count(1) != len(keys):  # another row of some user in flight: put back
+            rows.update((key, count) for key, count in zip(keys, counts, strict=True) if count)
             self.answered_all(zip(keys, records, strict=True))
             return
-        deque(map(rows.pop, keys), 0)
         seq, count = self._seq, len(keys)
         if self._lookups:  # kept for base() of the chunks being looked up
             numbered = zip(range(seq + 1, seq + count + 1), records, strict=True)
             self._written.update(zip(keys, numbered, strict=True))
         elif self._written:  # none of these users busy: nothing kept (as answered())
-            deque(map(self._written.pop, keys, repeat(None)), 0)
+            list(map(self._written.pop, keys, repeat(None)))
         self._seq = seq + count
 
     def __len__(self) -> int:

@@ -180,3 +180,18 @@ def test_acknowledged_all_is_answered_row_by_row() -> None:
             if outstanding:
                 assert tokens[0] is not None
                 assert bulk.base(tokens[0], b, None) == (b"rb", False)  # written since it began
+
+
+def test_acknowledged_all_with_a_user_twice_is_answered_row_by_row() -> None:
+    a, b = user_key("a"), user_key("b")
+    bulk, single = InFlight(), InFlight()
+    for flight in (bulk, single):
+        flight.sending_all([a, b])
+        flight.sending(a)  # a second row of a, in flight too
+        flight.lookup_started()  # outstanding: the records written are kept
+    bulk.acknowledged_all([a, b, a], [b"r1", b"rb", b"r2"])
+    for key, record in ((a, b"r1"), (b, b"rb"), (a, b"r2")):
+        single.answered(key, record)
+    assert bulk._rows == single._rows == {}
+    assert bulk._written == single._written
+    assert bulk.latest(a, None) == b"r2"
