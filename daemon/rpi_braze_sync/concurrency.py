@@ -52,7 +52,8 @@ class Sent:
 class KeptPlaces:
     """Places of requests Braze answered, kept until a checkpoint covers their rows: a kill
     sends again the rows in flight and those acknowledged but not checkpointed, so it is their
-    sum that the limit must bound, not only the requests on the wire."""
+    sum that the limit must bound, not only the requests on the wire. (With delta, rows whose
+    values the store holds are not sent again: deltawrites.Remembered gives back sooner.)"""
 
     def __init__(self, freed: Callable[[], None]) -> None:
         self.count = 0

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from . import deltastats
 from .deltaflight import InFlight
 from .deltastore import DeltaStore, DeltaStoreError, workspace_fingerprint
-from .deltawrites import GroupCommit, Outcome, Write
+from .deltawrites import GroupCommit, Outcome, Remembered, Write
 from .statewrites import RETRY_S
 
 if TYPE_CHECKING:
@@ -197,7 +197,7 @@ class DeltaRun:
         if not found.done():
             found.set_result(records)
 
-    def remember(self, records: list[tuple[bytes, bytes]]) -> asyncio.Future[None]:
+    def remember(self, records: list[tuple[bytes, bytes]]) -> Remembered:
         """Queue a write of acknowledged records (deltawrites.GroupCommit.remember)."""
         return self.commit.remember(records)
 

@@ -20,6 +20,7 @@ from .chunks import ChunkData, ChunkSource, FileRequest
 from .concurrency import Slot
 from .config import Channel
 from .deltafile import DeltaFile
+from .deltawrites import Remembered
 from .errors import (
     ExportFileError,
     FileVanishedError,
@@ -84,6 +85,7 @@ class FileJob:
         self._held = HeldChunks()  # what rows taken and not checkpointed hold
         self._settled = asyncio.Event()
         self._broken: str | None = None  # why a request's rows will never settle (fail)
+        self._lost = False  # a row of the request being settled was rejected (settle_sent)
         self.delta: DeltaFile | None = None  # send only what changed (deltarun.py)
         if delta is not None and config.settings.delta_for(channel.name):
             so_far = (record.points_sent or 0, record.points_skipped or 0)  # before a restart
@@ -96,12 +98,16 @@ class FileJob:
     # --- settlement (called by the sender) -----------------------------------------------
 
     def settle_sent(self, items: list[Item], slot: Slot) -> None:
+        lost, self._lost = self._lost, False  # (its rows Braze rejected were settled first)
         written = self.delta.acknowledged(items) if self.delta is not None and items else None
         if written is not None:
-            # Settled (and so checkpointed) only once the store holds their values: killed
-            # after a checkpoint that covered them with the store's old values, a later row
-            # going back to those old values would be skipped while Braze holds the new ones.
-            # Their request keeps its place meanwhile (Slot).
+            # Settled (and so checkpointed) only once the store holds their values, synced:
+            # killed after a checkpoint that covered them with the store's old values, a
+            # later row going back to those old values would be skipped while Braze holds the
+            # new ones. Their request keeps its place until then, or only until they are
+            # written when a kill would not send them again (deltawrites.Remembered).
+            if isinstance(written, Remembered) and not lost:
+                written.give_back_once_written(slot, len(items))
             written.add_done_callback(lambda _: self._sent_once_stored(items, slot))
             return
         self._sent(items, slot)
@@ -122,6 +128,7 @@ class FileJob:
         self._done_with(len(indexes))
 
     def settle_rejected(self, item: Item, reason: str) -> None:
+        self._lost = True
         if self.delta is not None:
             self.delta.abandoned([item])
         self.settlement.reject(item.line_no, item.cells, reason)

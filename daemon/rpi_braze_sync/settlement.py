@@ -5,7 +5,8 @@ The journal's checkpoint is what a restart resumes from, so it must never cover 
 reject is not written yet: every checkpoint writes the rejects first (write_checkpoint). A
 field dropped from a row is written, and counted, only once its row settles: a row sent
 again after a kill would otherwise list its drops twice. A request's place in the sender
-(concurrency.Slot) is given back once the journal holds a checkpoint covering its rows.
+(concurrency.Slot) is given back once the journal holds a checkpoint covering its rows (with
+delta, sooner: once the store holds their values, deltawrites.Remembered).
 """
 
 from __future__ import annotations

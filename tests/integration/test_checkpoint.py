@@ -8,11 +8,12 @@ import csv
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import pytest
 
+from rpi_braze_sync.delta import user_key
 from rpi_braze_sync.inspection import inspect_file
 from rpi_braze_sync.pgjournal import PgJournal
 from rpi_braze_sync.settings import FormatSettings
@@ -277,10 +278,12 @@ async def test_rows_in_flight_and_acknowledged_unwritten_stay_within_the_places_
     delta: bool,
 ) -> None:
     """What a kill would send again, at every moment: the rows inside Braze plus those it
-    acknowledged that no written checkpoint covers. With checkpoints 30 ms slow and Braze
-    5 ms away, it stays within batch_size x max_in_flight: a request's place is only given
-    back once its rows' checkpoint is written, not when Braze answers (Slot); with delta,
-    also after the store's sync that the rows wait for."""
+    acknowledged that no written checkpoint covers and, with delta, whose values the store
+    does not hold yet (written, a kill -9 finds them and skips those rows read again). With
+    checkpoints 30 ms slow, the store's writes 20 ms slow and Braze 5 ms away, it stays
+    within batch_size x max_in_flight: a request's place is only given back once its rows'
+    checkpoint is written, not when Braze answers (Slot); with delta, once the store holds
+    them (before their sync and checkpoint, which still wait for each other)."""
     batch, in_flight, rows = 10, 4, 1500
     fake_braze.latency_s = 0.005
     fake_braze.minor_errors = {f"u{i}": "invalid" for i in range(3, rows, 61) if user(i)}
@@ -292,7 +295,9 @@ async def test_rows_in_flight_and_acknowledged_unwritten_stay_within_the_places_
     assert journal is not None
     checkpoint = journal.checkpoint
     covered: frozenset[str] = frozenset()  # the users of the rows the last written one covers
+    stored: set[bytes] = set()  # the users whose values the store holds (delta)
     exposed: list[int] = []
+    early = 0  # writes of users no checkpoint covered yet (the store ran ahead)
 
     def slow(
         file_id: int,
@@ -314,8 +319,25 @@ async def test_rows_in_flight_and_acknowledged_unwritten_stay_within_the_places_
         if written is not None:
             written()
 
+    if delta:
+        assert daemon.daemon.delta is not None
+        store = daemon.daemon.delta.store
+        remember = store.remember
+
+        def slow_store(records: Iterable[tuple[bytes, bytes]]) -> None:
+            nonlocal early
+            records = list(records)
+            time.sleep(0.02)  # a store that takes its time
+            remember(records)
+            keys = {key for key, _ in records}
+            early += bool(keys - {user_key(u) for u in covered})
+            stored.update(keys)  # (before the loop hears of it: a kill now skips them)
+
+        setattr(store, "remember", slow_store)  # noqa: B010 - a spy on the real store
+
     def arrived(_: object) -> None:
-        acknowledged = sum(1 for u in fake_braze.users() if u not in covered)
+        unsafe = [u for u in fake_braze.users() if u not in covered]
+        acknowledged = sum(1 for u in unsafe if user_key(u) not in stored)
         exposed.append(fake_braze.in_flight_rows + acknowledged)
 
     setattr(journal, "checkpoint", slow)  # noqa: B010 - a spy on the real journal
@@ -328,3 +350,4 @@ async def test_rows_in_flight_and_acknowledged_unwritten_stay_within_the_places_
     (record,) = daemon.records().values()
     assert (record.state, record.checkpoint) == ("done", rows)
     assert (record.points_sent is not None) == delta  # (delta counted its data points)
+    assert (early > 0) == delta  # (the store's writes ran ahead of the checkpoints)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from rpi_braze_sync import deltawrites
+from rpi_braze_sync.concurrency import KeptPlaces
 from rpi_braze_sync.delta import user_key
 from rpi_braze_sync.deltarecord import pack_record
 from rpi_braze_sync.deltarun import DeltaRun
@@ -90,11 +91,33 @@ async def test_a_lookup_reads_the_records_acknowledged_before_it(tmp_path: Path)
         await run.close()
 
 
+async def test_a_sync_is_not_left_for_the_interval_once_enough_rows_wait_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Places are given back once rows are written: the rows waiting for a sync (held in
+    memory until their checkpoint) are bounded by SYNC_EVERY_ROWS, not only by the interval
+    (a minute here: without the bound, nothing would be synced for one)."""
+    monkeypatch.setattr(deltawrites, "SYNC_EVERY_S", 60.0)
+    monkeypatch.setattr(deltawrites, "SYNC_EVERY_ROWS", 3)
+    run = DeltaRun(DeltaStore.open(tmp_path, "workspace"), 30, Metrics(), clock=lambda: NOW)
+    try:
+        records = _records(4)
+        first = run.remember(records[:2])
+        await run.drained()
+        await asyncio.sleep(0)
+        assert not first.done()  # 2 rows wait: the interval's sync
+        await asyncio.wait_for(run.remember(records[2:]), 10)  # 4 rows wait: synced now
+        assert first.done()
+    finally:
+        await run.close()
+
+
 async def test_sync_now_syncs_what_waits_without_waiting_for_the_interval(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The sender out of places kept by rows waiting for the sync: their write is synced at
-    once (here the interval is a minute: without sync_now, nothing would be done for one)."""
+    once (here the interval is a minute: without sync_now, nothing would be done for one);
+    not when the places kept wait only for their write."""
     monkeypatch.setattr(deltawrites, "SYNC_EVERY_S", 60.0)
     run = DeltaRun(DeltaStore.open(tmp_path, "workspace"), 30, Metrics(), clock=lambda: NOW)
     try:
@@ -105,8 +128,19 @@ async def test_sync_now_syncs_what_waits_without_waiting_for_the_interval(
         assert not done_first.done()
         run.commit.sync_now()
         await asyncio.wait_for(done_first, 10)
-        # Asked while nothing waited: the next write is synced at once too.
+        # A write whose request's place is given back once written: its place waits for no
+        # sync, so sync_now does not hurry one (an fsync every few requests, under load).
+        places = KeptPlaces(lambda: None)
+        done_second = run.remember(second)
+        done_second.give_back_once_written(places.keep(), len(second))
+        await run.drained()
+        await asyncio.wait_for(done_second.written, 10)
+        await asyncio.sleep(0)  # (its callback gives the place back)
+        assert places.count == 0
         run.commit.sync_now()
-        await asyncio.wait_for(run.remember(second), 10)
+        due = run.commit._sync_due
+        assert due is not None
+        assert due.when() - asyncio.get_running_loop().time() > 30
+        assert not done_second.done()
     finally:
         await run.close()
