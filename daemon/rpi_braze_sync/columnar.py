@@ -34,10 +34,19 @@ from .columnforms import (
     columns_of,
     parsed,
 )
-from .deltacolumns import Encoded, Fixed, Nested, Recorded, Values
+from .deltacolumns import Encoded, Fixed, Json, Nested, Recorded, Values
 from .fileplan import MERGE_OBJECTS, UPDATE_EXISTING_ONLY, ArrayPlan, FilePlan, ValuePlan
 from .identifiers import unusable_rows
-from .jsonpieces import Growth, Piece, encode, encode_strings, joined, longest_constant, may_exceed
+from .jsonpieces import (
+    Growth,
+    Piece,
+    encode,
+    encode_recorded,
+    encode_strings,
+    joined,
+    longest_constant,
+    may_exceed,
+)
 from .mapping import Rejection
 from .parsers import SKIP
 from .rowcode import compile_identify
@@ -214,8 +223,12 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
                 found = None if cache is None else cache.look_up(cells)
                 if found is None:  # none known: the whole column converted and encoded
                     values, strings, failed = converted(part, cells)
-                    pieces += encode(key, values, strings, suffix)
-                    record(values)
+                    if recorded is None:
+                        pieces += encode(key, values, strings, suffix)
+                    else:  # each value's JSON, where its pieces hold it, for delta
+                        encoded_pieces, texts = encode_recorded(key, values, strings, suffix)
+                        pieces += encoded_pieces
+                        record(values if texts is None else Json(texts))
                     if cache is not None and cache.on:
                         cache.learn(cells, values, {cells[i] for i, _, _ in failed})
                     continue

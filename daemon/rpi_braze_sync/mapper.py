@@ -78,7 +78,7 @@ class FileMapper:
                 # right-sized copy is what waits in memory for Braze.
                 bodies[i] = bytes(memoryview(dumps(result.attributes)))
                 users[i] = result.user
-        if delta:
+        if delta and (summaries is None or None in summaries):
             summaries = summaries or [None] * len(rows)
             for i, s in enumerate(summaries):
                 body = bodies[i]

@@ -10,8 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rpi_braze_sync import deltacolumns, deltarecord
 from rpi_braze_sync.deltabody import summary
 from rpi_braze_sync.deltacolumns import Recorded, from_columns, summaries
+from rpi_braze_sync.deltarecord import COLLIDES
 from rpi_braze_sync.mapper import FileMapper
 from rpi_braze_sync.mapper import bind as bind_mapping
 from rpi_braze_sync.mapping import MappingPlan
@@ -145,3 +147,23 @@ def test_bodies_alone_are_parsed() -> None:
     body = b'{"external_id":"u","a":1,"n":{"k":"v"},"t":{"add":["x"]},"_merge_objects":true}'
     assert summaries([body, body]) == [summary(body)] * 2
     assert summaries([]) == []
+
+
+def test_rows_of_several_patterns_and_paths_that_collide(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Rows lacking different fields are summarised by pattern; two paths sharing one 4-byte
+    # fingerprint (1 in 4 billion a pair) are forced here: the rows holding both are made
+    # alone, sent whole (COLLIDES), and the others of their chunk as usual.
+    monkeypatch.setattr(deltarecord, "_path_fps", {"email": b"same", "dob": b"same"})
+    monkeypatch.setattr(deltarecord, "_shapes", {})
+    monkeypatch.setattr(deltacolumns, "_heads", {})
+    header = list(SHIPPED_COLUMNS)
+    rows = [[PLAUSIBLE.get(kind, f"{name}-{i % 3}") for name, kind in SHIPPED_COLUMNS.items()]
+            for i in range(12)]  # fmt: skip
+    for i, row in enumerate(rows):
+        row[0] = f"u-{i}"
+        row[header.index("email" if i % 3 else "dob")] = "" if i % 2 else row[3]
+    mapper = bind_mapping(SHIPPED_MAPPING, header, {"offer": "Spring", "workflow_id": "7"})
+    bodies = mapper.map_rows(rows, list(range(2, 14))).bodies
+    found = column_summaries(mapper, rows)
+    assert found == [None if b is None else summary(b) for b in bodies]
+    assert {s[1] & COLLIDES for s in found if s is not None} == {0, COLLIDES}
