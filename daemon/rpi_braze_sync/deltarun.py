@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from . import deltastats
 from .deltaflight import InFlight
 from .deltastore import DeltaStore, DeltaStoreError, workspace_fingerprint
-from .deltawrites import GroupCommit, Outcome, Remembered, Write
+from .deltawrites import GroupCommit, Remembered
 from .statewrites import RETRY_S
 
 if TYPE_CHECKING:
@@ -70,8 +70,9 @@ def open_delta(config: LoadedConfig, metrics: Metrics, retry_s: float = RETRY_S)
 
 
 class DeltaRun:
-    """One per daemon: the store (one thread makes every call, in order: a lookup queued after
-    a write reads it), and the rows in flight of every file."""
+    """One per daemon: the store (written on the loop; read, synced and swept on a thread of
+    its own, in order: a lookup queued after a write reads it), and the rows in flight of
+    every file."""
 
     def __init__(
         self,
@@ -108,7 +109,7 @@ class DeltaRun:
             "delta: the Braze workspace (api_url or API key) changed: forgetting every"
             " remembered value; everything is sent again"
         )
-        self.commit.flush()  # the old workspace's acknowledged values go before the reset
+        # (The old workspace's acknowledged values are written already: the reset follows.)
         self._thread.submit(self._change_workspace, workspace)
 
     def _change_workspace(self, workspace: str) -> None:
@@ -151,54 +152,18 @@ class DeltaRun:
         if future.exception() is not None:  # only status loses a line
             log.warning("delta: cannot record a file's data points: %s", future.exception())
 
-    # --- lookups: each writes the queued acknowledged records first (deltawrites.py) -----
+    # --- lookups, on the store's thread (writes are made on the loop: deltawrites.py) ---
 
     async def lookup(self, keys: list[bytes]) -> list[bytes | None]:
         loop = asyncio.get_running_loop()
-        pending = self.commit.take()
-        found: asyncio.Future[list[bytes | None] | Exception] = loop.create_future()
-        job = self._thread.submit(self._write_then_lookup, pending, keys)
-        # The writes' outcome is handled even if this lookup's caller is cancelled meanwhile.
-        job.add_done_callback(
-            lambda f: loop.call_soon_threadsafe(self._looked_up, f, pending, found)
-        )
-        records = await found
-        if isinstance(records, DeltaStoreError):  # nothing known: everything is sent
-            log.error("delta: %s: the rows are sent whole", records)
-            return [None] * len(keys)
-        if isinstance(records, BaseException):
-            raise records
-        return records
-
-    def _write_then_lookup(
-        self, pending: list[Write], keys: list[bytes]
-    ) -> tuple[Outcome, list[bytes | None] | Exception]:
-        """(The store's thread.)"""
-        wrote = self.commit.write_all(pending)
         try:
-            return wrote, self._lookup(keys)
-        except Exception as exc:  # (raised by lookup(), on the loop)
-            return wrote, exc
-
-    def _looked_up(
-        self,
-        job: Future[tuple[Outcome, list[bytes | None] | Exception]],
-        pending: list[Write],
-        found: asyncio.Future[list[bytes | None] | Exception],
-    ) -> None:
-        exc = job.exception()  # (the job catches every Exception)
-        if exc is not None:
-            self.commit.written(pending, exc)
-            if not found.done():
-                found.set_exception(exc)
-            return
-        wrote, records = job.result()
-        self.commit.written(pending, wrote)
-        if not found.done():
-            found.set_result(records)
+            return await loop.run_in_executor(self._thread, self._lookup, keys)
+        except DeltaStoreError as exc:  # nothing known: everything is sent
+            log.error("delta: %s: the rows are sent whole", exc)
+            return [None] * len(keys)
 
     def remember(self, records: list[tuple[bytes, bytes]]) -> Remembered:
-        """Queue a write of acknowledged records (deltawrites.GroupCommit.remember)."""
+        """Write acknowledged records (deltawrites.GroupCommit.remember)."""
         return self.commit.remember(records)
 
     async def synced(self) -> None:
@@ -206,7 +171,7 @@ class DeltaRun:
         await self.commit.synced()
 
     async def drained(self) -> None:
-        """Every queued write is done (a file's end, shutdown)."""
+        """Every job queued on the store's thread is done (a file's end, shutdown)."""
         await self.commit.drained()
 
     async def sweep_forever(self) -> None:

@@ -1,6 +1,7 @@
 """Delta's remembered values on disk (issue 16): one RocksDB under <state_directory>/delta, one
 record per user (packed by delta.py; only a record's age is read here), in bounded memory.
-One thread makes every call, in order; one process writes, others may open it read-only.
+The daemon writes from its loop and reads, syncs and sweeps from one thread of its own (RocksDB
+takes both at once); one process writes, others may open it read-only.
 """
 
 from __future__ import annotations
@@ -202,7 +203,7 @@ class DeltaStore:
     # The write order the pipeline must follow (kill -9 may strike between any two steps):
     # 1. compare a chunk with its looked-up records: nothing is written for it;
     # 2. once Braze acknowledged a request: `remember` the records of its acknowledged objects
-    #    (queued on the loop, written by the store thread's next job: deltawrites.py)
+    #    (written at once, on the loop: deltawrites.py)
     #    (never a rejected object, never a request that failed or is still being retried);
     #    if that write fails, `forget_keys` those users instead (sent whole next time);
     # 3. `sync`: the WAL, with every write of step 2 before it, on disk (one fsync for all

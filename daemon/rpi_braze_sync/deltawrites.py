@@ -1,16 +1,20 @@
-"""Delta's writes (issue 16): acknowledged records queued on the loop and written by the
-store's next job, one fsync for the writes of SYNC_EVERY_S (group commit), and the writes
-the store could not take held and forgotten later (deltarun.DeltaRun owns the store's thread).
+"""Delta's writes (issue 16): acknowledged records written at once, on the loop, one fsync
+for the writes of SYNC_EVERY_S (group commit) on the store's thread, and the writes the
+store could not take held and forgotten later (deltarun.DeltaRun owns the store's thread).
 
 Crash safety (see deltastore.py for the order): a write's future is done only once its
 records, or the forgetting of its users, are on disk; its rows settle (and are checkpointed)
-only then. Acknowledged records wait in `pending` until the store's thread runs its next job:
-a chunk's lookup (deltarun.DeltaRun.lookup) or the sync writes them first, in the same job,
-or a write job of their own, handed over at once unless one is being written (then they
-follow it, together): under load one thread hop for several requests, not one each, and
-never longer in memory than a write queued behind another (a kill -9 loses those: their
-rows, unsettled, are sent again). A lookup therefore still reads every record
-acknowledged before it was queued (deltaflight.InFlight relies on it).
+only then. A lookup queued after a write reads it (deltaflight.InFlight relies on it): the
+write is done before `remember` returns.
+
+Why on the loop: rocksdict's write holds the GIL (a thread counting beside a write of 100,000
+records ran at 4 % of its rate; its lookups and flush_wal let go of it), so on the store's
+thread a write ran no more in parallel with the loop than here, and cost a thread hop per
+request besides: submit, the thread's wake-up, a callback through call_soon_threadsafe, two
+GIL handoffs (py-spy: the loop thread held the GIL in SimpleQueue.put for 9 % of its samples).
+Measured on a first run of 200,000 rows, daemon CPU: store thread 2.95-3.30 -> 1.15-1.20
+us/row, loop thread 6.50-7.35 -> 8.10-8.30. RocksDB takes a write and a lookup from two
+threads at once (rocksdict holds a multi-threaded DB).
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import asyncio
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from itertools import chain
 from typing import NamedTuple
 
 from .concurrency import Slot
@@ -73,18 +76,13 @@ class Write(NamedTuple):
     done: Remembered
 
 
-# A job's writes: None written (or nothing to write), a reason once forgotten instead, the
-# exception when neither could be done.
+# A write's outcome: None written, a reason once forgotten instead, the exception when
+# neither could be done.
 Outcome = str | BaseException | None
 
 
-def _outcome(job: Future[Outcome]) -> Outcome:
-    exc = job.exception()
-    return exc if exc is not None else job.result()
-
-
 class GroupCommit:
-    """The store's writes, from the loop; every store call runs on `thread`, in order."""
+    """The store's writes, made on the loop; its syncs and retries run on `thread`."""
 
     def __init__(self, store: DeltaStore, thread: ThreadPoolExecutor) -> None:
         self.store = store
@@ -92,56 +90,26 @@ class GroupCommit:
         # Whether the store takes writes: its own verdict (the journal's successes must not
         # clear it); the daemon pauses sending while it fails, /readyz says why.
         self.writes = StateWrites()
-        self.pending: list[Write] = []  # acknowledged, written by the store's next job
         self._unsynced: list[Write] = []  # written, waiting for the next sync
         self._failed: list[Write] = []  # neither written nor forgotten: tried again
         self._sync_due: asyncio.TimerHandle | None = None
         self._retry_due: asyncio.TimerHandle | None = None
-        self._writing = False  # a write job of flush() is queued or running
         self._syncing = False
+        self._rows_unsynced = 0  # rows of the writes in _unsynced
         self._hurried = False  # the sender waits for rows that wait for the sync (sync_now)
         self._forgot_at = 0.0  # the last 'forgotten instead' log line (one a minute)
 
-    def take(self) -> list[Write]:
-        """The queued writes, for a job to write before its own work (then `written`)."""
-        pending, self.pending = self.pending, []
-        return pending
-
     def remember(self, records: list[tuple[bytes, bytes]]) -> Remembered:
-        """Queue a write of acknowledged records (written before the next lookup, in order).
-        The future is done once the store holds them, or has forgotten those users, on disk
-        (never with an error: while neither can be written, it waits)."""
+        """Write acknowledged records now (a later lookup reads them). The future is done
+        once the store holds them, or has forgotten those users, on disk (never with an
+        error: while neither can be written, it waits)."""
         write = Write(records, Remembered(asyncio.get_running_loop(), len(records)))
-        self.pending.append(write)
-        if not self._writing:
-            self.flush()
-        self._sync_by_rows()
+        self._written(write, self._write(records))
         return write.done
 
-    def flush(self) -> None:
-        """Hand the queued writes to the store's thread now (before a job that must follow
-        them: another workspace's reset, a drain), unless there are none."""
-        if not self.pending:
-            return
-        loop = asyncio.get_running_loop()
-        pending = self.take()
-        self._writing = True
-        job = self.thread.submit(self.write_all, pending)
-        job.add_done_callback(
-            lambda f: loop.call_soon_threadsafe(self._flushed, pending, _outcome(f))
-        )
-
-    def _flushed(self, pending: list[Write], wrote: Outcome) -> None:
-        self._writing = False
-        self.written(pending, wrote)
-        self.flush()  # what was acknowledged meanwhile
-
-    def write_all(self, pending: list[Write]) -> Outcome:
-        """(The store's thread.) None once written, or nothing to write; why not, once
-        forgotten instead; the exception when neither could be done."""
-        if not pending:
-            return None
-        records = [record for write in pending for record in write.records]
+    def _write(self, records: list[tuple[bytes, bytes]]) -> Outcome:
+        """None once written; why not, once forgotten instead; the exception when neither
+        could be done."""
         try:
             self.store.remember(records)
             return None
@@ -157,23 +125,17 @@ class GroupCommit:
         except Exception as exc:
             return exc
 
-    def written(self, writes: list[Write], wrote: Outcome) -> None:
-        """(The loop.) Writes done by a job: they wait for the next sync."""
-        if not writes:
-            return
+    def _written(self, write: Write, wrote: Outcome) -> None:
+        """A write done: it waits for the next sync."""
         if isinstance(wrote, BaseException):
-            self._hold(writes, wrote)
+            self._hold([write], wrote)
             return
         if wrote is not None:
             self._forgotten(wrote)
-        _tell_written(writes, wrote is None)
-        self._unsynced += writes
-        self._sync_by_rows()
-
-    def _sync_by_rows(self) -> None:
-        """The next sync at the end of its interval, or now if SYNC_EVERY_ROWS wait for it."""
-        waiting = chain(self._unsynced, self.pending)
-        if sum(write.done.records for write in waiting) >= SYNC_EVERY_ROWS:
+        _tell_written([write], wrote is None)
+        self._unsynced.append(write)
+        self._rows_unsynced += write.done.records
+        if self._rows_unsynced >= SYNC_EVERY_ROWS:
             self._hurry()
         else:
             self.sync_soon()
@@ -188,7 +150,7 @@ class GroupCommit:
             )
 
     def sync_soon(self) -> None:
-        if self._sync_due is None and not self._syncing and (self._unsynced or self.pending):
+        if self._sync_due is None and not self._syncing and self._unsynced:
             loop = asyncio.get_running_loop()
             self._sync_due = loop.call_later(0 if self._hurried else SYNC_EVERY_S, self.sync)
 
@@ -198,8 +160,7 @@ class GroupCommit:
         wait for the end of its interval. Most places wait only for their write, not the
         sync (Remembered.give_back_once_written): hurrying for those cost an fsync every
         few requests (1,700 syncs for a first run of 200,000 rows)."""
-        writes = (*self._unsynced, *self.pending)
-        if any(write.done.place_waits_for_sync for write in writes):
+        if any(write.done.place_waits_for_sync for write in self._unsynced):
             self._hurry()
 
     def _hurry(self) -> None:
@@ -211,48 +172,22 @@ class GroupCommit:
             self.sync_soon()  # (now, or right after the sync being done)
 
     def sync(self) -> None:
-        """Group commit: the queued writes, then one fsync for every write done so far; their
-        rows settle after it."""
+        """Group commit: one fsync (on the store's thread: flush_wal lets go of the GIL) for
+        every write done so far; their rows settle after it."""
         self._sync_due = None
-        pending = self.take()
-        unsynced, self._unsynced = self._unsynced, []
+        unsynced, self._unsynced, self._rows_unsynced = self._unsynced, [], 0
         self._syncing, self._hurried = True, False
         loop = asyncio.get_running_loop()
-        job = self.thread.submit(self._write_then_sync, pending)
-        job.add_done_callback(
-            lambda f: loop.call_soon_threadsafe(self._synced, f, pending, unsynced)
-        )
+        job = self.thread.submit(self.store.sync)
+        job.add_done_callback(lambda f: loop.call_soon_threadsafe(self._synced, f, unsynced))
 
-    def _write_then_sync(self, pending: list[Write]) -> tuple[Outcome, Exception | None]:
-        """(The store's thread.)"""
-        wrote = self.write_all(pending)
-        try:
-            self.store.sync()
-        except Exception as exc:
-            return wrote, exc
-        return wrote, None
-
-    def _synced(
-        self,
-        job: Future[tuple[Outcome, Exception | None]],
-        pending: list[Write],
-        unsynced: list[Write],
-    ) -> None:
+    def _synced(self, job: Future[None], unsynced: list[Write]) -> None:
         self._syncing = False
-        exc = job.exception()
-        wrote, failed = (exc, exc) if exc is not None else job.result()
-        if isinstance(wrote, BaseException):
-            self._hold(pending, wrote)
-            pending = []
-        else:
-            if wrote is not None:
-                self._forgotten(wrote)
-            _tell_written(pending, wrote is None)
-        covered = unsynced + pending
+        failed = job.exception()
         if failed is not None:  # what reached the disk is unknown: forgotten, when it can be
-            self._hold(covered, failed)
+            self._hold(unsynced, failed)
         else:
-            for write in covered:
+            for write in unsynced:
                 if not write.done.done():
                     write.done.set_result(None)
         self.sync_soon()
@@ -303,16 +238,15 @@ class GroupCommit:
             if self._sync_due is not None:
                 self._sync_due.cancel()
                 self._sync_due = None
-            if (self._unsynced or self.pending) and not self._syncing:
+            if self._unsynced and not self._syncing:
                 self.sync()
             await self.drained()
             await asyncio.sleep(0)  # the sync's callback, then the rows' settling, run
-            if not (self._unsynced or self.pending or self._syncing or self._sync_due):
+            if not (self._unsynced or self._syncing or self._sync_due):
                 return
 
     async def drained(self) -> None:
-        """Every queued write is done (a file's end, shutdown)."""
-        self.flush()
+        """Every job queued on the store's thread is done (a file's end, shutdown)."""
         await asyncio.get_running_loop().run_in_executor(self.thread, lambda: None)
 
     def cancel(self) -> None:
