@@ -42,31 +42,29 @@ SYNC_EVERY_ROWS = 2000
 
 class Remembered(asyncio.Future[None]):
     """A write of acknowledged records: done once synced (their rows settle, and may be
-    checkpointed, only then); `written` earlier, once the store holds them (True) or once it
-    forgot those users instead or could do neither (False)."""
+    checkpointed, only then); `stored` as soon as remember returns: whether the store holds
+    them (False: it forgot those users instead, or could do neither)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, records: int) -> None:
         super().__init__(loop=loop)
         self.records = records
-        self.written: asyncio.Future[bool] = loop.create_future()
-        self.place_waits_for_sync = True  # its request's place (give_back_once_written)
+        self.stored = False
+        self.place_waits_for_sync = True  # its request's place (give_back_if_stored)
 
-    def give_back_once_written(self, slot: Slot, rows: int) -> None:
+    def give_back_if_stored(self, slot: Slot, rows: int) -> None:
         """The places bound what a kill sends again: the rows in flight and those acknowledged
         that a restart would send again. A request of `rows` rows, none rejected, is no longer
-        among them once the store holds a record for each: a kill -9 leaves the WAL written
-        (in the page cache), the restart reads them again and skips them. So its place is
-        given back then, without waiting for the sync and the checkpoint (which still follow
-        in that order: a power cut). Otherwise (a row without a record, users forgotten
-        instead) the place waits for the checkpoint, as with delta off.
+        among them once the store holds a record for each (remember wrote them): a kill -9
+        leaves the WAL written (in the page cache), the restart reads them again and skips
+        them. So its place is given back now, without waiting for the sync and the checkpoint
+        (which still follow in that order: a power cut). Otherwise (a row without a record,
+        users forgotten instead) the place waits for the checkpoint, as with delta off.
 
         (A user with two rows among those not checkpointed is the exception: his first row,
         read again, differs from his newest record and is sent again, then the second.)"""
-        if self.records == rows:
+        if self.stored and self.records == rows:
             self.place_waits_for_sync = False
-            self.written.add_done_callback(
-                lambda stored: slot.release() if stored.result() else None
-            )
+            slot.release()
 
 
 class Write(NamedTuple):
@@ -132,7 +130,7 @@ class GroupCommit:
             return
         if wrote is not None:
             self._forgotten(wrote)
-        _tell_written([write], wrote is None)
+        write.done.stored = wrote is None
         self._unsynced.append(write)
         self._rows_unsynced += write.done.records
         if self._rows_unsynced >= SYNC_EVERY_ROWS:
@@ -158,7 +156,7 @@ class GroupCommit:
         """The sender has no place left for a request while some are kept: if some are kept
         by rows waiting for the sync (their checkpoint waits for it), the next sync does not
         wait for the end of its interval. Most places wait only for their write, not the
-        sync (Remembered.give_back_once_written): hurrying for those cost an fsync every
+        sync (Remembered.give_back_if_stored): hurrying for those cost an fsync every
         few requests (1,700 syncs for a first run of 200,000 rows)."""
         if any(write.done.place_waits_for_sync for write in self._unsynced):
             self._hurry()
@@ -194,7 +192,6 @@ class GroupCommit:
 
     def _hold(self, writes: list[Write], exc: BaseException) -> None:
         """Neither written nor forgotten: the rows wait; forgetting is tried again."""
-        _tell_written(writes, False)
         self.writes.failed("the delta store", exc)
         self._failed += writes
         if self._retry_due is None:
@@ -254,10 +251,3 @@ class GroupCommit:
         for due in (self._sync_due, self._retry_due):
             if due is not None:
                 due.cancel()
-
-
-def _tell_written(writes: list[Write], stored: bool) -> None:
-    """Their records are in the store (`stored`), or will not be: forgotten or held."""
-    for write in writes:
-        if not write.done.written.done():
-            write.done.written.set_result(stored)

@@ -104,10 +104,10 @@ class FileJob:
             # Settled (and so checkpointed) only once the store holds their values, synced:
             # killed after a checkpoint that covered them with the store's old values, a
             # later row going back to those old values would be skipped while Braze holds the
-            # new ones. Their request keeps its place until then, or only until they are
-            # written when a kill would not send them again (deltawrites.Remembered).
+            # new ones. Their request keeps its place until then, unless the store holds
+            # them already and a kill would not send them again (deltawrites.Remembered).
             if isinstance(written, Remembered) and not lost:
-                written.give_back_once_written(slot, len(items))
+                written.give_back_if_stored(slot, len(items))
             written.add_done_callback(lambda _: self._sent_once_stored(items, slot))
             return
         self._sent(items, slot)
