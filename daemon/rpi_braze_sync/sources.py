@@ -68,6 +68,10 @@ class MappingProcess:
     """
 
     PREFETCH_CHUNKS = 8
+    # As many ahead when the reply was already there, waiting: the daemon is the slower of
+    # the two (clean data), and 8 ahead were 8 frames of some 300 KB waiting in its memory
+    # beside the sender's queue. The first wait for a reply goes back to PREFETCH_CHUNKS.
+    AHEAD_WHEN_WAITING = 3
     # When a file is closed (done, failed, or at shutdown), its replies still owed are awaited
     # this long; a process that does not answer by then (a stalled share) is stopped, so that
     # neither the next file nor a shutdown waits on it.
@@ -108,6 +112,11 @@ class MappingProcess:
     def received_ahead(self) -> int:
         """Replies received and not yet taken (chunks mapped ahead, waiting in the daemon)."""
         return self._replies.qsize()
+
+    @property
+    def asked_ahead(self) -> int:
+        """Chunks asked for and not taken yet: received, or being mapped."""
+        return self._owed
 
     async def _ensure(self) -> None:
         if self._writer is None or not self.running:
@@ -189,10 +198,11 @@ class MappingProcess:
     async def next_chunk(self) -> ChunkData:
         if not self._owed:
             await self._send(NextChunk())
+        ahead = self.AHEAD_WHEN_WAITING if self.received_ahead else self.PREFETCH_CHUNKS
         reply = await self._take()
         assert isinstance(reply, Chunk), reply
         if not reply.data.at_end:  # ask for the next ones now: mapped while this one is sent
-            while self._owed < self.PREFETCH_CHUNKS:
+            while self._owed < ahead:
                 await self._send(NextChunk())
         return reply.data
 

@@ -165,6 +165,25 @@ async def test_chunks_asked_for_ahead_are_received_while_nobody_takes_them(
     await source.close()
 
 
+async def test_asks_fewer_ahead_while_its_replies_wait_to_be_taken(
+    tmp_path: Path, process: MappingProcess
+) -> None:
+    # The daemon slower than the process (clean data): each reply it takes had waited, so it
+    # keeps AHEAD_WHEN_WAITING asked for, not PREFETCH_CHUNKS frames waiting in its memory.
+    path = export(tmp_path / "slower.txt", CHUNK_ROWS * 20, "s")
+    source = await started(process, path)  # it waited for the first: PREFETCH_CHUNKS asked
+    await until(lambda: process.received_ahead == MappingProcess.PREFETCH_CHUNKS)
+    few = MappingProcess.AHEAD_WHEN_WAITING
+    for taken in range(1, MappingProcess.PREFETCH_CHUNKS + 3):
+        await until(lambda: process.received_ahead > 0)  # the reply waits to be taken
+        await source.next_chunk()
+        assert process.asked_ahead == max(few, MappingProcess.PREFETCH_CHUNKS - taken)
+    users = [u for chunk in await chunks(source) for u in chunk.users]
+    taken_rows = CHUNK_ROWS * (MappingProcess.PREFETCH_CHUNKS + 3)
+    assert users == [f"s{i}" for i in range(taken_rows, CHUNK_ROWS * 20)]
+    await source.close()
+
+
 async def test_a_caller_cancelled_while_waiting_leaves_no_stale_reply(
     tmp_path: Path, process: MappingProcess
 ) -> None:
