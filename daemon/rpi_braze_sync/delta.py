@@ -73,6 +73,8 @@ class Send(Enum):
 class Merge(Enum):
     REBUILD = "rebuild"  # the row alone, every value sent now
     INTO_LATEST = "into latest"  # the row over the user's latest record, its time kept
+    # INTO_LATEST for a row whose only new value is its last added (deltanewest.py)
+    NEWEST_ADD = "newest add"
 
 
 class Remember(NamedTuple):

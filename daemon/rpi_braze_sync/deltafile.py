@@ -28,14 +28,17 @@ from .delta import Merge, Mode, Remember, Send, build_record, compare_row
 from .deltabody import arrays_only, rebuild
 from .deltacolumns import summaries
 from .deltaflight import InFlight
+from .deltanewest import newest_add_body, newest_add_only, newest_add_record
 from .deltarecord import (
     COLLIDES,
     COUNTS_AT,
+    HEADER_BYTES,
     PLAIN,
     POINTS_AT,
     STATIC_AT,
     TAIL_AT,
     WHOLE_AT,
+    RecordHeader,
     header,
     timed_prefix,
     user_keys,
@@ -140,6 +143,13 @@ class DeltaFile:
                         unsent.append(pos)
                         skipped_points += row[6] + row[8] + (row[7] + row[9] << 8)  # n + m
                         continue
+                    if found[8] == row[STATIC_AT:HEADER_BYTES] and not row[1] & COLLIDES:
+                        state_ = _newest_add(chunk, pos, key, row, record, found)
+                        if state_ is not None:  # the daily re-export's row (deltanewest.py)
+                            skipped_points += (row[POINTS_AT] | row[POINTS_AT + 1] << 8) - state_[4]
+                            rows[indexes[pos]] = state_
+                            sending(key)
+                            continue
                     decision = compare_row(row, record, now, max_age, mode, found=found)
                     skipped_points += decision.points_skipped
                     if decision.send is Send.NOTHING:
@@ -201,6 +211,7 @@ class DeltaFile:
         answers: list[tuple[bytes, bytes | None]] = []
         points = 0
         rows, latest, rebuild_ = self._rows, inflight.latest, Merge.REBUILD
+        newest_ = Merge.NEWEST_ADD
         timed_ = timed_prefix(now)  # + a PLAIN summary's tail: its record
         for index, first in zip_longest(indexes, firsts):
             state = rows.pop(index, None) if first is None else _first_sent(first)
@@ -213,6 +224,11 @@ class DeltaFile:
                 record = timed_ + row[TAIL_AT:]
             elif merge is None or row[1] & COLLIDES:
                 record = None
+            elif merge is newest_:  # as build_record would, in bytes (deltanewest.py)
+                last = latest(key, base)
+                record = newest_add_record(row, last)
+                if record is None:
+                    record = build_record(Remember(merge, row), last, now)
             else:
                 record = build_record(Remember(merge, row), latest(key, base), now)
             answers.append((key, record))
@@ -259,6 +275,25 @@ class DeltaFile:
             inflight.answered(key, None)
         self._rows.clear()
         self._first.clear()
+
+
+def _newest_add(
+    chunk: ChunkData, pos: int, key: bytes, row: bytes, record: bytes | None, found: RecordHeader
+) -> _Sent | None:
+    """The row's state when only its last array value added is new (its fields held),
+    its object cut down to that value; None: compare it in full (compare_row)."""
+    assert record is not None  # its header was read
+    skipped = newest_add_only(row, record, found)
+    if skipped is None:
+        return None
+    body = newest_add_body(orjson.loads(chunk.bodies[pos]))
+    if body is None:
+        return None
+    # orjson's bytes keep the 4 KB it wrote into, held until the row is sent: a copy of
+    # its length (a new execution id: 4 KB -> 100 B a row)
+    chunk.bodies[pos] = memoryview(body).tobytes()
+    sent = (row[POINTS_AT] | row[POINTS_AT + 1] << 8) - skipped
+    return (key, Merge.NEWEST_ADD, record, row, sent)
 
 
 def _all_plain(summaries_: list[bytes]) -> bool:

@@ -10,8 +10,8 @@ import orjson
 
 from rpi_braze_sync.batching import Item
 from rpi_braze_sync.chunks import ChunkData
-from rpi_braze_sync.delta import Merge, Remember, build_record, user_key
-from rpi_braze_sync.deltabody import summary
+from rpi_braze_sync.delta import Merge, Remember, build_record, compare_row, user_key
+from rpi_braze_sync.deltabody import rebuild, summary
 from rpi_braze_sync.deltafile import DeltaFile
 from rpi_braze_sync.deltaflight import InFlight
 from rpi_braze_sync.deltarecord import points_of
@@ -106,3 +106,49 @@ async def test_close_releases_first_run_rows_in_flight() -> None:
     delta.close()
     assert len(run.inflight) == 0
     assert await delta.filter(chunk(["a", "b"], start=2)) == []  # nothing known: sent again
+
+
+async def test_a_new_execution_id_run_is_the_general_paths() -> None:
+    """The daily re-export (each row's only new value its last added, deltanewest.py), mixed
+    with a row whose field changed: bodies sent, points and records written are those of
+    compare_row, arrays_only/rebuild and build_record."""
+    run = Run()
+    users = ["a", "b", "c", "d"]
+    first = chunk(users, rpi_offers={"add": ["Spring"]}, rpi_channel_exec_ids={"add": ["5501"]})
+    first_file = DeltaFile(run, "c", "upsert")
+    assert await first_file.filter(first) == []
+    remembered = first_file.acknowledged(items(first))
+    assert remembered is not None
+    await remembered
+    before = dict(run.store)
+    assert len(before) == 4
+    again = chunk(users, rpi_offers={"add": ["Spring"]}, rpi_channel_exec_ids={"add": ["5502"]})
+    bodies = list(again.bodies)
+    bodies[2] = orjson.dumps(orjson.loads(bodies[2]) | {"first_name": "Changed"})
+    again.bodies = list(bodies)
+    again.deltas = [summary(body) for body in bodies]
+    rows = list(again.deltas)
+    # the general path's answers, row by row
+    expected_bodies: list[bytes] = []
+    expected_records: list[tuple[bytes, bytes | None]] = []
+    sent_points = skipped_points = 0
+    for user, body, row in zip(users, bodies, rows, strict=True):
+        record = before.get(user_key(user))
+        decision = compare_row(row, record, NOW, run.max_age_s, "upsert")
+        obj = orjson.loads(body)
+        expected_bodies.append(rebuild(obj, decision.skipped_fields, decision.skipped_adds))
+        assert decision.remember is not None
+        expected_records.append((user_key(user), build_record(decision.remember, record, NOW)))
+        sent_points += decision.points_sent
+        skipped_points += decision.points_skipped
+    delta = DeltaFile(run, "c", "upsert")
+    assert await delta.filter(again) == []
+    assert again.bodies == expected_bodies
+    assert b"5502" in again.bodies[0]
+    assert b"Spring" not in again.bodies[0]
+    run.written.clear()
+    written = delta.acknowledged(items(again))
+    assert written is not None
+    await written
+    assert run.written == [expected_records]
+    assert (delta.points_sent, delta.points_skipped) == (sent_points, skipped_points) == (5, 11)

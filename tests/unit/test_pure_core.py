@@ -19,7 +19,7 @@ MUST_BE_PURE = {
     "columncache", "jsonpieces", "parsers",
     "transforms", "phones", "codec", "batching", "ratelimit", "concurrency", "lease", "filestates",
     "fileorder", "heldrows", "sendjob", "progress", "recordcount", "ratehistory", "hook", "redact",
-    "watchrules", "statusdoc", "delta", "deltabody", "deltaflight", "deltarecord", "deltacolumns",
+    "watchrules", "statusdoc", "delta", "deltabody", "deltanewest", "deltaflight", "deltarecord", "deltacolumns",
     "fileidentity",
 }  # fmt: skip
 
