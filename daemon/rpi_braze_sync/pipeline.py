@@ -244,6 +244,7 @@ class FileJob:
         for helper in (checkpointer, reporter):
             helper.add_done_callback(log_if_failed(self.log))
         records_read = 0
+        stopping = False
         outcome: tuple[FileState, str | None] | None = (FileState.DONE, None)  # None: share
         try:
             while True:
@@ -285,10 +286,13 @@ class FileJob:
                     f" {settlement.rejected} rejected,"
                     f" rows from {settlement.progress.checkpoint + 1} on were not sent",
                 )
+        except asyncio.CancelledError:
+            stopping = True  # requests in flight may still be answered: see suspend()
+            raise
         finally:
             checkpointer.cancel()
             reporter.cancel()
-            if self.delta is not None:
+            if self.delta is not None and not stopping:
                 self.delta.close()
             settlement.write_checkpoint()
         # The final state after the last checkpoint and its rejects (statewriter.py, point 4).
@@ -343,7 +347,14 @@ class FileJob:
             await self._settled.wait()
 
     async def suspend(self) -> None:
-        """Shutdown, after requests in flight settled: record how far the file got."""
+        """Shutdown, after requests in flight settled: record how far the file got. Delta's
+        rows are closed only now, not when sending stopped: a request answered while the
+        sender drained must have its values remembered before the checkpoint covers its rows
+        (else the store keeps older values, and a later row going back to them is skipped
+        while Braze holds the new ones). What is still unanswered never will be: not settled,
+        sent again after the restart."""
+        if self.delta is not None:
+            self.delta.close()
         await self.settlement.write_last()  # (once: a full disk does not hold the shutdown)
         await self.settlement.close()
 

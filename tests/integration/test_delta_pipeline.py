@@ -208,3 +208,30 @@ async def test_fields_dropped_from_rows_left_unsent_are_listed_once(
             b"3,country,Narnia,not an ISO 3166 country code or name",
             b"5,country,Atlantis,not an ISO 3166 country code or name",
         ]
+
+
+async def test_rows_braze_acknowledges_during_a_graceful_stop_are_remembered(
+    daemon: InProcess, fake_braze: FakeBraze
+) -> None:
+    """Requests in flight at a stop are answered while the sender drains: their rows are
+    checkpointed, so their values must be in the store by then. Otherwise the store keeps the
+    older values, and a later export going back to them is skipped while Braze holds the new
+    ones (the model: every profile ends with the last export's values)."""
+    await daemon.start()
+    daemon.drop("run0.txt", rows(300, name="Bob"))
+    await wait_until(daemon.finished(1), what="the first export")
+    fake_braze.latency_s = 0.5
+    daemon.drop("run1.txt", rows(300, name="Ann"))
+    await wait_until(lambda: fake_braze.in_flight_requests > 0, what="requests in flight")
+    assert await daemon.stop() == 0  # answered during the drain, then checkpointed
+    fake_braze.latency_s = 0.0
+    await daemon.start()  # run1 goes on from its checkpoint
+    await wait_until(daemon.finished(2), what="the second export, after the restart")
+    assert {fake_braze.attributes[f"u{i}"]["first_name"] for i in range(300)} == {
+        f"Ann{i}" for i in range(300)
+    }
+    daemon.drop("run2.txt", rows(300, name="Bob"))
+    await wait_until(daemon.finished(3), what="the third export")
+    held = {f"u{i}": fake_braze.attributes[f"u{i}"]["first_name"] for i in range(300)}
+    assert held == {f"u{i}": f"Bob{i}" for i in range(300)}
+    assert await daemon.stop() == 0
