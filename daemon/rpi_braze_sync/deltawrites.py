@@ -34,9 +34,11 @@ log = logging.getLogger(__name__)
 # (a sync costs milliseconds: one per write would cost more than the writes).
 SYNC_EVERY_S = 0.2
 # ... or sooner, once this many rows wait for it: a request's place is given back once its
-# rows are written, so this, not the sender's places, bounds the rows held (in memory, until
-# their checkpoint) between a write and its sync: at 200,000 rows/s, a sync every 10 ms
-# (peak RSS of a 200,000-row first run: 133-135 MB as before; 136-141 MB with 5,000).
+# rows are written, so the sender's places no longer limit the rows held (in memory, until
+# their checkpoint) between a write and its sync; syncing by rows keeps them few while syncs
+# are fast: at 200,000 rows/s, a sync every 10 ms (peak RSS of a 200,000-row first run:
+# 133-135 MB as before; 136-141 MB with 5,000). It starts a sync, it does not wait for one:
+# while an fsync is slow, the job's limit on bytes held (pipeline.MAX_HELD_BYTES) bounds them.
 SYNC_EVERY_ROWS = 2000
 
 
@@ -93,6 +95,7 @@ class GroupCommit:
         self._sync_due: asyncio.TimerHandle | None = None
         self._retry_due: asyncio.TimerHandle | None = None
         self._syncing = False
+        self._closed = False  # cancel(): no sync or retry is scheduled any more
         self._rows_unsynced = 0  # rows of the writes in _unsynced
         self._hurried = False  # the sender waits for rows that wait for the sync (sync_now)
         self._forgot_at = 0.0  # the last 'forgotten instead' log line (one a minute)
@@ -148,6 +151,8 @@ class GroupCommit:
             )
 
     def sync_soon(self) -> None:
+        if self._closed:  # (a job done after cancel(): the thread is being shut down)
+            return
         if self._sync_due is None and not self._syncing and self._unsynced:
             loop = asyncio.get_running_loop()
             self._sync_due = loop.call_later(0 if self._hurried else SYNC_EVERY_S, self.sync)
@@ -194,7 +199,7 @@ class GroupCommit:
         """Neither written nor forgotten: the rows wait; forgetting is tried again."""
         self.writes.failed("the delta store", exc)
         self._failed += writes
-        if self._retry_due is None:
+        if self._retry_due is None and not self._closed:
             loop = asyncio.get_running_loop()
             self._retry_due = loop.call_later(self.writes.retry_s, self._retry)
 
@@ -248,6 +253,7 @@ class GroupCommit:
 
     def cancel(self) -> None:
         """The daemon stops: no more syncs or retries (what waits stays unsettled)."""
+        self._closed = True
         for due in (self._sync_due, self._retry_due):
             if due is not None:
                 due.cancel()
