@@ -54,6 +54,7 @@ class Run(Protocol):
     named here by what it offers, so that neither module imports the other)."""
 
     inflight: InFlight
+    generation: int  # the Braze workspace's: bumped when a reload names another
     max_age_s: int
     metrics: Metrics
     clock: Callable[[], float]
@@ -96,6 +97,7 @@ class DeltaFile:
         self.rows_unchanged = 0  # rows not sent at all
         self._rows: dict[int, _Sent] = {}  # record index -> the row in flight
         self._first: dict[int, _First] = {}  # record index -> the first-run row in flight
+        self._generation = run.generation  # the workspace its rows in flight were sent to
         self._sent_label = run.metrics.data_points.labels(channel, "sent")
         self._skipped_label = run.metrics.data_points.labels(channel, "skipped")
 
@@ -109,9 +111,12 @@ class DeltaFile:
             chunk.deltas = summaries(chunk.bodies)
         run, inflight = self.run, self.run.inflight
         keys = user_keys(users)
+        self.disown_if_stale()
         token = inflight.lookup_started()
         try:
             records = await run.lookup(keys)
+            if self.disown_if_stale():  # read in the other workspace's store: none holds
+                records = [None] * len(keys)
             now, max_age, mode = int(run.clock()), run.max_age_s, self.mode
             first = Merge.REBUILD if mode == "upsert" else None
             rows_, indexes, rows = chunk.deltas, chunk.indexes, self._rows
@@ -200,6 +205,7 @@ class DeltaFile:
     def acknowledged(self, items: Sequence[Item]) -> asyncio.Future[None] | None:
         """Braze acknowledged these objects: remember their values. Returns the store's write
         (None: nothing to write): the rows' checkpoint must wait until it is done."""
+        self.disown_if_stale()
         run, inflight = self.run, self.run.inflight
         now = int(run.clock())
         indexes = [item.index for item in items]
@@ -265,6 +271,17 @@ class DeltaFile:
                 record_id, rel_path, channel, self.points_sent, self.points_skipped, time.time()
             )
             self.run.file_finished(entry)
+
+    def disown_if_stale(self) -> bool:
+        """A reload named another Braze workspace since this file's rows in flight were
+        compared: whatever they carry (or left out, as the old one held it) the new workspace
+        may not hold, so none of it is remembered; they settle as sent, and their users are
+        sent whole next time. True if so (the rows were dropped from delta's view)."""
+        if self._generation == self.run.generation:
+            return False
+        self._generation = self.run.generation
+        self.close()
+        return True
 
     def close(self) -> None:
         """The file ended (or was given up): rows still held were never answered."""

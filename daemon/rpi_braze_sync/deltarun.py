@@ -89,6 +89,9 @@ class DeltaRun:
         self.metrics = metrics
         self.clock = clock
         self.inflight = InFlight()
+        # Which workspace's store the values belong to: rows compared or sent under an
+        # earlier one are never remembered (deltafile.DeltaFile.disown_if_stale).
+        self.generation = 0
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="delta-store")
         self.commit = GroupCommit(store, self._thread)  # the writes, synced in groups
         # Whether the store takes writes: the daemon pauses sending while it fails, /readyz
@@ -105,6 +108,7 @@ class DeltaRun:
         if workspace == self.workspace:
             return
         self.workspace = workspace
+        self.generation += 1
         log.warning(
             "delta: the Braze workspace (api_url or API key) changed: forgetting every"
             " remembered value; everything is sent again"

@@ -235,3 +235,31 @@ async def test_rows_braze_acknowledges_during_a_graceful_stop_are_remembered(
     held = {f"u{i}": fake_braze.attributes[f"u{i}"]["first_name"] for i in range(300)}
     assert held == {f"u{i}": f"Bob{i}" for i in range(300)}
     assert await daemon.stop() == 0
+
+
+async def test_rows_answered_after_a_change_of_workspace_are_not_remembered_for_the_new_one(
+    daemon: InProcess, fake_braze: FakeBraze
+) -> None:
+    """A reload names another Braze workspace while requests to the old one are in flight:
+    their answers come after the store was emptied for the new workspace, which never got
+    those values (nor those the old store let the rows leave out): nothing is remembered of
+    them, so the next export sends every row whole."""
+    await daemon.start()
+    daemon.drop("run0.txt", rows(300, name="Bob"))
+    await wait_until(daemon.finished(1), what="the first export")
+    fake_braze.latency_s = 0.5
+    daemon.drop("run1.txt", rows(300, name="Ann"))  # first_name only: the rest is held
+    await wait_until(lambda: fake_braze.in_flight_requests > 0, what="requests in flight")
+    daemon.changes["braze"]["api_url"] = fake_braze.url.replace("127.0.0.1", "localhost")
+    write_config(daemon.config_path, daemon.changes)
+    assert daemon.daemon is not None
+    assert daemon.daemon.reload()
+    await wait_until(daemon.finished(2), what="the second export")
+    fake_braze.latency_s = 0.0
+    before = len(fake_braze.objects())
+    daemon.drop("run2.txt", rows(300, name="Ann"))
+    await wait_until(daemon.finished(3), what="the same rows, for the new workspace")
+    sent = sent_for(fake_braze, before)
+    assert sorted(o["external_id"] for o in sent) == sorted(f"u{i}" for i in range(300))
+    assert all("country" in o for o in sent)  # whole: the new workspace holds nothing yet
+    assert await daemon.stop() == 0

@@ -24,6 +24,7 @@ NOW = 1_800_000_000
 class Run:
     def __init__(self) -> None:
         self.inflight = InFlight()
+        self.generation = 0
         self.max_age_s = 30 * 86400
         self.metrics = Metrics()
         self.store: dict[bytes, bytes] = {}
