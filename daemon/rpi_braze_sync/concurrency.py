@@ -59,18 +59,20 @@ class KeptPlaces:
         self.count = 0
         self.freed = freed  # called as each is given back
 
-    def keep(self) -> Slot:
+    def keep(self, rows: int) -> Slot:
+        """The place of an answered request of `rows` rows (acknowledged and rejected)."""
         self.count += 1
-        return Slot(self)
+        return Slot(self, rows)
 
 
 class Slot:
     """One kept place (KeptPlaces), given back once: `release` again does nothing."""
 
-    __slots__ = ("_places",)
+    __slots__ = ("_places", "rows")
 
-    def __init__(self, places: KeptPlaces) -> None:
+    def __init__(self, places: KeptPlaces, rows: int) -> None:
         self._places: KeptPlaces | None = places
+        self.rows = rows  # its request's
 
     def release(self) -> None:
         places, self._places = self._places, None

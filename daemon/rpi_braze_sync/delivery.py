@@ -270,12 +270,12 @@ class Sender:
                 if 0 <= index < len(batch):
                     job.settle_rejected(batch[index], f"Braze: {reason}")
             sent = [item for i, item in enumerate(batch) if i not in errors] if errors else batch
-            self._settle_sent(job, sent)
+            self._settle_sent(job, sent, len(batch))
             self.planner.release(batch)
         elif action is Action.REJECT_ALL:
             for index, item in enumerate(batch):
                 job.settle_rejected(item, f"Braze: {verdict.errors.get(index, verdict.message)}")
-            self._settle_sent(job, [])
+            self._settle_sent(job, [], len(batch))
             self.planner.release(batch)
         elif action in (Action.SPLIT, Action.BISECT):
             self._split(batch, attempt, action, verdict.message)
@@ -292,9 +292,10 @@ class Sender:
             reason = f"http_{reply.status // 100}xx"
             self._retry_later(batch, attempt, reason, f"HTTP {reply.status}: {verdict.message}")
 
-    def _settle_sent(self, job: Job, items: list[Item]) -> None:
-        """With a kept place (KeptPlaces), given back if settling raised (_send: a bug)."""
-        slot = self._kept.keep()
+    def _settle_sent(self, job: Job, items: list[Item], rows: int) -> None:
+        """With a kept place (KeptPlaces) for the request's `rows`, given back if settling
+        raised (_send: a bug)."""
+        slot = self._kept.keep(rows)
         try:
             job.settle_sent(items, slot)
         except BaseException:
@@ -304,7 +305,7 @@ class Sender:
     def _split(self, batch: list[Item], attempt: int, action: Action, message: str) -> None:
         if len(batch) == 1:
             batch[0].job.settle_rejected(batch[0], f"Braze: {message}")
-            self._settle_sent(batch[0].job, [])
+            self._settle_sent(batch[0].job, [], 1)
             self.planner.release(batch)
             return
         if action is Action.SPLIT and len(batch) // 2 < self.planner.batch_size:

@@ -53,18 +53,18 @@ class Remembered(asyncio.Future[None]):
         self.stored = False
         self.place_waits_for_sync = True  # its request's place (give_back_if_stored)
 
-    def give_back_if_stored(self, slot: Slot, rows: int) -> None:
+    def give_back_if_stored(self, slot: Slot) -> None:
         """The places bound what a kill sends again: the rows in flight and those acknowledged
-        that a restart would send again. A request of `rows` rows, none rejected, is no longer
-        among them once the store holds a record for each (remember wrote them): a kill -9
-        leaves the WAL written (in the page cache), the restart reads them again and skips
-        them. So its place is given back now, without waiting for the sync and the checkpoint
-        (which still follow in that order: a power cut). Otherwise (a row without a record,
+        that a restart would send again. A request is no longer among them once the store
+        holds a record for each of its slot.rows rows (so none was rejected): a kill -9 leaves
+        the WAL written (in the page cache), the restart reads them again and skips them. So
+        its place is given back now, without waiting for the sync and the checkpoint (which
+        still follow in that order: a power cut). Otherwise (a row without a record,
         users forgotten instead) the place waits for the checkpoint, as with delta off.
 
         (A user with two rows among those not checkpointed is the exception: his first row,
         read again, differs from his newest record and is sent again, then the second.)"""
-        if self.stored and self.records == rows:
+        if self.stored and self.records == slot.rows:
             self.place_waits_for_sync = False
             slot.release()
 

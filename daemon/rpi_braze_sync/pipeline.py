@@ -85,7 +85,6 @@ class FileJob:
         self._held = HeldChunks()  # what rows taken and not checkpointed hold
         self._settled = asyncio.Event()
         self._broken: str | None = None  # why a request's rows will never settle (fail)
-        self._lost = False  # a row of the request being settled was rejected (settle_sent)
         self.delta: DeltaFile | None = None  # send only what changed (deltarun.py)
         if delta is not None and config.settings.delta_for(channel.name):
             so_far = (record.points_sent or 0, record.points_skipped or 0)  # before a restart
@@ -98,7 +97,6 @@ class FileJob:
     # --- settlement (called by the sender) -----------------------------------------------
 
     def settle_sent(self, items: list[Item], slot: Slot) -> None:
-        lost, self._lost = self._lost, False  # (its rows Braze rejected were settled first)
         written = self.delta.acknowledged(items) if self.delta is not None and items else None
         if written is not None:
             # Settled (and so checkpointed) only once the store holds their values, synced:
@@ -106,8 +104,8 @@ class FileJob:
             # later row going back to those old values would be skipped while Braze holds the
             # new ones. Their request keeps its place until then, unless the store holds
             # them already and a kill would not send them again (deltawrites.Remembered).
-            if isinstance(written, Remembered) and not lost:
-                written.give_back_if_stored(slot, len(items))
+            if isinstance(written, Remembered):
+                written.give_back_if_stored(slot)
             written.add_done_callback(lambda _: self._sent_once_stored(items, slot))
             return
         self._sent(items, slot)
@@ -128,7 +126,6 @@ class FileJob:
         self._done_with(len(indexes))
 
     def settle_rejected(self, item: Item, reason: str) -> None:
-        self._lost = True
         if self.delta is not None:
             self.delta.abandoned([item])
         self.settlement.reject(item.line_no, item.cells, reason)

@@ -128,9 +128,9 @@ async def test_sync_now_syncs_what_waits_without_waiting_for_the_interval(
         # sync, so sync_now does not hurry one (an fsync every few requests, under load).
         places = KeptPlaces(lambda: None)
         done_second = run.remember(second)
-        done_second.give_back_if_stored(places.keep(), len(second) + 1)  # a row without one
+        done_second.give_back_if_stored(places.keep(len(second) + 1))  # a row without one
         assert places.count == 1
-        done_second.give_back_if_stored(places.keep(), len(second))
+        done_second.give_back_if_stored(places.keep(len(second)))
         assert places.count == 1
         run.commit.sync_now()
         due = run.commit._sync_due
