@@ -40,6 +40,7 @@ from .deltarecord import (
     WHOLE_AT,
     RecordHeader,
     header,
+    points_of,
     timed_prefix,
     user_keys,
 )
@@ -149,10 +150,10 @@ class DeltaFile:
                         skipped_points += row[6] + row[8] + (row[7] + row[9] << 8)  # n + m
                         continue
                     if found[8] == row[STATIC_AT:HEADER_BYTES] and not row[1] & COLLIDES:
-                        state_ = _newest_add(chunk, pos, key, row, record, found)
-                        if state_ is not None:  # the daily re-export's row (deltanewest.py)
-                            skipped_points += (row[POINTS_AT] | row[POINTS_AT + 1] << 8) - state_[4]
-                            rows[indexes[pos]] = state_
+                        newest = _newest_add(chunk, pos, key, row, record, found)
+                        if newest is not None:  # the daily re-export's row (deltanewest.py)
+                            rows[indexes[pos]] = newest[0]
+                            skipped_points += newest[1]
                             sending(key)
                             continue
                     decision = compare_row(row, record, now, max_age, mode, found=found)
@@ -296,9 +297,10 @@ class DeltaFile:
 
 def _newest_add(
     chunk: ChunkData, pos: int, key: bytes, row: bytes, record: bytes | None, found: RecordHeader
-) -> _Sent | None:
-    """The row's state when only its last array value added is new (its fields held),
-    its object cut down to that value; None: compare it in full (compare_row)."""
+) -> tuple[_Sent, int] | None:
+    """The row's state, and its data points skipped, when only its last array value added
+    is new (its fields held), its object cut down to that value; None: compare it in full
+    (compare_row)."""
     assert record is not None  # its header was read
     skipped = newest_add_only(row, record, found)
     if skipped is None:
@@ -309,8 +311,7 @@ def _newest_add(
     # orjson's bytes keep the 4 KB it wrote into, held until the row is sent: a copy of
     # its length (a new execution id: 4 KB -> 100 B a row)
     chunk.bodies[pos] = memoryview(body).tobytes()
-    sent = (row[POINTS_AT] | row[POINTS_AT + 1] << 8) - skipped
-    return (key, Merge.NEWEST_ADD, record, row, sent)
+    return (key, Merge.NEWEST_ADD, record, row, points_of(row) - skipped), skipped
 
 
 def _all_plain(summaries_: list[bytes]) -> bool:
