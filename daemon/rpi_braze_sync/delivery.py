@@ -9,11 +9,9 @@ How many requests may be in flight follows what Braze delivers (concurrency.py).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Callable
 
 from .batching import Item, Planner, build_body, split_batch
@@ -23,6 +21,7 @@ from .errors import TransportError
 from .logs import log_if_failed
 from .metrics import Metrics
 from .ratelimit import SlidingWindow, backoff_s, exhausted_wait_s, retry_after_s
+from .resends import Resends
 from .sendjob import Job
 from .settings import BrazeSettings
 
@@ -57,11 +56,9 @@ class Sender:
         self._braze_batch_cap = settings.batch_size  # lowered for the run when Braze says so
         self.limiter = SlidingWindow(settings.rate_limit.requests, settings.rate_limit.seconds)
         self._clock, self._wall, self._rand = clock, wall_clock, rand
-        self._resend: deque[tuple[list[Item], int]] = deque()  # batches that go before new ones
         self._tasks: set[asyncio.Task[None]] = set()  # requests on the wire
-        self._backing_off: dict[int, asyncio.TimerHandle] = {}  # batches waiting to be retried
-        self._retry_keys = itertools.count()
         self._wake = asyncio.Event()
+        self._resends = Resends(self._wake.set)  # batches sent again: before new ones, or later
         self._kept = KeptPlaces(self._wake.set)  # answered, their rows not checkpointed yet
         # Called when no place is left and some are kept (delta: sync the store now).
         self.on_places_kept: Callable[[], None] = lambda: None
@@ -108,12 +105,9 @@ class Sender:
 
     def drop_job(self, job: Job) -> list[Item]:
         removed = self.planner.drop_job(job)
-        for entry in list(self._resend):
-            batch = entry[0]
-            if batch and batch[0].job is job:
-                self._resend.remove(entry)
-                self.planner.release(batch)
-                removed += batch
+        for batch in self._resends.drop_job(job):
+            self.planner.release(batch)
+            removed += batch
         self._update_room()
         return removed
 
@@ -142,7 +136,7 @@ class Sender:
     def outstanding(self) -> int:
         """Requests on the wire, batches waiting to be retried (in an outage, new batches must
         not pile up behind them) and requests answered, their rows not checkpointed yet."""
-        return len(self._tasks) + len(self._backing_off) + self._kept.count
+        return len(self._tasks) + self._resends.backing_off + self._kept.count
 
     def failing_for_s(self) -> float:
         """How long Braze has answered only with errors or not at all (0 when it answers)."""
@@ -153,7 +147,7 @@ class Sender:
     async def run(self) -> None:
         """Start requests as the rate limit and the concurrency allow; runs until cancelled."""
         while True:
-            work = bool(self._resend or self.planner.has_ready)
+            work = bool(self._resends or self.planner.has_ready)
             held = not self._dispatching or self._held
             if held or not work or self.outstanding >= self.concurrency():
                 if (
@@ -180,8 +174,8 @@ class Sender:
                 else:
                     await asyncio.sleep(delay)
                 continue
-            if self._resend:
-                batch, attempt = self._resend.popleft()
+            if self._resends:
+                batch, attempt = self._resends.next()
             else:
                 batch, attempt = self.planner.next_batch(), 0
                 self._update_room()
@@ -204,9 +198,7 @@ class Sender:
         """Let requests on the wire finish for up to `grace_s`, then cancel the rest. Batches
         waiting to be retried are not waited for: they stay unsettled, sent after a restart."""
         self.stop_dispatching()
-        for handle in self._backing_off.values():
-            handle.cancel()
-        self._backing_off.clear()
+        self._resends.cancel_backoffs()
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
             for task in pending:
@@ -287,7 +279,7 @@ class Sender:
                 wait = backoff_s(attempt, 1.0, self.settings.retry_max_delay_seconds, self._rand)
             self.limiter.block(self._clock() + wait)
             self.metrics.retries.labels("rate_limited").inc()
-            self._resend.appendleft((batch, attempt))
+            self._resends.first(batch, attempt)
         else:
             reason = f"http_{reply.status // 100}xx"
             self._retry_later(batch, attempt, reason, f"HTTP {reply.status}: {verdict.message}")
@@ -318,8 +310,8 @@ class Sender:
             )
         self.metrics.retries.labels("too_large" if action is Action.SPLIT else "bisect").inc()
         first, second = split_batch(batch)
-        self._resend.appendleft((second, attempt))
-        self._resend.appendleft((first, attempt))
+        self._resends.first(second, attempt)
+        self._resends.first(first, attempt)
 
     def _pause_for_auth(self, batch: list[Item], attempt: int, status: int, message: str) -> None:
         if not self.auth_failing:
@@ -335,7 +327,7 @@ class Sender:
             )
         self.metrics.retries.labels("auth").inc()
         self.limiter.block(self._clock() + self.settings.auth_retry_seconds)
-        self._resend.appendleft((batch, attempt))
+        self._resends.first(batch, attempt)
 
     def _retry_later(self, batch: list[Item], attempt: int, reason: str, detail: str) -> None:
         """Send the batch again after a backoff; its users stay claimed meanwhile (no
@@ -347,12 +339,4 @@ class Sender:
                 "Braze did not answer well (%s); retrying with backoff, nothing is lost", detail
             )
         delay = backoff_s(attempt, RETRY_BASE_S, self.settings.retry_max_delay_seconds, self._rand)
-        key = next(self._retry_keys)
-        self._backing_off[key] = asyncio.get_running_loop().call_later(
-            delay, self._resend_now, key, batch, attempt + 1
-        )
-
-    def _resend_now(self, key: int, batch: list[Item], attempt: int) -> None:
-        del self._backing_off[key]
-        self._resend.append((batch, attempt))
-        self._wake.set()
+        self._resends.after(delay, batch, attempt + 1)

@@ -38,7 +38,7 @@ SYNC_EVERY_S = 0.2
 # their checkpoint) between a write and its sync; syncing by rows keeps them few while syncs
 # are fast: at 200,000 rows/s, a sync every 10 ms (peak RSS of a 200,000-row first run:
 # 133-135 MB as before; 136-141 MB with 5,000). It starts a sync, it does not wait for one:
-# while an fsync is slow, the job's limit on bytes held (pipeline.MAX_HELD_BYTES) bounds them.
+# while an fsync is slow, the job's limit on bytes held (backlog.MAX_HELD_BYTES) bounds them.
 SYNC_EVERY_ROWS = 2000
 
 

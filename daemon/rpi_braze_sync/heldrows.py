@@ -1,6 +1,7 @@
 """Pure: the bytes a file job holds for rows it has taken and not yet checkpointed (their
-bodies and source rows, and delta's copies), chunk by chunk. pipeline.py reads no further
-while they are over its bound: the sender's own bounds count rows, and a row can be 1 MiB."""
+bodies and source rows, and delta's copies), chunk by chunk. The job reads no further while
+they are over its bound (backlog.py): the sender's own bounds count rows, and a row can be
+1 MiB."""
 
 from __future__ import annotations
 

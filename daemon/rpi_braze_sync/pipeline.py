@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 
 from .afterdone import after_done
+from .backlog import Backlog
 from .batching import Item
 from .chunks import ChunkData, ChunkSource, FileRequest
 from .concurrency import Slot
@@ -32,7 +33,6 @@ from .fileidentity import VersionAction
 from .fileprogress import FileProgress
 from .filestates import FileState
 from .fileversions import settle_version
-from .heldrows import HeldChunks
 from .inspection import FileInspection, inspect_file, share_available
 from .journal import FileRecord
 from .logs import export_logger, log_if_failed
@@ -45,9 +45,6 @@ log = logging.getLogger(__name__)
 # tries while the share itself is available); FileJob.retry_reason says why.
 WAIT_FOR_SHARE = "wait_for_share"
 SHARE_WAIT_S = 5.0
-# Rows read and not yet settled hold their bodies and source rows: at most about this many
-# bytes of them (the sender's own bounds count rows, and rows can be 1 MiB each).
-MAX_HELD_BYTES = 64 << 20
 
 
 ExportOf = Callable[[str], ExportPath | None]
@@ -81,9 +78,7 @@ class FileJob:
             record, sending.journal, sending.writer, sending.state_writes, metrics, channel.name
         )
         self.report = FileProgress(self.source, self.log, lambda: self.settlement.settled_rows)
-        self._outstanding = 0  # rows taken and not settled yet
-        self._held = HeldChunks()  # what rows taken and not checkpointed hold
-        self._settled = asyncio.Event()
+        self.backlog = Backlog(metrics.backlog_rows)  # rows taken: not settled, bytes held
         self._broken: str | None = None  # why a request's rows will never settle (fail)
         self.delta: DeltaFile | None = None  # send only what changed (deltarun.py)
         if delta is not None and config.settings.delta_for(channel.name):
@@ -123,26 +118,20 @@ class FileJob:
     def _sent(self, items: list[Item], slot: Slot) -> None:
         indexes = [item.index for item in items]
         self.settlement.sent_rows(indexes, slot)
-        self._done_with(len(indexes))
+        self.backlog.remove(len(indexes))
 
     def settle_rejected(self, item: Item, reason: str) -> None:
         if self.delta is not None:
             self.delta.abandoned([item])
         self.settlement.reject(item.line_no, item.cells, reason)
         self.settlement.settle([item.index])
-        self._done_with(1)
+        self.backlog.remove(1)
 
     def fail(self, exc: Exception, items: list[Item]) -> None:
         """(A bug, logged by the caller.) Those of `items` not settled never will be: the
         file stops reading, waits for its other requests and is tried again (its checkpoint)."""
         self._broken = f"a request failed while being sent or settled ({exc!r}; see the log)"
-        self._done_with(len(self.settlement.progress.unsettled([i.index for i in items])))
-
-    def _done_with(self, rows: int) -> None:
-        self._outstanding -= rows
-        self.metrics.backlog_rows.dec(rows)
-        if self._outstanding == 0:
-            self._settled.set()
+        self.backlog.remove(len(self.settlement.progress.unsettled([i.index for i in items])))
 
     # --- the run -------------------------------------------------------------------------
 
@@ -246,7 +235,7 @@ class FileJob:
         try:
             while True:
                 await self.sender.wait_room()
-                await self._wait_held_room()
+                await self.backlog.until_room(self._checkpoint, self._is_broken)
                 if self._broken is not None:
                     raise RequestFailedError(self._broken)
                 chunk = await source.next_chunk()
@@ -255,7 +244,7 @@ class FileJob:
                 records_read = chunk.records_read
                 if chunk.at_end:
                     break
-            await self._wait_settled()
+            await self.backlog.until_settled()
             if self._broken is not None:
                 raise RequestFailedError(self._broken)
             stated = source.stated
@@ -271,9 +260,8 @@ class FileJob:
             unsent = self.sender.drop_job(self)
             if self.delta is not None:
                 self.delta.abandoned(unsent)
-            self._outstanding -= len(unsent)
-            self.metrics.backlog_rows.dec(len(unsent))
-            await self._wait_settled()
+            self.backlog.remove(len(unsent))
+            await self.backlog.until_settled()
             if isinstance(exc, (ShareUnavailableError, RequestFailedError)):
                 self.retry_reason, outcome = f"{exc}; {settlement.sent} rows sent so far", None
             else:
@@ -304,13 +292,11 @@ class FileJob:
             self.log.info("done: %s: %s", self.report.summary(), counts)
         return await self._finish(*outcome)
 
-    async def _wait_held_room(self) -> None:
-        """Wait, before reading on, until the rows held take less than MAX_HELD_BYTES."""
-        while True:
-            held = self._held.release_to(self.settlement.progress.checkpoint)
-            if held < MAX_HELD_BYTES or not self._outstanding or self._broken:
-                return
-            await asyncio.sleep(0.05)  # (only over the bound: rows of hundreds of KB)
+    def _checkpoint(self) -> int:
+        return self.settlement.progress.checkpoint
+
+    def _is_broken(self) -> bool:
+        return self._broken is not None
 
     def _take(self, chunk: ChunkData, unchanged: list[int] | None = None) -> None:
         """`unchanged`: rows delta left with nothing to send, settled as sent (Braze holds
@@ -323,25 +309,17 @@ class FileJob:
             size = sum(map(len, chunk.bodies)) + sum(map(len, chunk.packed))
             if self.delta is not None:  # what delta holds for those rows until answered
                 size += self.delta.held_bytes(chunk)
-            self._held.take(chunk.indexes[-1] + 1, size)
-        self._outstanding += rows
-        self.metrics.backlog_rows.inc(rows)
-        if self._outstanding:
-            self._settled.clear()
+            self.backlog.held.take(chunk.indexes[-1] + 1, size)
+        self.backlog.add(rows)
         for _, line_no, cells, reason in chunk.rejected:
             settlement.reject(line_no, cells, reason)
         if chunk.rejected:
             settlement.settle([index for index, _, _, _ in chunk.rejected])
-            self._done_with(len(chunk.rejected))
+            self.backlog.remove(len(chunk.rejected))
         if unchanged:
             settlement.sent_rows(unchanged)
-            self._done_with(len(unchanged))
+            self.backlog.remove(len(unchanged))
         self.sender.submit(chunk.items_for(self))
-
-    async def _wait_settled(self) -> None:
-        if self._outstanding:
-            self._settled.clear()
-            await self._settled.wait()
 
     async def suspend(self) -> None:
         """Shutdown, after requests in flight settled: record how far the file got. Delta's
