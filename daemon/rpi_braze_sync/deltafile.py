@@ -113,7 +113,7 @@ class DeltaFile:
         run, inflight = self.run, self.run.inflight
         keys = user_keys(users)
         self.disown_if_stale()
-        token = inflight.lookup_started()
+        token = inflight.lookup_started(keys)
         try:
             records = await run.lookup(keys)
             if self.disown_if_stale():  # read in the other workspace's store: none holds

@@ -15,7 +15,7 @@ class InFlight:
     - a chunk's records were read, then a row of one of its users was acknowledged and its
       new record written, before the chunk was compared: compare with the newer record.
 
-    Per chunk: token = lookup_started(); records = store.lookup(keys); per row base(token,
+    Per chunk: token = lookup_started(keys); records = store.lookup(keys); per row base(token,
     key, record), compare, and sending(key) if it sends; lookup_done(token). Per answer:
     latest(key, compared_with) is build_record's base, then answered(key, written or None).
     """
@@ -25,13 +25,18 @@ class InFlight:
         self._rows: dict[bytes, int] = {}  # user -> rows sent and not yet answered
         self._written: dict[bytes, tuple[int, bytes]] = {}  # user -> (seq, newest record)
         self._lookups: dict[int, int] = {}  # outstanding lookup token -> seq when it began
+        # outstanding lookup token -> the users it reads (None: any): a record written while
+        # it is outstanding is kept for it only if it reads that user (acknowledged_all)
+        self._reads: dict[int, set[bytes] | None] = {}
         self._next_token = 0
 
-    def lookup_started(self) -> int:
-        """Call just before reading a chunk's records from the store."""
+    def lookup_started(self, keys: Iterable[bytes] | None = None) -> int:
+        """Call just before reading the records of a chunk's users (`keys`; None: not said,
+        every record written until lookup_done is kept for it)."""
         token = self._next_token
         self._next_token += 1
         self._lookups[token] = self._seq
+        self._reads[token] = None if keys is None else set(keys)
         return token
 
     def base(self, token: int, key: bytes, looked_up: bytes | None) -> tuple[bytes | None, bool]:
@@ -45,6 +50,7 @@ class InFlight:
     def lookup_done(self, token: int) -> None:
         """The chunk is compared (and its sending rows registered): forget what only it needed."""
         del self._lookups[token]
+        del self._reads[token]
         oldest = min(self._lookups.values(), default=self._seq)
         stale = [
             k for k, (seq, _) in self._written.items() if seq <= oldest and k not in self._rows
@@ -61,7 +67,9 @@ class InFlight:
         """Whether base() of every key is (its looked-up record, not busy), and no key repeats:
         a chunk of users none of whose rows is in flight or was written since the lookup (the
         first run's usual chunk; then sending_all instead of base and sending row by row)."""
-        users = set(keys)
+        users = self._reads[token]
+        if users is None:
+            users = set(keys)
         # Views first: a dict view against a set walks the smaller of the two (a set against a
         # view walks the whole view: every row in flight, per chunk).
         if len(users) != len(keys) or not self._rows.keys().isdisjoint(users):
@@ -117,12 +125,33 @@ class InFlight:
             self.answered_all(zip(keys, records, strict=True))
             return
         seq, count = self._seq, len(keys)
-        if self._lookups:  # kept for base() of the chunks being looked up
+        read = self._read_by_lookups(keys) if self._lookups else set()
+        if read is None:  # kept for base() of the chunks being looked up
             numbered = zip(range(seq + 1, seq + count + 1), records, strict=True)
             self._written.update(zip(keys, numbered, strict=True))
-        elif self._written:  # none of these users busy: nothing kept (as answered())
+        elif read:  # (rare: a user of the first run's chunk being looked up answered now)
+            written = self._written
+            for n, (key, record) in enumerate(zip(keys, records, strict=True), seq + 1):
+                if key in read:
+                    written[key] = (n, record)
+                else:
+                    written.pop(key, None)
+        elif self._written:  # none of these users busy or read: nothing kept (as answered())
             list(map(self._written.pop, keys, repeat(None)))
         self._seq = seq + count
+
+    def _read_by_lookups(self, keys: list[bytes]) -> set[bytes] | None:
+        """Which of these users the outstanding lookups read (None: some lookup did not say
+        which users it reads). A record of a user none of them reads is needed by none:
+        base() and quiet() are asked only of a lookup's own users, a later lookup reads the
+        store (written before the answer's rows settle), and latest() only while the user
+        has another row in flight (acknowledged_all keeps those one by one, as answered())."""
+        read: set[bytes] = set()
+        for users in self._reads.values():
+            if users is None:
+                return None
+            read |= users.intersection(keys)
+        return read
 
     def __len__(self) -> int:
         """Users held (bounded by rows in flight and writes during outstanding lookups)."""

@@ -195,3 +195,46 @@ def test_acknowledged_all_with_a_user_twice_is_answered_row_by_row() -> None:
     assert bulk._rows == single._rows == {}
     assert bulk._written == single._written
     assert bulk.latest(a, None) == b"r2"
+
+
+def test_acknowledged_all_keeps_records_only_for_the_users_a_lookup_reads() -> None:
+    """A lookup that names its users keeps, of the first run's bulk answer, only their records:
+    base() and quiet() of that lookup answer as if every record were kept, and a user no
+    lookup reads is held no more (a later lookup reads the store)."""
+    a, b, c, d = user_key("a"), user_key("b"), user_key("c"), user_key("d")
+    named, unnamed = InFlight(), InFlight()
+    tokens = []
+    for flight in (named, unnamed):
+        flight.sending_all([a, b, c])
+        tokens.append(flight.lookup_started([b, d] if flight is named else None))
+    for flight in (named, unnamed):
+        flight.acknowledged_all([a, b, c], [b"ra", b"rb", b"rc"])
+    for key in (b, d):
+        assert named.base(tokens[0], key, b"old") == unnamed.base(tokens[1], key, b"old")
+    assert named.base(tokens[0], b, b"old") == (b"rb", False)  # written since it began
+    assert named.quiet(tokens[0], [b, d]) is unnamed.quiet(tokens[1], [b, d]) is False
+    assert named._written.keys() == {b}
+    assert named.latest(a, b"base") == b"base"  # no row of a in flight: nothing kept
+    assert named._seq == unnamed._seq == 3
+    named.lookup_done(tokens[0])
+    assert len(named) == 0
+
+
+def test_a_named_lookup_drops_an_older_record_of_a_user_it_does_not_read() -> None:
+    """A record kept from an earlier answer (while a lookup read its user) is not left behind
+    by a newer one: latest() must never give the older."""
+    a, b = user_key("a"), user_key("b")
+    flight = InFlight()
+    flight.sending_all([a, b])
+    first = flight.lookup_started([a])
+    flight.acknowledged_all([a], [b"a1"])  # kept: the lookup reads a
+    flight.sending(a)  # a's next row, compared with a1 (base of the lookup)
+    assert flight.base(first, a, None) == (b"a1", True)
+    second = flight.lookup_started([b])
+    flight.lookup_done(first)
+    assert flight.latest(a, None) == b"a1"  # a's row in flight: its base kept
+    flight.acknowledged_all([a, b], [b"a2", b"b1"])
+    assert flight.latest(a, b"its base") == b"its base"  # a2 is in the store; a1 not kept
+    assert flight.base(second, b, None) == (b"b1", False)
+    flight.lookup_done(second)
+    assert len(flight) == 0
