@@ -16,13 +16,12 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .announce import announce, warn_if_network_state
 from .braze import Transport
 from .config import LoadedConfig
 from .delivery import Sender
-from .deltarun import DeltaRun
 from .errors import JournalError
 from .filequeue import FileQueue
 from .journal import Journal
@@ -42,6 +41,9 @@ from .statewrites import StateWrites
 from .statusweb import add_status_page
 from .watch import Watcher
 from .watchrules import ExportPath, classify_path
+
+if TYPE_CHECKING:
+    from .deltarun import DeltaRun  # (imported only when a channel uses delta: lead.py)
 
 log = logging.getLogger(__name__)
 

@@ -59,6 +59,13 @@ class LoadedConfig:
         return self.settings.braze.dry_run
 
     @property
+    def uses_delta(self) -> bool:
+        """Some channel sends only what changed (never in a dry run: nothing is acknowledged).
+        Asked before delta's modules are imported (lead.py): off, the daemon never loads them."""
+        settings = self.settings
+        return not self.dry_run and any(settings.delta_for(name) for name in settings.channels)
+
+    @property
     def journal_url(self) -> str | None:
         """The PostgreSQL journal's URL when this run uses it: a dry run keeps its SQLite
         journal in state_directory (it must never mark a file done for the live pair)."""

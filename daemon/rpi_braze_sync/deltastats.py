@@ -13,8 +13,6 @@ from pathlib import Path
 
 import orjson
 
-from .deltastore import STORE_DIRECTORY
-
 FILE_NAME = "files.jsonl"
 KEEP_DAYS = 90
 TOTAL_DAYS = 30  # status's totals
@@ -31,6 +29,8 @@ class FilePoints:
 
 
 def _path(state_directory: Path) -> Path:
+    from .deltastore import STORE_DIRECTORY  # (here: the status page imports this module)
+
     return Path(state_directory) / STORE_DIRECTORY / FILE_NAME
 
 

@@ -12,7 +12,6 @@ import argparse
 import time
 from typing import Any
 
-from .deltastore import DeltaStore
 from .errors import UsageError
 from .status import load_for_journal
 
@@ -44,6 +43,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
     if args.older_than is not None and args.older_than < 0:
         raise UsageError("--older-than takes a number of days, 0 or more")
     config = load_for_journal(args)
+    from .deltastore import DeltaStore  # (here: not loaded by every command, nor the daemon)
+
     store = DeltaStore.open_existing(config.state_directory)
     if store is None:
         print(f"nothing remembered in {config.state_directory}: nothing to forget")

@@ -11,13 +11,12 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from .announce import secret_env_names
 from .braze import HttpTransport, OutboxTransport, Transport
 from .config import LoadedConfig
 from .delivery import Sender
-from .deltarun import DeltaRun, open_delta, uses_delta
-from .deltastore import DeltaStoreError
 from .filequeue import FileQueue
 from .journal import Journal
 from .listener import JournalListener
@@ -28,6 +27,9 @@ from .sending import FileJobContext
 from .sources import MappingProcess, chunk_opener
 from .statewriter import StateWriter
 from .statewrites import StateWrites
+
+if TYPE_CHECKING:
+    from .deltarun import DeltaRun
 from .watch import Watcher
 from .watchrules import ExportPath
 
@@ -107,7 +109,7 @@ def open_lead(stack: contextlib.AsyncExitStack, journal: Journal, shared: Shared
         follow(opened.apply)  # another Braze workspace: a fresh store
         shared.on_delta(opened)
 
-    delta = open_delta(config, metrics, state_writes.retry_s)
+    delta = _open_delta(config, metrics, state_writes.retry_s)
     if delta is not None:
         use(delta)
     sending = FileJobContext(
@@ -123,10 +125,12 @@ def open_lead(stack: contextlib.AsyncExitStack, journal: Journal, shared: Shared
         without it). Turned off, jobs stop using it (FileJob asks the config it starts with);
         it stays open, for a reload that turns it on again."""
         nonlocal delta
-        if delta is not None or not uses_delta(new):
+        if delta is not None or not new.uses_delta:
             return
+        from .deltastore import DeltaStoreError
+
         try:
-            delta = open_delta(new, metrics, state_writes.retry_s)
+            delta = _open_delta(new, metrics, state_writes.retry_s)
         except DeltaStoreError as exc:
             log.error("delta: turned on by the reload, but %s: files are sent whole", exc)
             return
@@ -156,3 +160,14 @@ def _endpoint_of(transport: HttpTransport) -> Callable[[LoadedConfig], None]:
             transport.set_endpoint(config.settings.braze.api_url, config.api_key)
 
     return apply
+
+
+def _open_delta(config: LoadedConfig, metrics: Metrics, retry_s: float) -> DeltaRun | None:
+    """Delta's store, if a channel uses delta. Its modules (the store's, the file's, the
+    summaries' fast paths) are imported only then: with delta off, the daemon never loads
+    them, nor the memory their code takes."""
+    if not config.uses_delta:
+        return None
+    from .deltarun import open_delta
+
+    return open_delta(config, metrics, retry_s)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -20,8 +21,6 @@ from .batching import Item
 from .chunks import ChunkData, ChunkSource, FileRequest
 from .concurrency import Slot
 from .config import Channel
-from .deltafile import DeltaFile
-from .deltawrites import Remembered
 from .errors import (
     ExportFileError,
     FileVanishedError,
@@ -39,6 +38,9 @@ from .logs import export_logger, log_if_failed
 from .sending import FileJobContext
 from .settlement import Settlement
 from .watchrules import ExportPath
+
+if TYPE_CHECKING:
+    from .deltafile import DeltaFile  # (imported only when a channel uses delta)
 
 log = logging.getLogger(__name__)
 # Not a journal state: the file stays 'sending' and is tried again (filequeue.py counts the
@@ -82,6 +84,8 @@ class FileJob:
         self._broken: str | None = None  # why a request's rows will never settle (fail)
         self.delta: DeltaFile | None = None  # send only what changed (deltarun.py)
         if delta is not None and config.settings.delta_for(channel.name):
+            from .deltafile import DeltaFile
+
             so_far = (record.points_sent or 0, record.points_skipped or 0)  # before a restart
             self.delta = DeltaFile(delta, channel.name, channel.settings.mode, so_far)
             self.settlement.points = self.delta.points
@@ -94,6 +98,8 @@ class FileJob:
     def settle_sent(self, items: list[Item], slot: Slot) -> None:
         written = self.delta.acknowledged(items) if self.delta is not None and items else None
         if written is not None:
+            from .deltawrites import Remembered  # (delta's: imported only when it is used)
+
             # Settled (and so checkpointed) only once the store holds their values, synced:
             # killed after a checkpoint that covered them with the store's old values, a
             # later row going back to those old values would be skipped while Braze holds the

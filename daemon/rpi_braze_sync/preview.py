@@ -11,14 +11,13 @@ import argparse
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import orjson
 
 from .boundedlines import CsvRecord
 from .chunks import Drop
 from .config import Channel, LoadedConfig, load_config
-from .deltaview import DeltaView
 from .errors import ExportFileError, HeaderError, InputMissingError, UsageError
 from .inspection import inspect_file
 from .mapper import FileMapper, MappedRows, bind
@@ -26,6 +25,9 @@ from .mapping import parse_path_pattern
 from .reader import ExportReader
 from .shareio import special_kind
 from .watchrules import ExportPath, classify_path
+
+if TYPE_CHECKING:
+    from .deltaview import DeltaView  # (imported by --explain only: the daemon loads this module)
 
 
 def channel_for(
@@ -89,6 +91,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=err)
     view = None
     if args.explain:  # what delta would leave out (deltaview.py), the store read-only
+        from .deltaview import DeltaView
+
         channel, _ = channel_for(config, args.export_file, args.channel)
         view = DeltaView.open(args.config, config, channel.name)
         if view is not None:

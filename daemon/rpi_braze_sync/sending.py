@@ -7,15 +7,18 @@ constructor parameters.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .chunks import OpenChunks
 from .config import LoadedConfig
 from .delivery import Sender
-from .deltarun import DeltaRun
 from .journal import Journal
 from .metrics import Metrics
 from .statewriter import StateWriter
 from .statewrites import StateWrites
+
+if TYPE_CHECKING:
+    from .deltarun import DeltaRun  # (imported only when a channel uses delta: lead.py)
 
 
 @dataclass(frozen=True)
