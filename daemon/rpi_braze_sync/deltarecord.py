@@ -4,7 +4,7 @@ for its user once Braze acknowledged it; the daemon then compares and merges byt
 object's values (delta.py).
 
 Fingerprints are XXH3, specified and the same on every platform, process and version (unlike
-hash()): 64 bits per value and per whole object, 32 per path, 128 per user key.
+hash()): 64 bits per value and per whole object, 32 per path, 128 in a long user's key.
 """
 
 from __future__ import annotations
@@ -46,14 +46,37 @@ value_fp = xxhash.xxh3_64_digest
 _user_digest = xxhash.xxh3_128_digest
 
 
+# A user's key keeps the order of identities: its UTF-8 bytes, or for a longer identity the
+# first KEY_BYTES of them and the XXH3-128 of the whole. RPI exports an audience in the same
+# order run after run, often sorted by id, so a chunk's lookups and writes land in a few
+# blocks (lookups of an unchanged run: 8-10 -> about 3 us a row), and RocksDB moves files
+# down rather than rewriting them. One key names one identity: a short key (<= KEY_BYTES) is
+# the identity itself, a long one is KEY_BYTES + 16 bytes, so the two never meet; two long
+# ones only if their identities share KEY_BYTES bytes and a 128-bit digest (as unlikely as
+# two digests meeting: the key was that digest alone before). No key starts with 0xFF
+# (UTF-8 has no such byte), and RocksDB compresses the prefix a key shares with the one
+# before it. 48: a UUID (36), an email or a user alias with its label stay whole, in order.
+KEY_BYTES = 48
+
+
 def user_key(user: str) -> bytes:
     """The store's key for a user (the mapping's user identity, e.g. an external_id)."""
-    return _user_digest(user.encode("utf-8"))
+    return _key_of(user.encode("utf-8"))
+
+
+def _key_of(identity: bytes) -> bytes:
+    if len(identity) <= KEY_BYTES:
+        return identity
+    return identity[:KEY_BYTES] + _user_digest(identity)
 
 
 def user_keys(users: Iterable[str]) -> list[bytes]:
-    """user_key of each user, with no Python call per user (a chunk's, in the daemon)."""
-    return list(map(_user_digest, map(str.encode, users)))
+    """user_key of each user, with no Python call per user when none is long (a chunk's, in
+    the daemon)."""
+    encoded = list(map(str.encode, users))
+    if encoded and max(map(len, encoded)) > KEY_BYTES:
+        return list(map(_key_of, encoded))
+    return encoded
 
 
 # --- fingerprints of paths, cached: a mapping has few paths, a file few field sets ----------

@@ -6,37 +6,33 @@ takes both at once); one process writes, others may open it read-only.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import os
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, cast
 
+from . import deltarocks
 from .delta import refreshed_at, user_key
+from .deltarocks import DIR_MODE, FILE_MODE, rocks
 from .errors import RpiBrazeSyncError, StateLockedError
 
-if TYPE_CHECKING:  # loaded by _rocks() when a store is opened
-    import rocksdict as rocks
+if TYPE_CHECKING:
+    import rocksdict
 
 log = logging.getLogger(__name__)
 
 STORE_DIRECTORY = "delta"  # under the state directory
-_DB = "db"
+# RocksDB's directory, named for its key format (deltarecord.user_key): a store of an older
+# one is removed when the store is opened for writing, with a log line. "db": keys were the
+# XXH3-128 of the identity.
+_DB = "users"
+_OLDER_DBS = ("db",)
 _WORKSPACE = "WORKSPACE"
-_FILE_MODE, _DIR_MODE = 0o640, 0o750
-_KEY_END = b"\xff" * 17  # after every 16-byte user key
+_KEY_END = b"\xff"  # after every user key: none starts with 0xFF
 SWEEP_STEP = 50_000  # records read per sweep step: a few tenths of a second
-
-# Memory, whatever the number of users: the block cache and the memtables are fixed; each
-# table's index and bloom filter live in the cache too, partitioned, with only their small
-# top level pinned. Measured (600,000 users of 500-byte records): 29 MB of resident memory
-# with these sizes, 41 MB with 16 and 8; the daemon's whole budget is 150 MB at 5M users.
-CACHE_BYTES = 8 << 20
-MEMTABLE_BYTES = 4 << 20
 
 
 class DeltaStoreError(RpiBrazeSyncError):
@@ -54,64 +50,14 @@ def workspace_fingerprint(api_url: str, api_key: str) -> str:
     return digest.hexdigest()
 
 
-@functools.cache
-def _rocks() -> ModuleType:
-    """RocksDB's binding, imported when a store is first opened: the import alone costs about
-    8 MB of resident memory, which a daemon with delta off (the default) should not pay."""
-    import rocksdict
-
-    return rocksdict
-
-
-def _options(create: bool) -> rocks.Options:
-    rdb = _rocks()
-    options: rocks.Options = rdb.Options(raw_mode=True)
-    options.create_if_missing(create)
-    table = rdb.BlockBasedOptions()
-    table.set_block_cache(rdb.Cache(CACHE_BYTES))
-    table.set_bloom_filter(10, False)  # a user never seen costs no block read
-    table.set_cache_index_and_filter_blocks(True)
-    table.set_index_type(rdb.BlockBasedIndexType.two_level_index_search())
-    table.set_partition_filters(True)
-    table.set_pin_top_level_index_and_filter(True)
-    table.set_pin_l0_filter_and_index_blocks_in_cache(True)
-    options.set_block_based_table_factory(table)
-    # The path fingerprints repeat from record to record: LZ4 halves the size on disk.
-    options.set_compression_type(rdb.DBCompressionType.lz4())
-    options.set_bottommost_compression_type(rdb.DBCompressionType.lz4())
-    options.set_write_buffer_size(MEMTABLE_BYTES)
-    # A bloom filter of each memtable's keys (a tenth of its size): a user never seen skips
-    # its skip list (a first run's lookups, 200,000 users: 1.15 -> 0.77 us a key).
-    options.set_memtable_prefix_bloom_ratio(0.1)
-    options.set_memtable_whole_key_filtering(True)
-    options.set_max_write_buffer_number(2)
-    options.set_target_file_size_base(32 << 20)
-    options.set_level_compaction_dynamic_level_bytes(True)
-    options.set_max_background_jobs(2)
-    options.set_max_open_files(512)
-    options.set_keep_log_file_num(2)
-    options.set_max_log_file_size(1 << 20)
-    return options
-
-
-def _restrict_modes(directory: Path) -> None:
-    """0750 folders, 0640 files; and a umask that keeps it so for the files RocksDB creates
-    later from its own threads (the systemd unit sets UMask=0027 too)."""
-    os.umask(os.umask(0) | 0o027)
-    for path in (directory, *directory.rglob("*")):
-        mode = _DIR_MODE if path.is_dir() else _FILE_MODE
-        if path.stat().st_mode & 0o777 & ~mode:
-            path.chmod(mode)
-
-
 class DeltaStore:
     """Records by user key; `lookup` and `remember` take a chunk's or a batch's worth."""
 
-    def __init__(self, directory: Path, db: rocks.Rdict, read_only: bool) -> None:
+    def __init__(self, directory: Path, db: rocksdict.Rdict, read_only: bool) -> None:
         self.directory = directory
         self._db = db
         self._read_only = read_only
-        self._synced = _rocks().WriteOptions()
+        self._synced = rocks().WriteOptions()
         self._synced.sync = True
 
     # --- opening -----------------------------------------------------------------------
@@ -119,14 +65,15 @@ class DeltaStore:
     @classmethod
     def open(cls, state_directory: Path, workspace: str) -> DeltaStore:
         """Open for writing, creating the store if need be. A store of another workspace (or
-        of unknown origin) is emptied first, with a log line."""
+        of unknown origin), or of an older key format, is emptied first, with a log line."""
         directory = Path(state_directory) / STORE_DIRECTORY
         try:
-            directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+            directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             marker = directory / _WORKSPACE
             found = marker.read_text().strip() if marker.exists() else None
+            older = [directory / name for name in _OLDER_DBS if (directory / name).exists()]
             if found != workspace:
-                if found is not None or (directory / _DB).exists():
+                if found is not None or (directory / _DB).exists() or older:
                     log.warning(
                         "delta: the Braze workspace (api_url or API key) changed since values "
                         "were remembered in %s: starting with nothing remembered",
@@ -134,8 +81,16 @@ class DeltaStore:
                     )
                 shutil.rmtree(directory / _DB, ignore_errors=True)
                 _write_marker(marker, workspace)
-            db = _rocks().Rdict(str(directory / _DB), _options(create=True))
-            _restrict_modes(directory)
+            elif older:
+                log.warning(
+                    "delta: the values remembered in %s are kept under keys of an earlier "
+                    "version: starting with nothing remembered",
+                    directory,
+                )
+            for path in older:
+                shutil.rmtree(path, ignore_errors=True)
+            db = rocks().Rdict(str(directory / _DB), deltarocks.options(create=True))
+            deltarocks.restrict_modes(directory)
         except OSError as exc:
             raise DeltaStoreError(f"cannot open the delta store in {directory}: {exc}") from exc
         except Exception as exc:  # rocksdict raises bare Exception for RocksDB's errors
@@ -151,7 +106,7 @@ class DeltaStore:
         if not (directory / _DB / "CURRENT").exists():
             return None
         try:
-            db = _rocks().Rdict(str(directory / _DB), _options(create=False))
+            db = rocks().Rdict(str(directory / _DB), deltarocks.options(create=False))
         except Exception as exc:
             raise _converted(exc, directory) from exc
         return cls(directory, db, read_only=False)
@@ -170,10 +125,10 @@ class DeltaStore:
                 return None
             if not (directory / _DB / "CURRENT").exists():
                 return None
-            db = _rocks().Rdict(
+            db = rocks().Rdict(
                 str(directory / _DB),
-                _options(create=False),
-                access_type=_rocks().AccessType.read_only(),
+                deltarocks.options(create=False),
+                access_type=rocks().AccessType.read_only(),
             )
         except OSError as exc:
             raise DeltaStoreError(f"cannot read the delta store in {directory}: {exc}") from exc
@@ -224,7 +179,7 @@ class DeltaStore:
     def remember(self, records: Iterable[tuple[bytes, bytes]]) -> None:
         """Write acknowledged records (user key, delta.build_record's bytes) as one batch, in
         order: the last record of a key wins."""
-        batch = _rocks().WriteBatch(raw_mode=True)
+        batch = rocks().WriteBatch(raw_mode=True)
         for key, record in records:
             batch.put(key, record)
         if batch.len():
@@ -233,7 +188,7 @@ class DeltaStore:
     def forget_keys(self, keys: Iterable[bytes]) -> None:
         """Step 2 when `remember` failed: those users' old records must not stay (their rows'
         checkpoint would cover values the store does not hold). Not synced: `sync` follows."""
-        batch = _rocks().WriteBatch(raw_mode=True)
+        batch = rocks().WriteBatch(raw_mode=True)
         for key in keys:
             batch.delete(key)
         if batch.len():
@@ -257,7 +212,7 @@ class DeltaStore:
         more than `max_age_s` ago (they can only cause sending again) or that this version
         cannot read. Returns (deleted, where the next step starts or None when done)."""
         cutoff = now_s - max_age_s
-        batch = _rocks().WriteBatch(raw_mode=True)
+        batch = rocks().WriteBatch(raw_mode=True)
         iterator = self._db.iter()
         if after is None:
             iterator.seek_to_first()
@@ -301,7 +256,7 @@ class DeltaStore:
         of them had values remembered."""
         keys = [user_key(user) for user in users]
         known = [k for k, record in zip(keys, self.lookup(keys), strict=True) if record is not None]
-        batch = _rocks().WriteBatch(raw_mode=True)
+        batch = rocks().WriteBatch(raw_mode=True)
         for key in known:
             batch.delete(key)
         if known:
@@ -310,7 +265,7 @@ class DeltaStore:
 
     def forget_all(self) -> None:
         """`forget --all`: every remembered value, at once (a range deletion, synced)."""
-        batch = _rocks().WriteBatch(raw_mode=True)
+        batch = rocks().WriteBatch(raw_mode=True)
         batch.delete_range(b"", _KEY_END)
         self._write(batch, self._synced)
         self._db.compact_range(None, None)
@@ -324,7 +279,9 @@ class DeltaStore:
     def disk_bytes(self) -> int:
         return sum(f.stat().st_size for f in (self.directory / _DB).iterdir() if f.is_file())
 
-    def _write(self, batch: rocks.WriteBatch, options: rocks.WriteOptions | None = None) -> None:
+    def _write(
+        self, batch: rocksdict.WriteBatch, options: rocksdict.WriteOptions | None = None
+    ) -> None:
         if self._read_only:
             raise DeltaStoreError("the delta store was opened read-only")
         try:
@@ -338,7 +295,7 @@ class DeltaStore:
 
 def _write_marker(marker: Path, workspace: str) -> None:
     temporary = marker.with_suffix(".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     with os.fdopen(fd, "w") as handle:
         handle.write(workspace + "\n")
         handle.flush()

@@ -36,7 +36,7 @@ import rocksdict
 import xxhash
 
 from rpi_braze_sync import deltarecord as delta
-from rpi_braze_sync import deltastore
+from rpi_braze_sync import deltarocks
 from rpi_braze_sync.deltastore import DeltaStore
 
 CHUNK = 500  # rows looked up together (the mapping's chunk)
@@ -383,7 +383,7 @@ class Store(Engine):
     def __init__(self, path: Path, variant: str = "") -> None:
         super().__init__(path)
         flags = set(variant.split(",")) - {""}
-        chosen = deltastore._options
+        chosen = deltarocks.options
 
         def options(create: bool) -> Any:
             opts = chosen(create)
@@ -414,7 +414,7 @@ class Store(Engine):
                 opts.set_write_buffer_size(32 << 20)
             return opts
 
-        deltastore._options = options
+        deltarocks.options = options
         self.store = DeltaStore.open(path, "bench")
         if "no-wal" in flags:
             no_wal = rocksdict.WriteOptions()

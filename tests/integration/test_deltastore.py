@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from rpi_braze_sync.delta import Send, build_record, compare, user_key
+from rpi_braze_sync.deltarecord import KEY_BYTES
 from rpi_braze_sync.deltastore import (
     STORE_DIRECTORY,
     DeltaStore,
@@ -158,7 +159,22 @@ def test_forget_users_older_than_and_all(tmp_path: Path) -> None:
     store.close()
 
 
-# --- workspace, read-only, another writer ------------------------------------------------------
+def test_forgetting_reaches_keys_of_any_identity(tmp_path: Path) -> None:
+    """Keys are the identities' bytes (long ones cut and digested): forget_all's range and
+    forget_users reach them all."""
+    odd = ["", "\x00", "é" * KEY_BYTES, "日本" * 40, "\U0010ffff" * 20, "u" * 500, "z"]
+    store = DeltaStore.open(tmp_path, WORKSPACE)
+    store.remember([(user_key(u), record_for(n)) for n, u in enumerate(odd)])
+    assert store.lookup([user_key(u) for u in odd]) == [record_for(n) for n in range(len(odd))]
+    assert store.forget_users(["é" * KEY_BYTES, "u" * 500]) == 2
+    assert store.lookup([user_key("u" * 500), user_key("u" * 499)]) == [None, None]
+    store.forget_all()
+    assert store.lookup([user_key(u) for u in odd]) == [None] * len(odd)
+    assert store.records_estimate() == 0
+    store.close()
+
+
+# --- workspace, key format, read-only, another writer ------------------------------------------------------
 
 
 def test_another_workspace_starts_afresh_with_a_log_line(
@@ -183,6 +199,33 @@ def test_another_workspace_starts_afresh_with_a_log_line(
     with caplog.at_level(logging.WARNING):
         DeltaStore.open(tmp_path, other).close()  # the same again: no line, nothing lost
     assert caplog.text == ""
+
+
+def test_a_store_of_the_earlier_key_format_starts_afresh_with_a_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Keys were the XXH3-128 of the identity ("db"): those records are never found again, so
+    the store is emptied (and its space given back) rather than left to age out."""
+    store = DeltaStore.open(tmp_path, WORKSPACE)
+    store.remember(users(10))
+    store.close()
+    directory = tmp_path / STORE_DIRECTORY
+    (directory / "users").rename(directory / "db")  # as an earlier version left it
+    assert DeltaStore.open_read_only(tmp_path, WORKSPACE) is None  # nothing it can read
+    with caplog.at_level(logging.WARNING):
+        store = DeltaStore.open(tmp_path, WORKSPACE)
+    assert "earlier version" in caplog.text
+    assert "nothing remembered" in caplog.text
+    assert not (directory / "db").exists()
+    assert store.lookup([user_key("u1")]) == [None]
+    store.remember(users(1))
+    store.close()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        store = DeltaStore.open(tmp_path, WORKSPACE)  # the same again: no line, nothing lost
+    assert caplog.text == ""
+    assert store.lookup([user_key("u0")]) == [record_for(0)]
+    store.close()
 
 
 def test_read_only_open_reads_beside_the_writer_and_cannot_write(tmp_path: Path) -> None:
@@ -242,19 +285,20 @@ def test_records_and_keys_are_the_same_in_another_process() -> None:
     adds = [("rpi_offers", b'"Spring"')]
     decision = compare(fields, adds, None, NOW, MAX_AGE, "upsert")
     assert decision.remember is not None
-    here = (build_record(decision.remember, None, NOW) or b"").hex() + user_key("u1").hex()
+    long = "u" * (KEY_BYTES + 1)
+    here = (build_record(decision.remember, None, NOW) or b"").hex() + user_key(long).hex()
     code = (
         "from rpi_braze_sync.delta import build_record, compare, user_key\n"
         f"f = {fields!r}; a = {adds!r}\n"
         f"d = compare(f, a, None, {NOW}, {MAX_AGE}, 'upsert')\n"
-        f"print(build_record(d.remember, None, {NOW}).hex() + user_key('u1').hex())\n"
+        f"print(build_record(d.remember, None, {NOW}).hex() + user_key({long!r}).hex())\n"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     there = subprocess.run(
         [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
     ).stdout.strip()
     assert there == here
-    assert len(user_key("u1")) == 16
+    assert len(user_key(long)) == KEY_BYTES + 16  # a long identity's key holds its digest
 
 
 def test_the_daemon_loads_rocksdb_only_when_a_store_is_opened(tmp_path: Path) -> None:
