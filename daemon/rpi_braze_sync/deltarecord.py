@@ -49,13 +49,14 @@ _user_digest = xxhash.xxh3_128_digest
 # A user's key keeps the order of identities: its UTF-8 bytes, or for a longer identity the
 # first KEY_BYTES of them and the XXH3-128 of the whole. RPI exports an audience in the same
 # order run after run, often sorted by id, so a chunk's lookups and writes land in a few
-# blocks (lookups of an unchanged run: 8-10 -> about 3 us a row), and RocksDB moves files
-# down rather than rewriting them. One key names one identity: a short key (<= KEY_BYTES) is
-# the identity itself, a long one is KEY_BYTES + 16 bytes, so the two never meet; two long
-# ones only if their identities share KEY_BYTES bytes and a 128-bit digest (as unlikely as
-# two digests meeting: the key was that digest alone before). No key starts with 0xFF
-# (UTF-8 has no such byte), and RocksDB compresses the prefix a key shares with the one
-# before it. 48: a UUID (36), an email or a user alias with its label stay whole, in order.
+# blocks (an unchanged run of 100,000 rows, the store's thread: 8.3-9.0 -> 4.1-4.5 us a
+# row), and compaction rewrites less (1M users: 810 -> 370 bytes written a user). In random
+# order it costs what the digest did. One key names one identity: a short key (<= KEY_BYTES)
+# is the identity itself, a long one is KEY_BYTES + 16 bytes, so the two never meet; two
+# long ones only if their identities share KEY_BYTES bytes and a 128-bit digest (as unlikely
+# as two digests meeting: the key was that digest alone before). No key starts with 0xFF
+# (UTF-8 has no such byte). RocksDB stores the bytes a key shares with the one before it
+# once: 48 keeps a UUID (36), an email or a user alias with its label whole, in order.
 KEY_BYTES = 48
 
 
