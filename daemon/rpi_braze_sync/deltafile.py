@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 import orjson
 
-from . import deltastats
+from . import deltachunk, deltastats
 from .batching import Item
 from .chunks import ChunkData
 from .delta import Merge, Mode, Remember, Send, build_record, compare_row
@@ -99,6 +99,7 @@ class DeltaFile:
         self._rows: dict[int, _Sent] = {}  # record index -> the row in flight
         self._first: dict[int, _First] = {}  # record index -> the first-run row in flight
         self._generation = run.generation  # the workspace its rows in flight were sent to
+        self._ahead: deltachunk.Lookup | None = None  # the next chunk's (look_up)
         self._sent_label = run.metrics.data_points.labels(channel, "sent")
         self._skipped_label = run.metrics.data_points.labels(channel, "skipped")
 
@@ -111,11 +112,13 @@ class DeltaFile:
         if chunk.deltas is None:  # not made beside the objects (a test, a tool)
             chunk.deltas = summaries(chunk.bodies)
         run, inflight = self.run, self.run.inflight
-        keys = user_keys(users)
-        self.disown_if_stale()
-        token = inflight.lookup_started(keys)
+        ahead, self._ahead = self._ahead, None
+        if ahead is None or ahead.chunk is not chunk:
+            deltachunk.drop(inflight, ahead)
+            ahead = self._started(chunk)
+        keys, token = ahead.keys, ahead.token
         try:
-            records = await run.lookup(keys)
+            records = await ahead.records
             if self.disown_if_stale():  # read in the other workspace's store: none holds
                 records = [None] * len(keys)
             now, max_age, mode = int(run.clock()), run.max_age_s, self.mode
@@ -182,7 +185,20 @@ class DeltaFile:
         if not unsent:
             return []
         self.rows_unchanged += len(unsent)
-        return _leave_out(chunk, unsent)
+        return deltachunk.leave_out(chunk, unsent)
+
+    def look_up(self, chunk: ChunkData) -> None:
+        """Start reading the records of the users of the chunk `filter` compares next, while
+        this one's rows are sent (deltachunk.py)."""
+        ahead, self._ahead = self._ahead, None
+        deltachunk.drop(self.run.inflight, ahead)
+        if chunk.users:
+            self._ahead = self._started(chunk)
+
+    def _started(self, chunk: ChunkData) -> deltachunk.Lookup:
+        keys = user_keys(chunk.users)
+        self.disown_if_stale()
+        return deltachunk.start(chunk, keys, self.run.inflight, self.run.lookup)
 
     def points(self) -> tuple[int, int]:
         """Data points (sent, skipped) so far, for the checkpoint."""
@@ -287,6 +303,8 @@ class DeltaFile:
     def close(self) -> None:
         """The file ended (or was given up): rows still held were never answered."""
         inflight = self.run.inflight
+        ahead, self._ahead = self._ahead, None
+        deltachunk.drop(inflight, ahead)
         for state in self._rows.values():
             inflight.answered(state[0], None)
         for key, _ in self._first.values():
@@ -322,24 +340,3 @@ def _all_plain(summaries_: list[bytes]) -> bool:
 def _first_sent(first: _First) -> _Sent:
     """A first-run row's state as any row's (acknowledged with rows of other kinds)."""
     return (first[0], Merge.REBUILD, None, first[1], ALL_POINTS)
-
-
-def _leave_out(chunk: ChunkData, positions: list[int]) -> list[int]:
-    """Remove rows from the chunk's columns; returns their record indexes."""
-    if len(positions) == len(chunk.indexes):  # every row
-        left = chunk.indexes
-        chunk.indexes, chunk.line_numbers, chunk.users, chunk.bodies = [], [], [], []
-        chunk.packed = []
-        chunk.deltas = None if chunk.deltas is None else []
-        return left
-    drop = set(positions)
-    keep = [i for i in range(len(chunk.indexes)) if i not in drop]
-    left = [chunk.indexes[i] for i in positions]
-    chunk.indexes = [chunk.indexes[i] for i in keep]
-    chunk.line_numbers = [chunk.line_numbers[i] for i in keep]
-    chunk.users = [chunk.users[i] for i in keep]
-    chunk.bodies = [chunk.bodies[i] for i in keep]
-    chunk.packed = [chunk.packed[i] for i in keep]
-    if chunk.deltas is not None:
-        chunk.deltas = [chunk.deltas[i] for i in keep]
-    return left

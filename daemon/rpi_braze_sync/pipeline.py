@@ -238,18 +238,23 @@ class FileJob:
         records_read = 0
         stopping = False
         outcome: tuple[FileState, str | None] | None = (FileState.DONE, None)  # None: share
+        ahead: ChunkData | None = None  # (delta) read, its lookup started
         try:
             while True:
                 await self.sender.wait_room()
                 await self.backlog.until_room(self._checkpoint, self._is_broken)
                 if self._broken is not None:
                     raise RequestFailedError(self._broken)
-                chunk = await source.next_chunk()
+                chunk = await source.next_chunk() if ahead is None else ahead
+                ahead = None
                 unchanged = await self.delta.filter(chunk) if self.delta is not None else []
                 self._take(chunk, unchanged)
                 records_read = chunk.records_read
                 if chunk.at_end:
                     break
+                if self.delta is not None:  # its lookup runs while this chunk's rows are sent
+                    ahead = await source.next_chunk()
+                    self.delta.look_up(ahead)
             await self.backlog.until_settled()
             if self._broken is not None:
                 raise RequestFailedError(self._broken)

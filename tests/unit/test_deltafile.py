@@ -29,9 +29,11 @@ class Run:
         self.metrics = Metrics()
         self.store: dict[bytes, bytes] = {}
         self.written: list[list[tuple[bytes, bytes]]] = []
+        self.lookups: list[list[bytes]] = []
         self.clock: Callable[[], float] = lambda: NOW
 
     async def lookup(self, keys: list[bytes]) -> list[bytes | None]:
+        self.lookups.append(keys)
         return [self.store.get(key) for key in keys]
 
     def remember(self, records: list[tuple[bytes, bytes]]) -> asyncio.Future[None]:
@@ -107,6 +109,29 @@ async def test_close_releases_first_run_rows_in_flight() -> None:
     delta.close()
     assert len(run.inflight) == 0
     assert await delta.filter(chunk(["a", "b"], start=2)) == []  # nothing known: sent again
+
+
+async def test_a_chunk_looked_up_ahead_sees_what_is_written_before_it_is_compared() -> None:
+    """The pipeline starts the next chunk's lookup while this one's rows are sent: a row of
+    its user acknowledged meanwhile (its record written after the read) is what it is
+    compared with, and a lookup never compared is dropped when the file ends."""
+    run = Run()
+    delta = DeltaFile(run, "c", "upsert")
+    first = chunk(["a", "b"])
+    assert await delta.filter(first) == []
+    ahead = chunk(["a"], start=2)  # a again, unchanged
+    delta.look_up(ahead)
+    await asyncio.sleep(0)  # read: nothing known of a yet
+    written = delta.acknowledged(items(first))
+    assert written is not None
+    await written
+    reads = len(run.lookups)
+    assert await delta.filter(ahead) == [2]  # compared with a's record written since
+    assert len(run.lookups) == reads  # the lookup started ahead, not another
+    delta.look_up(chunk(["c"], start=3))
+    delta.close()  # the file ended before that chunk was compared
+    assert len(run.inflight) == 0
+    assert not run.inflight._lookups
 
 
 async def test_a_new_execution_id_run_is_the_general_paths() -> None:
