@@ -45,10 +45,35 @@ class ChunkData:
     records_read: int
     # Delta on: each row's summary (deltarecord.py), made beside its body; None otherwise.
     deltas: list[bytes] | None = None
+    # Mapped in two phases (deltaprefilter.py): the rows left unmapped, by record index, as
+    # unchanged (Braze holds every value of theirs); None: mapped in one phase.
+    skipped: list[int] | None = None
 
     def items_for(self, job: Any) -> list[Item]:
         columns = (self.indexes, self.line_numbers, self.users, self.bodies, self.packed)
         return list(map(Item, repeat(job), *columns))
+
+
+@dataclass
+class KeysData:
+    """Phase 1 of a chunk mapped in two phases (deltaprefilter.py): its rows that were read,
+    by record index, their users' store keys (16 bytes each, joined) and raw fingerprints (8
+    bytes each, joined); the rows it could not read come with phase 2."""
+
+    indexes: list[int]
+    keys: bytes
+    raws: bytes
+    at_end: bool
+
+
+class Prefilter(Protocol):
+    """What decides a chunk's phase 2 (deltaskip.ChunkSkip): whether to ask the next chunk in
+    two phases, and which rows of a phase 1 to map (a byte a row: 1 to map it)."""
+
+    @property
+    def wanted(self) -> bool: ...
+
+    async def decide(self, keys: KeysData) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -78,7 +103,7 @@ class ChunkSource(Protocol):
     warnings: list[str]  # said once per file (a column missing, a constant that is invalid)
     stated: int | None  # the record count the file states, when its format has one
 
-    async def next_chunk(self) -> ChunkData: ...
+    async def next_chunk(self, prefilter: Prefilter | None = None) -> ChunkData: ...
 
     async def close(self) -> None: ...
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .chunks import ChunkData, FileRequest
+from .chunks import ChunkData, FileRequest, KeysData
 
 FRAME_LENGTH = struct.Struct("!Q")
 
@@ -33,6 +33,20 @@ class OpenFile:
 @dataclass(frozen=True, slots=True)
 class NextChunk:
     """Read and map the open file's next chunk; answered by Chunk or Failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class NextKeys:
+    """Read the open file's next chunk and hold it: phase 1 (deltaprefilter.py), answered by
+    Keys or Failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class MapRows:
+    """Phase 2 of the oldest chunk held: map the rows `mask` marks (a byte a row, 1: map);
+    answered by Chunk (its `skipped`: the others) or Failed."""
+
+    mask: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,29 +70,44 @@ class Chunk:
 
 
 @dataclass(frozen=True, slots=True)
+class Keys:
+    data: KeysData
+
+
+@dataclass(frozen=True, slots=True)
 class Failed:
     """The request failed with this error, raised again on the daemon's side."""
 
     error: BaseException
 
 
-Request = OpenFile | NextChunk | CloseFile
-Reply = Opened | Chunk | Failed
+Request = OpenFile | NextChunk | NextKeys | MapRows | CloseFile
+Reply = Opened | Chunk | Keys | Failed
 Message = Request | Reply
 
 
 def _chunk_fields(message: Chunk) -> bytes:
     c = message.data
     columns = (c.indexes, c.line_numbers, c.users, c.bodies, c.packed)
-    rest = (c.rejected, c.drops, c.at_end, c.progress, c.records_read, c.deltas)
+    rest = (c.rejected, c.drops, c.at_end, c.progress, c.records_read, c.deltas, c.skipped)
     return marshal.dumps((*columns, *rest))
 
 
 def _chunk_of(fields: memoryview) -> Chunk:
     indexes, line_numbers, users, bodies, packed, rejected, drops, *rest = marshal.loads(fields)
-    at_end, progress, records_read, deltas = rest
+    at_end, progress, records_read, deltas, skipped = rest
     columns = (indexes, line_numbers, users, bodies, packed)
-    return Chunk(ChunkData(*columns, rejected, drops, at_end, progress, records_read, deltas))
+    data = ChunkData(*columns, rejected, drops, at_end, progress, records_read, deltas, skipped)
+    return Chunk(data)
+
+
+def _keys_fields(message: Keys) -> bytes:
+    k = message.data
+    return marshal.dumps((k.indexes, k.keys, k.raws, k.at_end))
+
+
+def _keys_of(fields: memoryview) -> Keys:
+    return Keys(KeysData(*marshal.loads(fields)))
 
 
 def _pickled(message: Message) -> bytes:
@@ -94,6 +123,9 @@ _CODECS: dict[bytes, tuple[type[Any], Callable[[Any], bytes], Callable[[memoryvi
     b"o": (OpenFile, _pickled, _unpickled),
     b"n": (NextChunk, lambda _: b"", lambda _: NextChunk()),
     b"x": (CloseFile, lambda _: b"", lambda _: CloseFile()),
+    b"k": (NextKeys, lambda _: b"", lambda _: NextKeys()),
+    b"m": (MapRows, lambda m: bytes(m.mask), lambda f: MapRows(bytes(f))),
+    b"y": (Keys, _keys_fields, _keys_of),
     b"h": (Opened, _pickled, _unpickled),
     b"c": (Chunk, _chunk_fields, _chunk_of),
     b"f": (Failed, _pickled, _unpickled),

@@ -21,6 +21,7 @@ from .deltarecord import (
     HEADER_BYTES,
     MAX_ADDS,
     PLAIN,
+    RAW_AT,
     STATIC_AT,
     WHOLE_AT,
     RecordHeader,
@@ -115,7 +116,7 @@ def parse_record(record: bytes | None) -> Record | None:
     if found is None:
         return None
     assert record is not None
-    _, _, since, n, _, _, points, whole, static = found
+    _, _, since, n, _, _, points, _, whole, static = found
     values_at = HEADER_BYTES + 4 * n
     adds_at = values_at + 8 * n
     return Record(
@@ -175,10 +176,10 @@ def compare_row(
     assert record is not None  # a header was read from it
     n, m, _, points = COUNTS.unpack_from(row, COUNTS_AT)
     held_n, held_m = found[3], found[4]
-    if found[7] == row[WHOLE_AT:STATIC_AT]:  # the usual row, unchanged (held_whole, sooner)
+    if found[8] == row[WHOLE_AT:STATIC_AT]:  # the usual row, unchanged (held_whole, sooner)
         return Decision(Send.NOTHING, _numbers(n), _numbers(m), 0, n + m, None)
     skipped: tuple[int, ...]
-    if found[8] == row[STATIC_AT:HEADER_BYTES]:  # its fields unchanged: only array values new
+    if found[9] == row[STATIC_AT:HEADER_BYTES]:  # its fields unchanged: only array values new
         skipped = _numbers(n)
     else:
         skipped = _held_fields(row, n, record, held_n)
@@ -245,9 +246,10 @@ def build_record(remember: Remember, latest: bytes | None, now_s: int) -> bytes 
     add_fps = items(row[adds_at : adds_at + 8 * m], 8)
     row_adds = b"".join(dict.fromkeys(add_fps))
     whole, static = row[WHOLE_AT:STATIC_AT], row[STATIC_AT:HEADER_BYTES]
+    raw = row[RAW_AT:WHOLE_AT]  # the record names the source row it was built from
     if remember.merge is Merge.REBUILD:
         adds = without(row_adds, items(row[adds_at + 8 * m :], 8))[-8 * MAX_ADDS :]
-        return pack_record(now_s, shape, values, adds, points, whole, static)
+        return pack_record(now_s, shape, values, adds, points, whole, static, raw)
     base = parse_record(latest)
     if base is None:  # forgotten meanwhile: nothing proves the skipped values are held
         return None
@@ -262,7 +264,7 @@ def build_record(remember: Remember, latest: bytes | None, now_s: int) -> bytes 
         row_adds = (without(held_adds, add_fps) + row_adds)[-8 * MAX_ADDS :]
     else:
         row_adds = held_adds
-    return pack_record(base.refreshed_at, paths, values, row_adds, points, whole, static)
+    return pack_record(base.refreshed_at, paths, values, row_adds, points, whole, static, raw)
 
 
 def _fields_over(shape: bytes, values: bytes, base: Record) -> tuple[bytes, bytes]:

@@ -22,6 +22,7 @@ from .deltabody import CONTROL_KEYS, is_array_ops, merged, summary, whole_fp
 from .deltarecord import (
     HEADER,
     MAX_ADDS,
+    NO_RAW,
     PLAIN,
     RECORD_VERSION,
     WHOLE_AT,
@@ -310,7 +311,8 @@ def _head(
         return None, b""
     flags = PLAIN if not r and m <= MAX_ADDS else 0
     points = min(n + m + r, 0xFFFF)
-    return HEADER.pack(RECORD_VERSION, flags, 0, n, m, r, points, b"", b"")[:WHOLE_AT], shaped
+    head = HEADER.pack(RECORD_VERSION, flags, 0, n, m, r, points, NO_RAW, b"", b"")
+    return head[:WHOLE_AT], shaped
 
 
 def _or_empty(head: bytes | None) -> bytes:

@@ -33,8 +33,10 @@ from .deltarecord import (
     COLLIDES,
     COUNTS_AT,
     HEADER_BYTES,
+    NO_RAW,
     PLAIN,
     POINTS_AT,
+    RAW_AT,
     STATIC_AT,
     TAIL_AT,
     WHOLE_AT,
@@ -44,6 +46,7 @@ from .deltarecord import (
     timed_prefix,
     user_keys,
 )
+from .deltaskip import ChunkSkip
 from .progress import plural
 
 if TYPE_CHECKING:
@@ -102,10 +105,23 @@ class DeltaFile:
         self._ahead: deltachunk.Lookup | None = None  # the next chunk's (look_up)
         self._sent_label = run.metrics.data_points.labels(channel, "sent")
         self._skipped_label = run.metrics.data_points.labels(channel, "skipped")
+        self.skip = ChunkSkip(self)  # the prefilter: rows skipped before they are mapped
+        self.raw_matches = 0  # the last chunk's rows the prefilter would have skipped
 
     async def filter(self, chunk: ChunkData) -> list[int]:
         """Leave out of `chunk` (in place) the values Braze holds from us; returns the record
-        indexes of the rows left with nothing to send (settled without a request)."""
+        indexes of the rows left with nothing to send (settled without a request), with those
+        the prefilter left unmapped (deltaskip.py)."""
+        return self.skip.filtered(chunk, await self._filter(chunk))
+
+    def unchanged_unmapped(self, rows: int, points: int) -> None:
+        """Rows the prefilter skipped (deltaskip.py): unchanged, as filter would have found."""
+        self.rows_unchanged += rows
+        self.points_skipped += points
+        self._skipped_label.inc(points)
+
+    async def _filter(self, chunk: ChunkData) -> list[int]:
+        self.raw_matches = 0
         users = chunk.users
         if not users:
             return []
@@ -134,7 +150,7 @@ class DeltaFile:
                 return []
             base, sending = inflight.base, inflight.sending
             unsent: list[int] = []
-            skipped_points = 0
+            skipped_points = raw_matches = 0
             for pos, key in enumerate(keys):
                 record, busy = base(token, key, records[pos])
                 row = rows_[pos]
@@ -147,12 +163,13 @@ class DeltaFile:
                 if busy:  # its earlier row's outcome is unknown: sent whole
                     state = (key, Merge.INTO_LATEST, record, row, ALL_POINTS)
                 else:
-                    if found[7] == row[WHOLE_AT:STATIC_AT] and not row[1] & COLLIDES:
+                    if found[8] == row[WHOLE_AT:STATIC_AT] and not row[1] & COLLIDES:
                         # the usual row: unchanged since acknowledged (delta.held_whole)
                         unsent.append(pos)
                         skipped_points += row[6] + row[8] + (row[7] + row[9] << 8)  # n + m
+                        raw_matches += found[7] == row[RAW_AT:WHOLE_AT] != NO_RAW
                         continue
-                    if found[8] == row[STATIC_AT:HEADER_BYTES] and not row[1] & COLLIDES:
+                    if found[9] == row[STATIC_AT:HEADER_BYTES] and not row[1] & COLLIDES:
                         newest = _newest_add(chunk, pos, key, row, record, found)
                         if newest is not None:  # the daily re-export's row (deltanewest.py)
                             rows[indexes[pos]] = newest[0]
@@ -180,6 +197,7 @@ class DeltaFile:
                 sending(key)
         finally:
             inflight.lookup_done(token)
+        self.raw_matches = raw_matches
         self.points_skipped += skipped_points
         self._skipped_label.inc(skipped_points)
         if not unsent:
@@ -214,9 +232,11 @@ class DeltaFile:
 
     def summary(self) -> str:
         """For the done line."""
+        unmapped = self.skip.rows_unmapped
         return (
             f"; delta: {self.points_sent:,} data points sent, {self.points_skipped:,} skipped"
-            f" ({self.rows_unchanged:,} {plural(self.rows_unchanged, 'row')} unchanged, not sent)"
+            f" ({self.rows_unchanged:,} {plural(self.rows_unchanged, 'row')} unchanged, not sent"
+            + (f"; {unmapped:,} not even mapped)" if unmapped else ")")
         )
 
     def acknowledged(self, items: Sequence[Item]) -> asyncio.Future[None] | None:
@@ -311,6 +331,7 @@ class DeltaFile:
             inflight.answered(key, None)
         self._rows.clear()
         self._first.clear()
+        self.skip.close()
 
 
 def _newest_add(

@@ -14,22 +14,26 @@ from collections.abc import Iterable, Sequence
 
 import xxhash
 
-RECORD_VERSION = 3  # an older record is unreadable: its row is sent and remembered anew
+RECORD_VERSION = 4  # an older record is unreadable: its row is sent and remembered anew
 # A summary and a record share one layout: the header, then each field's path (4 bytes each),
 # each field's value (8 bytes each, in the same order), each array value added (8 bytes), and,
 # in a summary only, each array value removed (8 bytes; a record holds none).
 # Header: version, flags, refreshed_at (0 in a summary), fields, adds, removes, data points of
-# the row (capped), `whole` (its whole object's fingerprint: an unchanged row is decided by it
-# alone) and `static` (its fields', not its array values': a row whose only change is a new
-# array value, such as each run's channel execution id, is decided without comparing fields).
-# A record's `whole` and `static` are those of the row it was last built from.
-HEADER = struct.Struct("<BBIHHHH8s8s")
+# the row (capped), `raw` (its source row's fingerprint, deltaprefilter.py: NO_RAW where the
+# row must be mapped again to be compared), `whole` (its whole object's fingerprint: an
+# unchanged row is decided by it alone) and `static` (its fields', not its array values': a
+# row whose only change is a new array value, such as each run's channel execution id, is
+# decided without comparing fields). A record's `raw`, `whole` and `static` are those of the
+# row it was last built from.
+HEADER = struct.Struct("<BBIHHHH8s8s8s")
 HEADER_BYTES = HEADER.size
 COUNTS = struct.Struct("<HHHH")  # fields, adds, removes, points: at COUNTS_AT
 COUNTS_AT = TAIL_AT = 6
 POINTS_AT = 12
-WHOLE_AT = 14
-STATIC_AT = 22
+RAW_AT = 14
+WHOLE_AT = 22
+STATIC_AT = 30
+NO_RAW = bytes(8)
 _TIME = struct.Struct("<I")
 # Flags of a summary. COLLIDES: two of its paths' fingerprints collide (1 in 4 billion a pair)
 # or it has too many values to count: sent whole, never remembered (rather than compared
@@ -145,10 +149,19 @@ def summarize_fps(
     points = min(n + m + r, _COUNT_MAX)
     fields = shape(tuple(paths)) if max(n, m, r) <= _COUNT_MAX else None
     if fields is None:
-        return HEADER.pack(RECORD_VERSION, COLLIDES, 0, 0, 0, 0, points, whole, bytes(8))
+        return HEADER.pack(RECORD_VERSION, COLLIDES, 0, 0, 0, 0, points, NO_RAW, whole, bytes(8))
     plain = not r and m <= MAX_ADDS
     header = HEADER.pack(
-        RECORD_VERSION, PLAIN if plain else 0, 0, n, m, r, points, whole, value_fp(fields + values)
+        RECORD_VERSION,
+        PLAIN if plain else 0,
+        0,
+        n,
+        m,
+        r,
+        points,
+        NO_RAW,
+        whole,
+        value_fp(fields + values),
     )
     return b"".join((header, fields, values, *add_fps, *remove_fps))
 
@@ -161,9 +174,10 @@ def pack_record(
     points: int,
     whole: bytes,
     static: bytes,
+    raw: bytes = NO_RAW,
 ) -> bytes:
     n, m = len(paths) // 4, len(adds) // 8
-    header = HEADER.pack(RECORD_VERSION, 0, refreshed_at_s, n, m, 0, points, whole, static)
+    header = HEADER.pack(RECORD_VERSION, 0, refreshed_at_s, n, m, 0, points, raw, whole, static)
     return b"".join((header, paths, values, adds))
 
 
@@ -178,8 +192,8 @@ def timed_prefix(now_s: int) -> bytes:
     return bytes((RECORD_VERSION, 0)) + _TIME.pack(now_s)
 
 
-# version, flags, refreshed_at, fields, adds, removes, points, whole, static
-RecordHeader = tuple[int, int, int, int, int, int, int, bytes, bytes]
+# version, flags, refreshed_at, fields, adds, removes, points, raw, whole, static
+RecordHeader = tuple[int, int, int, int, int, int, int, bytes, bytes, bytes]
 
 
 def header(record: bytes | None) -> RecordHeader | None:
@@ -187,7 +201,7 @@ def header(record: bytes | None) -> RecordHeader | None:
     if record is None or len(record) < HEADER_BYTES or record[0] != RECORD_VERSION:
         return None
     fields: RecordHeader = HEADER.unpack_from(record)
-    _, flags, _, n, m, r, _, _, _ = fields
+    _, flags, _, n, m, r, _, _, _, _ = fields
     if flags or r or len(record) != HEADER_BYTES + 12 * n + 8 * m:
         return None
     return fields

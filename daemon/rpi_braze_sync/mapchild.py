@@ -19,7 +19,10 @@ from .codec import (
     Chunk,
     CloseFile,
     Failed,
+    Keys,
+    MapRows,
     NextChunk,
+    NextKeys,
     Opened,
     OpenFile,
     Reply,
@@ -46,7 +49,7 @@ def read_request(requests: BinaryIO) -> Request | None:
     if len(payload) != size:
         return None
     request = decode(payload)
-    assert isinstance(request, OpenFile | NextChunk | CloseFile), request
+    assert isinstance(request, OpenFile | NextChunk | NextKeys | MapRows | CloseFile), request
     return request
 
 
@@ -67,6 +70,12 @@ class Server:
             if isinstance(request, NextChunk):
                 assert self.reader is not None
                 return Chunk(self.reader.next_chunk())
+            if isinstance(request, NextKeys):  # (the two phases: deltaprefilter.py)
+                assert self.reader is not None
+                return Keys(self.reader.keys())
+            if isinstance(request, MapRows):
+                assert self.reader is not None
+                return Chunk(self.reader.mapped(request.mask))
             self._close()
             return None
         except Exception as exc:

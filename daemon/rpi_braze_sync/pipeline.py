@@ -245,7 +245,8 @@ class FileJob:
                 await self.backlog.until_room(self._checkpoint, self._is_broken)
                 if self._broken is not None:
                     raise RequestFailedError(self._broken)
-                chunk = await source.next_chunk() if ahead is None else ahead
+                skip = self.delta.skip if self.delta is not None else None  # (prefilter)
+                chunk = await source.next_chunk(skip) if ahead is None else ahead
                 ahead = None
                 unchanged = await self.delta.filter(chunk) if self.delta is not None else []
                 self._take(chunk, unchanged)
@@ -253,7 +254,7 @@ class FileJob:
                 if chunk.at_end:
                     break
                 if self.delta is not None:  # its lookup runs while this chunk's rows are sent
-                    ahead = await source.next_chunk()
+                    ahead = await source.next_chunk(self.delta.skip)
                     self.delta.look_up(ahead)
             await self.backlog.until_settled()
             if self._broken is not None:

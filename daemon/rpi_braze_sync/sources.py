@@ -14,17 +14,21 @@ import os
 import socket
 import subprocess
 import sys
+from collections import deque
 from collections.abc import Iterable
 from typing import NoReturn
 
 from .chunkreader import ChunkReader
-from .chunks import ChunkData, FileRequest, OpenChunks
+from .chunks import ChunkData, FileRequest, OpenChunks, Prefilter
 from .codec import (
     FRAME_LENGTH,
     Chunk,
     CloseFile,
     Failed,
+    Keys,
+    MapRows,
     NextChunk,
+    NextKeys,
     Opened,
     OpenFile,
     Reply,
@@ -49,8 +53,12 @@ class ThreadSource:
     async def open(cls, request: FileRequest) -> ThreadSource:
         return cls(await asyncio.to_thread(ChunkReader, request))
 
-    async def next_chunk(self) -> ChunkData:
-        return await asyncio.to_thread(self._source.next_chunk)
+    async def next_chunk(self, prefilter: Prefilter | None = None) -> ChunkData:
+        if prefilter is None or not prefilter.wanted:
+            return await asyncio.to_thread(self._source.next_chunk)
+        keys = await asyncio.to_thread(self._source.keys)  # (the two phases: deltaprefilter.py)
+        mask = await prefilter.decide(keys)
+        return await asyncio.to_thread(self._source.mapped, mask)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._source.close)
@@ -99,6 +107,9 @@ class MappingProcess:
         # what was sent, so a caller cancelled while waiting cannot leave a stale reply to be
         # mistaken for the next file's.
         self._owed = 0
+        # Per reply owed, in order: whether it is a phase 1's (Keys). While one is, no chunk
+        # is asked in one phase: its reply would come before the phase 2 asked for that one.
+        self._kinds: deque[bool] = deque()
 
     @property
     def pid(self) -> int | None:
@@ -167,6 +178,7 @@ class MappingProcess:
         self._writer.write(encode(request))
         if not isinstance(request, CloseFile):  # the only request without a reply
             self._owed += 1  # from now: even if cancelled below, the reply will come
+            self._kinds.append(isinstance(request, NextKeys))
         try:
             await self._writer.drain()
         except OSError:
@@ -176,12 +188,13 @@ class MappingProcess:
         """The next reply owed; the exception it carries is raised."""
         payload = await self._replies.get()
         self._owed -= 1
+        self._kinds.popleft()
         if payload is None:
             await self._gone()
         reply = decode(payload)
         if isinstance(reply, Failed):
             raise reply.error
-        assert isinstance(reply, Opened | Chunk), reply
+        assert isinstance(reply, Opened | Chunk | Keys), reply
         return reply
 
     async def _gone(self) -> NoReturn:
@@ -195,16 +208,30 @@ class MappingProcess:
         assert isinstance(opened, Opened), opened
         return WorkerSource(self, opened.header, opened.warnings, opened.stated)
 
-    async def next_chunk(self) -> ChunkData:
+    async def next_chunk(self, prefilter: Prefilter | None = None) -> ChunkData:
+        """The next chunk. With a `prefilter` that wants it, chunks are asked in two phases
+        (deltaprefilter.py): each phase 1 answered (Keys) is decided here and its phase 2
+        (MapRows) asked at once, so the process reads the chunks after it meanwhile. Each
+        chunk asked is one reply owed until its phase 1 is taken, then one until its Chunk."""
         if not self._owed:
-            await self._send(NextChunk())
+            await self._ask(prefilter)
         ahead = self.AHEAD_WHEN_WAITING if self.received_ahead else self.PREFETCH_CHUNKS
-        reply = await self._take()
-        assert isinstance(reply, Chunk), reply
-        if not reply.data.at_end:  # ask for the next ones now: mapped while this one is sent
-            while self._owed < ahead:
-                await self._send(NextChunk())
-        return reply.data
+        while True:
+            reply = await self._take()
+            if isinstance(reply, Keys):
+                assert prefilter is not None  # (only asked with one)
+                mask = await prefilter.decide(reply.data)
+                await self._send(MapRows(mask))
+                continue
+            assert isinstance(reply, Chunk), reply
+            if not reply.data.at_end:  # ask for the next ones now: mapped while this one is sent
+                while self._owed < ahead:
+                    await self._ask(prefilter)
+            return reply.data
+
+    async def _ask(self, prefilter: Prefilter | None) -> None:
+        two_phases = prefilter is not None and (prefilter.wanted or True in self._kinds)
+        await self._send(NextKeys() if two_phases else NextChunk())
 
     async def close_file(self) -> None:
         """Forget the current file: the replies still owed are read and dropped."""
@@ -255,6 +282,7 @@ class MappingProcess:
                         process.pid,
                     )
         self._owed = 0
+        self._kinds.clear()
 
     async def _exited(self, process: asyncio.subprocess.Process) -> bool:
         try:
@@ -275,8 +303,8 @@ class WorkerSource:
         self.warnings = warnings
         self.stated = stated
 
-    async def next_chunk(self) -> ChunkData:
-        return await self.worker.next_chunk()
+    async def next_chunk(self, prefilter: Prefilter | None = None) -> ChunkData:
+        return await self.worker.next_chunk(prefilter)
 
     async def close(self) -> None:
         await self.worker.close_file()

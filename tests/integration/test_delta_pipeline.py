@@ -263,3 +263,97 @@ async def test_rows_answered_after_a_change_of_workspace_are_not_remembered_for_
     assert sorted(o["external_id"] for o in sent) == sorted(f"u{i}" for i in range(300))
     assert all("country" in o for o in sent)  # whole: the new workspace holds nothing yet
     assert await daemon.stop() == 0
+
+
+def done_line(caplog: pytest.LogCaptureFixture, file: int) -> str:
+    """The done line of the file-th file done (1 is the first)."""
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("done: ")]
+    assert len(lines) >= file, lines
+    return lines[file - 1]
+
+
+@pytest.mark.parametrize("mapping_process", [True, False])
+async def test_rows_unchanged_since_their_source_row_are_not_mapped_again(
+    daemon: InProcess,
+    fake_braze: FakeBraze,
+    caplog: pytest.LogCaptureFixture,
+    mapping_process: bool,
+) -> None:
+    """The prefilter (deltaprefilter.py): a row whose source row is the one its user's record
+    was built from is skipped before it is mapped; a changed row, a row of a file whose
+    columns moved and a row of an edited mapping are mapped and compared as before."""
+    caplog.set_level(logging.INFO)
+    daemon.changes["performance"] = {"mapping_process": mapping_process}
+    await daemon.start()
+    daemon.drop("run1.txt", rows(40))
+    await wait_until(daemon.finished(1), what="the first file")
+    assert "not even mapped" not in done_line(caplog, 1)
+
+    daemon.drop("run2.txt", rows(40))
+    await wait_until(daemon.finished(2), what="the same rows again")
+    assert len(fake_braze.objects()) == 40  # nothing sent
+    assert "(40 rows unchanged, not sent; 40 not even mapped)" in done_line(caplog, 2)
+    assert points(daemon.metrics, "skipped") == 160  # as many as when they were compared
+
+    changed = frozenset({3, 17, 29, 31})
+    daemon.drop("run3.txt", rows(40, changed))
+    await wait_until(daemon.finished(3), what="the changed rows")
+    sent = sent_for(fake_braze, 40)
+    assert sorted(o["external_id"] for o in sent) == [f"u{i}" for i in sorted(changed, key=str)]
+    assert all(
+        {k for k in o if not k.startswith("_")} == {"external_id", "first_name"} for o in sent
+    )
+    assert "(36 rows unchanged, not sent; 36 not even mapped)" in done_line(caplog, 3)
+    assert points(daemon.metrics, "skipped") == 160 + 156
+
+    # the same values, the columns in another order: mapped again (and found unchanged)
+    moved = b"first_name,external_id,country,income\n" + b"".join(
+        b"%s,%s,FR,%d\n" % (b"Ann2%d" % i if i in changed else b"Ann%d" % i, b"u%d" % i, 1000 + i)
+        for i in range(40)
+    )
+    daemon.drop("run4.txt", moved)
+    await wait_until(daemon.finished(4), what="the columns moved")
+    assert len(fake_braze.objects()) == 44
+    assert "(40 rows unchanged, not sent)" in done_line(caplog, 4)
+
+    # an edited mapping: every row mapped again, and sent where its object changed
+    assert daemon.daemon is not None
+    first_name = {"column": "first_name", "case": "upper"}
+    daemon.changes["channels"] = {UPSERT: {"mapping": {"attributes": {"first_name": first_name}}}}
+    write_config(daemon.config_path, daemon.changes)
+    assert daemon.daemon.reload()
+    daemon.drop("run5.txt", rows(40, changed))
+    await wait_until(daemon.finished(5), what="the rows of an edited mapping")
+    again = sent_for(fake_braze, 44)
+    assert sorted(o["first_name"] for o in again) == sorted(
+        f"ANN2{i}" if i in changed else f"ANN{i}" for i in range(40)
+    )
+    assert "not even mapped" not in done_line(caplog, 5)
+    assert await daemon.stop() == 0
+
+
+async def test_a_row_that_dropped_a_field_is_mapped_again_and_its_drop_listed_again(
+    daemon: InProcess, fake_braze: FakeBraze, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    data = (
+        b"external_id,first_name,country,email\n"
+        b"u0,Ann,FR,ann@example.com\n"
+        b'u1,Bob,FR,"not, an email"\n'
+        b"u2,Cy,FR,cy@example.com\n"
+    )
+    await daemon.start()
+    daemon.drop("run1.txt", data)
+    await wait_until(daemon.finished(1), what="the first file")
+    daemon.drop("run2.txt", data)
+    await wait_until(daemon.finished(2), what="the same rows again")
+    assert len(fake_braze.objects()) == 3
+    # u0 and u2 skipped unmapped; u1 mapped, compared (unchanged) and its drop listed again
+    assert "(3 rows unchanged, not sent; 2 not even mapped)" in done_line(caplog, 2)
+    folder = daemon.state / "rejects" / UPSERT / "Offer" / "wf-1"
+    for name in ("run1.txt", "run2.txt"):
+        assert (folder / f"{name}.dropped.csv").read_bytes().splitlines() == [
+            b"_line,field,value,reason",
+            b'3,email,"not, an email",not an email address',
+        ]
+    assert await daemon.stop() == 0

@@ -13,15 +13,25 @@ import subprocess
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from rpi_braze_sync import mapchild
 from rpi_braze_sync.chunkreader import CHUNK_ROWS
-from rpi_braze_sync.chunks import ChunkData, ChunkSource, DropData, FileRequest, RejectData
+from rpi_braze_sync.chunks import (
+    ChunkData,
+    ChunkSource,
+    DropData,
+    FileRequest,
+    KeysData,
+    RejectData,
+)
 from rpi_braze_sync.codec import FRAME_LENGTH, Failed, OpenFile, decode, encode
 from rpi_braze_sync.config import load_config
+from rpi_braze_sync.deltaprefilter import split
+from rpi_braze_sync.deltarecord import NO_RAW, RAW_AT, WHOLE_AT, user_key
 from rpi_braze_sync.errors import FileChangedError, HeaderError, ShareUnavailableError
 from rpi_braze_sync.inspection import inspect_file
 from rpi_braze_sync.sources import MappingProcess, ThreadSource
@@ -363,3 +373,65 @@ def test_a_frame_written_in_parts_arrives_whole_through_a_small_send_buffer() ->
         writing.join(timeout=30)
         assert not writing.is_alive()
         assert bytes(received) == b"".join(parts)
+
+
+class EveryThird:
+    """A prefilter that skips every third row read, and asks every other chunk in two
+    phases (as deltaskip.ChunkSkip switches)."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+        self.phase_ones: list[KeysData] = []
+
+    @property
+    def wanted(self) -> bool:
+        self.asked += 1
+        return self.asked % 2 == 1
+
+    async def decide(self, keys: KeysData) -> bytes:
+        await asyncio.sleep(0)
+        self.phase_ones.append(keys)
+        return bytes(0 if index % 3 == 0 else 1 for index in keys.indexes)
+
+
+async def two_phase_chunks(source: ChunkSource, prefilter: EveryThird) -> list[ChunkData]:
+    out = []
+    while True:
+        chunk = await source.next_chunk(prefilter)
+        out.append(chunk)
+        if chunk.at_end:
+            return out
+
+
+@pytest.mark.parametrize("in_process", [True, False], ids=["thread", "process"])
+async def test_two_phases_map_only_the_rows_kept_and_hand_back_the_others(
+    tmp_path: Path, process: MappingProcess, in_process: bool
+) -> None:
+    rows = CHUNK_ROWS * 5 + 17
+    path = export(tmp_path / "a.txt", rows, "u", bad_every=97)
+    spec = replace(spec_for(path), delta=True)
+    whole = await ThreadSource.open(spec)
+    items, _, drops = flat(await chunks(whole))
+    await whole.close()
+    prefilter = EveryThird()
+    source = await (ThreadSource.open(spec) if in_process else process.open(spec))
+    got = await two_phase_chunks(source, prefilter)
+    await source.close()
+    phased, _, phased_drops = flat(got)
+    skipped = [index for c in got for index in c.skipped or ()]
+    asked = {index for keys in prefilter.phase_ones for index in keys.indexes}
+    assert sorted(skipped) == [i for i in range(rows) if i % 3 == 0 and i in asked]
+    assert skipped  # both kinds of chunk were asked
+    assert len(asked) < rows
+    assert phased == [item for item in items if item[0] not in set(skipped)]
+    assert phased_drops == [(i, d) for i, d in drops if i not in set(skipped)]
+    # phase 1: each row's user as the mapping names it, its raw fingerprint set
+    users = {item[0]: item[2] for item in items}
+    for keys in prefilter.phase_ones:
+        assert keys.keys == b"".join(user_key(users[i]) for i in keys.indexes)
+        assert NO_RAW not in split(keys.raws, 8)
+    # a summary names its source row, but where the row dropped a field
+    summaries = [s for c in got for s in c.deltas or ()]
+    indexes = [i for c in got for i in c.indexes]
+    for index, summary in zip(indexes, summaries, strict=True):
+        assert (summary[RAW_AT:WHOLE_AT] == NO_RAW) == (index % 97 == 0)

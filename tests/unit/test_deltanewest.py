@@ -83,7 +83,7 @@ def check(obj: dict[str, Any], record: bytes | None, latest: bytes | None) -> bo
     body = orjson.dumps(obj)
     row = summary(body)
     found = header(record)
-    if found is None or found[8] != row[STATIC_AT:HEADER_BYTES] or found[7] == row[14:STATIC_AT]:
+    if found is None or found[9] != row[STATIC_AT:HEADER_BYTES] or found[8] == row[22:STATIC_AT]:
         return False  # the caller (DeltaFile.filter) takes another path
     assert record is not None
     mode = parse(body).mode

@@ -1,0 +1,90 @@
+"""Delta's prefilter in the daemon (deltaprefilter.py), for one file: each chunk asked in two
+phases is decided here between them (its users looked up, the rows Braze holds from the same
+source row skipped, unmapped), and whether to ask the next chunks in two phases at all.
+
+Adaptive: phase 1 pays only when rows can be skipped. A chunk of which fewer than WORTH could
+be (a first run: nothing known; a daily re-export: every row's execution id new) makes the next
+chunks one-phase, today's path (mapped, then compared in full); a one-phase chunk with at least
+WORTH of rows the prefilter would have skipped (DeltaFile.raw_matches) makes them two-phase
+again. Chunks asked ahead follow a few chunks late.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from functools import partial
+from typing import TYPE_CHECKING
+
+from .deltaprefilter import decide, split
+
+if TYPE_CHECKING:
+    from .chunks import ChunkData, KeysData
+    from .deltafile import DeltaFile
+
+
+class ChunkSkip:
+    """One file's prefilter (chunks.Prefilter), owned by its DeltaFile."""
+
+    # Share of a chunk's rows skippable for phase 1 to pay: it costs the child a user key and
+    # a fingerprint a row (and the daemon a second lookup of the rows it maps), about a tenth
+    # of mapping the row, which it saves.
+    WORTH = 0.2
+
+    def __init__(self, file: DeltaFile) -> None:
+        self.file = file
+        self.wanted = True  # the first chunk finds out
+        # Users of rows decided "map" and not yet compared (DeltaFile.filter): a later row of
+        # theirs is mapped too, so that it is compared after them (deltaprefilter.decide).
+        self._pending: dict[bytes, int] = {}
+        self._chunks: deque[list[bytes]] = deque()  # each decided chunk's, in order
+        self.rows_unmapped = 0  # rows skipped without mapping (a share of rows_unchanged)
+
+    async def decide(self, keys: KeysData) -> bytes:
+        """Phase 1 answered: which of its rows to map (a byte a row, 1: map)."""
+        file, run = self.file, self.file.run
+        users, raws = split(keys.keys, 16), split(keys.raws, 8)
+        if not users:
+            self._chunks.append([])
+            return b""
+        inflight = run.inflight
+        file.disown_if_stale()
+        token = inflight.lookup_started()
+        try:
+            records = await run.lookup(users)
+            if file.disown_if_stale():  # read in the other workspace's store: none holds
+                records = [None] * len(users)
+            now, base = int(run.clock()), partial(inflight.base, token)
+            decided = decide(users, raws, records, base, self._pending, now, run.max_age_s)
+        finally:
+            inflight.lookup_done(token)
+        pending = self._pending
+        for key in decided.mapped:
+            pending[key] = pending.get(key, 0) + 1
+        self._chunks.append(decided.mapped)
+        skipped = len(decided.skipped)
+        self.rows_unmapped += skipped
+        file.unchanged_unmapped(skipped, decided.points)
+        self.wanted = skipped >= self.WORTH * len(users)
+        return decided.mask
+
+    def filtered(self, chunk: ChunkData, unchanged: list[int]) -> list[int]:
+        """After DeltaFile.filter compared the chunk's mapped rows (`unchanged`: those it left
+        unsent): every row of the chunk left unsent, by record index."""
+        if chunk.skipped is None:  # one phase: would two have paid?
+            compared = len(chunk.indexes) + len(unchanged)
+            if compared:
+                self.wanted = self.file.raw_matches >= self.WORTH * compared
+            return unchanged
+        pending = self._pending
+        for key in self._chunks.popleft():  # compared now (and registered if sent)
+            left = pending.pop(key) - 1
+            if left:
+                pending[key] = left
+        if not chunk.skipped:
+            return unchanged
+        return sorted(chunk.skipped + unchanged) if unchanged else chunk.skipped
+
+    def close(self) -> None:
+        """The file ended: nothing is pending any more."""
+        self._pending.clear()
+        self._chunks.clear()
