@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from itertools import compress, repeat
-from operator import is_
+from operator import is_, itemgetter
 from typing import TypeVar, cast
 
 from .batching import keep_unsettled, pack_rows
 from .chunks import ChunkData, DropData, FileRequest, KeysData, RejectData
 from .deltaprefilter import keepable, plan_seed, raw_fps, with_raw
-from .deltarecord import NO_RAW, user_key
+from .deltarecord import NO_RAW, user_key, user_keys
 from .identifiers import unusable_rows
 from .mapper import bind
 from .mapping import Rejection
@@ -91,11 +91,14 @@ class ChunkReader:
         packed = pack_rows(read.rows)
         raws = raw_fps(packed, self._seed)
         users = self._users(read.rows, read.line_numbers)
-        for i in compress(range(len(users)), map(is_, users, repeat(None))):
-            raws[i] = NO_RAW  # no identity here: mapped (and rejected, most likely)
-        keys = [_NO_KEY if user is None else user_key(user) for user in users]
+        if None in users:
+            for i in compress(range(len(users)), map(is_, users, repeat(None))):
+                raws[i] = NO_RAW  # no identity here: mapped (and rejected, most likely)
+            keys = [_NO_KEY if user is None else user_key(user) for user in users]
+        else:
+            keys = user_keys(cast("list[str]", users))
         self._held.append((read, packed, raws))
-        return KeysData(read.indexes, b"".join(keys), b"".join(raws), read.at_end)
+        return KeysData(read.indexes, keys, raws, read.at_end)
 
     def mapped(self, mask: bytes) -> ChunkData:
         """Phase 2 of the oldest chunk held: the rows `mask` marks (1) mapped, the others
@@ -119,7 +122,7 @@ class ChunkReader:
         if not rows:
             return []
         if column is not None and all(len(row) == width for row in rows):
-            users: list[str | None] = [row[column].strip() for row in rows]
+            users: list[str | None] = list(map(str.strip, map(itemgetter(column), rows)))
             for i in unusable_rows(cast("list[str]", users)):
                 identity = identify(rows[i], line_numbers[i])
                 users[i] = None if isinstance(identity, Rejection) else identity[0]

@@ -57,12 +57,13 @@ class ChunkData:
 @dataclass
 class KeysData:
     """Phase 1 of a chunk mapped in two phases (deltaprefilter.py): its rows that were read,
-    by record index, their users' store keys (16 bytes each, joined) and raw fingerprints (8
-    bytes each, joined); the rows it could not read come with phase 2."""
+    by record index, their users' store keys and raw fingerprints (NO_RAW: to be mapped);
+    the rows it could not read come with phase 2. Lists of bytes: marshal makes them in C,
+    and the store's lookup takes them as they are."""
 
     indexes: list[int]
-    keys: bytes
-    raws: bytes
+    keys: list[bytes]
+    raws: list[bytes]
     at_end: bool
 
 

@@ -317,11 +317,16 @@ class DeltaFile:
         if self._generation == self.run.generation:
             return False
         self._generation = self.run.generation
-        self.close()
+        self._drop_rows()  # (what the prefilter holds stays: its rows are compared in order)
         return True
 
     def close(self) -> None:
         """The file ended (or was given up): rows still held were never answered."""
+        self._drop_rows()
+        self.skip.close()
+
+    def _drop_rows(self) -> None:
+        """Rows still held will never be answered (or not to the workspace they were sent to)."""
         inflight = self.run.inflight
         ahead, self._ahead = self._ahead, None
         deltachunk.drop(inflight, ahead)
@@ -331,7 +336,6 @@ class DeltaFile:
             inflight.answered(key, None)
         self._rows.clear()
         self._first.clear()
-        self.skip.close()
 
 
 def _newest_add(

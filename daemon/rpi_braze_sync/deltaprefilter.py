@@ -26,6 +26,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Callable, Mapping, Sequence
+from itertools import compress, repeat
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import xxhash
@@ -35,6 +37,7 @@ from .deltarecord import COLLIDES, COUNTS_AT, NO_RAW, RAW_AT, RECORD_VERSION, WH
 
 MAP = -1  # skip_points: the row must be mapped (and compared in full)
 _NOT_NO_RAW = b"\x01" + bytes(7)  # a fingerprint that happens to be NO_RAW
+_RAW_OF = itemgetter(slice(RAW_AT, WHOLE_AT))
 
 
 def _canonical(value: Any) -> Any:
@@ -68,8 +71,16 @@ def plan_seed(
 
 def raw_fps(packed: Sequence[str | list[str]], seed: int) -> list[bytes]:
     """Each packed source row's fingerprint (batching.pack_rows: one exact string a row, or
-    a list where a cell holds the separator: NO_RAW)."""
+    a list where a cell holds the separator: NO_RAW). In C for the usual chunk."""
     digest = xxhash.xxh3_64_digest
+    if all(map(str.__instancecheck__, packed)):
+        try:
+            fps = list(map(digest, map(str.encode, packed), repeat(seed)))  # type: ignore[arg-type]
+        except UnicodeEncodeError:  # a lone surrogate: row by row below
+            pass
+        else:
+            if NO_RAW not in fps:
+                return fps
     out = []
     for row in packed:
         if isinstance(row, str):
@@ -117,7 +128,7 @@ def decide(
     keys: Sequence[bytes],
     raws: Sequence[bytes],
     records: Sequence[bytes | None],
-    base: Callable[[bytes, bytes | None], tuple[bytes | None, bool]],
+    base: Callable[[bytes, bytes | None], tuple[bytes | None, bool]] | None,
     pending: Mapping[bytes, int],
     now_s: int,
     max_age_s: int,
@@ -126,7 +137,11 @@ def decide(
     the file still to be compared (`pending`: mapped in an earlier chunk, or earlier in this
     one) is mapped too: that row may be sent, and this one, which comes after it, must then be
     compared after it (sent whole while that one is in flight), as it would be without the
-    prefilter. `base(key, looked_up)`: InFlight.base for the chunk's lookup."""
+    prefilter. `base(key, looked_up)`: InFlight.base for the chunk's lookup; None when no
+    hazard can apply (InFlight.quiet, no user pending, none twice): then each row's record is
+    the one looked up, and nothing is busy (the usual chunk, with no Python call per row)."""
+    if base is None:
+        return _decide_quiet(keys, raws, records, now_s, max_age_s)
     mask = bytearray(len(keys))
     skipped: list[int] = []
     mapped: list[bytes] = []
@@ -146,6 +161,30 @@ def decide(
     return Decided(bytes(mask), skipped, points, mapped)
 
 
-def split(joined: bytes, width: int) -> list[bytes]:
-    """Fixed-width items of `joined` (keys: 16 bytes, fingerprints: 8)."""
-    return [joined[i : i + width] for i in range(0, len(joined), width)]
+def _decide_quiet(
+    keys: Sequence[bytes],
+    raws: Sequence[bytes],
+    records: Sequence[bytes | None],
+    now_s: int,
+    max_age_s: int,
+) -> Decided:
+    """decide() where no row is busy nor pending and each record is the one looked up:
+    skip_points, inlined."""
+    mask = bytearray(b"\x01") * len(keys)
+    skipped: list[int] = []
+    points = 0
+    raw_of = _RAW_OF
+    for pos, record in enumerate(records):
+        if record is None:
+            continue
+        raw = raws[pos]
+        if raw_of(record) == raw != NO_RAW:
+            found = header(record)
+            if found is not None and now_s - found[2] <= max_age_s:
+                mask[pos] = 0
+                skipped.append(pos)
+                points += found[6]
+    if not skipped:
+        return Decided(bytes(mask), skipped, 0, list(keys))
+    mapped = list(compress(keys, mask))
+    return Decided(bytes(mask), skipped, points, mapped)

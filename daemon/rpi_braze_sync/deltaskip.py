@@ -15,7 +15,7 @@ from collections import deque
 from functools import partial
 from typing import TYPE_CHECKING
 
-from .deltaprefilter import decide, split
+from .deltaprefilter import decide
 
 if TYPE_CHECKING:
     from .chunks import ChunkData, KeysData
@@ -42,7 +42,7 @@ class ChunkSkip:
     async def decide(self, keys: KeysData) -> bytes:
         """Phase 1 answered: which of its rows to map (a byte a row, 1: map)."""
         file, run = self.file, self.file.run
-        users, raws = split(keys.keys, 16), split(keys.raws, 8)
+        users, raws = keys.keys, keys.raws
         if not users:
             self._chunks.append([])
             return b""
@@ -53,8 +53,11 @@ class ChunkSkip:
             records = await run.lookup(users)
             if file.disown_if_stale():  # read in the other workspace's store: none holds
                 records = [None] * len(users)
-            now, base = int(run.clock()), partial(inflight.base, token)
-            decided = decide(users, raws, records, base, self._pending, now, run.max_age_s)
+            pending = self._pending
+            quiet = inflight.quiet(token, users) and pending.keys().isdisjoint(users)
+            base = None if quiet else partial(inflight.base, token)
+            now = int(run.clock())
+            decided = decide(users, raws, records, base, pending, now, run.max_age_s)
         finally:
             inflight.lookup_done(token)
         pending = self._pending

@@ -33,7 +33,6 @@ from rpi_braze_sync.deltaprefilter import (
     plan_seed,
     raw_fps,
     skip_points,
-    split,
     with_raw,
 )
 from rpi_braze_sync.deltarecord import NO_RAW, RAW_AT, WHOLE_AT, user_key
@@ -93,6 +92,22 @@ def test_skip_decision(case: str) -> None:
         decision = compare_row(row(), record, NOW, MAX_AGE, "upsert", busy=busy)
         assert decision.send is Send.NOTHING
         assert points == decision.points_skipped == 3
+
+
+def test_the_quiet_chunk_is_decided_as_any_other() -> None:
+    """decide() without hazards (base None) gives what it gives row by row with them."""
+    cases = [case for case in CASES.values() if not case[2]]
+    keys = [user_key(f"u{i}") for i in range(len(cases))]
+    raws = [raw for _, raw, _, _ in cases]
+    records = [record for record, _, _, _ in cases]
+
+    def base(k: bytes, looked_up: bytes | None) -> tuple[bytes | None, bool]:
+        return looked_up, False
+
+    quiet = decide(keys, raws, records, None, {}, NOW, MAX_AGE)
+    assert quiet == decide(keys, raws, records, base, {}, NOW, MAX_AGE)
+    assert quiet.skipped == [i for i, case in enumerate(cases) if case[3]]
+    assert quiet.mapped == [k for i, k in enumerate(keys) if not cases[i][3]]
 
 
 def test_a_record_merged_from_a_later_row_carries_that_row() -> None:
@@ -186,7 +201,6 @@ def test_raw_fingerprints() -> None:
     summary = row()
     assert summary[RAW_AT:WHOLE_AT] == raw_of()
     assert with_raw(summary, NO_RAW)[:RAW_AT] == summary[:RAW_AT]
-    assert split(b"abcdefgh" * 2, 8) == [b"abcdefgh", b"abcdefgh"]
 
 
 def crossed(message: Message) -> Message:
@@ -194,7 +208,7 @@ def crossed(message: Message) -> Message:
 
 
 def test_the_two_phases_messages_cross_as_they_are() -> None:
-    keys = KeysData([4, 5], user_key("u1") + user_key("u2"), raw_of() + NO_RAW, True)
+    keys = KeysData([4, 5], [user_key("u1"), user_key("u2")], [raw_of(), NO_RAW], True)
     assert crossed(Keys(keys)) == Keys(keys)
     assert crossed(NextKeys()) == NextKeys()
     assert crossed(MapRows(b"\x01\x00")) == MapRows(b"\x01\x00")
