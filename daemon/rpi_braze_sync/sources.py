@@ -188,7 +188,8 @@ class MappingProcess:
         """The next reply owed; the exception it carries is raised."""
         payload = await self._replies.get()
         self._owed -= 1
-        self._kinds.popleft()
+        if self._kinds:  # (emptied by stop() meanwhile)
+            self._kinds.popleft()
         if payload is None:
             await self._gone()
         reply = decode(payload)
