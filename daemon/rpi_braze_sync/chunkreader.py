@@ -72,7 +72,7 @@ class ChunkReader:
         self._seed: int | None = None
         if spec.delta:
             used = mapping.paths_used()
-            self._seed = plan_seed(spec.plan, self.header, spec.path_values, used)
+            self._seed = plan_seed(spec.plan, self.header, spec.path_values, used, spec.version)
         self._id_column = self.mapper.plan.id_column_as_written
         self._identify = compile_identify(self.mapper.plan)
         self._held: deque[tuple[_Read, list[str | list[str]], list[bytes]]] = deque()

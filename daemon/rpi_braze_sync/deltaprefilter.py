@@ -32,7 +32,6 @@ from typing import Any, NamedTuple
 
 import xxhash
 
-from . import package_version
 from .deltarecord import COLLIDES, COUNTS_AT, NO_RAW, RAW_AT, RECORD_VERSION, WHOLE_AT, header
 
 MAP = -1  # skip_points: the row must be mapped (and compared in full)
@@ -59,13 +58,17 @@ def _canonical(value: Any) -> Any:
 
 
 def plan_seed(
-    plan: Any, header_: Sequence[str], path_values: Mapping[str, str], used: frozenset[str]
+    plan: Any,
+    header_: Sequence[str],
+    path_values: Mapping[str, str],
+    used: frozenset[str],
+    version: str = "",
 ) -> int:
     """The seed of a file's raw fingerprints: its plan (how it is read and mapped), its header
     (a column moved maps other cells), the path values its mapping uses, the daemon's version
     (a mapping that changed with it) and the record's."""
     paths = sorted((k, v) for k, v in path_values.items() if k in used)
-    text = repr((RECORD_VERSION, package_version(), _canonical(plan), tuple(header_), paths))
+    text = repr((RECORD_VERSION, version, _canonical(plan), tuple(header_), paths))
     return xxhash.xxh3_64_intdigest(text.encode("utf-8"))
 
 

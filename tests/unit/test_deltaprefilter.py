@@ -166,6 +166,7 @@ def test_the_seed_changes_with_the_plan_the_header_and_the_path_values_used() ->
     assert seed == plan_seed(plan, header, {**values, "file_name": "b.txt"}, frozenset({"offer"}))
     assert seed != plan_seed(plan, header, {**values, "offer": "Fall"}, frozenset({"offer"}))
     assert seed != plan_seed(plan, header[::-1], values, frozenset({"offer"}))
+    assert seed != plan_seed(plan, header, values, frozenset({"offer"}), "0.2.0")  # upgraded
     edited = ChannelPlan(ReadFormat(), replace(PLAN, mode="append"))
     assert seed != plan_seed(edited, header, values, frozenset({"offer"}))
     assert seed != plan_seed(ChannelPlan(ReadFormat(quote_char="'"), PLAN), header, values,
