@@ -48,7 +48,7 @@ class ChunkSkip:
             return b""
         inflight = run.inflight
         file.disown_if_stale()
-        token = inflight.lookup_started()
+        token = inflight.lookup_started(users)
         try:
             records = await run.lookup(users)
             if file.disown_if_stale():  # read in the other workspace's store: none holds

@@ -7,7 +7,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
-DELTA_ONLY = ("deltarun", "deltastore", "deltafile", "deltawrites", "deltaflight", "deltaview")
+DELTA_ONLY = (
+    "deltarun",
+    "deltastore",
+    "deltafile",
+    "deltawrites",
+    "deltaflight",
+    "deltaview",
+    "deltaskip",
+)
 
 
 def test_the_daemon_imports_no_delta_store_module_until_delta_is_used() -> None:
