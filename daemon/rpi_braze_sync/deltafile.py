@@ -112,6 +112,7 @@ class DeltaFile:
         """Leave out of `chunk` (in place) the values Braze holds from us; returns the record
         indexes of the rows left with nothing to send (settled without a request), with those
         the prefilter left unmapped (deltaskip.py)."""
+        self.skip.taking(chunk)
         return self.skip.filtered(chunk, await self._filter(chunk))
 
     def unchanged_unmapped(self, rows: int, points: int) -> None:

@@ -16,6 +16,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from .deltaprefilter import decide
+from .errors import WorkspaceChangedError
 
 if TYPE_CHECKING:
     from .chunks import ChunkData, KeysData
@@ -36,7 +37,9 @@ class ChunkSkip:
         # Users of rows decided "map" and not yet compared (DeltaFile.filter): a later row of
         # theirs is mapped too, so that it is compared after them (deltaprefilter.decide).
         self._pending: dict[bytes, int] = {}
-        self._chunks: deque[list[bytes]] = deque()  # each decided chunk's, in order
+        # Each decided chunk's, in order, until taken: its users mapped, and the workspace
+        # (DeltaRun.generation) whose values its skipped rows were found in, if any skipped.
+        self._chunks: deque[tuple[list[bytes], int | None]] = deque()
         self.rows_unmapped = 0  # rows skipped without mapping (a share of rows_unchanged)
 
     async def decide(self, keys: KeysData) -> bytes:
@@ -44,7 +47,7 @@ class ChunkSkip:
         file, run = self.file, self.file.run
         users, raws = keys.keys, keys.raws
         if not users:
-            self._chunks.append([])
+            self._chunks.append(([], None))
             return b""
         inflight = run.inflight
         file.disown_if_stale()
@@ -63,12 +66,26 @@ class ChunkSkip:
         pending = self._pending
         for key in decided.mapped:
             pending[key] = pending.get(key, 0) + 1
-        self._chunks.append(decided.mapped)
         skipped = len(decided.skipped)
+        self._chunks.append((decided.mapped, run.generation if skipped else None))
         self.rows_unmapped += skipped
         file.unchanged_unmapped(skipped, decided.points)
         self.wanted = skipped >= self.WORTH * len(users)
         return decided.mask
+
+    def taking(self, chunk: ChunkData) -> None:
+        """DeltaFile.filter is about to compare the chunk: raises WorkspaceChangedError if its
+        rows were skipped against the values of a Braze workspace a reload has replaced since.
+        The new one may hold none of them, and their phase 2 has left them unmapped: they
+        are read again (the file tried again from its checkpoint), as main's one-phase path
+        would compare them with the new, empty store and send them whole. Rare (a reload
+        naming another workspace, within the few chunks decided ahead), so no path of its
+        own: mapping them here would need the mapping in the daemon or a third phase."""
+        if chunk.skipped and self._chunks[0][1] != self.file.run.generation:
+            raise WorkspaceChangedError(
+                "the Braze workspace changed while rows found unchanged for the other one"
+                " were read ahead: read again"
+            )
 
     def filtered(self, chunk: ChunkData, unchanged: list[int]) -> list[int]:
         """After DeltaFile.filter compared the chunk's mapped rows (`unchanged`: those it left
@@ -79,7 +96,7 @@ class ChunkSkip:
                 self.wanted = self.file.raw_matches >= self.WORTH * compared
             return unchanged
         pending = self._pending
-        for key in self._chunks.popleft():  # compared now (and registered if sent)
+        for key in self._chunks.popleft()[0]:  # compared now (and registered if sent)
             left = pending.pop(key) - 1
             if left:
                 pending[key] = left

@@ -82,6 +82,12 @@ class RequestFailedError(RpiBrazeSyncError):
     again from its checkpoint, as after a dropped share."""
 
 
+class WorkspaceChangedError(RpiBrazeSyncError):
+    """Delta: a reload named another Braze workspace while rows decided unchanged against the
+    old one's values were not yet taken (deltaskip.py): the file is tried again from its
+    checkpoint, those rows read and decided again, as after a dropped share."""
+
+
 class TransportError(RpiBrazeSyncError):
     """No answer from Braze (braze.py maps aiohttp's and the OS's errors to it). `error` is a
     bounded label (metrics.REQUEST_ERRORS); `reached`: the request may have reached Braze and

@@ -28,6 +28,7 @@ from .errors import (
     HeaderError,
     RequestFailedError,
     ShareUnavailableError,
+    WorkspaceChangedError,
 )
 from .fileidentity import VersionAction
 from .fileprogress import FileProgress
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 # Not a journal state: the file stays 'sending' and is tried again (filequeue.py counts the
 # tries while the share itself is available); FileJob.retry_reason says why.
 WAIT_FOR_SHARE = "wait_for_share"
+# What stops sending a file to try it again from its checkpoint (WAIT_FOR_SHARE).
+_TRY_AGAIN = (ShareUnavailableError, RequestFailedError, WorkspaceChangedError)
 SHARE_WAIT_S = 5.0
 
 
@@ -269,14 +272,14 @@ class FileJob:
                     f"truncated or padded? {settlement.sent} rows were sent,"
                     f" {settlement.rejected} rejected",
                 )
-        except (ExportFileError, ShareUnavailableError, RequestFailedError) as exc:
+        except (ExportFileError, *_TRY_AGAIN) as exc:
             # Stop reading; what is in flight still settles, what is queued stays unsent.
             unsent = self.sender.drop_job(self)
             if self.delta is not None:
                 self.delta.abandoned(unsent)
             self.backlog.remove(len(unsent))
             await self.backlog.until_settled()
-            if isinstance(exc, (ShareUnavailableError, RequestFailedError)):
+            if isinstance(exc, _TRY_AGAIN):
                 self.retry_reason, outcome = f"{exc}; {settlement.sent} rows sent so far", None
             else:
                 outcome = (

@@ -1,0 +1,87 @@
+"""deltaskip.ChunkSkip inside a DeltaFile (a dict for a store): what a chunk decided in phase 1
+does once it is taken (DeltaFile.filter), a few chunks later."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import orjson
+import pytest
+
+from rpi_braze_sync.chunks import ChunkData, KeysData
+from rpi_braze_sync.deltabody import summary
+from rpi_braze_sync.deltafile import DeltaFile
+from rpi_braze_sync.deltaflight import InFlight
+from rpi_braze_sync.deltaprefilter import raw_fps, with_raw
+from rpi_braze_sync.deltarecord import timed, user_key
+from rpi_braze_sync.deltastats import FilePoints
+from rpi_braze_sync.errors import WorkspaceChangedError
+from rpi_braze_sync.metrics import Metrics
+
+NOW = 1_800_000_000
+SEED = 7
+
+
+class Run:
+    def __init__(self) -> None:
+        self.inflight = InFlight()
+        self.generation = 0
+        self.max_age_s = 30 * 86400
+        self.metrics = Metrics()
+        self.store: dict[bytes, bytes] = {}
+        self.clock: Callable[[], float] = lambda: NOW
+
+    async def lookup(self, keys: list[bytes]) -> list[bytes | None]:
+        return [self.store.get(key) for key in keys]
+
+    def remember(self, records: list[tuple[bytes, bytes]]) -> asyncio.Future[None]:
+        self.store.update(records)
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    def file_finished(self, entry: FilePoints) -> None:
+        pass
+
+
+def known(run: Run, users: list[str]) -> KeysData:
+    """Phase 1 of a chunk of `users`, each acknowledged before from the same source row."""
+    raws = raw_fps([f"{u}\x1fAnn" for u in users], SEED)
+    for user, raw in zip(users, raws, strict=True):
+        body = orjson.dumps({"external_id": user, "first_name": "Ann"})
+        run.store[user_key(user)] = timed(with_raw(summary(body), raw), NOW - 60)
+    return KeysData(list(range(len(users))), [user_key(u) for u in users], raws, False)
+
+
+def phase2(skipped: list[int]) -> ChunkData:
+    """Its phase 2: no row mapped, `skipped` left unmapped."""
+    chunk = ChunkData([], [], [], [], [], [], {}, False, 1.0, len(skipped))
+    chunk.deltas = []
+    chunk.skipped = skipped
+    return chunk
+
+
+async def test_skipped_rows_settle_as_unchanged_when_taken() -> None:
+    run = Run()
+    delta = DeltaFile(run, "c", "upsert")
+    assert await delta.skip.decide(known(run, ["a", "b"])) == b"\0\0"
+    assert await delta.filter(phase2([0, 1])) == [0, 1]
+    assert delta.rows_unchanged == 2
+
+
+async def test_rows_skipped_before_a_change_of_workspace_are_not_settled_after_it() -> None:
+    """A reload names another Braze workspace between phase 1 (decided against the old one's
+    store) and the chunk being taken: the new workspace may hold none of those values, so
+    the rows must not settle as unchanged (the file is read again from its checkpoint)."""
+    run = Run()
+    delta = DeltaFile(run, "c", "upsert")
+    assert await delta.skip.decide(known(run, ["a"])) == b"\0"
+    run.generation += 1  # DeltaRun.apply: another workspace, its store emptied
+    run.store.clear()
+    with pytest.raises(WorkspaceChangedError):
+        await delta.filter(phase2([0]))
+    # A chunk decided after the change is taken as usual.
+    again = DeltaFile(run, "c", "upsert")
+    assert await again.skip.decide(known(run, ["b"])) == b"\0"
+    assert await again.filter(phase2([0])) == [0]
