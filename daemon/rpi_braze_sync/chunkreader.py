@@ -14,7 +14,7 @@ from typing import TypeVar, cast
 
 from .batching import keep_unsettled, pack_rows
 from .chunks import ChunkData, DropData, FileRequest, KeysData, RejectData
-from .deltaprefilter import keepable, plan_seed, raw_fps, with_raw
+from .deltaprefilter import plan_seed, raw_fps, with_raws
 from .deltarecord import NO_RAW, user_key, user_keys
 from .identifiers import unusable_rows
 from .mapper import bind
@@ -177,11 +177,7 @@ class ChunkReader:
         if summaries is not None and self._seed is not None:  # each names its source row
             if raws is None:
                 raws = raw_fps(packed, self._seed)
-            dropped = mapped.dropped
-            summaries = [
-                s if s is None or i in dropped or not keepable(s) else with_raw(s, raws[i])
-                for i, s in enumerate(summaries)
-            ]
+            summaries = with_raws(summaries, raws, mapped.dropped)
         # By record index, which is what settles (a rejected row has none).
         drops: dict[int, list[DropData]] = {
             indexes[i]: [(d.line_no, d.field, d.value, d.reason) for d in row]
