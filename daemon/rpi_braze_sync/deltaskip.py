@@ -23,6 +23,11 @@ if TYPE_CHECKING:
     from .deltafile import DeltaFile
 
 
+# A decided chunk, until taken: (users of its rows mapped, DeltaRun.generation, data points of
+# its rows skipped).
+_Decided = tuple[list[bytes], int, int]
+
+
 class ChunkSkip:
     """One file's prefilter (chunks.Prefilter), owned by its DeltaFile."""
 
@@ -37,9 +42,12 @@ class ChunkSkip:
         # Users of rows decided "map" and not yet compared (DeltaFile.filter): a later row of
         # theirs is mapped too, so that it is compared after them (deltaprefilter.decide).
         self._pending: dict[bytes, int] = {}
-        # Each decided chunk's, in order, until taken: its users mapped, and the workspace
-        # (DeltaRun.generation) whose values its skipped rows were found in, if any skipped.
-        self._chunks: deque[tuple[list[bytes], int | None]] = deque()
+        # Each decided chunk's, in order, until taken: its users mapped, the workspace
+        # (DeltaRun.generation) whose values its skipped rows were found in, and their data
+        # points. Counted once taken, when they settle (a checkpoint holds
+        # DeltaFile.points(): counted at phase 1, a few chunks ahead, a restart would read
+        # and count them again).
+        self._chunks: deque[_Decided] = deque()
         self.rows_unmapped = 0  # rows skipped without mapping (a share of rows_unchanged)
 
     async def decide(self, keys: KeysData) -> bytes:
@@ -47,7 +55,7 @@ class ChunkSkip:
         file, run = self.file, self.file.run
         users, raws = keys.keys, keys.raws
         if not users:
-            self._chunks.append(([], None))
+            self._chunks.append(([], 0, 0))
             return b""
         inflight = run.inflight
         file.disown_if_stale()
@@ -67,9 +75,7 @@ class ChunkSkip:
         for key in decided.mapped:
             pending[key] = pending.get(key, 0) + 1
         skipped = len(decided.skipped)
-        self._chunks.append((decided.mapped, run.generation if skipped else None))
-        self.rows_unmapped += skipped
-        file.unchanged_unmapped(skipped, decided.points)
+        self._chunks.append((decided.mapped, run.generation, decided.points))
         self.wanted = skipped >= self.WORTH * len(users)
         return decided.mask
 
@@ -96,12 +102,15 @@ class ChunkSkip:
                 self.wanted = self.file.raw_matches >= self.WORTH * compared
             return unchanged
         pending = self._pending
-        for key in self._chunks.popleft()[0]:  # compared now (and registered if sent)
+        mapped, _, points = self._chunks.popleft()
+        for key in mapped:  # compared now (and registered if sent)
             left = pending.pop(key) - 1
             if left:
                 pending[key] = left
         if not chunk.skipped:
             return unchanged
+        self.rows_unmapped += len(chunk.skipped)
+        self.file.unchanged_unmapped(len(chunk.skipped), points)
         return sorted(chunk.skipped + unchanged) if unchanged else chunk.skipped
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ from rpi_braze_sync.chunks import ChunkData, KeysData
 from rpi_braze_sync.deltabody import summary
 from rpi_braze_sync.deltafile import DeltaFile
 from rpi_braze_sync.deltaflight import InFlight
-from rpi_braze_sync.deltaprefilter import raw_fps, with_raw
+from rpi_braze_sync.deltaprefilter import raw_fps, skip_points, with_raw
 from rpi_braze_sync.deltarecord import timed, user_key
 from rpi_braze_sync.deltastats import FilePoints
 from rpi_braze_sync.errors import WorkspaceChangedError
@@ -81,7 +81,31 @@ async def test_rows_skipped_before_a_change_of_workspace_are_not_settled_after_i
     run.store.clear()
     with pytest.raises(WorkspaceChangedError):
         await delta.filter(phase2([0]))
+    assert delta.points() == (0, 0)  # (counted when taken: never)
+    assert delta.rows_unchanged == 0
     # A chunk decided after the change is taken as usual.
     again = DeltaFile(run, "c", "upsert")
     assert await again.skip.decide(known(run, ["b"])) == b"\0"
     assert await again.filter(phase2([0])) == [0]
+
+
+async def test_skipped_rows_are_counted_when_taken_not_when_decided() -> None:
+    """A checkpoint holds DeltaFile.points(): rows decided ahead and not yet taken (nor
+    settled) must not be in it, or a restart reads, skips and counts them again."""
+    run = Run()
+    delta = DeltaFile(run, "c", "upsert")
+    keys = known(run, ["a", "b"])
+    points = sum(
+        skip_points(run.store[key], raw, False, NOW, run.max_age_s)
+        for key, raw in zip(keys.keys, keys.raws, strict=True)
+    )
+    assert points > 0
+    await delta.skip.decide(keys)
+    await delta.skip.decide(known(run, ["c"]))
+    assert delta.points() == (0, 0)
+    assert delta.rows_unchanged == 0
+    assert delta.skip.rows_unmapped == 0
+    assert await delta.filter(phase2([0, 1])) == [0, 1]
+    assert delta.points() == (0, points)
+    assert delta.rows_unchanged == 2
+    assert delta.skip.rows_unmapped == 2
