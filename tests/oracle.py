@@ -47,9 +47,11 @@ def identify(
         values.append(str(value))
     if kind == "user_alias":
         name, label = values
-        return f"alias:{label}:{name}", {"user_alias": {"alias_name": name, "alias_label": label}}
+        return f"user_alias\0{label}\0{name}", {
+            "user_alias": {"alias_name": name, "alias_label": label}
+        }
     value = values[0]
-    return (value if kind == "external_id" else f"{kind}:{value}"), {kind: value}
+    return (value if kind == "external_id" else f"{kind}\0{value}"), {kind: value}
 
 
 def map_row_oracle(plan: FilePlan, cells: Sequence[str], line_no: int) -> Mapped | Rejection:

@@ -27,9 +27,10 @@ log = logging.getLogger(__name__)
 STORE_DIRECTORY = "delta"  # under the state directory
 # RocksDB's directory, named for its key format (deltarecord.user_key): a store of an older
 # one is removed when the store is opened for writing, with a log line. "db": keys were the
-# XXH3-128 of the identity.
-_DB = "users"
-_OLDER_DBS = ("db",)
+# XXH3-128 of the identity; "users": an identity other than an external_id was its kind and
+# values joined by ':', which an external_id (or an alias's value) may hold.
+_DB = "identities"
+_OLDER_DBS = ("db", "users")
 _WORKSPACE = "WORKSPACE"
 _KEY_END = b"\xff"  # after every user key: none starts with 0xFF
 SWEEP_STEP = 50_000  # records read per sweep step: a few tenths of a second

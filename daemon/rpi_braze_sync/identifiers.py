@@ -1,6 +1,7 @@
 """Pure: the identifier rules, once, for every executor: what makes an identifier's value
 unusable (a control character; an external_id over Braze's 987 bytes), the cheap test that
-tells when the full one is needed, and that test's column form.
+tells when the full one is needed, and that test's column form; and the user identity a
+row's identifier makes.
 """
 
 from __future__ import annotations
@@ -53,3 +54,16 @@ def unusable_rows(texts: list[str]) -> list[int]:
     ):
         return [i for i, text in enumerate(texts) if might_be_unusable(text)]
     return []
+
+
+def identity(kind: str, texts: list[str]) -> str:
+    """A user's identity (the sender's "same user", delta's store key: deltarecord.user_key)
+    from the identifier's kind and values (user_alias: label, name). An external_id is its
+    value: its store keys keep the order of ids, so an export sorted by id reads the store in
+    order; the mapping's fast path takes the column as it is. Any other kind is its name, then
+    each value after a NUL, which no usable identifier holds (identifier_problem): no two
+    users meet, as an external_id "email:a@b.c" and the email "a@b.c" did with ':', or the
+    aliases label "a:b" name "c" and label "a" name "b:c"."""
+    if kind == "external_id":
+        return texts[0]
+    return "\0".join((kind, *texts))

@@ -15,7 +15,7 @@ import orjson
 
 from .chunks import Drop
 from .fileplan import MERGE_OBJECTS, UPDATE_EXISTING_ONLY, FilePlan, ValuePlan
-from .identifiers import identifier_problem, might_be_unusable
+from .identifiers import identifier_problem, identity, might_be_unusable
 from .mapping import Mapped, Rejection
 from .parsers import (
     MAX_STRING_CHARS,
@@ -125,10 +125,9 @@ def compile_identify(
             texts.append(text)
         if kind == "user_alias":
             name, label = texts
-            return f"alias:{label}:{name}", {
-                "user_alias": {"alias_name": name, "alias_label": label}
-            }
-        return (texts[0] if kind == "external_id" else f"{kind}:{texts[0]}"), {kind: texts[0]}
+            alias = {"user_alias": {"alias_name": name, "alias_label": label}}
+            return identity(kind, [label, name]), alias
+        return identity(kind, texts), {kind: texts[0]}
 
     return identify
 

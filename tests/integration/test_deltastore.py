@@ -201,22 +201,25 @@ def test_another_workspace_starts_afresh_with_a_log_line(
     assert caplog.text == ""
 
 
-def test_a_store_of_the_earlier_key_format_starts_afresh_with_a_log_line(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("earlier", ["db", "users"])
+def test_a_store_of_an_earlier_key_format_starts_afresh_with_a_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, earlier: str
 ) -> None:
-    """Keys were the XXH3-128 of the identity ("db"): those records are never found again, so
-    the store is emptied (and its space given back) rather than left to age out."""
+    """Keys were the XXH3-128 of the identity ("db"), or the identity with ':' between kind
+    and values ("users"): those records are never found again (or found for another user),
+    so the store is emptied (and its space given back) rather than left to age out."""
     store = DeltaStore.open(tmp_path, WORKSPACE)
     store.remember(users(10))
     store.close()
     directory = tmp_path / STORE_DIRECTORY
-    (directory / "users").rename(directory / "db")  # as an earlier version left it
+    [current] = [path for path in directory.iterdir() if path.is_dir()]
+    current.rename(directory / earlier)  # as an earlier version left it
     assert DeltaStore.open_read_only(tmp_path, WORKSPACE) is None  # nothing it can read
     with caplog.at_level(logging.WARNING):
         store = DeltaStore.open(tmp_path, WORKSPACE)
     assert "earlier version" in caplog.text
     assert "nothing remembered" in caplog.text
-    assert not (directory / "db").exists()
+    assert not (directory / earlier).exists()
     assert store.lookup([user_key("u1")]) == [None]
     store.remember(users(1))
     store.close()

@@ -898,7 +898,7 @@ def test_alias_mapping_good_row() -> None:
     mapper = bind(ALIAS_MAPPING, list(values))
     result = check_result(ALIAS_MAPPING, mapper.map_row(list(values.values()), 2), 2)
     assert result == Mapped(
-        "alias:Braze Onboarding:ada-1",
+        "user_alias\0Braze Onboarding\0ada-1",
         {
             "user_alias": {"alias_name": "ada-1", "alias_label": "Braze Onboarding"},
             "email": "ada@example.com",
@@ -949,7 +949,7 @@ def test_email_mapping_good_row() -> None:
     mapper = bind(EMAIL_MAPPING, header)
     result = check_result(EMAIL_MAPPING, mapper.map_row(row, 2), 2)
     assert result == Mapped(
-        "email:ada@example.com",
+        "email\0ada@example.com",
         {
             "email": "ada@example.com",
             "phone": "+442079460958",
@@ -972,7 +972,7 @@ def test_phone_mapping_good_row() -> None:
     mapper = bind(PHONE_MAPPING, ["tel", "a", "b"])
     result = check_result(PHONE_MAPPING, mapper.map_row(["(202) 555-0143", "5", "x"], 2), 2)
     assert result == Mapped(
-        "phone:+12025550143",
+        "phone\0+12025550143",
         {
             "phone": "+12025550143",
             "n": {"a": 5, "b": "x"},
