@@ -19,6 +19,31 @@ def package_version() -> str:
         return "0+unknown"
 
 
+# What the mapping process loads besides the standard library: an upgrade of one of them can
+# change a mapped value (phonenumbers' metadata, pycountry's names, orjson's numbers).
+MAPPING_LIBRARIES = ("orjson", "phonenumbers", "pycountry", "xxhash")
+
+
+@functools.cache
+def mapping_version() -> str:
+    """The versions a row's mapped values depend on: this package's, the libraries' the
+    mapping uses, Python's (its standard library: unicodedata, datetime, csv). In each raw
+    fingerprint's seed (deltaprefilter.plan_seed, given with the FileRequest: the mapping
+    process does not read packages' metadata), so that an upgrade of any maps rows again."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "unknown"
+
+    libraries = (f"{name} {of(name)}" for name in MAPPING_LIBRARIES)
+    python = f"Python {platform.python_version()}"
+    return "; ".join((f"rpi-braze-sync {package_version()}", *libraries, python))
+
+
 def __getattr__(name: str) -> str:
     if name == "__version__":
         return package_version()

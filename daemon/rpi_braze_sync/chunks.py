@@ -91,8 +91,9 @@ class FileRequest:
     start_index: int = 0  # the checkpoint: records before it are not read again
     skip: tuple[Range, ...] = ()  # records settled beyond start_index before a restart
     delta: bool = False  # summarise each row for delta (ChunkData.deltas)
-    # The daemon's version, in each row's raw fingerprint (deltaprefilter.plan_seed): the
-    # mapping process does not read the package's metadata itself.
+    # The versions mapped values depend on (rpi_braze_sync.mapping_version), in each row's
+    # raw fingerprint (deltaprefilter.plan_seed): the mapping process does not read packages'
+    # metadata itself.
     version: str = ""
 
 

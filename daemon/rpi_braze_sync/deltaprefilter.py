@@ -6,10 +6,11 @@ find each one unchanged. Now a row's record also carries `raw` (deltarecord.RAW_
 fingerprint of the source row it was built from, seeded by the plan it was mapped with. Given a
 chunk's user keys and raw fingerprints (phase 1, in the mapping process), the daemon skips each
 row whose user's record carries the same `raw`, decided exactly as DeltaFile.filter would have
-decided the mapped row: mapping is a function of the row's cells, the plan, the header and the
-path values the mapping uses, so the same raw fingerprint gives the same object, whose `whole`
-is the record's (a record is always built with the `whole` and `raw` of one row). Only the
-other rows are mapped (phase 2) and compared as before.
+decided the mapped row: mapping is a function of the row's cells, the plan, the header, the
+path values the mapping uses and the code (the daemon's, its libraries', Python's), so the same
+raw fingerprint gives the same object, whose `whole` is the record's (a record is always built
+with the `whole` and `raw` of one row). Only the other rows are mapped (phase 2) and compared
+as before.
 
 A raw fingerprint is left out of the summary (NO_RAW: mapped and compared every time) where
 the full comparison would not just skip the same row again, or where mapping does more than
@@ -77,8 +78,9 @@ def plan_seed(
     version: str = "",
 ) -> int:
     """The seed of a file's raw fingerprints: its plan (how it is read and mapped), its header
-    (a column moved maps other cells), the path values its mapping uses, the daemon's version
-    (a mapping that changed with it) and the record's."""
+    (a column moved maps other cells), the path values its mapping uses, the versions of the
+    daemon and of the libraries its mapping uses (rpi_braze_sync.mapping_version: a mapping
+    that changed with them) and the record's."""
     paths = sorted((k, v) for k, v in path_values.items() if k in used)
     text = repr((RECORD_VERSION, version, _canonical(plan), tuple(header_), paths))
     return xxhash.xxh3_64_intdigest(text.encode("utf-8"))

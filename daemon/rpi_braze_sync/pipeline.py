@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from . import package_version
+from . import mapping_version
 from .afterdone import after_done
 from .backlog import Backlog
 from .batching import Item
@@ -175,7 +175,7 @@ class FileJob:
             self.path, self.base, inspection, self.channel.plan, self._path_values(),
             progress.checkpoint, tuple(progress.ahead),  # settled before a restart: skipped
             delta=self.delta is not None,  # summarise each row for delta in the mapping
-            version=package_version(),
+            version=mapping_version(),
         )  # fmt: skip
         try:
             source: ChunkSource = await self.open_chunks(request)

@@ -230,3 +230,32 @@ def test_a_chunk_s_summaries_name_their_source_rows_where_they_may() -> None:
         None,  # rejected
         plain,  # dropped a field: listed again next time
     ]
+
+
+def test_the_version_in_the_seed_names_every_library_the_mapping_uses() -> None:
+    """A library's upgrade can change a mapped value (phonenumbers' metadata, pycountry's
+    names, orjson's numbers): the raw fingerprints must change with it, or the row is skipped
+    while the full comparison would send it. Every distribution the mapping process loads is
+    named, with its version, in what the daemon hands it as `version` (FileRequest)."""
+    from importlib.metadata import version
+
+    from rpi_braze_sync import mapping_version, package_version
+
+    code = (
+        "import sys, importlib.metadata as md\n"
+        "before = set(sys.modules)\n"
+        "import rpi_braze_sync.mapchild, rpi_braze_sync.chunkreader\n"
+        "names = {m.split('.')[0] for m in set(sys.modules) - before}\n"
+        "found = md.packages_distributions()\n"
+        "print(' '.join(sorted({d for n in names for d in found.get(n, [])})))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "phonenumbers" in loaded
+    assert "pycountry" in loaded
+    named = mapping_version()
+    assert f"rpi-braze-sync {package_version()}" in named
+    for dist in loaded:
+        assert f"{dist} {version(dist)}" in named
+    assert sys.version.split()[0] in named  # the standard library's (unicodedata, datetime)
