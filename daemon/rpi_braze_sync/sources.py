@@ -107,9 +107,12 @@ class MappingProcess:
         # what was sent, so a caller cancelled while waiting cannot leave a stale reply to be
         # mistaken for the next file's.
         self._owed = 0
-        # Per reply owed, in order: whether it is a phase 1's (Keys). While one is, no chunk
-        # is asked in one phase: its reply would come before the phase 2 asked for that one.
-        self._kinds: deque[bool] = deque()
+        # Per reply owed, in order: the request it answers. While a phase 1's (NextKeys) is
+        # owed, no chunk is asked in one phase: its reply would come before the phase 2 asked
+        # for that one.
+        self._kinds: deque[type[Request]] = deque()
+        # A phase 1's error, raised once the chunks before it were returned (next_chunk).
+        self._failed: BaseException | None = None
 
     @property
     def pid(self) -> int | None:
@@ -178,7 +181,7 @@ class MappingProcess:
         self._writer.write(encode(request))
         if not isinstance(request, CloseFile):  # the only request without a reply
             self._owed += 1  # from now: even if cancelled below, the reply will come
-            self._kinds.append(isinstance(request, NextKeys))
+            self._kinds.append(type(request))
         try:
             await self._writer.drain()
         except OSError:
@@ -186,17 +189,21 @@ class MappingProcess:
 
     async def _take(self) -> Reply:
         """The next reply owed; the exception it carries is raised."""
+        reply, _ = await self._reply()
+        if isinstance(reply, Failed):
+            raise reply.error
+        return reply
+
+    async def _reply(self) -> tuple[Reply, type[Request] | None]:
+        """The next reply owed, and the request it answers."""
         payload = await self._replies.get()
         self._owed -= 1
-        if self._kinds:  # (emptied by stop() meanwhile)
-            self._kinds.popleft()
+        kind = self._kinds.popleft() if self._kinds else None  # (emptied by stop() meanwhile)
         if payload is None:
             await self._gone()
         reply = decode(payload)
-        if isinstance(reply, Failed):
-            raise reply.error
-        assert isinstance(reply, Opened | Chunk | Keys), reply
-        return reply
+        assert isinstance(reply, Opened | Chunk | Keys | Failed), reply
+        return reply, kind
 
     async def _gone(self) -> NoReturn:
         await self.stop()
@@ -213,29 +220,49 @@ class MappingProcess:
         """The next chunk. With a `prefilter` that wants it, chunks are asked in two phases
         (deltaprefilter.py): each phase 1 answered (Keys) is decided here and its phase 2
         (MapRows) asked at once, so the process reads the chunks after it meanwhile. Each
-        chunk asked is one reply owed until its phase 1 is taken, then one until its Chunk."""
+        chunk asked is one reply owed until its phase 1 is taken, then one until its Chunk.
+
+        A phase 1 that failed (a read error) comes before the Chunks of the phases 2 asked
+        ahead of it: its error is raised once those chunks were returned, as in one phase;
+        the chunks after it are not asked further (close_file drops their replies)."""
+        failed = self._failed
+        if failed is not None and MapRows not in self._kinds:
+            self._failed = None
+            raise failed
         if not self._owed:
             await self._ask(prefilter)
         ahead = self.AHEAD_WHEN_WAITING if self.received_ahead else self.PREFETCH_CHUNKS
         while True:
-            reply = await self._take()
+            reply, kind = await self._reply()
+            if isinstance(reply, Failed):
+                if kind is not NextKeys:  # a chunk's own (or an earlier one's) error
+                    self._failed = None
+                    raise reply.error
+                if self._failed is None:
+                    if MapRows not in self._kinds:
+                        raise reply.error
+                    self._failed = reply.error
+                continue
             if isinstance(reply, Keys):
+                if self._failed is not None:  # a chunk after the one that failed
+                    continue
                 assert prefilter is not None  # (only asked with one)
                 mask = await prefilter.decide(reply.data)
                 await self._send(MapRows(mask))
                 continue
             assert isinstance(reply, Chunk), reply
-            if not reply.data.at_end:  # ask for the next ones now: mapped while this one is sent
-                while self._owed < ahead:
+            if self._failed is None and not reply.data.at_end:
+                while self._owed < ahead:  # ask for the next ones now: read while it is sent
                     await self._ask(prefilter)
             return reply.data
 
     async def _ask(self, prefilter: Prefilter | None) -> None:
-        two_phases = prefilter is not None and (prefilter.wanted or True in self._kinds)
+        two_phases = prefilter is not None and (prefilter.wanted or NextKeys in self._kinds)
         await self._send(NextKeys() if two_phases else NextChunk())
 
     async def close_file(self) -> None:
         """Forget the current file: the replies still owed are read and dropped."""
+        self._failed = None
         try:
             async with asyncio.timeout(self.CLOSE_WAIT_S):
                 await self._discard_owed()
@@ -284,6 +311,7 @@ class MappingProcess:
                     )
         self._owed = 0
         self._kinds.clear()
+        self._failed = None
 
     async def _exited(self, process: asyncio.subprocess.Process) -> bool:
         try:

@@ -31,7 +31,12 @@ from rpi_braze_sync.chunks import (
 from rpi_braze_sync.codec import FRAME_LENGTH, Failed, OpenFile, decode, encode
 from rpi_braze_sync.config import load_config
 from rpi_braze_sync.deltarecord import NO_RAW, RAW_AT, WHOLE_AT, user_key
-from rpi_braze_sync.errors import FileChangedError, HeaderError, ShareUnavailableError
+from rpi_braze_sync.errors import (
+    FileChangedError,
+    HeaderError,
+    RecordTooLongError,
+    ShareUnavailableError,
+)
 from rpi_braze_sync.inspection import inspect_file
 from rpi_braze_sync.sources import MappingProcess, ThreadSource
 
@@ -434,3 +439,39 @@ async def test_two_phases_map_only_the_rows_kept_and_hand_back_the_others(
     indexes = [i for c in got for i in c.indexes]
     for index, summary in zip(indexes, summaries, strict=True):
         assert (summary[RAW_AT:WHOLE_AT] == NO_RAW) == (index % 97 == 0)
+
+
+class MapAll:
+    """A prefilter that asks every chunk in two phases and maps every row."""
+
+    wanted = True
+
+    async def decide(self, keys: KeysData) -> bytes:
+        return b"\1" * len(keys.indexes)
+
+
+async def take_all(source: ChunkSource, prefilter: MapAll | None, taken: list[ChunkData]) -> None:
+    while not (chunk := await source.next_chunk(prefilter)).at_end:
+        taken.append(chunk)
+
+
+@pytest.mark.parametrize("two_phases", [False, True], ids=["one-phase", "two-phases"])
+async def test_a_read_error_comes_after_the_chunks_read_before_it(
+    tmp_path: Path, process: MappingProcess, two_phases: bool
+) -> None:
+    """A chunk that cannot be read fails the file once the chunks before it were taken, in
+    two phases as in one: their phase 1 answers come before its error, their chunks after."""
+    path = export(tmp_path / "a.txt", CHUNK_ROWS * 10, "u")
+    bad = CHUNK_ROWS * 5 + 10  # in the sixth chunk: a record over max_record_bytes
+    lines = path.read_bytes().split(b"\r\n")
+    long_cell = ("x" * 100 + "\r\n") * 30  # over several lines: cannot be rejected alone
+    lines[1 + bad] = f'u{bad},"{long_cell}",a@example.com,1950-01-02,1'.encode()
+    path.write_bytes(b"\r\n".join(lines))
+    spec = spec_for(path)
+    plan = replace(spec.plan, read=replace(spec.plan.read, max_record_bytes=2048))
+    source = await process.open(replace(spec, plan=plan, delta=True))
+    taken: list[ChunkData] = []
+    with pytest.raises(RecordTooLongError):
+        await take_all(source, MapAll() if two_phases else None, taken)
+    await source.close()
+    assert [i for chunk in taken for i in chunk.indexes] == list(range(CHUNK_ROWS * 5))
