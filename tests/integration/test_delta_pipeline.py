@@ -357,3 +357,37 @@ async def test_a_row_that_dropped_a_field_is_mapped_again_and_its_drop_listed_ag
             b'3,email,"not, an email",not an email address',
         ]
     assert await daemon.stop() == 0
+
+
+async def test_rows_skipped_before_a_change_of_workspace_are_sent_to_the_new_one(
+    daemon: InProcess, fake_braze: FakeBraze, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The prefilter decided a chunk's rows unchanged against the old workspace's values, then
+    a reload named another before the chunk was taken: the file is read again (a try that
+    failed) and every row reaches the new workspace, which holds nothing."""
+    from rpi_braze_sync.deltaskip import ChunkSkip
+
+    daemon.changes["watch"] |= {"file_retry_seconds": 0.1}
+    await daemon.start()
+    daemon.drop("run0.txt", rows(1200))
+    await wait_until(daemon.finished(1), what="the first export")
+    before = len(fake_braze.objects())
+    daemon.changes["braze"]["api_url"] = fake_braze.url.replace("127.0.0.1", "localhost")
+    write_config(daemon.config_path, daemon.changes)
+    decide = ChunkSkip.decide
+
+    async def decide_then_reload(skip: ChunkSkip, keys: Any) -> bytes:
+        mask = await decide(skip, keys)
+        if b"\0" in mask:  # skipped rows: the workspace changes before the chunk is taken
+            monkeypatch.setattr(ChunkSkip, "decide", decide)
+            assert daemon.daemon is not None
+            assert daemon.daemon.reload()
+        return mask
+
+    monkeypatch.setattr(ChunkSkip, "decide", decide_then_reload)
+    daemon.drop("run1.txt", rows(1200))  # unchanged: skipped, unmapped, for the old workspace
+    await wait_until(daemon.finished(2), what="the same rows, for the new workspace")
+    sent = sent_for(fake_braze, before)
+    assert sorted({o["external_id"] for o in sent}) == sorted(f"u{i}" for i in range(1200))
+    assert all("country" in o for o in sent)  # whole: the new workspace holds nothing yet
+    assert await daemon.stop() == 0
