@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .heldrows import HeldChunks
+
+if TYPE_CHECKING:
+    from .chunks import ChunkData
+    from .settlement import Settlement
 
 # Rows read and not yet settled hold their bodies and source rows: at most about this many
 # bytes of them (the sender's own bounds count rows, and rows can be 1 MiB each).
@@ -34,6 +38,35 @@ class Backlog:
         self._gauge.inc(rows)
         if self.rows:
             self._settled.clear()
+
+    def take(
+        self,
+        chunk: ChunkData,
+        unchanged: list[int],
+        settlement: Settlement,
+        delta_held: Callable[[ChunkData], int] | None = None,
+    ) -> None:
+        """A chunk read: its rows taken, its bytes held; those settled at once are settled
+        (rejected, or `unchanged`: rows delta left with nothing to send, settled as sent:
+        Braze holds every value of theirs). The job then hands the others to the sender.
+        `delta_held`: what delta holds for a chunk's rows sent until they are answered."""
+        if chunk.drops:
+            settlement.hold_drops(chunk.drops)
+        rows = len(chunk.rejected) + len(chunk.indexes) + len(unchanged)
+        if chunk.indexes:
+            size = sum(map(len, chunk.bodies)) + sum(map(len, chunk.packed))
+            if delta_held is not None:  # what delta holds for those rows until answered
+                size += delta_held(chunk)
+            self.held.take(chunk.indexes[-1] + 1, size)
+        self.add(rows)
+        for _, line_no, cells, reason in chunk.rejected:
+            settlement.reject(line_no, cells, reason)
+        if chunk.rejected:
+            settlement.settle([index for index, _, _, _ in chunk.rejected])
+            self.remove(len(chunk.rejected))
+        if unchanged:
+            settlement.sent_rows(unchanged)
+            self.remove(len(unchanged))
 
     def remove(self, rows: int) -> None:
         """`rows` settled, or dropped from the sender's queue unsent."""

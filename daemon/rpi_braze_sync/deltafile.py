@@ -15,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from itertools import repeat, zip_longest
-from operator import itemgetter
+from itertools import repeat
 from typing import TYPE_CHECKING, Protocol, cast
 
 import orjson
@@ -24,27 +23,29 @@ import orjson
 from . import deltachunk, deltastats
 from .batching import Item
 from .chunks import ChunkData
-from .delta import Merge, Mode, Remember, Send, build_record, compare_row
+from .delta import Merge, Mode, Send, compare_row
 from .deltabody import arrays_only, rebuild
 from .deltacolumns import summaries
 from .deltaflight import InFlight
-from .deltanewest import newest_add_body, newest_add_only, newest_add_record
 from .deltarecord import (
     COLLIDES,
     COUNTS_AT,
     HEADER_BYTES,
     NO_RAW,
-    PLAIN,
-    POINTS_AT,
     RAW_AT,
     STATIC_AT,
-    TAIL_AT,
     WHOLE_AT,
-    RecordHeader,
     header,
-    points_of,
-    timed_prefix,
     user_keys,
+)
+from .deltasent import (
+    ALL_POINTS,
+    First,
+    Sent,
+    acknowledged_records,
+    all_plain,
+    first_records,
+    newest_add,
 )
 from .deltaskip import ChunkSkip
 from .progress import plural
@@ -70,18 +71,7 @@ class Run(Protocol):
     def file_finished(self, entry: deltastats.FilePoints) -> None: ...
 
 
-# A row sent, until its answer: (user key, how to remember it once acknowledged (None: never),
-# the record it was compared with, its summary, its data points sent or ALL_POINTS: all of the
-# summary's). A plain tuple: one is made per row sent.
-_Sent = tuple[bytes, Merge | None, bytes | None, bytes, int]
-ALL_POINTS = -1
-# A first-run row sent (upsert, nothing known of its user, none of its rows in flight, its
-# summary PLAIN): (user key, summary). Once acknowledged its record is its summary timed, so
-# a batch of them is settled in bulk (DeltaFile._first_acknowledged), with no Python per row.
-_First = tuple[bytes, bytes]
-_KEY, _SUMMARY, _FLAGS = itemgetter(0), itemgetter(1), itemgetter(1)
-_TAIL = itemgetter(slice(TAIL_AT, None))
-_POINTS_LOW, _POINTS_HIGH = itemgetter(POINTS_AT), itemgetter(POINTS_AT + 1)
+# (A row's state until it is answered, and its record once acknowledged: deltasent.py.)
 _ENTRY_BYTES = 400  # a row's entries: its state tuple, two dicts' slots, its key (estimated)
 
 
@@ -99,8 +89,8 @@ class DeltaFile:
         # and not checkpointed is counted again if sent again (never fewer than were sent).
         self.points_sent, self.points_skipped = points
         self.rows_unchanged = 0  # rows not sent at all
-        self._rows: dict[int, _Sent] = {}  # record index -> the row in flight
-        self._first: dict[int, _First] = {}  # record index -> the first-run row in flight
+        self._rows: dict[int, Sent] = {}  # record index -> the row in flight
+        self._first: dict[int, First] = {}  # record index -> the first-run row in flight
         self._generation = run.generation  # the workspace its rows in flight were sent to
         self._ahead: deltachunk.Lookup | None = None  # the next chunk's (look_up)
         self._sent_label = run.metrics.data_points.labels(channel, "sent")
@@ -142,7 +132,7 @@ class DeltaFile:
             first = Merge.REBUILD if mode == "upsert" else None
             rows_, indexes, rows = chunk.deltas, chunk.indexes, self._rows
             if not any(records) and inflight.quiet(token, keys):  # the first run's chunk
-                if first is not None and _all_plain(rows_):  # its usual rows
+                if first is not None and all_plain(rows_):  # its usual rows
                     self._first.update(zip(indexes, zip(keys, rows_, strict=True), strict=True))
                 else:
                     states = zip(keys, repeat(first), repeat(None), rows_, repeat(ALL_POINTS))
@@ -160,7 +150,7 @@ class DeltaFile:
                     rows[indexes[pos]] = (key, first, None, row, ALL_POINTS)
                     sending(key)
                     continue
-                state: _Sent
+                state: Sent
                 if busy:  # its earlier row's outcome is unknown: sent whole
                     state = (key, Merge.INTO_LATEST, record, row, ALL_POINTS)
                 else:
@@ -171,7 +161,7 @@ class DeltaFile:
                         raw_matches += found[7] == row[RAW_AT:WHOLE_AT] != NO_RAW
                         continue
                     if found[9] == row[STATIC_AT:HEADER_BYTES] and not row[1] & COLLIDES:
-                        newest = _newest_add(chunk, pos, key, row, record, found)
+                        newest = newest_add(chunk, pos, key, row, record, found)
                         if newest is not None:  # the daily re-export's row (deltanewest.py)
                             rows[indexes[pos]] = newest[0]
                             skipped_points += newest[1]
@@ -247,47 +237,21 @@ class DeltaFile:
         run, inflight = self.run, self.run.inflight
         now = int(run.clock())
         indexes = [item.index for item in items]
-        firsts: list[_First | None] = []
+        firsts: list[First | None] = []
         if self._first:
             firsts = list(map(self._first.pop, indexes, repeat(None)))
             if firsts and None not in firsts:
-                return self._first_acknowledged(cast("list[_First]", firsts), now)
-        answers: list[tuple[bytes, bytes | None]] = []
-        points = 0
-        rows, latest, rebuild_ = self._rows, inflight.latest, Merge.REBUILD
-        newest_ = Merge.NEWEST_ADD
-        timed_ = timed_prefix(now)  # + a PLAIN summary's tail: its record
-        for index, first in zip_longest(indexes, firsts):
-            state = rows.pop(index, None) if first is None else _first_sent(first)
-            if state is None:
-                continue
-            key, merge, base, row, sent = state
-            points += row[POINTS_AT] | row[POINTS_AT + 1] << 8 if sent < 0 else sent
-            record: bytes | None
-            if merge is rebuild_ and row[1] == PLAIN:  # the first run's usual row
-                record = timed_ + row[TAIL_AT:]
-            elif merge is None or row[1] & COLLIDES:
-                record = None
-            elif merge is newest_:  # as build_record would, in bytes (deltanewest.py)
-                last = latest(key, base)
-                record = newest_add_record(row, last)
-                if record is None:
-                    record = build_record(Remember(merge, row), last, now)
-            else:
-                record = build_record(Remember(merge, row), latest(key, base), now)
-            answers.append((key, record))
+                return self._first_acknowledged(cast("list[First]", firsts), now)
+        answers, points = acknowledged_records(indexes, firsts, self._rows, inflight.latest, now)
         inflight.answered_all(answers)
         written = [(key, record) for key, record in answers if record is not None]
         self.points_sent += points
         self._sent_label.inc(points)
         return run.remember(written) if written else None
 
-    def _first_acknowledged(self, firsts: list[_First], now: int) -> asyncio.Future[None]:
+    def _first_acknowledged(self, firsts: list[First], now: int) -> asyncio.Future[None]:
         """acknowledged() for first-run rows only: each one's record is its summary timed."""
-        keys = list(map(_KEY, firsts))
-        summaries_ = list(map(_SUMMARY, firsts))
-        records = list(map(timed_prefix(now).__add__, map(_TAIL, summaries_)))
-        points = sum(map(_POINTS_LOW, summaries_)) + (sum(map(_POINTS_HIGH, summaries_)) << 8)
+        keys, records, points = first_records(firsts, now)
         self.run.inflight.acknowledged_all(keys, records)
         self.points_sent += points
         self._sent_label.inc(points)
@@ -337,32 +301,3 @@ class DeltaFile:
             inflight.answered(key, None)
         self._rows.clear()
         self._first.clear()
-
-
-def _newest_add(
-    chunk: ChunkData, pos: int, key: bytes, row: bytes, record: bytes | None, found: RecordHeader
-) -> tuple[_Sent, int] | None:
-    """The row's state, and its data points skipped, when only its last array value added
-    is new (its fields held), its object cut down to that value; None: compare it in full
-    (compare_row)."""
-    assert record is not None  # its header was read
-    skipped = newest_add_only(row, record, found)
-    if skipped is None:
-        return None
-    body = newest_add_body(orjson.loads(chunk.bodies[pos]))
-    if body is None:
-        return None
-    # orjson's bytes keep the 4 KB it wrote into, held until the row is sent: a copy of
-    # its length (a new execution id: 4 KB -> 100 B a row)
-    chunk.bodies[pos] = memoryview(body).tobytes()
-    return (key, Merge.NEWEST_ADD, record, row, points_of(row) - skipped), skipped
-
-
-def _all_plain(summaries_: list[bytes]) -> bool:
-    """Whether every summary is PLAIN (its own record once timed), none colliding."""
-    return bytes(map(_FLAGS, summaries_)).count(PLAIN) == len(summaries_)
-
-
-def _first_sent(first: _First) -> _Sent:
-    """A first-run row's state as any row's (acknowledged with rows of other kinds)."""
-    return (first[0], Merge.REBUILD, None, first[1], ALL_POINTS)

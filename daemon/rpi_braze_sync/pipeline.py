@@ -254,7 +254,9 @@ class FileJob:
                 chunk = await source.next_chunk(skip) if ahead is None else ahead
                 ahead = None
                 unchanged = await self.delta.filter(chunk) if self.delta is not None else []
-                self._take(chunk, unchanged)
+                held = self.delta.held_bytes if self.delta is not None else None
+                self.backlog.take(chunk, unchanged, self.settlement, held)
+                self.sender.submit(chunk.items_for(self))
                 records_read = chunk.records_read
                 if chunk.at_end:
                     break
@@ -314,29 +316,6 @@ class FileJob:
 
     def _is_broken(self) -> bool:
         return self._broken is not None
-
-    def _take(self, chunk: ChunkData, unchanged: list[int] | None = None) -> None:
-        """`unchanged`: rows delta left with nothing to send, settled as sent (Braze holds
-        every value of theirs)."""
-        settlement = self.settlement
-        if chunk.drops:
-            settlement.hold_drops(chunk.drops)
-        rows = len(chunk.rejected) + len(chunk.indexes) + len(unchanged or ())
-        if chunk.indexes:
-            size = sum(map(len, chunk.bodies)) + sum(map(len, chunk.packed))
-            if self.delta is not None:  # what delta holds for those rows until answered
-                size += self.delta.held_bytes(chunk)
-            self.backlog.held.take(chunk.indexes[-1] + 1, size)
-        self.backlog.add(rows)
-        for _, line_no, cells, reason in chunk.rejected:
-            settlement.reject(line_no, cells, reason)
-        if chunk.rejected:
-            settlement.settle([index for index, _, _, _ in chunk.rejected])
-            self.backlog.remove(len(chunk.rejected))
-        if unchanged:
-            settlement.sent_rows(unchanged)
-            self.backlog.remove(len(unchanged))
-        self.sender.submit(chunk.items_for(self))
 
     async def suspend(self) -> None:
         """Shutdown, after requests in flight settled: record how far the file got. Delta's

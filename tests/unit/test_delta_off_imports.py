@@ -15,6 +15,7 @@ DELTA_ONLY = (
     "deltaflight",
     "deltaview",
     "deltaskip",
+    "deltasent",
 )
 
 
