@@ -12,15 +12,41 @@ again. Chunks asked ahead follow a few chunks late.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .deltaprefilter import decide
 from .errors import WorkspaceChangedError
 
 if TYPE_CHECKING:
     from .chunks import ChunkData, KeysData
-    from .deltafile import DeltaFile
+    from .deltaflight import InFlight
+
+
+class Run(Protocol):
+    """What the prefilter reads of the daemon's delta (deltarun.DeltaRun)."""
+
+    inflight: InFlight
+    generation: int  # the Braze workspace's: bumped when a reload names another
+    max_age_s: int
+    clock: Callable[[], float]
+
+    async def lookup(self, keys: list[bytes]) -> list[bytes | None]: ...
+
+
+class File(Protocol):
+    """What the prefilter needs of its file (deltafile.DeltaFile, which owns it): named here by
+    what it offers, so that neither module imports the other."""
+
+    raw_matches: int  # the last one-phase chunk's rows the prefilter would have skipped
+
+    @property
+    def run(self) -> Run: ...
+
+    def disown_if_stale(self) -> bool: ...
+
+    def unchanged_unmapped(self, rows: int, points: int) -> None: ...
 
 
 # A decided chunk, until taken: (users of its rows mapped, DeltaRun.generation, data points of
@@ -36,7 +62,7 @@ class ChunkSkip:
     # of mapping the row, which it saves.
     WORTH = 0.2
 
-    def __init__(self, file: DeltaFile) -> None:
+    def __init__(self, file: File) -> None:
         self.file = file
         self.wanted = True  # the first chunk finds out
         # Users of rows decided "map" and not yet compared (DeltaFile.filter): a later row of
