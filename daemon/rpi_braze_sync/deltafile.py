@@ -103,7 +103,11 @@ class DeltaFile:
         indexes of the rows left with nothing to send (settled without a request), with those
         the prefilter left unmapped (deltaskip.py)."""
         self.skip.taking(chunk)
-        return self.skip.filtered(chunk, await self._filter(chunk))
+        unchanged = await self._filter(chunk)
+        # Again: a reload may have named another workspace while its records were read (the
+        # rows it compared are dropped from delta's view by then; those skipped are not).
+        self.skip.taking(chunk)
+        return self.skip.filtered(chunk, unchanged)
 
     def unchanged_unmapped(self, rows: int, points: int) -> None:
         """Rows the prefilter skipped (deltaskip.py): unchanged, as filter would have found."""

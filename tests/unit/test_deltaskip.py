@@ -89,6 +89,39 @@ async def test_rows_skipped_before_a_change_of_workspace_are_not_settled_after_i
     assert await again.filter(phase2([0])) == [0]
 
 
+class ReloadDuringLookup(Run):
+    """A reload names another workspace while a chunk's records are read (DeltaRun.apply runs
+    on the loop while the store's thread reads)."""
+
+    reload = False
+
+    async def lookup(self, keys: list[bytes]) -> list[bytes | None]:
+        records = [self.store.get(key) for key in keys]
+        await asyncio.sleep(0)
+        if self.reload:
+            self.generation += 1
+            self.store.clear()
+        return records
+
+
+async def test_rows_skipped_are_not_settled_when_the_workspace_changes_during_the_lookup() -> None:
+    """The chunk's check before its comparison passed; the reload came while its mapped rows'
+    records were read: the rows it skipped must not settle as unchanged either."""
+    run = ReloadDuringLookup()
+    delta = DeltaFile(run, "c", "upsert")
+    keys = known(run, ["a", "b"])
+    raws = list(keys.raws)
+    raws[1] = b"\x09" * 8  # b's source row changed: mapped
+    assert await delta.skip.decide(KeysData(keys.indexes, keys.keys, raws, False)) == b"\0\1"
+    run.reload = True
+    body = orjson.dumps({"external_id": "b", "first_name": "Bob"})
+    chunk = ChunkData([1], [3], ["b"], [body], ["b\x1fBob"], [], {}, False, 1.0, 2)
+    chunk.skipped = [0]
+    with pytest.raises(WorkspaceChangedError):
+        await delta.filter(chunk)
+    assert delta.rows_unchanged == 0
+
+
 async def test_skipped_rows_are_counted_when_taken_not_when_decided() -> None:
     """A checkpoint holds DeltaFile.points(): rows decided ahead and not yet taken (nor
     settled) must not be in it, or a restart reads, skips and counts them again."""
