@@ -19,8 +19,8 @@ from .fileorder import UPSERT, FileInfo, Start, Wait, choose_next
 from .filestates import FileState
 from .inspection import share_available
 from .journal import FileRecord
-from .logs import display_name, export_logger
-from .pipeline import SHARE_WAIT_S, WAIT_FOR_SHARE, ExportOf, FileJob
+from .logs import ExportLogger, display_name, export_logger
+from .pipeline import READ_AGAIN, SHARE_WAIT_S, WAIT_FOR_SHARE, ExportOf, FileJob
 from .ratelimit import file_retry_s
 from .sending import FileJobContext
 from .statewrites import StateWriteErrors
@@ -110,6 +110,10 @@ class FileQueue:
                 await asyncio.sleep(self.state_writes.retry_s)
                 self._queue[file_id] = self.journal.get(file_id)
                 continue
+            if state == READ_AGAIN:  # at once, from its checkpoint: not a failed try
+                self._logger(record).warning("read again from its checkpoint: %s", reason)
+                self._queue[file_id] = self.journal.get(file_id)
+                continue
             if state == WAIT_FOR_SHARE:
                 base = self.config.base_output_directory
                 if not await asyncio.to_thread(share_available, base):
@@ -135,13 +139,17 @@ class FileQueue:
         waits = [self._not_before[i] for i in self._queue if i in self._not_before]
         return max(0.0, min(waits) - time.monotonic()) if waits else None
 
+    def _logger(self, record: FileRecord) -> logging.Logger | ExportLogger:
+        """Log lines about the file, with its export's values (channel, offer, workflow)."""
+        export = self._export_of(record.rel_path)
+        return export_logger(log, export.values) if export else log
+
     async def _failed_try(self, record: FileRecord, reason: str) -> bool:
         """A try that failed while the share is there: wait (doubling) and let the others go,
         or, after watch.file_attempts, park the file as failed. True when parked."""
         watch = self.config.settings.watch
         tries = self._failed_tries[record.id] = self._failed_tries.get(record.id, 0) + 1
-        export = self._export_of(record.rel_path)
-        logger = export_logger(log, export.values) if export else log
+        logger = self._logger(record)
         if tries >= watch.file_attempts:
             why = (
                 f"{reason}; gave up after {tries} tries (watch.file_attempts):"
@@ -251,7 +259,7 @@ class FileQueue:
     # --- one file ----------------------------------------------------------------------------
 
     async def _run_one(self, record: FileRecord) -> tuple[str, str]:
-        """The file's final state, or WAIT_FOR_SHARE and why."""
+        """The file's final state, or WAIT_FOR_SHARE or READ_AGAIN and why."""
         export = self._export_of(record.rel_path)
         channel = self.config.channels.get(export.channel) if export else None
         if export is None or channel is None:

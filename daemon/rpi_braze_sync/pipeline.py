@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 # Not a journal state: the file stays 'sending' and is tried again (filequeue.py counts the
 # tries while the share itself is available); FileJob.retry_reason says why.
 WAIT_FOR_SHARE = "wait_for_share"
+# Not a journal state either: read the file again from its checkpoint at once, not counted as
+# a failed try (a reload named another Braze workspace while rows were decided ahead).
+READ_AGAIN = "read_again"
 # What stops sending a file to try it again from its checkpoint (WAIT_FOR_SHARE).
 _TRY_AGAIN = (ShareUnavailableError, RequestFailedError, WorkspaceChangedError)
 SHARE_WAIT_S = 5.0
@@ -147,7 +150,8 @@ class FileJob:
 
     async def run(self) -> str:
         """Send the file; returns its final state (done, failed, vanished), or WAIT_FOR_SHARE
-        when the share dropped: the file keeps its checkpoint and is tried again."""
+        when the share dropped: the file keeps its checkpoint and is tried again (READ_AGAIN:
+        at once)."""
         fmt = self.channel.settings.format
         try:
             inspection = await asyncio.to_thread(inspect_file, self.path, fmt, self.base)
@@ -243,6 +247,7 @@ class FileJob:
         records_read = 0
         stopping = False
         outcome: tuple[FileState, str | None] | None = (FileState.DONE, None)  # None: share
+        again = False  # outcome None: READ_AGAIN rather than WAIT_FOR_SHARE
         ahead: ChunkData | None = None  # (delta) read, its lookup started
         try:
             while True:
@@ -283,6 +288,7 @@ class FileJob:
             await self.backlog.until_settled()
             if isinstance(exc, _TRY_AGAIN):
                 self.retry_reason, outcome = f"{exc}; {settlement.sent} rows sent so far", None
+                again = isinstance(exc, WorkspaceChangedError)
             else:
                 outcome = (
                     FileState.VANISHED if isinstance(exc, FileVanishedError) else FileState.FAILED,
@@ -302,7 +308,7 @@ class FileJob:
         # The final state after the last checkpoint and its rejects (statewriter.py, point 4).
         await settlement.until_written()
         if outcome is None:
-            return WAIT_FOR_SHARE
+            return READ_AGAIN if again else WAIT_FOR_SHARE
         if outcome[0] == FileState.DONE:
             await settlement.until_rejects_complete()
             counts = settlement.counts()
