@@ -62,8 +62,16 @@ class LoadedConfig:
     def uses_delta(self) -> bool:
         """Some channel sends only what changed (never in a dry run: nothing is acknowledged).
         Asked before delta's modules are imported (lead.py): off, the daemon never loads them."""
+        return not self.dry_run and self._asks_delta()
+
+    @property
+    def delta_unused(self) -> bool:
+        """Delta is turned on, but this is a dry run: it is not used (said in the log)."""
+        return self.dry_run and self._asks_delta()
+
+    def _asks_delta(self) -> bool:
         settings = self.settings
-        return not self.dry_run and any(settings.delta_for(name) for name in settings.channels)
+        return any(settings.delta_for(name) for name in settings.channels)
 
     @property
     def journal_url(self) -> str | None:

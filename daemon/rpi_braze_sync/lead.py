@@ -125,6 +125,7 @@ def open_lead(stack: contextlib.AsyncExitStack, journal: Journal, shared: Shared
         without it). Turned off, jobs stop using it (FileJob asks the config it starts with);
         it stays open, for a reload that turns it on again."""
         nonlocal delta
+        _tell_if_unused(new)
         if delta is not None or not new.uses_delta:
             return
         from .deltastore import DeltaStoreError
@@ -166,8 +167,17 @@ def _open_delta(config: LoadedConfig, metrics: Metrics, retry_s: float) -> Delta
     """Delta's store, if a channel uses delta. Its modules (the store's, the file's, the
     summaries' fast paths) are imported only then: with delta off, the daemon never loads
     them, nor the memory their code takes."""
+    _tell_if_unused(config)
     if not config.uses_delta:
         return None
     from .deltarun import open_delta
 
     return open_delta(config, metrics, retry_s)
+
+
+def _tell_if_unused(config: LoadedConfig) -> None:
+    if config.delta_unused:  # else an operator trying delta in a dry run sees it do nothing
+        log.warning(
+            "delta: turned on, but not used in a dry run (nothing is acknowledged, so nothing"
+            " is remembered): every row is written to the outbox whole"
+        )

@@ -145,6 +145,28 @@ async def test_another_braze_workspace_by_reload_starts_with_nothing_remembered(
     assert await daemon.stop() == 0
 
 
+async def test_delta_in_a_dry_run_is_said_to_be_unused(
+    tmp_path: Path, fake_braze: FakeBraze, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dry run acknowledges nothing, so delta remembers nothing there: an operator who turns
+    it on in `make run` is told, at the start and at a reload, rather than seeing it do
+    nothing."""
+    caplog.set_level(logging.INFO)
+    daemon = InProcess(tmp_path, fake_braze)
+    daemon.changes["delta"] = {"enabled": True}
+    daemon.changes["braze"] |= {"dry_run": True}
+    await daemon.start()
+    try:
+        assert "delta: turned on, but not used in a dry run" in caplog.text
+        assert not (daemon.state / "delta").exists()
+        caplog.clear()
+        assert daemon.daemon is not None
+        assert daemon.daemon.reload()
+        assert "delta: turned on, but not used in a dry run" in caplog.text
+    finally:
+        assert await daemon.stop() == 0
+
+
 async def test_a_reload_turns_delta_on_for_the_next_files_and_off_again(
     tmp_path: Path, fake_braze: FakeBraze, caplog: pytest.LogCaptureFixture
 ) -> None:
