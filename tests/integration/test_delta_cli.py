@@ -14,10 +14,11 @@ import pytest
 from rpi_braze_sync import delta
 from rpi_braze_sync.cli import main
 from rpi_braze_sync.deltastore import DeltaStore
+from rpi_braze_sync.errors import EXIT_USAGE
 from rpi_braze_sync.metrics import Metrics
 from tests.e2e.conftest import UPSERT, wait_until, write_config
 from tests.fakebraze import API_KEY, FakeBraze
-from tests.integration.test_delta_pipeline import rows
+from tests.integration.test_delta_pipeline import finished_in, rows
 from tests.integration.test_pipeline import InProcess
 
 
@@ -60,6 +61,66 @@ async def test_forget_users_then_all(
 
     assert forget(daemon, "--all") == 0
     assert await send_again(daemon, fake_braze, "run3.txt") == ["u0", "u1", "u2", "u3"]
+
+
+# A channel per identifier kind: (identifier, its column, the column's values in the file).
+OTHER_KINDS = {
+    "By Email": ({"email": {"column": "email"}}, "email", ["a@example.com", "b@example.com"]),
+    "By Phone": ({"phone": {"column": "phone"}}, "phone", ["+33612345678", "+33687654321"]),
+    "By Alias": (
+        {"user_alias": {"name": {"column": "n"}, "label": {"value": "crm:x"}}},
+        "n",
+        ["n1", "n2"],
+    ),
+}
+
+
+def drop_other_kinds(daemon: InProcess, name: str) -> None:
+    for channel, (_, column, values) in OTHER_KINDS.items():
+        lines = "".join(f"{value},Ann\n" for value in values)
+        daemon.drop(name, f"{column},first_name\n{lines}".encode(), channel=channel)
+
+
+async def send_other_kinds(daemon: InProcess, name: str) -> None:
+    daemon.metrics = Metrics()
+    await daemon.start()
+    drop_other_kinds(daemon, name)
+    for channel in OTHER_KINDS:
+        await wait_until(finished_in(daemon, channel, 1), what=f"{name} of {channel}")
+    assert await daemon.stop() == 0
+
+
+async def test_forget_users_of_other_identifiers(
+    daemon: InProcess, fake_braze: FakeBraze, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Email, phone and alias users are stored under their kind and values (NUL-separated,
+    identifiers.identity), which argv cannot spell: --email, --phone and --alias name them;
+    --user stays an external_id as it is, ':' and all."""
+    first_name = {"first_name": {"column": "first_name"}}
+    daemon.changes["channels"] = {
+        channel: {"mode": "upsert", "mapping": {"identifier": identifier, "attributes": first_name}}
+        for channel, (identifier, _, _) in OTHER_KINDS.items()
+    }
+    await send_other_kinds(daemon, "run1.txt")
+    sent = len(fake_braze.objects())
+    assert sent == 6
+
+    assert forget(daemon, "--all", "--email", "a@example.com") == EXIT_USAGE
+    assert "not with --all" in capsys.readouterr().err
+    named = ["--email", "a@example.com", "--phone", "+33612345678", "--alias", "crm:x", "n2"]
+    assert forget(daemon, *named, "--user", "email:b@example.com", "b@example.com") == 0
+    assert "forgot the values of 3 of 5 users" in capsys.readouterr().out
+
+    await send_other_kinds(daemon, "run2.txt")
+    again = fake_braze.objects()[sent:]
+    kinds = ("email", "phone", "user_alias")
+    users = sorted(({k: o[k] for k in kinds if k in o} for o in again), key=repr)
+    assert users == [
+        {"email": "a@example.com"},
+        {"phone": "+33612345678"},
+        {"user_alias": {"alias_name": "n2", "alias_label": "crm:x"}},
+    ]
+    assert all(o["first_name"] == "Ann" for o in again)
 
 
 async def test_forget_older_than(daemon: InProcess, fake_braze: FakeBraze) -> None:
