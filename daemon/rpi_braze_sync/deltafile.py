@@ -84,9 +84,11 @@ class DeltaFile:
     ) -> None:
         self.run = run
         self.mode: Mode = mode
-        # The whole file's, every process's: checkpointed with its rows (points()). Sent ones
-        # are counted once acknowledged, before their rows settle: after a kill, a row counted
-        # and not checkpointed is counted again if sent again (never fewer than were sent).
+        # The whole file's, every process's: checkpointed with its rows (points()). A row
+        # sent counts its points (sent, and skipped: left out as held) once acknowledged,
+        # before it settles: after a kill, a row counted and not checkpointed is counted again
+        # if sent again (never fewer than were sent). A row left unsent (unchanged) counts at
+        # compare: it settles as soon as filter returns, with no await between (Backlog.take).
         self.points_sent, self.points_skipped = points
         self.rows_unchanged = 0  # rows not sent at all
         self._rows: dict[int, Sent] = {}  # record index -> the row in flight
@@ -139,7 +141,8 @@ class DeltaFile:
                 if first is not None and all_plain(rows_):  # its usual rows
                     self._first.update(zip(indexes, zip(keys, rows_, strict=True), strict=True))
                 else:
-                    states = zip(keys, repeat(first), repeat(None), rows_, repeat(ALL_POINTS))
+                    none, all_points = repeat(None), repeat(ALL_POINTS)
+                    states = zip(keys, repeat(first), none, rows_, all_points, repeat(0))
                     rows.update(zip(indexes, states, strict=True))
                 inflight.sending_all(keys)
                 return []
@@ -151,12 +154,12 @@ class DeltaFile:
                 row = rows_[pos]
                 found = header(record)
                 if found is None or now - found[2] > max_age:  # nothing known, or too old
-                    rows[indexes[pos]] = (key, first, None, row, ALL_POINTS)
+                    rows[indexes[pos]] = (key, first, None, row, ALL_POINTS, 0)
                     sending(key)
                     continue
                 state: Sent
                 if busy:  # its earlier row's outcome is unknown: sent whole
-                    state = (key, Merge.INTO_LATEST, record, row, ALL_POINTS)
+                    state = (key, Merge.INTO_LATEST, record, row, ALL_POINTS, 0)
                 else:
                     if found[8] == row[WHOLE_AT:STATIC_AT] and not row[1] & COLLIDES:
                         # the usual row: unchanged since acknowledged (delta.held_whole)
@@ -167,14 +170,13 @@ class DeltaFile:
                     if found[9] == row[STATIC_AT:HEADER_BYTES] and not row[1] & COLLIDES:
                         newest = newest_add(chunk, pos, key, row, record, found)
                         if newest is not None:  # the daily re-export's row (deltanewest.py)
-                            rows[indexes[pos]] = newest[0]
-                            skipped_points += newest[1]
+                            rows[indexes[pos]] = newest  # (its points: counted once answered)
                             sending(key)
                             continue
                     decision = compare_row(row, record, now, max_age, mode, found=found)
-                    skipped_points += decision.points_skipped
                     if decision.send is Send.NOTHING:
                         unsent.append(pos)
+                        skipped_points += decision.points_skipped
                         continue
                     if decision.send is Send.SOME:
                         obj = orjson.loads(chunk.bodies[pos])
@@ -187,7 +189,7 @@ class DeltaFile:
                         # sent: a copy of its length (a new execution id: 4 KB -> 100 B a row)
                         chunk.bodies[pos] = memoryview(body).tobytes()
                     merge = decision.remember.merge if decision.remember is not None else None
-                    state = (key, merge, record, row, decision.points_sent)
+                    state = (key, merge, record, row, decision.points_sent, decision.points_skipped)
                 rows[indexes[pos]] = state
                 sending(key)
         finally:
@@ -246,11 +248,16 @@ class DeltaFile:
             firsts = list(map(self._first.pop, indexes, repeat(None)))
             if firsts and None not in firsts:
                 return self._first_acknowledged(cast("list[First]", firsts), now)
-        answers, points = acknowledged_records(indexes, firsts, self._rows, inflight.latest, now)
+        answers, points, skipped = acknowledged_records(
+            indexes, firsts, self._rows, inflight.latest, now
+        )
         inflight.answered_all(answers)
         written = [(key, record) for key, record in answers if record is not None]
         self.points_sent += points
         self._sent_label.inc(points)
+        if skipped:
+            self.points_skipped += skipped
+            self._skipped_label.inc(skipped)
         return run.remember(written) if written else None
 
     def _first_acknowledged(self, firsts: list[First], now: int) -> asyncio.Future[None]:

@@ -32,8 +32,11 @@ if TYPE_CHECKING:
 
 # A row sent, until its answer: (user key, how to remember it once acknowledged (None: never),
 # the record it was compared with, its summary, its data points sent or ALL_POINTS: all of the
-# summary's). A plain tuple: one is made per row sent.
-Sent = tuple[bytes, Merge | None, bytes | None, bytes, int]
+# summary's, its data points left out as held). A plain tuple: one is made per row sent. Both
+# counts wait here for the answer: a row dropped unsent, or unanswered at a stop, is read
+# again from the checkpoint (DeltaFile.points()) and compared again, so counting what it left
+# out at compare counted it twice.
+Sent = tuple[bytes, Merge | None, bytes | None, bytes, int, int]
 ALL_POINTS = -1
 # A first-run row sent (upsert, nothing known of its user, none of its rows in flight, its
 # summary PLAIN): (user key, summary). Once acknowledged its record is its summary timed, so
@@ -51,8 +54,8 @@ def all_plain(summaries_: list[bytes]) -> bool:
 
 def newest_add(
     chunk: ChunkData, pos: int, key: bytes, row: bytes, record: bytes | None, found: RecordHeader
-) -> tuple[Sent, int] | None:
-    """The row's state, and its data points skipped, when only its last array value added
+) -> Sent | None:
+    """The row's state (its data points skipped in it) when only its last array value added
     is new (its fields held), its object cut down to that value; None: compare it in full
     (compare_row)."""
     assert record is not None  # its header was read
@@ -65,7 +68,7 @@ def newest_add(
     # orjson's bytes keep the 4 KB it wrote into, held until the row is sent: a copy of
     # its length (a new execution id: 4 KB -> 100 B a row)
     chunk.bodies[pos] = memoryview(body).tobytes()
-    return (key, Merge.NEWEST_ADD, record, row, points_of(row) - skipped), skipped
+    return (key, Merge.NEWEST_ADD, record, row, points_of(row) - skipped, skipped)
 
 
 def first_records(firsts: list[First], now: int) -> tuple[list[bytes], list[bytes], int]:
@@ -84,21 +87,22 @@ def acknowledged_records(
     rows: dict[int, Sent],
     latest: Callable[[bytes, bytes | None], bytes | None],
     now: int,
-) -> tuple[list[tuple[bytes, bytes | None]], int]:
+) -> tuple[list[tuple[bytes, bytes | None]], int, int]:
     """Rows acknowledged (their record indexes; `firsts`: the first-run row of each, or
     None, or empty when there are none): (user key, its record to write or None: none) for
-    each row in flight, taken out of `rows`, and their data points sent. `latest`: the
-    user's newest record (deltaflight.InFlight.latest)."""
+    each row in flight, taken out of `rows`, and their data points sent and skipped (left
+    out as held). `latest`: the user's newest record (deltaflight.InFlight.latest)."""
     answers: list[tuple[bytes, bytes | None]] = []
-    points = 0
+    points = skipped = 0
     rebuild_, newest_ = Merge.REBUILD, Merge.NEWEST_ADD
     timed_ = timed_prefix(now)  # + a PLAIN summary's tail: its record
     for index, first in zip_longest(indexes, firsts):
         state = rows.pop(index, None) if first is None else _first_sent(first)
         if state is None:
             continue
-        key, merge, base, row, sent = state
+        key, merge, base, row, sent, left_out = state
         points += row[POINTS_AT] | row[POINTS_AT + 1] << 8 if sent < 0 else sent
+        skipped += left_out
         record: bytes | None
         if merge is rebuild_ and row[1] == PLAIN:  # the first run's usual row
             record = timed_ + row[TAIL_AT:]
@@ -112,9 +116,9 @@ def acknowledged_records(
         else:
             record = build_record(Remember(merge, row), latest(key, base), now)
         answers.append((key, record))
-    return answers, points
+    return answers, points, skipped
 
 
 def _first_sent(first: First) -> Sent:
     """A first-run row's state as any row's (acknowledged with rows of other kinds)."""
-    return (first[0], Merge.REBUILD, None, first[1], ALL_POINTS)
+    return (first[0], Merge.REBUILD, None, first[1], ALL_POINTS, 0)

@@ -178,3 +178,46 @@ async def test_a_new_execution_id_run_is_the_general_paths() -> None:
     await written
     assert run.written == [expected_records]
     assert (delta.points_sent, delta.points_skipped) == (sent_points, skipped_points) == (5, 11)
+
+
+async def test_points_left_out_of_rows_sent_are_counted_once_acknowledged() -> None:
+    """A row sent with values left out (newest-add, some fields held) counts them when Braze
+    acknowledges it, not when it is compared: the checkpoint (points()) of rows dropped
+    unsent holds none of them, so the try after reads them again and counts them once."""
+    run = Run()
+    users = ["a", "b", "c", "d"]
+    first = chunk(users, rpi_offers={"add": ["Spring"]}, rpi_channel_exec_ids={"add": ["5501"]})
+    first_file = DeltaFile(run, "c", "upsert")
+    assert await first_file.filter(first) == []
+    remembered = first_file.acknowledged(items(first))
+    assert remembered is not None
+    await remembered
+
+    def again() -> ChunkData:
+        sent = chunk(users, rpi_offers={"add": ["Spring"]}, rpi_channel_exec_ids={"add": ["5502"]})
+        body = orjson.loads(sent.bodies[2]) | {"first_name": "Changed"}  # some fields held
+        sent.bodies[2] = orjson.dumps(body)
+        sent.deltas = [summary(b) for b in sent.bodies]
+        return sent
+
+    def skipped() -> float | None:
+        labels = {"channel": "c", "outcome": "skipped"}
+        return run.metrics.registry.get_sample_value("rpi_braze_sync_data_points_total", labels)
+
+    dropped = DeltaFile(run, "c", "upsert")
+    sent = again()
+    assert await dropped.filter(sent) == []
+    assert dropped.points() == (0, 0)  # nothing answered yet
+    dropped.abandoned(items(sent))  # never sent (the job dropped), or rejected
+    dropped.close()
+    assert dropped.points() == (0, 0)
+    assert not skipped()
+
+    retried = DeltaFile(run, "c", "upsert", points=dropped.points())  # from its checkpoint
+    sent = again()
+    assert await retried.filter(sent) == []
+    written = retried.acknowledged(items(sent))
+    assert written is not None
+    await written
+    assert retried.points() == (5, 11)  # as test_a_new_execution_id_run_is_the_general_paths
+    assert skipped() == 11
