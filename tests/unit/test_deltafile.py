@@ -134,18 +134,23 @@ async def test_a_chunk_looked_up_ahead_sees_what_is_written_before_it_is_compare
     assert not run.inflight._lookups
 
 
-async def test_a_new_execution_id_run_is_the_general_paths() -> None:
-    """The daily re-export (each row's only new value its last added, deltanewest.py), mixed
-    with a row whose field changed: bodies sent, points and records written are those of
-    compare_row, arrays_only/rebuild and build_record."""
-    run = Run()
-    users = ["a", "b", "c", "d"]
+async def remembered_first_run(run: Run, users: list[str]) -> None:
+    """The users' first export (an offer and execution id 5501 added), acknowledged."""
     first = chunk(users, rpi_offers={"add": ["Spring"]}, rpi_channel_exec_ids={"add": ["5501"]})
     first_file = DeltaFile(run, "c", "upsert")
     assert await first_file.filter(first) == []
     remembered = first_file.acknowledged(items(first))
     assert remembered is not None
     await remembered
+
+
+async def test_a_new_execution_id_run_is_the_general_paths() -> None:
+    """The daily re-export (each row's only new value its last added, deltanewest.py), mixed
+    with a row whose field changed: bodies sent, points and records written are those of
+    compare_row, arrays_only/rebuild and build_record."""
+    run = Run()
+    users = ["a", "b", "c", "d"]
+    await remembered_first_run(run, users)
     before = dict(run.store)
     assert len(before) == 4
     again = chunk(users, rpi_offers={"add": ["Spring"]}, rpi_channel_exec_ids={"add": ["5502"]})
@@ -186,12 +191,7 @@ async def test_points_left_out_of_rows_sent_are_counted_once_acknowledged() -> N
     unsent holds none of them, so the try after reads them again and counts them once."""
     run = Run()
     users = ["a", "b", "c", "d"]
-    first = chunk(users, rpi_offers={"add": ["Spring"]}, rpi_channel_exec_ids={"add": ["5501"]})
-    first_file = DeltaFile(run, "c", "upsert")
-    assert await first_file.filter(first) == []
-    remembered = first_file.acknowledged(items(first))
-    assert remembered is not None
-    await remembered
+    await remembered_first_run(run, users)
 
     def again() -> ChunkData:
         sent = chunk(users, rpi_offers={"add": ["Spring"]}, rpi_channel_exec_ids={"add": ["5502"]})

@@ -4,7 +4,6 @@ does once it is taken (DeltaFile.filter), a few chunks later."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import orjson
 import pytest
@@ -12,37 +11,13 @@ import pytest
 from rpi_braze_sync.chunks import ChunkData, KeysData
 from rpi_braze_sync.deltabody import summary
 from rpi_braze_sync.deltafile import DeltaFile
-from rpi_braze_sync.deltaflight import InFlight
 from rpi_braze_sync.deltaprefilter import raw_fps, skip_points, with_raw
 from rpi_braze_sync.deltarecord import timed, user_key
-from rpi_braze_sync.deltastats import FilePoints
 from rpi_braze_sync.errors import WorkspaceChangedError
-from rpi_braze_sync.metrics import Metrics
 
-NOW = 1_800_000_000
+from .test_deltafile import NOW, Run  # the same fake of the daemon's delta
+
 SEED = 7
-
-
-class Run:
-    def __init__(self) -> None:
-        self.inflight = InFlight()
-        self.generation = 0
-        self.max_age_s = 30 * 86400
-        self.metrics = Metrics()
-        self.store: dict[bytes, bytes] = {}
-        self.clock: Callable[[], float] = lambda: NOW
-
-    async def lookup(self, keys: list[bytes]) -> list[bytes | None]:
-        return [self.store.get(key) for key in keys]
-
-    def remember(self, records: list[tuple[bytes, bytes]]) -> asyncio.Future[None]:
-        self.store.update(records)
-        done = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
-
-    def file_finished(self, entry: FilePoints) -> None:
-        pass
 
 
 def known(run: Run, users: list[str]) -> KeysData:
