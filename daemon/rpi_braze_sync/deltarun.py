@@ -159,6 +159,19 @@ class DeltaRun:
     # --- lookups, on the store's thread (writes are made on the loop: deltawrites.py) ---
 
     async def lookup(self, keys: list[bytes]) -> list[bytes | None]:
+        """The users' records; only those the store may hold are asked of it (a first run's
+        chunk: none, and no hop to the store's thread: deltaunwritten.py)."""
+        held = self.store.maybe_held(keys)
+        if held is None or len(held) == len(keys):
+            return await self._looked_up(keys)
+        records: list[bytes | None] = [None] * len(keys)
+        if held:
+            found = await self._looked_up([keys[i] for i in held])
+            for i, record in zip(held, found, strict=True):
+                records[i] = record
+        return records
+
+    async def _looked_up(self, keys: list[bytes]) -> list[bytes | None]:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._thread, self._lookup, keys)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, cast
 from . import deltarocks
 from .delta import refreshed_at, user_key
 from .deltarocks import DIR_MODE, FILE_MODE, rocks
+from .deltaunwritten import Unwritten
 from .errors import RpiBrazeSyncError, StateLockedError
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ class DeltaStore:
         self._read_only = read_only
         self._synced = rocks().WriteOptions()
         self._synced.sync = True
+        # The users written since the store was found empty (None: it was not, when opened).
+        self.unwritten: Unwritten | None = None
 
     # --- opening -----------------------------------------------------------------------
 
@@ -96,7 +99,15 @@ class DeltaStore:
             raise DeltaStoreError(f"cannot open the delta store in {directory}: {exc}") from exc
         except Exception as exc:  # rocksdict raises bare Exception for RocksDB's errors
             raise _converted(exc, directory) from exc
-        return cls(directory, db, read_only=False)
+        store = cls(directory, db, read_only=False)
+        if store._empty():  # a first run: it asks the store only of users written since
+            store.unwritten = Unwritten()
+        return store
+
+    def _empty(self) -> bool:
+        iterator = self._db.iter()
+        iterator.seek_to_first()
+        return not iterator.valid()
 
     @classmethod
     def open_existing(cls, state_directory: Path) -> DeltaStore | None:
@@ -156,6 +167,11 @@ class DeltaStore:
             return []
         return cast("list[bytes | None]", self._db[list(keys)])
 
+    def maybe_held(self, keys: Sequence[bytes]) -> list[int] | None:
+        """The positions of the users lookup may find a record for (deltaunwritten.py); None:
+        any of them."""
+        return None if self.unwritten is None else self.unwritten.maybe_held(keys)
+
     # The write order the pipeline must follow (kill -9 may strike between any two steps):
     # 1. compare a chunk with its looked-up records: nothing is written for it;
     # 2. once Braze acknowledged a request: `remember` the records of its acknowledged objects
@@ -177,9 +193,11 @@ class DeltaStore:
     # may reach the disk before the store's WAL). Forgetting is synced, so a forgotten value
     # cannot come back.
 
-    def remember(self, records: Iterable[tuple[bytes, bytes]]) -> None:
+    def remember(self, records: Sequence[tuple[bytes, bytes]]) -> None:
         """Write acknowledged records (user key, delta.build_record's bytes) as one batch, in
         order: the last record of a key wins."""
+        if self.unwritten is not None:  # (before: a write that fails may have written some)
+            self.unwritten.mark([key for key, _ in records])
         batch = rocks().WriteBatch(raw_mode=True)
         for key, record in records:
             batch.put(key, record)

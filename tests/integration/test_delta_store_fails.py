@@ -5,7 +5,7 @@ all holds the file, pauses sending and says why on /readyz, until it can forget 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -36,7 +36,7 @@ class FailingStore(DeltaStore):
             raise DeltaStoreError("forget_all: IO error: No space left on device")
         super().forget_all()
 
-    def remember(self, records: Iterable[tuple[bytes, bytes]]) -> None:
+    def remember(self, records: Sequence[tuple[bytes, bytes]]) -> None:
         if FailingStore.remembering_fails:
             raise DeltaStoreError("remember: IO error: No space left on device")
         super().remember(records)

@@ -4,6 +4,7 @@ sent more than max_age_days ago, and keeps the others."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -137,5 +138,65 @@ async def test_sync_now_syncs_what_waits_without_waiting_for_the_interval(
         assert due is not None
         assert due.when() - asyncio.get_running_loop().time() > 30
         assert not done_second.done()
+    finally:
+        await run.close()
+
+
+class CountingStore(DeltaStore):
+    """The real store, counting the users each lookup asks it for."""
+
+    asked: list[list[bytes]]
+
+    def lookup(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        self.asked.append(list(keys))
+        return super().lookup(keys)
+
+
+def _counting(tmp_path: Path) -> CountingStore:
+    store = CountingStore.open(tmp_path, "workspace")
+    assert isinstance(store, CountingStore)
+    store.asked = []
+    return store
+
+
+async def test_a_store_found_empty_is_asked_only_of_users_written_since(tmp_path: Path) -> None:
+    """A first run's chunks cost no lookup (deltaunwritten.py); a user written since is asked
+    for, and found, as is a record written while a lookup of him was queued."""
+    store = _counting(tmp_path)
+    run = DeltaRun(store, 30, Metrics(), clock=lambda: NOW)
+    try:
+        records = _records(600)
+        assert await run.lookup([key for key, _ in records]) == [None] * 600
+        assert store.asked == []
+        await run.remember(records[:300])
+        found = await run.lookup([key for key, _ in records])
+        assert found == [record for _, record in records[:300]] + [None] * 300
+        asked = {key for keys in store.asked for key in keys}
+        assert {key for key, _ in records[:300]} <= asked
+        assert len(asked - {key for key, _ in records[:300]}) < 10  # (bits shared: a few)
+    finally:
+        await run.close()
+    store = _counting(tmp_path)  # not empty: every user is asked for
+    run = DeltaRun(store, 30, Metrics(), clock=lambda: NOW)
+    try:
+        found = await run.lookup([key for key, _ in records])
+        assert found == [record for _, record in records[:300]] + [None] * 300
+        assert store.asked == [[key for key, _ in records]]
+    finally:
+        await run.close()
+
+
+async def test_a_store_emptied_by_forgetting_all_is_asked_only_of_users_written_since(
+    tmp_path: Path,
+) -> None:
+    store = DeltaStore.open(tmp_path, "workspace")
+    store.remember(_records(5))
+    store.forget_all()
+    store.close()
+    store = _counting(tmp_path)
+    run = DeltaRun(store, 30, Metrics(), clock=lambda: NOW)
+    try:
+        assert await run.lookup([key for key, _ in _records(5)]) == [None] * 5
+        assert store.asked == []
     finally:
         await run.close()

@@ -1,0 +1,50 @@
+"""Pure: the users delta's store surely holds nothing for, so that a first run (every user
+new) asks the store nothing (deltarun.DeltaRun.lookup).
+
+Kept from the moment the store is found empty (the first run after onboarding, a new
+workspace): each user written since is marked, one bit in a bitmap at his key's hash. A user
+whose bit is clear was never written since then: the store holds no record of his, whatever
+happened meanwhile (a deletion only takes records away). A bit set by another user (a false
+positive) only costs the lookup the store would have had anyway.
+
+Why: on a first run every lookup finds nothing, and asking costs the loop a hop to the store's
+thread per chunk, the GIL to that thread while rocksdict converts the keys and the answer, and
+the store's thread its time (a first run of 200,000 rows, CPU per row of the daemon's threads
+besides its loop: 1.70-1.85 -> 0.75-0.95 us).
+
+Size: 4 MB, 32M bits, whatever the number of users (the daemon's budget is 150 MB with 5M
+users remembered). Written users -> share of the others looked up anyway: 200,000 -> 0.6 %,
+1M -> 3 %, 5M -> 14 %. Python's hash of the key (random per process: the bitmap is never kept
+on disk; a restart finds the store not empty and asks it everything, as before).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+BITS = 1 << 25
+
+
+class Unwritten:
+    """Marks the users written since the store was empty (`mark`, before each write), and
+    tells which of a chunk's users may be held (`maybe_held`)."""
+
+    def __init__(self, bits: int = BITS) -> None:
+        assert bits & (bits - 1) == 0, "a power of two"
+        self._bits = bytearray(bits >> 3)
+        self._mask = bits - 1
+
+    def mark(self, keys: Iterable[bytes]) -> None:
+        """These users may be written from now on (call before writing them)."""
+        bits, mask = self._bits, self._mask
+        for key in keys:
+            h = hash(key) & mask
+            bits[h >> 3] |= 1 << (h & 7)
+
+    def maybe_held(self, keys: Sequence[bytes]) -> list[int]:
+        """The positions of the users the store may hold a record for (marked, or sharing a
+        bit with one marked); the others it holds nothing for."""
+        bits, mask = self._bits, self._mask
+        return [
+            i for i, key in enumerate(keys) if bits[(h := hash(key) & mask) >> 3] >> (h & 7) & 1
+        ]
