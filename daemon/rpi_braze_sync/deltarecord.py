@@ -37,8 +37,9 @@ NO_RAW = bytes(8)
 _TIME = struct.Struct("<I")
 # Flags of a summary. COLLIDES: two of its paths' fingerprints collide (1 in 4 billion a pair)
 # or it has too many values to count: sent whole, never remembered (rather than compared
-# wrongly). PLAIN: at most MAX_ADDS array values, none removed: timed, the summary is its own
-# record (the first run's usual row: no work but the time; a value added twice is kept twice).
+# wrongly), its user forgotten once it is acknowledged (deltasent.FORGOTTEN). PLAIN: at most
+# MAX_ADDS array values, none removed: timed, the summary is its own record (the first run's
+# usual row: no work but the time; a value added twice is kept twice).
 COLLIDES = 1
 PLAIN = 2
 # Array values remembered per user, the most recently sent or seen kept: values seen run after

@@ -42,6 +42,10 @@ ALL_POINTS = -1
 # summary PLAIN): (user key, summary). Once acknowledged its record is its summary timed, so
 # a batch of them is settled in bulk (first_records), with no Python per row.
 First = tuple[bytes, bytes]
+# Written for a row sent whole and never remembered (its paths' fingerprints collide): no
+# header, so nothing known of the user. His older record must not stay: a later row going back
+# to its values would be skipped, while Braze holds the colliding row's.
+FORGOTTEN = b""
 _KEY, _SUMMARY, _FLAGS = itemgetter(0), itemgetter(1), itemgetter(1)
 _TAIL = itemgetter(slice(TAIL_AT, None))
 _POINTS_LOW, _POINTS_HIGH = itemgetter(POINTS_AT), itemgetter(POINTS_AT + 1)
@@ -106,7 +110,9 @@ def acknowledged_records(
         record: bytes | None
         if merge is rebuild_ and row[1] == PLAIN:  # the first run's usual row
             record = timed_ + row[TAIL_AT:]
-        elif merge is None or row[1] & COLLIDES:
+        elif row[1] & COLLIDES:
+            record = FORGOTTEN
+        elif merge is None:
             record = None
         elif merge is newest_:  # as build_record would, in bytes (deltanewest.py)
             last = latest(key, base)

@@ -14,7 +14,7 @@ from rpi_braze_sync.delta import Merge, Remember, build_record, compare_row, use
 from rpi_braze_sync.deltabody import rebuild, summary
 from rpi_braze_sync.deltafile import DeltaFile
 from rpi_braze_sync.deltaflight import InFlight
-from rpi_braze_sync.deltarecord import points_of
+from rpi_braze_sync.deltarecord import header, points_of, summarize
 from rpi_braze_sync.deltastats import FilePoints
 from rpi_braze_sync.metrics import Metrics
 
@@ -221,3 +221,26 @@ async def test_points_left_out_of_rows_sent_are_counted_once_acknowledged() -> N
     await written
     assert retried.points() == (5, 11)  # as test_a_new_execution_id_run_is_the_general_paths
     assert skipped() == 11
+
+
+async def test_a_row_whose_paths_collide_forgets_the_users_older_record() -> None:
+    """Sent whole and never remembered (COLLIDES): were the user's older record kept, a later
+    row going back to its values would be skipped, while Braze holds the colliding row's."""
+    run = Run()
+    delta = DeltaFile(run, "c", "upsert")
+    first = chunk(["a"])
+    assert await delta.filter(first) == []
+    await acknowledged(delta, first)
+    assert header(run.store[user_key("a")]) is not None
+    colliding = chunk(["a"], start=1, city="Paris")
+    colliding.deltas = [summarize(["city", "city"], [b"1", b"2"], [], [], bytes(8))]
+    assert await delta.filter(colliding) == []  # sent whole
+    await acknowledged(delta, colliding)
+    assert header(run.store[user_key("a")]) is None
+    assert await delta.filter(chunk(["a"], start=2)) == []  # the first row's values: sent
+
+
+async def acknowledged(delta: DeltaFile, sent: ChunkData) -> None:
+    written = delta.acknowledged(items(sent))
+    assert written is not None
+    await written
