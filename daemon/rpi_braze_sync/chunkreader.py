@@ -14,7 +14,7 @@ from typing import TypeVar, cast
 
 from .batching import keep_unsettled, pack_rows
 from .chunks import ChunkData, DropData, FileRequest, KeysData, RejectData
-from .deltaprefilter import plan_seed, raw_fps, with_raws
+from .deltaprefilter import plan_seed, raw_fps
 from .deltarecord import NO_RAW, user_key, user_keys
 from .identifiers import unusable_rows
 from .mapper import bind
@@ -172,12 +172,10 @@ class ChunkReader:
         )
         if packed is None:
             packed = pack_rows(rows)
-        mapped = self.mapper.map_rows(rows, line_numbers, self.spec.delta)
+        if raws is None and self._seed is not None:  # each summary names its source row
+            raws = raw_fps(packed, self._seed)
+        mapped = self.mapper.map_rows(rows, line_numbers, self.spec.delta, raws)
         bodies, users, summaries = mapped.bodies, mapped.users, mapped.summaries
-        if summaries is not None and self._seed is not None:  # each names its source row
-            if raws is None:
-                raws = raw_fps(packed, self._seed)
-            summaries = with_raws(summaries, raws, mapped.dropped)
         # By record index, which is what settles (a rejected row has none).
         drops: dict[int, list[DropData]] = {
             indexes[i]: [(d.line_no, d.field, d.value, d.reason) for d in row]

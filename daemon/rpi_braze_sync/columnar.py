@@ -226,9 +226,9 @@ def compile_chunk_function(plan: FilePlan) -> ChunkFunction | None:
                     if recorded is None:
                         pieces += encode(key, values, strings, suffix)
                     else:  # each value's JSON, where its pieces hold it, for delta
-                        encoded_pieces, texts = encode_recorded(key, values, strings, suffix)
+                        encoded_pieces, texts, gaps = encode_recorded(key, values, strings, suffix)
                         pieces += encoded_pieces
-                        record(values if texts is None else Json(texts))
+                        record(values if texts is None else Json(texts, gaps))
                     if cache is not None and cache.on:
                         cache.learn(cells, values, {cells[i] for i, _, _ in failed})
                     continue

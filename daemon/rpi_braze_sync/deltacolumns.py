@@ -2,15 +2,14 @@
 from what columnar.py made the chunk's bodies of (Recorded: the values converted, their JSON as
 the bodies have it, or the JSON remembered for their cells), column by column: a column is
 fingerprinted in one call (map), a remembered cell's fingerprint is a look-up, and each row's
-bytes are its fingerprints joined, in C, after a header made once for all the rows of one
-pattern (which fields they have, how many array values). No body is parsed again. A chunk with
+bytes are its fingerprints joined (deltaassembly.py). No body is parsed again. A chunk with
 a value delta would walk into (an object that is not a `$time`, a nested key starting with
 `$`) is left to deltabody.summary, row by row, as are the rows the row function mapped: both
 give the same bytes (tests/unit/test_deltacolumns.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from itertools import compress, repeat
 from operator import and_, gt, is_, itemgetter, not_
 from typing import Any, NamedTuple, cast
@@ -18,19 +17,9 @@ from typing import Any, NamedTuple, cast
 import orjson
 import xxhash
 
+from .deltaassembly import Column, assembled
 from .deltabody import CONTROL_KEYS, is_array_ops, merged, summary, whole_fp
-from .deltarecord import (
-    HEADER,
-    MAX_ADDS,
-    NO_RAW,
-    PLAIN,
-    RECORD_VERSION,
-    WHOLE_AT,
-    items,
-    shape,
-    summarize_fps,
-    value_fp,
-)
+from .deltarecord import NO_RAW, value_fp
 from .parsers import SKIP
 
 
@@ -51,9 +40,11 @@ class Encoded(NamedTuple):
 
 class Json(NamedTuple):
     """Each row's value as JSON, as its body has it (b"" where the row has none): a column of
-    strings or numbers, encoded whole (jsonpieces.encode_recorded)."""
+    strings or numbers, encoded whole (jsonpieces.encode_recorded); `gaps`: whether any row
+    has none (known from the values' types, not looked for)."""
 
     texts: list[bytes]
+    gaps: bool
 
 
 # A part's values: one a row (SKIP where the row has none), Encoded, Json or Fixed; an array with
@@ -81,9 +72,6 @@ _array_fp = xxhash.xxh3_64_digest
 # Remembered parts' fingerprints (Encoded), per fingerprint function and seed; cleared when full.
 _PART_FPS_CACHED = 16_384
 _part_fps: dict[tuple[Any, ...], dict[bytes, bytes]] = {}
-# Each pattern's header and paths (_head), by the chunk's columns and pattern; cleared when full.
-_HEADS_CACHED = 4096
-_heads: dict[tuple[Any, ...], tuple[bytes | None, bytes]] = {}
 
 
 def summaries(bodies: list[bytes]) -> list[bytes]:
@@ -91,11 +79,21 @@ def summaries(bodies: list[bytes]) -> list[bytes]:
     return list(map(summary, bodies))
 
 
-def from_columns(recorded: Recorded, bodies: Sequence[bytes | None]) -> list[bytes | None]:
-    """Each row's summary, None where its body is (or where this does not cover the chunk)."""
+def from_columns(
+    recorded: Recorded,
+    bodies: Sequence[bytes | None],
+    raws: Sequence[bytes] | None = None,
+    dropped: Container[int] = (),
+) -> list[bytes | None]:
+    """Each row's summary, None where its body is (or where this does not cover the chunk).
+    With `raws` (deltaprefilter.raw_fps), each names its source row where it may (keepable,
+    and the row dropped no field): made so, rather than spliced in after (0.5 us a row)."""
     positions = recorded.positions
     rows = bodies if positions is None else [bodies[i] for i in positions]
-    found = _summaries(recorded, rows)
+    if raws is not None and (dropped or positions is not None):
+        kept = range(len(bodies)) if positions is None else positions
+        raws = [NO_RAW if i in dropped else raws[i] for i in kept]
+    found = _summaries(recorded, rows, raws)
     if found is None:
         return [None] * len(bodies)
     if positions is None:
@@ -112,45 +110,51 @@ def _walked(value: Any) -> bool:
     return type(value) is dict and (is_array_ops(value) or merged(value))
 
 
-def _fps(values: Values, size: int, fp: Callable[..., bytes], *seed: int) -> list[bytes] | None:
-    """`fp` of each row's value's JSON (b"" where it has none), None if delta would walk into
-    a value. (orjson's results are taken by `fp` one at a time: each holds a 4 KB buffer.)"""
+def _fps(
+    values: Values, size: int, fp: Callable[..., bytes], *seed: int
+) -> tuple[list[bytes], bool] | None:
+    """`fp` of each row's value's JSON (b"" where it has none) and whether any row has none;
+    None if delta would walk into a value. (orjson's results are taken by `fp` one at a
+    time: each holds a 4 KB buffer.)"""
     if type(values) is Encoded:  # (never an object but a `$time`: config allows scalars)
         parts, json = values.parts, itemgetter(slice(values.key, -values.suffix or None))
         if fp is not value_fp and fp is not _array_fp:  # (a nested object's pairs)
-            return [fp(json(p), *seed) if p else b"" for p in parts]
+            return [fp(json(p), *seed) if p else b"" for p in parts], not all(parts)
         # A remembered part is the same bytes object chunk after chunk (its hash kept): its
         # fingerprint is a look-up. (Its key names its column: one path, one fingerprint.)
         known = _part_fps.setdefault((fp, *seed), {b"": b""})
         first = parts[0]
         if parts.count(first) == size and first in known:  # (by identity, in C: an offer,
-            return [known[first]] * size  # an audience, an execution id in every row)
+            return [known[first]] * size, not first  # an audience, an execution id in every row)
         try:  # the usual chunk: all known (a None among the look-ups is slow to look for)
-            return list(map(known.__getitem__, parts))
+            found: list[Any] = list(map(known.__getitem__, parts))
+            return found, not all(found)  # (all(): a b"" is falsy, faster than `b"" in`)
         except KeyError:
-            found: list[Any] = list(map(known.get, parts))
+            found = list(map(known.get, parts))
         if len(known) > _PART_FPS_CACHED:
             known.clear()
             known[b""] = b""
         for i in compress(range(len(found)), map(is_, found, repeat(None))):
             part = parts[i]
             found[i] = known[part] = fp(json(part), *seed)
-        return found
+        return found, not all(found)
     if type(values) is Json:  # (strings and numbers: never walked into)
         texts = values.texts
         fps: list[bytes] = list(map(fp, texts, *map(repeat, seed)))
-        if b"" in texts:  # rows without the value
+        if values.gaps:  # rows without the value
             for i in compress(range(size), map(not_, texts)):
                 fps[i] = b""
-        return fps
+        return fps, values.gaps
     if type(values) is Fixed:
-        return None if _walked(values.value) else [fp(_dumps(values.value), *seed)] * size
+        if _walked(values.value):
+            return None
+        return [fp(_dumps(values.value), *seed)] * size, False
     kinds = set(map(type, values))
     if dict in kinds and any(map(_walked, values)):
         return None
     if _Skip not in kinds:  # the usual column: in one pass
-        return list(map(fp, map(_dumps, values), *map(repeat, seed)))
-    return [b"" if v is SKIP else fp(_dumps(v), *seed) for v in values]
+        return list(map(fp, map(_dumps, values), *map(repeat, seed))), False
+    return [b"" if v is SKIP else fp(_dumps(v), *seed) for v in values], True
 
 
 def _ops(values: list[dict[str, list[Any]]], seed: int) -> tuple[list[bytes], list[bytes]]:
@@ -162,35 +166,38 @@ def _ops(values: list[dict[str, list[Any]]], seed: int) -> tuple[list[bytes], li
     return adds, removes
 
 
-def _summaries(recorded: Recorded, rows: Sequence[bytes | None]) -> list[bytes | None] | None:
+def _summaries(
+    recorded: Recorded, rows: Sequence[bytes | None], raws: Sequence[bytes] | None
+) -> list[bytes | None] | None:
     size = len(rows)
     paths: list[str] = []
     fields: list[list[bytes]] = []  # each field's fingerprint per row, b"" where absent
-    adds: list[list[bytes]] = []  # each array's values added per row, fingerprinted
-    removes: list[list[bytes]] = []
-    several: list[list[bytes]] = []  # the arrays' columns with any number of values a row
+    varied: list[int] = []  # the fields some rows lack
+    adds: list[Column] = []  # each array's values added per row (fingerprinted), and
+    removes: list[Column] = []  # whether their sizes vary from row to row
     for kind, name, values in recorded.top:
         if kind == "ops":
             assert isinstance(values, list)
             added, removed = _ops(values, _seed(name.encode()))
-            adds.append(added)
-            removes.append(removed)
-            several += (added, removed)
+            adds.append((added, len(set(map(len, added))) > 1 or not all(added)))
+            removes.append((removed, len(set(map(len, removed))) > 1 or not all(removed)))
             continue
         if kind == "field" and name in CONTROL_KEYS:
             return None
-        column = (
+        fps = (
             _fps(values, size, value_fp)
             if kind == "field"
             else _fps(values, size, _array_fp, _seed(name.encode()))
         )
-        if column is None:
+        if fps is None:
             return None
         if kind == "field":
+            if fps[1]:
+                varied.append(len(fields))
             paths.append(name)
-            fields.append(column)
+            fields.append(fps[0])
         else:
-            (adds if kind == "add" else removes).append(column)
+            (adds if kind == "add" else removes).append(fps)
     merging = recorded.merging
     for name, keyed, present in recorded.nested:
         keys = [key for key, _ in keyed]
@@ -206,20 +213,25 @@ def _summaries(recorded: Recorded, rows: Sequence[bytes | None]) -> list[bytes |
         pairs: list[list[bytes]] = []  # `,"key":value` per key and row, for whole objects
         for key, values in keyed:
             if merge_any:
-                column = _fps(values, size, value_fp)
-                if column is None:
+                fps = _fps(values, size, value_fp)
+                if fps is None:
                     return None
-                paths.append(f"{name}.{key}")
+                column, gaps = fps
                 if not merge_all:
                     column = [f if m else b"" for f, m in zip(column, merge, strict=True)]
+                if gaps or not merge_all:
+                    varied.append(len(fields))
+                paths.append(f"{name}.{key}")
                 fields.append(column)
             if whole_any:
                 pair = _fps(values, size, (b"," + _dumps(key) + b":").__add__)
                 if pair is None:
                     return None
-                pairs.append(pair)
+                pairs.append(pair[0])
         if pairs:  # each row's object as its body has it
             objs = [b"{" + _join(ts)[1:] + b"}" for ts in zip(*pairs, strict=True)]
+            if not all(whole):
+                varied.append(len(fields))
             paths.append(name)
             fields.append([value_fp(o) if w else b"" for o, w in zip(objs, whole, strict=True)])
     try:
@@ -228,103 +240,7 @@ def _summaries(recorded: Recorded, rows: Sequence[bytes | None]) -> list[bytes |
     except TypeError:  # rows left to the row function (None)
         wholes = [whole_fp(b) if b is not None else b"" for b in rows]
         every = False
-    found: list[Any] = _assembled(paths, fields, adds, removes, several, wholes)
+    found: list[Any] = assembled(paths, fields, varied, adds, removes, wholes, raws)
     return (
         found if every else [s if b is not None else None for s, b in zip(found, rows, strict=True)]
-    )
-
-
-def _assembled(
-    paths: list[str],
-    fields: list[list[bytes]],
-    adds: list[list[bytes]],
-    removes: list[list[bytes]],
-    several: list[list[bytes]],
-    wholes: list[bytes],
-) -> list[bytes]:
-    """summarize_fps's bytes for each row, in a few passes over the chunk: rows are told apart
-    by which fields they have and how many array values (their pattern), each pattern's
-    header and paths' fingerprints made once; each row is then its fingerprints joined, in C."""
-    size = len(wholes)
-    if not size:
-        return []
-    arrays = [*adds, *removes]
-    # The columns that differ in size from row to row (a field some rows lack, an array with
-    # no value or several in some) make the pattern; the others count the same in each row.
-    varied = [i for i, c in enumerate(fields) if b"" in c]
-    varied_arrays = [
-        i
-        for i, c in enumerate(arrays)
-        if b"" in c or (any(c is s for s in several) and len(set(map(len, c))) > 1)
-    ]
-    lengths = [list(map(len, fields[i])) for i in varied]
-    lengths += [list(map(len, arrays[i])) for i in varied_arrays]
-    patterns = list(zip(*lengths, strict=True)) if lengths else [()] * size
-    counted = [len(c[0]) // 8 if i not in varied_arrays else 0 for i, c in enumerate(arrays)]
-    columns = (tuple(paths), tuple(varied), tuple(varied_arrays), tuple(counted), len(adds))
-    if len(_heads) > _HEADS_CACHED:
-        _heads.clear()
-    heads: dict[tuple[int, ...], bytes | None] = {}  # the header up to `whole`, by pattern
-    shapes: dict[tuple[int, ...], bytes] = {}  # its paths' fingerprints
-    for pattern in set(patterns):
-        made = _heads.get((columns, pattern))
-        if made is None:
-            made = _heads[columns, pattern] = _head(*columns, pattern)
-        heads[pattern], shapes[pattern] = made
-    if len(heads) == 1:  # the usual chunk: one pattern
-        row_heads = [*heads.values()] * size
-        row_shapes = [*shapes.values()] * size
-    else:
-        row_heads = list(map(heads.__getitem__, patterns))
-        row_shapes = list(map(shapes.__getitem__, patterns))
-    keyed = list(map(_join, zip(row_shapes, *fields, strict=True)))  # paths, then values
-    statics = map(value_fp, keyed)
-    if None not in heads.values():
-        return list(map(_join, zip(row_heads, wholes, statics, keyed, *arrays, strict=True)))
-    # Paths that collide: those rows are made one by one.
-    starts = map(_or_empty, row_heads)
-    found = list(map(_join, zip(starts, wholes, statics, keyed, *arrays, strict=True)))
-    for i in compress(range(size), map(is_, row_heads, repeat(None))):
-        row = [c[i] for c in fields], [c[i] for c in adds], [c[i] for c in removes]
-        found[i] = _row(paths, *row, wholes[i])
-    return found
-
-
-def _head(
-    paths: tuple[str, ...],
-    varied: tuple[int, ...],
-    varied_arrays: tuple[int, ...],
-    counted: tuple[int, ...],
-    n_adds: int,
-    pattern: tuple[int, ...],
-) -> tuple[bytes | None, bytes]:
-    """A pattern's header up to `whole` (None where its paths collide: its rows are made one
-    by one) and its paths' fingerprints."""
-    lacking = {i for i, length in zip(varied, pattern[: len(varied)], strict=True) if not length}
-    present = tuple(p for i, p in enumerate(paths) if i not in lacking)
-    counts = list(counted)
-    for i, length in zip(varied_arrays, pattern[len(varied) :], strict=True):
-        counts[i] = length // 8
-    n, m, r = len(present), sum(counts[:n_adds]), sum(counts[n_adds:])
-    shaped = shape(present) if max(n, m, r) <= 0xFFFF else None
-    if shaped is None:
-        return None, b""
-    flags = PLAIN if not r and m <= MAX_ADDS else 0
-    points = min(n + m + r, 0xFFFF)
-    head = HEADER.pack(RECORD_VERSION, flags, 0, n, m, r, points, NO_RAW, b"", b"")
-    return head[:WHOLE_AT], shaped
-
-
-def _or_empty(head: bytes | None) -> bytes:
-    return head or b""
-
-
-def _row(
-    paths: list[str], values: Sequence[bytes], adds: Sequence[bytes],
-    removes: Sequence[bytes], whole: bytes,
-) -> bytes:  # fmt: skip
-    """One row's summary, made alone (paths that collide: summarize_fps's own header)."""
-    present = list(compress(paths, values))
-    return summarize_fps(
-        present, _join(values), items(_join(adds), 8), items(_join(removes), 8), whole
     )

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Callable, Container, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import compress, repeat
 from operator import itemgetter
 from typing import Any, NamedTuple
@@ -117,27 +117,6 @@ def keepable(summary: bytes) -> bool:
 def with_raw(summary: bytes, raw: bytes) -> bytes:
     """The summary naming its source row."""
     return summary[:RAW_AT] + raw + summary[WHOLE_AT:]
-
-
-def with_raws(
-    summaries: list[bytes | None], raws: Sequence[bytes], dropped: Container[int]
-) -> list[bytes | None]:
-    """Each mapped row's summary naming its source row, where it may (keepable, no field
-    dropped; None: rejected). The usual chunk in C: no row rejected, dropping a field,
-    colliding or removing array values."""
-    if (
-        summaries
-        and not dropped
-        and None not in summaries
-        and set(map(_FLAGS, summaries)) <= _PLAIN_FLAGS  # type: ignore[arg-type]
-        and set(map(_REMOVES, summaries)) == _NO_REMOVES  # type: ignore[arg-type]
-    ):
-        heads, tails = map(_HEAD, summaries), map(_TAIL, summaries)  # type: ignore[arg-type]
-        return list(map(b"".join, zip(heads, raws, tails, strict=True)))
-    return [
-        s if s is None or i in dropped or not keepable(s) else with_raw(s, raws[i])
-        for i, s in enumerate(summaries)
-    ]
 
 
 def skip_points(record: bytes | None, raw: bytes, busy: bool, now_s: int, max_age_s: int) -> int:

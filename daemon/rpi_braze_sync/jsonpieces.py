@@ -89,9 +89,10 @@ def encode(prefix: bytes, values: list[Any], strings: bool, suffix: bytes) -> li
 
 def encode_recorded(
     prefix: bytes, values: list[Any], strings: bool, suffix: bytes
-) -> tuple[list[Piece], list[bytes] | None]:
+) -> tuple[list[Piece], list[bytes] | None, bool]:
     """encode's pieces, and each row's value as JSON (b"" where the row has none) for delta
-    (deltacolumns.Json) where a column of strings or numbers gives them at no extra call."""
+    (deltacolumns.Json) where a column of strings or numbers gives them at no extra call, and
+    whether any row has none."""
     if not strings:
         types = list(map(type, values))
         kinds = set(types)
@@ -99,18 +100,18 @@ def encode_recorded(
             strings = True
         elif _Skip not in kinds and kinds <= _COMMA_FREE:
             texts = _dumps(values)[1:-1].split(b",")
-            return [prefix, texts, suffix], texts
+            return [prefix, texts, suffix], texts, False
         elif kinds == _STRINGS_SKIPPED:
             texts = quoted_strings(list(map(_SKIP_AS_EMPTY.get, types, values)))
             for i in compress(range(len(types)), map(is_, types, repeat(_Skip))):
                 texts[i] = b""
             heads, tails = {str: prefix, _Skip: b""}, {str: suffix, _Skip: b""}
             ends = [list(map(tails.__getitem__, types))] if suffix else []
-            return [list(map(heads.__getitem__, types)), texts, *ends], texts
+            return [list(map(heads.__getitem__, types)), texts, *ends], texts, True
         else:
-            return encode(prefix, values, False, suffix), None
+            return encode(prefix, values, False, suffix), None, True
     texts = quoted_strings(values)
-    return [prefix, texts, suffix], texts
+    return [prefix, texts, suffix], texts, False
 
 
 def joined(pieces: list[Piece]) -> list[bytes]:

@@ -14,6 +14,7 @@ from .chunks import Drop
 from .columnar import ChunkFunction, compile_chunk_function
 from .deltabody import summary
 from .deltacolumns import Recorded, from_columns
+from .deltaprefilter import keepable, with_raw
 from .fileplan import FilePlan, plan_file
 from .mapping import MappingPlan, Rejection
 from .rowcode import RowFunction, compile_row_function
@@ -50,20 +51,25 @@ class FileMapper:
         self.map_chunk: ChunkFunction | None = compile_chunk_function(plan)
 
     def map_rows(
-        self, rows: Sequence[list[str]], line_numbers: Sequence[int], delta: bool = False
+        self,
+        rows: Sequence[list[str]],
+        line_numbers: Sequence[int],
+        delta: bool = False,
+        raws: Sequence[bytes] | None = None,
     ) -> MappedRows:
         """Column-wise where it can, the row function for the rest; with `delta`, each row's
-        summary too: from the columns, or parsed from the body the row function made."""
+        summary too: from the columns, or parsed from the body the row function made; with
+        `raws` (deltaprefilter.raw_fps), each naming its source row where it may."""
         summaries: list[bytes | None] | None = None
         if self.map_chunk is not None:
             recorded: list[Recorded] | None = [] if delta else None
             bodies, users, dropped = self.map_chunk(rows, line_numbers, recorded)
             if recorded:
-                summaries = from_columns(recorded[0], bodies)
+                summaries = from_columns(recorded[0], bodies, raws, dropped)
         else:
             bodies, users, dropped = [None] * len(rows), [""] * len(rows), {}
         reasons: dict[int, str] = {}
-        if None in bodies:
+        if not all(bodies):  # (a None among them: all() is 4 times faster than `None in`)
             dumps, map_row = orjson.dumps, self.map_row
             for i, body in enumerate(bodies):
                 if body is not None:
@@ -78,12 +84,14 @@ class FileMapper:
                 # right-sized copy is what waits in memory for Braze.
                 bodies[i] = bytes(memoryview(dumps(result.attributes)))
                 users[i] = result.user
-        if delta and (summaries is None or None in summaries):
+        if delta and (summaries is None or not all(summaries)):
             summaries = summaries or [None] * len(rows)
             for i, s in enumerate(summaries):
                 body = bodies[i]
                 if s is None and body is not None:
-                    summaries[i] = summary(body)
+                    s = summaries[i] = summary(body)
+                    if raws is not None and i not in dropped and keepable(s):
+                        summaries[i] = with_raw(s, raws[i])
         return MappedRows(bodies, users, reasons, dropped, summaries)
 
 

@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rpi_braze_sync import deltacolumns, deltarecord
+from rpi_braze_sync import deltaassembly, deltarecord
 from rpi_braze_sync.deltabody import summary
 from rpi_braze_sync.deltacolumns import Recorded, from_columns, summaries
-from rpi_braze_sync.deltarecord import COLLIDES
+from rpi_braze_sync.deltaprefilter import keepable, with_raw
+from rpi_braze_sync.deltarecord import COLLIDES, NO_RAW
 from rpi_braze_sync.mapper import FileMapper
 from rpi_braze_sync.mapper import bind as bind_mapping
 from rpi_braze_sync.mapping import MappingPlan
@@ -101,6 +102,13 @@ def test_summaries_from_the_columns_are_those_of_the_parsed_bodies(
     assert len(mapped.summaries) == len(rows)
     for body, found in zip(mapped.bodies, mapped.summaries, strict=True):
         assert found == (None if body is None else summary(body)), body
+    # Given each row's raw fingerprint, a summary names its source row where it may.
+    raws = [NO_RAW if i % 3 == 2 else (i + 1).to_bytes(8, "big") for i in range(len(rows))]
+    named = mapper.map_rows(rows, list(range(2, len(rows) + 2)), True, raws).summaries
+    assert named == [
+        s if s is None or i in mapped.dropped or not keepable(s) else with_raw(s, raws[i])
+        for i, s in enumerate(mapped.summaries)
+    ]
     if mapper.map_chunk is not None:  # again: the cells' JSON remembered, before any parsing
         for i, found in enumerate(column_summaries(mapper, rows)):
             assert found is None or found == mapped.summaries[i]
@@ -155,7 +163,7 @@ def test_rows_of_several_patterns_and_paths_that_collide(monkeypatch: pytest.Mon
     # alone, sent whole (COLLIDES), and the others of their chunk as usual.
     monkeypatch.setattr(deltarecord, "_path_fps", {"email": b"same", "dob": b"same"})
     monkeypatch.setattr(deltarecord, "_shapes", {})
-    monkeypatch.setattr(deltacolumns, "_heads", {})
+    monkeypatch.setattr(deltaassembly, "_heads", {})
     header = list(SHIPPED_COLUMNS)
     rows = [[PLAUSIBLE.get(kind, f"{name}-{i % 3}") for name, kind in SHIPPED_COLUMNS.items()]
             for i in range(12)]  # fmt: skip

@@ -34,7 +34,6 @@ from rpi_braze_sync.deltaprefilter import (
     raw_fps,
     skip_points,
     with_raw,
-    with_raws,
 )
 from rpi_braze_sync.deltarecord import NO_RAW, RAW_AT, WHOLE_AT, user_key
 from rpi_braze_sync.plan import ChannelPlan, ReadFormat
@@ -216,20 +215,6 @@ def test_the_two_phases_messages_cross_as_they_are() -> None:
     assert crossed(MapRows(b"\x01\x00")) == MapRows(b"\x01\x00")
     chunk = ChunkData([5], [7], ["u2"], [b"{}"], ["u2"], [], {}, False, 0.5, 6, [b"s"], [4])
     assert crossed(Chunk(chunk)) == Chunk(chunk)
-
-
-def test_a_chunk_s_summaries_name_their_source_rows_where_they_may() -> None:
-    """with_raws: in C for the usual chunk, row by row otherwise, the same rule."""
-    plain = summary_of(FIELDS, ADDS)
-    removes = summary_of(FIELDS, ADDS, [("rpi_offers", b'"Old"')])
-    raws = [raw_of(f"u{i}") for i in range(4)]
-    assert with_raws([plain, plain], raws[:2], {}) == [with_raw(plain, r) for r in raws[:2]]
-    assert with_raws([plain, removes, None, plain], raws, {3: []}) == [
-        with_raw(plain, raws[0]),
-        removes,  # always sent: never named
-        None,  # rejected
-        plain,  # dropped a field: listed again next time
-    ]
 
 
 def test_the_version_in_the_seed_names_every_library_the_mapping_uses() -> None:

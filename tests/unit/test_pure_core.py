@@ -20,7 +20,7 @@ MUST_BE_PURE = {
     "transforms", "phones", "codec", "batching", "ratelimit", "concurrency", "lease", "filestates",
     "fileorder", "heldrows", "sendjob", "progress", "recordcount", "ratehistory", "hook", "redact",
     "watchrules", "statusdoc", "delta", "deltabody", "deltanewest", "deltaflight", "deltarecord", "deltacolumns",
-    "deltasent",
+    "deltasent", "deltaassembly",
     "fileidentity",
 }  # fmt: skip
 
