@@ -172,7 +172,13 @@ class DeltaStore:
     def maybe_held(self, keys: Sequence[bytes]) -> list[int] | None:
         """The positions of the users lookup may find a record for (deltaunwritten.py); None:
         any of them."""
-        return None if self.unwritten is None else self.unwritten.maybe_held(keys)
+        unwritten = self.unwritten
+        if unwritten is None:
+            return None
+        held = unwritten.maybe_held(keys)
+        if unwritten.spent:  # (every user asked for of late was written since: dropped)
+            self.unwritten = None
+        return held
 
     # The write order the pipeline must follow (kill -9 may strike between any two steps):
     # 1. compare a chunk with its looked-up records: nothing is written for it;
@@ -277,7 +283,7 @@ class DeltaStore:
         """`forget --user ID ...` (the mapping's user identity, e.g. an external_id): how many
         of them had values remembered."""
         keys = [user_key(user) for user in users]
-        known = [k for k, record in zip(keys, self.lookup(keys), strict=True) if record is not None]
+        known = [k for k, record in zip(keys, self.lookup(keys), strict=True) if record]
         batch = rocks().WriteBatch(raw_mode=True)
         for key in known:
             batch.delete(key)

@@ -15,6 +15,7 @@ from rpi_braze_sync.delta import user_key
 from rpi_braze_sync.deltarecord import pack_record
 from rpi_braze_sync.deltarun import DeltaRun
 from rpi_braze_sync.deltastore import DeltaStore
+from rpi_braze_sync.deltaunwritten import USELESS_LOOKUPS
 from rpi_braze_sync.metrics import Metrics
 
 NOW = 1_800_000_000
@@ -182,6 +183,27 @@ async def test_a_store_found_empty_is_asked_only_of_users_written_since(tmp_path
         found = await run.lookup([key for key, _ in records])
         assert found == [record for _, record in records[:300]] + [None] * 300
         assert store.asked == [[key for key, _ in records]]
+    finally:
+        await run.close()
+
+
+async def test_the_bitmap_is_dropped_once_every_user_asked_for_was_written(
+    tmp_path: Path,
+) -> None:
+    """An unchanged run: each check would spare nothing; dropped, the store is asked as
+    before (a first run's user after that is looked up, and not found)."""
+    store = _counting(tmp_path)
+    run = DeltaRun(store, 30, Metrics(), clock=lambda: NOW)
+    try:
+        records = _records(20)
+        await run.remember(records)
+        keys = [key for key, _ in records]
+        for _ in range(USELESS_LOOKUPS):
+            assert await run.lookup(keys) == [record for _, record in records]
+        assert store.unwritten is None
+        store.asked.clear()
+        assert await run.lookup([user_key("new")]) == [None]
+        assert store.asked == [[user_key("new")]]
     finally:
         await run.close()
 

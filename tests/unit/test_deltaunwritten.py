@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rpi_braze_sync.deltaunwritten import Unwritten
+from rpi_braze_sync.deltaunwritten import USELESS_LOOKUPS, Unwritten
 
 
 def test_every_user_marked_may_be_held_and_most_others_are_not() -> None:
@@ -24,3 +24,18 @@ def test_marking_again_changes_nothing() -> None:
     before = unwritten.maybe_held([bytes([i]) for i in range(256)])
     unwritten.mark([b"a"])
     assert unwritten.maybe_held([bytes([i]) for i in range(256)]) == before
+
+
+def test_spent_once_it_spared_nothing_for_some_lookups_in_a_row() -> None:
+    unwritten = Unwritten(bits=1 << 16)
+    written = [f"user-{i}".encode() for i in range(100)]
+    unwritten.mark(written)
+    for _ in range(USELESS_LOOKUPS - 1):
+        unwritten.maybe_held(written)
+    assert not unwritten.spent
+    unwritten.maybe_held([b"someone new", *written])  # spared one lookup: counted afresh
+    for _ in range(USELESS_LOOKUPS - 1):
+        unwritten.maybe_held(written)
+    assert not unwritten.spent
+    unwritten.maybe_held(written)
+    assert unwritten.spent
