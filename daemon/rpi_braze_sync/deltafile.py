@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from itertools import repeat
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -64,9 +64,11 @@ class Run(Protocol):
     metrics: Metrics
     clock: Callable[[], float]
 
-    async def lookup(self, keys: list[bytes]) -> list[bytes | None]: ...
+    def lookup(self, keys: list[bytes]) -> Awaitable[list[bytes | None]]: ...
 
-    def remember(self, records: list[tuple[bytes, bytes]]) -> asyncio.Future[None]: ...
+    def remember(
+        self, records: list[tuple[bytes, bytes]], marked: bool = False
+    ) -> asyncio.Future[None]: ...
 
     def file_finished(self, entry: deltastats.FilePoints) -> None: ...
 
@@ -266,7 +268,9 @@ class DeltaFile:
         self.run.inflight.acknowledged_all(keys, records)
         self.points_sent += points
         self._sent_label.inc(points)
-        return self.run.remember(list(zip(keys, records, strict=True)))
+        # Each user was looked up (this run's lookup, as the chunk's rows were compared):
+        # marked then as written (deltaunwritten.held_marking), not again.
+        return self.run.remember(list(zip(keys, records, strict=True)), marked=True)
 
     def abandoned(self, items: Sequence[Item]) -> None:
         """Rejected (locally or by Braze) or never sent: nothing remembered."""

@@ -12,7 +12,7 @@ again. Chunks asked ahead follow a few chunks late.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
@@ -32,7 +32,7 @@ class Run(Protocol):
     max_age_s: int
     clock: Callable[[], float]
 
-    async def lookup(self, keys: list[bytes]) -> list[bytes | None]: ...
+    def lookup(self, keys: list[bytes]) -> Awaitable[list[bytes | None]]: ...
 
 
 class File(Protocol):

@@ -171,11 +171,11 @@ class DeltaStore:
 
     def maybe_held(self, keys: Sequence[bytes]) -> list[int] | None:
         """The positions of the users lookup may find a record for (deltaunwritten.py); None:
-        any of them."""
+        any of them. Marks them as written (a write of theirs may say so: remember's marked)."""
         unwritten = self.unwritten
         if unwritten is None:
             return None
-        held = unwritten.maybe_held(keys)
+        held = unwritten.held_marking(keys)
         if unwritten.spent:  # (every user asked for of late was written since: dropped)
             self.unwritten = None
         return held
@@ -201,10 +201,12 @@ class DeltaStore:
     # may reach the disk before the store's WAL). Forgetting is synced, so a forgotten value
     # cannot come back.
 
-    def remember(self, records: Sequence[tuple[bytes, bytes]]) -> None:
+    def remember(self, records: Sequence[tuple[bytes, bytes]], marked: bool = False) -> None:
         """Write acknowledged records (user key, delta.build_record's bytes) as one batch, in
-        order: the last record of a key wins."""
-        if self.unwritten is not None:  # (before: a write that fails may have written some)
+        order: the last record of a key wins. `marked`: each user was asked of maybe_held."""
+        if (
+            self.unwritten is not None and not marked
+        ):  # (before: a write that fails may have written some)
             self.unwritten.mark([key for key, _ in records])
         batch = rocks().WriteBatch(raw_mode=True)
         # No bytecode per record (a first run writes every row): 200,000 records of 200 B

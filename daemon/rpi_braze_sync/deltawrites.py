@@ -100,19 +100,19 @@ class GroupCommit:
         self._hurried = False  # the sender waits for rows that wait for the sync (sync_now)
         self._forgot_at = 0.0  # the last 'forgotten instead' log line (one a minute)
 
-    def remember(self, records: list[tuple[bytes, bytes]]) -> Remembered:
+    def remember(self, records: list[tuple[bytes, bytes]], marked: bool = False) -> Remembered:
         """Write acknowledged records now (a later lookup reads them). The future is done
         once the store holds them, or has forgotten those users, on disk (never with an
-        error: while neither can be written, it waits)."""
+        error: while neither can be written, it waits). `marked`: DeltaStore.remember's."""
         write = Write(records, Remembered(asyncio.get_running_loop(), len(records)))
-        self._written(write, self._write(records))
+        self._written(write, self._write(records, marked))
         return write.done
 
-    def _write(self, records: list[tuple[bytes, bytes]]) -> Outcome:
+    def _write(self, records: list[tuple[bytes, bytes]], marked: bool) -> Outcome:
         """None once written; why not, once forgotten instead; the exception when neither
         could be done."""
         try:
-            self.store.remember(records)
+            self.store.remember(records, marked)
             return None
         except DeltaStoreError as exc:
             # The old records must not stay: the rows' checkpoint would cover values the

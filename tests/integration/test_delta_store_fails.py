@@ -36,10 +36,10 @@ class FailingStore(DeltaStore):
             raise DeltaStoreError("forget_all: IO error: No space left on device")
         super().forget_all()
 
-    def remember(self, records: Sequence[tuple[bytes, bytes]]) -> None:
+    def remember(self, records: Sequence[tuple[bytes, bytes]], marked: bool = False) -> None:
         if FailingStore.remembering_fails:
             raise DeltaStoreError("remember: IO error: No space left on device")
-        super().remember(records)
+        super().remember(records, marked)
 
     def _write(self, batch: rocks.WriteBatch, options: rocks.WriteOptions | None = None) -> None:
         if FailingStore.all_fails:

@@ -36,7 +36,9 @@ class Run:
         self.lookups.append(keys)
         return [self.store.get(key) for key in keys]
 
-    def remember(self, records: list[tuple[bytes, bytes]]) -> asyncio.Future[None]:
+    def remember(
+        self, records: list[tuple[bytes, bytes]], marked: bool = False
+    ) -> asyncio.Future[None]:
         self.written.append(records)
         self.store.update(records)
         done = asyncio.get_running_loop().create_future()

@@ -26,6 +26,22 @@ def test_marking_again_changes_nothing() -> None:
     assert unwritten.maybe_held([bytes([i]) for i in range(256)]) == before
 
 
+def test_held_marking_is_maybe_held_then_mark() -> None:
+    keys = [f"user-{i}".encode() for i in range(3000)]
+    asked = keys[1000:] + keys[1500:2000]  # (500 users twice: held the second time)
+    one, other = Unwritten(bits=1 << 14), Unwritten(bits=1 << 14)
+    one.mark(keys[::3])
+    other.mark(keys[::3])
+    before = one.maybe_held(asked)
+    one.mark(asked)
+    held = other.held_marking(asked)
+    # (a user sharing a bit with one asked before him in the call: held too, as after mark)
+    assert set(before) <= set(held)
+    assert set(range(2000, 2500)) <= set(held)
+    assert len(held) - len(before) - 500 < 2000 * 0.2
+    assert other.maybe_held(keys) == one.maybe_held(keys)
+
+
 def test_spent_once_it_spared_nothing_for_some_lookups_in_a_row() -> None:
     unwritten = Unwritten(bits=1 << 16)
     written = [f"user-{i}".encode() for i in range(100)]
