@@ -37,7 +37,6 @@ from .deltarecord import (
     COLLIDES,
     COUNTS_AT,
     NO_RAW,
-    PLAIN,
     RAW_AT,
     RECORD_VERSION,
     WHOLE_AT,
@@ -47,9 +46,6 @@ from .deltarecord import (
 MAP = -1  # skip_points: the row must be mapped (and compared in full)
 _NOT_NO_RAW = b"\x01" + bytes(7)  # a fingerprint that happens to be NO_RAW
 _RAW_OF = itemgetter(slice(RAW_AT, WHOLE_AT))
-_HEAD, _TAIL = itemgetter(slice(None, RAW_AT)), itemgetter(slice(WHOLE_AT, None))
-_FLAGS, _REMOVES = itemgetter(1), itemgetter(slice(COUNTS_AT + 4, COUNTS_AT + 6))
-_PLAIN_FLAGS, _NO_REMOVES = {0, PLAIN}, {b"\0\0"}
 
 
 def _canonical(value: Any) -> Any:
