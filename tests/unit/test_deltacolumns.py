@@ -14,7 +14,7 @@ from rpi_braze_sync import deltaassembly, deltarecord
 from rpi_braze_sync.deltabody import summary
 from rpi_braze_sync.deltacolumns import Recorded, from_columns, summaries
 from rpi_braze_sync.deltaprefilter import keepable, with_raw
-from rpi_braze_sync.deltarecord import COLLIDES, NO_RAW
+from rpi_braze_sync.deltarecord import COLLIDES, NO_RAW, RAW_AT, WHOLE_AT
 from rpi_braze_sync.mapper import FileMapper
 from rpi_braze_sync.mapper import bind as bind_mapping
 from rpi_braze_sync.mapping import MappingPlan
@@ -175,3 +175,42 @@ def test_rows_of_several_patterns_and_paths_that_collide(monkeypatch: pytest.Mon
     found = column_summaries(mapper, rows)
     assert found == [None if b is None else summary(b) for b in bodies]
     assert {s[1] & COLLIDES for s in found if s is not None} == {0, COLLIDES}
+
+
+@pytest.mark.parametrize("all_collide", [False, True])
+def test_rows_whose_paths_collide_never_name_their_source_row(
+    monkeypatch: pytest.MonkeyPatch, all_collide: bool
+) -> None:
+    """Beside rows that dropped a field, rows of the wrong width and rejected rows, cold and
+    from remembered parts: a colliding row is sent whole, so it must never be skipped unmapped
+    (found missing by review: no test passed raws with colliding paths)."""
+    monkeypatch.setattr(deltarecord, "_path_fps", {"email": b"same", "dob": b"same"})
+    monkeypatch.setattr(deltarecord, "_shapes", {})
+    monkeypatch.setattr(deltaassembly, "_heads", {})
+    header = list(SHIPPED_COLUMNS)
+    rows = [[PLAUSIBLE.get(kind, f"{name}-{i % 3}") for name, kind in SHIPPED_COLUMNS.items()]
+            for i in range(24)]  # fmt: skip
+    for i, row in enumerate(rows):
+        row[0] = f"u-{i}" if i % 11 else ""  # rejected rows
+        if not all_collide:
+            row[header.index("email" if i % 3 else "dob")] = "" if i % 2 else row[3]
+        if i % 5 == 0:
+            row[header.index("dob")] = "2024-02-30"  # dropped
+        if i % 7 == 0:
+            row.append("x")  # wrong width: the row function's
+    raws = [(i + 1).to_bytes(8, "big") for i in range(len(rows))]
+    mapper = bind_mapping(SHIPPED_MAPPING, header, {"offer": "Spring", "workflow_id": "7"})
+    for _ in range(2):  # cold, then remembered parts
+        mapped = mapper.map_rows(rows, list(range(2, len(rows) + 2)), True, raws)
+        expected = [None if b is None else summary(b) for b in mapped.bodies]
+        expected = [
+            s if s is None or i in mapped.dropped or not keepable(s) else with_raw(s, raws[i])
+            for i, s in enumerate(expected)
+        ]
+        assert mapped.summaries == expected
+        assert COLLIDES in {s[1] & COLLIDES for s in mapped.summaries if s is not None}
+        named = [s for s in mapped.summaries if s is not None and s[RAW_AT:WHOLE_AT] != NO_RAW]
+        assert bool(named) == (not all_collide)
+        for i, s in enumerate(mapped.summaries):
+            if s is not None and (s[1] & COLLIDES or i in mapped.dropped):
+                assert s[RAW_AT:WHOLE_AT] == NO_RAW
