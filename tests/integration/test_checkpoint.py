@@ -8,7 +8,7 @@ import csv
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -327,13 +327,13 @@ async def test_rows_in_flight_and_acknowledged_unwritten_stay_within_the_places_
         store = daemon.daemon.delta.store
         remember = store.remember
 
-        def failing_store(records: Iterable[tuple[bytes, bytes]]) -> None:
+        def failing_store(records: Sequence[tuple[bytes, bytes]], marked: bool = False) -> None:
             nonlocal early, writes
             records = list(records)
             writes += 1
             if writes % 2 == 0:
                 raise DeltaStoreError("a write that fails")
-            remember(records)
+            remember(records, marked)
             keys = {key for key, _ in records}
             early += bool(keys - {user_key(u) for u in covered})
             stored.update(keys)  # (before the loop hears of it: a kill now skips them)
