@@ -2,10 +2,10 @@
 new) asks the store nothing (deltarun.DeltaRun.lookup).
 
 Kept from the moment the store is found empty (the first run after onboarding, a new
-workspace): each user written since is marked, one bit in a bitmap at his key's hash. A user
-whose bit is clear was never written since then: the store holds no record of his, whatever
-happened meanwhile (a deletion only takes records away). A bit set by another user (a false
-positive) only costs the lookup the store would have had anyway.
+workspace): each user looked up or written since is marked, one bit in a bitmap at his key's
+hash. A user whose bit is clear was never written since then: the store holds no record of
+his, whatever happened meanwhile (a deletion only takes records away). A bit set by another
+user (a false positive) only costs the lookup the store would have had anyway.
 
 Why: on a first run every lookup finds nothing, and asking costs the loop a hop to the store's
 thread per chunk, the GIL to that thread while rocksdict converts the keys and the answer, and
