@@ -157,16 +157,23 @@ def test_bodies_alone_are_parsed() -> None:
     assert summaries([]) == []
 
 
-def test_rows_of_several_patterns_and_paths_that_collide(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Rows lacking different fields are summarised by pattern; two paths sharing one 4-byte
-    # fingerprint (1 in 4 billion a pair) are forced here: the rows holding both are made
-    # alone, sent whole (COLLIDES), and the others of their chunk as usual.
+def _colliding_email_and_dob(
+    monkeypatch: pytest.MonkeyPatch, n: int
+) -> tuple[list[str], list[list[str]]]:
+    """Two paths sharing one 4-byte fingerprint (1 in 4 billion a pair), forced; the shipped
+    mapping's header and `n` plausible rows."""
     monkeypatch.setattr(deltarecord, "_path_fps", {"email": b"same", "dob": b"same"})
     monkeypatch.setattr(deltarecord, "_shapes", {})
     monkeypatch.setattr(deltaassembly, "_heads", {})
-    header = list(SHIPPED_COLUMNS)
     rows = [[PLAUSIBLE.get(kind, f"{name}-{i % 3}") for name, kind in SHIPPED_COLUMNS.items()]
-            for i in range(12)]  # fmt: skip
+            for i in range(n)]  # fmt: skip
+    return list(SHIPPED_COLUMNS), rows
+
+
+def test_rows_of_several_patterns_and_paths_that_collide(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Rows lacking different fields are summarised by pattern; the rows holding both colliding
+    # paths are made alone, sent whole (COLLIDES), and the others of their chunk as usual.
+    header, rows = _colliding_email_and_dob(monkeypatch, 12)
     for i, row in enumerate(rows):
         row[0] = f"u-{i}"
         row[header.index("email" if i % 3 else "dob")] = "" if i % 2 else row[3]
@@ -184,12 +191,7 @@ def test_rows_whose_paths_collide_never_name_their_source_row(
     """Beside rows that dropped a field, rows of the wrong width and rejected rows, cold and
     from remembered parts: a colliding row is sent whole, so it must never be skipped unmapped
     (found missing by review: no test passed raws with colliding paths)."""
-    monkeypatch.setattr(deltarecord, "_path_fps", {"email": b"same", "dob": b"same"})
-    monkeypatch.setattr(deltarecord, "_shapes", {})
-    monkeypatch.setattr(deltaassembly, "_heads", {})
-    header = list(SHIPPED_COLUMNS)
-    rows = [[PLAUSIBLE.get(kind, f"{name}-{i % 3}") for name, kind in SHIPPED_COLUMNS.items()]
-            for i in range(24)]  # fmt: skip
+    header, rows = _colliding_email_and_dob(monkeypatch, 24)
     for i, row in enumerate(rows):
         row[0] = f"u-{i}" if i % 11 else ""  # rejected rows
         if not all_collide:
