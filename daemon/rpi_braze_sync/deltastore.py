@@ -204,9 +204,8 @@ class DeltaStore:
     def remember(self, records: Sequence[tuple[bytes, bytes]], marked: bool = False) -> None:
         """Write acknowledged records (user key, delta.build_record's bytes) as one batch, in
         order: the last record of a key wins. `marked`: each user was asked of maybe_held."""
-        if (
-            self.unwritten is not None and not marked
-        ):  # (before: a write that fails may have written some)
+        # Marked before writing: a write that fails may have written some of them.
+        if self.unwritten is not None and not marked:
             self.unwritten.mark([key for key, _ in records])
         batch = rocks().WriteBatch(raw_mode=True)
         # No bytecode per record (a first run writes every row): 200,000 records of 200 B

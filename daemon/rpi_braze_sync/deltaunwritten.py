@@ -16,10 +16,9 @@ Size: 4 MB, 32M bits, whatever the number of users (the daemon's budget is 150 M
 users remembered). Written users -> share of the others looked up anyway: 200,000 -> 0.6 %,
 1M -> 3 %, 5M -> 14 %. (Two bits a user, a Bloom filter: 0.014 %, 0.3 %, 7 %; a first run's
 chunks of 500 rows hopping to the store's thread for a false positive, by 200,000 users: 270
-of 400 -> 5-9, but each lookup's check cost 0.3 us a user more on the loop: not kept.) Python's
-hash of the key (random per process: the
-bitmap is never kept on disk; a restart finds the store not empty and asks it everything, as
-before).
+of 400 -> 5-9, but each lookup's check cost 0.3 us a user more on the loop: not kept.)
+Python's hash of the key (random per process: the bitmap is never kept on disk; a restart
+finds the store not empty and asks it everything, as before).
 
 Dropped once it spares nothing: after USELESS_LOOKUPS lookups in a row in which every user
 may be held (an unchanged run, all its users written since), each check (0.18 us a user)
