@@ -4,6 +4,7 @@ sent more than max_age_days ago, and keeps the others."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -223,4 +224,53 @@ async def test_a_store_emptied_by_forgetting_all_is_asked_only_of_users_written_
         assert await run.lookup([key for key, _ in _records(5)]) == [None] * 5
         assert store.asked == []
     finally:
+        await run.close()
+
+
+async def test_a_chunk_with_few_users_the_store_may_hold_reads_them_on_the_loop(
+    tmp_path: Path,
+) -> None:
+    """A first run's chunk with a few users written since (READ_ON_LOOP_AT_MOST): they are
+    read at once, with no hop to the store's thread; more of them, on the store's thread."""
+    store = _counting(tmp_path)
+    run = DeltaRun(store, 30, Metrics(), clock=lambda: NOW)
+    try:
+        records = _records(300)
+        await run.remember(records[:20])
+        keys = [key for key, _ in records]
+        few = run.lookup(keys[:10] + keys[100:200])  # 10 of 110
+        assert few.done()
+        assert few.result() == [record for _, record in records[:10]] + [None] * 100
+        assert store.asked == [keys[:10]]
+        many = run.lookup(keys[10:20] + keys[200:240])  # 10 of 50
+        assert not many.done()
+        assert await many == [record for _, record in records[10:20]] + [None] * 40
+    finally:
+        await run.close()
+
+
+async def test_a_change_of_workspace_queued_is_waited_for_by_a_chunk_read_on_the_loop(
+    tmp_path: Path,
+) -> None:
+    """The other workspace's values are forgotten on the store's thread: until that is done,
+    a chunk with a few users held is read there, behind it, never on the loop (it would find
+    the other workspace's records, and skip what the new one lacks)."""
+    store = _counting(tmp_path)
+    run = DeltaRun(store, 30, Metrics(), clock=lambda: NOW, workspace="workspace")
+    busy = threading.Event()
+    try:
+        records = _records(200)
+        await run.remember(records[:5])
+        keys = [key for key, _ in records]
+        run._thread.submit(busy.wait)  # the store's thread busy: the change waits behind
+        run.change_workspace("another")
+        queued = run.lookup(keys[:5] + keys[50:100])
+        assert not queued.done()
+        busy.set()
+        assert await asyncio.wait_for(queued, 10) == [None] * 55
+        after = run.lookup(keys[:5] + keys[100:140])  # the store holds this workspace's only
+        assert after.done()
+        assert after.result() == [None] * 45
+    finally:
+        busy.set()
         await run.close()
