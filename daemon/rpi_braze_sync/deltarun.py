@@ -78,8 +78,8 @@ def open_delta(config: LoadedConfig, metrics: Metrics, retry_s: float = RETRY_S)
 
 class DeltaRun:
     """One per daemon: the store (written on the loop; read, synced and swept on a thread of
-    its own, in order: a lookup queued after a write reads it), and the rows in flight of
-    every file."""
+    its own, in order: a lookup queued after a write reads it; a first run's few users read on
+    the loop: `lookup`), and the rows in flight of every file."""
 
     def __init__(
         self,
@@ -109,6 +109,9 @@ class DeltaRun:
         # The generation whose values alone the store holds (set on the store's thread once
         # it forgot the others): until then a lookup must queue behind the change.
         self._store_generation = 0
+        # (The store's thread.) The change of workspace to try again while stale: its own
+        # copy, so that the thread never reads the loop's `workspace` and `generation`.
+        self._change_again: tuple[str, int] | None = None
 
     def apply(self, config: LoadedConfig) -> None:
         """A reload: another Braze workspace (api_url or key) starts with nothing remembered;
@@ -136,6 +139,7 @@ class DeltaRun:
         try:
             self.store.change_workspace(workspace)
         except DeltaStoreError as exc:
+            self._change_again = (workspace, generation)
             if self._stale_since is None:
                 log.error("delta: cannot forget the other workspace's values (%s): every row"
                           " is sent whole until they are", exc)  # fmt: skip
@@ -144,13 +148,14 @@ class DeltaRun:
         if self._stale_since is not None:
             log.info("delta: the other workspace's values are forgotten")
         self._stale_since = None
+        self._change_again = None
         self._store_generation = generation
 
     def _lookup(self, keys: list[bytes]) -> list[bytes | None]:
-        """(The store's thread; or the loop while no change of workspace waits or failed.)"""
-        stale_since = self._stale_since
-        if stale_since is not None and time.monotonic() - stale_since > 60:
-            self._change_workspace(self.workspace, self.generation)
+        """(The store's thread.)"""
+        stale_since, again = self._stale_since, self._change_again
+        if stale_since is not None and again is not None and time.monotonic() - stale_since > 60:
+            self._change_workspace(*again)
         if self._stale_since is not None:
             return [None] * len(keys)
         return self.store.lookup(keys)
@@ -170,7 +175,8 @@ class DeltaRun:
         if future.exception() is not None:  # only status loses a line
             log.warning("delta: cannot record a file's data points: %s", future.exception())
 
-    # --- lookups, on the store's thread (writes are made on the loop: deltawrites.py) ---
+    # --- lookups, on the store's thread or, a first run's, on the loop (writes are made on
+    # the loop: deltawrites.py) ---
 
     def lookup(self, keys: list[bytes]) -> asyncio.Future[list[bytes | None]]:
         """The users' records; only those the store may hold are asked of it (a first run's
@@ -179,13 +185,16 @@ class DeltaRun:
         held = self.store.maybe_held(keys)
         if held is None or len(held) == len(keys):
             return asyncio.ensure_future(self._looked_up(keys))
-        if len(held) * READ_ON_LOOP_AT_MOST > len(keys) or not self._store_current():
-            return asyncio.ensure_future(self._partly(keys, held))
         answer = asyncio.get_running_loop().create_future()
-        try:  # (an error reaches the chunk's comparison, as from the store's thread)
-            answer.set_result(_spread(len(keys), held, self._read_on_loop(keys, held)))
-        except Exception as exc:
-            answer.set_exception(exc)
+        if not held:  # the store holds none of them, whatever is queued on its thread
+            answer.set_result([None] * len(keys))
+        elif len(held) * READ_ON_LOOP_AT_MOST > len(keys) or not self._store_current():
+            return asyncio.ensure_future(self._partly(keys, held))
+        else:
+            try:  # (an error reaches the chunk's comparison, as from the store's thread)
+                answer.set_result(_spread(len(keys), held, self._read_on_loop(keys, held)))
+            except Exception as exc:
+                answer.set_exception(exc)
         return answer
 
     def _store_current(self) -> bool:
@@ -194,7 +203,11 @@ class DeltaRun:
         return self._store_generation == self.generation and self._stale_since is None
 
     def _read_on_loop(self, keys: list[bytes], held: list[int]) -> list[bytes | None]:
-        return self._lookup_or_none([keys[i] for i in held]) if held else []
+        """The records of the users at `held` (few: READ_ON_LOOP_AT_MOST), read here."""
+        try:
+            return self.store.lookup([keys[i] for i in held])
+        except DeltaStoreError as exc:  # nothing known: everything is sent
+            return _sent_whole(exc, len(held))
 
     async def _partly(self, keys: list[bytes], held: list[int]) -> list[bytes | None]:
         return _spread(len(keys), held, await self._looked_up([keys[i] for i in held]))
@@ -204,12 +217,11 @@ class DeltaRun:
         return await loop.run_in_executor(self._thread, self._lookup_or_none, keys)
 
     def _lookup_or_none(self, keys: list[bytes]) -> list[bytes | None]:
-        """(The store's thread, or the loop: `lookup`.)"""
+        """(The store's thread.)"""
         try:
             return self._lookup(keys)
         except DeltaStoreError as exc:  # nothing known: everything is sent
-            log.error("delta: %s: the rows are sent whole", exc)
-            return [None] * len(keys)
+            return _sent_whole(exc, len(keys))
 
     def remember(self, records: list[tuple[bytes, bytes]], marked: bool = False) -> Remembered:
         """Write acknowledged records (deltawrites.GroupCommit.remember). `marked`: each of
@@ -263,3 +275,9 @@ def _spread(count: int, held: list[int], found: list[bytes | None]) -> list[byte
     for i, record in zip(held, found, strict=True):
         records[i] = record
     return records
+
+
+def _sent_whole(exc: DeltaStoreError, count: int) -> list[bytes | None]:
+    """A lookup that failed: nothing is known of those users, their rows are sent whole."""
+    log.error("delta: %s: the rows are sent whole", exc)
+    return [None] * count

@@ -1,7 +1,8 @@
 """Delta's remembered values on disk (issue 16): one RocksDB under <state_directory>/delta, one
 record per user (packed by delta.py; only a record's age is read here), in bounded memory.
 The daemon writes from its loop and reads, syncs and sweeps from one thread of its own (RocksDB
-takes both at once); one process writes, others may open it read-only.
+takes both at once; a first run's few users are read on the loop: deltarun.DeltaRun.lookup);
+one process writes, others may open it read-only.
 """
 
 from __future__ import annotations
