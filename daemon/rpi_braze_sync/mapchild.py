@@ -42,10 +42,14 @@ def tune_garbage_collector() -> None:
 
 
 def read_request(requests: BinaryIO) -> Request | None:
-    """The daemon's next request; None once the daemon is gone."""
-    header = requests.read(FRAME_LENGTH.size)
-    size = FRAME_LENGTH.unpack(header)[0] if len(header) == FRAME_LENGTH.size else -1
-    payload = requests.read(size) if size >= 0 else b""
+    """The daemon's next request; None once the daemon is gone (closed, or killed with a reply
+    of ours unread: the socket reset, which is no error of this process's to report)."""
+    try:
+        header = requests.read(FRAME_LENGTH.size)
+        size = FRAME_LENGTH.unpack(header)[0] if len(header) == FRAME_LENGTH.size else -1
+        payload = requests.read(size) if size >= 0 else b""
+    except ConnectionResetError:
+        return None
     if len(payload) != size:
         return None
     request = decode(payload)

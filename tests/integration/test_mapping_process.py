@@ -475,3 +475,24 @@ async def test_a_read_error_comes_after_the_chunks_read_before_it(
         await take_all(source, MapAll() if two_phases else None, taken)
     await source.close()
     assert [i for chunk in taken for i in chunk.indexes] == list(range(CHUNK_ROWS * 5))
+
+
+def test_a_process_whose_daemon_was_killed_with_a_reply_unread_ends_quietly(
+    tmp_path: Path,
+) -> None:
+    # kill -9 of the daemon with the process's reply unread resets the socket: the process
+    # ends as when the daemon closes it, with no traceback in the daemon's journal.
+    path = export(tmp_path / "plain.txt", 3, "p")
+    ours, theirs = socket.socketpair()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "rpi_braze_sync.mapchild", str(theirs.fileno())],
+        pass_fds=[theirs.fileno()],
+        stderr=subprocess.PIPE,
+    )
+    theirs.close()
+    with ours:
+        ours.sendall(encode(OpenFile(spec_for(path))))
+        ours.recv(1)  # the reply has come: the rest of it is left unread
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 0
+    assert stderr == b""
