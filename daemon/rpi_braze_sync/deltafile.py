@@ -88,9 +88,11 @@ class DeltaFile:
         self.mode: Mode = mode
         # The whole file's, every process's: checkpointed with its rows (points()). A row
         # sent counts its points (sent, and skipped: left out as held) once acknowledged,
-        # before it settles: after a kill, a row counted and not checkpointed is counted again
-        # if sent again (never fewer than were sent). A row left unsent (unchanged) counts at
-        # compare: it settles as soon as filter returns, with no await between (Backlog.take).
+        # before it settles: after a kill, a row counted and not checkpointed is read again,
+        # counted again if sent again, or counted as skipped if the store holds its values
+        # already (written before its checkpoint: deltastore.py's order), though Braze got
+        # them once. A row left unsent (unchanged) counts at compare: it settles as soon as
+        # filter returns, with no await between (Backlog.take).
         self.points_sent, self.points_skipped = points
         self.rows_unchanged = 0  # rows not sent at all
         self._rows: dict[int, Sent] = {}  # record index -> the row in flight
