@@ -185,16 +185,14 @@ class DeltaRun:
         held = self.store.maybe_held(keys)
         if held is None or len(held) == len(keys):
             return asyncio.ensure_future(self._looked_up(keys))
-        answer = asyncio.get_running_loop().create_future()
-        if not held:  # the store holds none of them, whatever is queued on its thread
-            answer.set_result([None] * len(keys))
-        elif len(held) * READ_ON_LOOP_AT_MOST > len(keys) or not self._store_current():
+        # (None held: the store holds none of them, whatever is queued on its thread.)
+        if held and (len(held) * READ_ON_LOOP_AT_MOST > len(keys) or not self._store_current()):
             return asyncio.ensure_future(self._partly(keys, held))
-        else:
-            try:  # (an error reaches the chunk's comparison, as from the store's thread)
-                answer.set_result(_spread(len(keys), held, self._read_on_loop(keys, held)))
-            except Exception as exc:
-                answer.set_exception(exc)
+        answer = asyncio.get_running_loop().create_future()
+        try:  # (an error reaches the chunk's comparison, as from the store's thread)
+            answer.set_result(_spread(len(keys), held, self._read_on_loop(keys, held)))
+        except Exception as exc:
+            answer.set_exception(exc)
         return answer
 
     def _store_current(self) -> bool:
@@ -203,7 +201,9 @@ class DeltaRun:
         return self._store_generation == self.generation and self._stale_since is None
 
     def _read_on_loop(self, keys: list[bytes], held: list[int]) -> list[bytes | None]:
-        """The records of the users at `held` (few: READ_ON_LOOP_AT_MOST), read here."""
+        """The records of the users at `held` (none or few: READ_ON_LOOP_AT_MOST), read here."""
+        if not held:
+            return []
         try:
             return self.store.lookup([keys[i] for i in held])
         except DeltaStoreError as exc:  # nothing known: everything is sent
