@@ -167,11 +167,12 @@ async def delta_off(work: Path, data: Path, rows: int) -> dict[str, float]:
 async def big_run(work: Path, data: Path, rows: int) -> dict[str, float]:
     """The peak memory with `rows` users remembered: the same four runs as delta_runs (the
     runs after the first hold every user's record; the new execution id run rewrites each)."""
-    changed = work / "big-changed.txt"
+    work.mkdir(parents=True, exist_ok=True)
+    changed = work / "rows-changed.txt"
     n_changed = change_every_tenth(data, changed)
-    new_id = work / "big-new-id.txt"
+    new_id = work / "rows-new-id.txt"
     new_execution_id(data, new_id)
-    result = await delta_runs(work / "dbig", data, new_id, changed, rows, n_changed)
+    result = await delta_runs(work, data, new_id, changed, rows, n_changed)
     return {"rss_mb": result["rss_mb"], "store_bytes": result["store_bytes"]}
 
 
