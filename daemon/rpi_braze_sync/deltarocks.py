@@ -21,7 +21,6 @@ FILE_MODE, DIR_MODE = 0o640, 0o750
 # with these sizes, 41 MB with 16 and 8; the daemon's whole budget is 150 MB at 5M users.
 CACHE_BYTES = 8 << 20
 MEMTABLE_BYTES = 4 << 20
-L0_FILES_COMPACTED = 32
 
 
 @functools.cache
@@ -61,21 +60,12 @@ def options(create: bool) -> rocksdict.Options:
     # -> 280 a user, 104 of them by flushes; 810 with keys in random order).
     opts.set_target_file_size_base(8 << 20)
     opts.set_level_compaction_dynamic_level_bytes(True)
-    # Level 0 compacted 32 files at a time: each compaction rewrites the files of the level
-    # below that its keys overlap, so fewer, larger ones rewrite less. Measured in the daemon,
-    # 1M users, the benchmark's four runs (first, unchanged, new execution id, changed), two
-    # rounds in turns, RocksDB's threads' CPU a row: 4 -> 8 files cut a first run's 2.3-2.8
-    # to 1.8 us; 8 -> 32: first run 1.61-1.63 -> 1.04-1.10, new execution id run (every
-    # record rewritten) 4.95-5.08 -> 2.30-2.46, all four runs 7.3-7.4 -> 4.1-4.6 (16 files:
-    # 6.7-6.8; up to 31 files of level 0 may wait for the next writes). At 5M users the
-    # first run took 70 -> 62 s, the others the same. The price: a lookup checks up to 32
-    # files of level 0, each file's filter pinned (a user not there costs one probe of it):
-    # the unchanged run 4.1 -> 4.3-4.4 s at 1M; and those files on disk (up to about 60 MB).
-    # The write triggers keep their distance above (RocksDB's defaults, 20 and 36, would stall
-    # writes, which hold the loop, before the compaction even starts).
-    opts.set_level_zero_file_num_compaction_trigger(L0_FILES_COMPACTED)
-    opts.set_level_zero_slowdown_writes_trigger(L0_FILES_COMPACTED * 3 // 2)
-    opts.set_level_zero_stop_writes_trigger(L0_FILES_COMPACTED * 2)
+    # Level 0 compacted 8 files at a time, not 4: each compaction rewrites the files of the
+    # level below that its keys overlap, so fewer, larger ones rewrite less (in-process, the
+    # daemon's records, 1M users in id order: compaction 2.3-2.8 -> 1.8 us CPU a user, its
+    # input 1.7-2.1 -> 1.5 records a user; 200,000: 1.4-1.7 -> 0.5-0.7, some of it left to
+    # the next writes). Lookups, a miss or a hit, no slower: each L0 file's filter is pinned.
+    opts.set_level_zero_file_num_compaction_trigger(8)
     opts.set_max_background_jobs(2)
     # A flushed memtable's WAL is kept and written over by the next one instead of a new
     # file: the writes, made on the daemon's loop, allocate no new pages or blocks (200,000
