@@ -50,7 +50,6 @@ from .errors import (
     exit_status,
 )
 from .filestates import QUEUED_STATES, STATES, FileState
-from .heap import keep_heap_small
 from .logs import configure_logging, display_name, undisplay_name
 from .preview import cmd_preview
 from .settings import host_port_problem, json_schema
@@ -171,7 +170,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace) -> int:
     restrict_umask()  # before anything is written: journal, rejects and outbox hold personal data
-    keep_heap_small()  # before any thread starts
     env = dict(os.environ)
     if args.listen:
         env[LISTEN_ENV] = args.listen  # the flag wins over the environment and the YAML

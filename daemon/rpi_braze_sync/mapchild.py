@@ -30,7 +30,6 @@ from .codec import (
     decode,
     sendable,
 )
-from .heap import keep_heap_small
 
 
 def tune_garbage_collector() -> None:
@@ -120,7 +119,6 @@ def main() -> None:
     # Ctrl-C in a terminal signals the whole process group: the daemon stops this process
     # itself (it closes the socket, then terminates it), without a KeyboardInterrupt here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    keep_heap_small()
     tune_garbage_collector()
     serve(socket.socket(fileno=int(sys.argv[1])))
 
