@@ -33,6 +33,8 @@ from .secret import Secret
 from .statewriter import StateWriter
 
 USER_AGENT = f"rpi-braze-sync/{package_version()}"
+# A request refused by the sending gate (HttpTransport.may_send: a pair's lease, leader.py).
+NOT_ALLOWED = "not sent: this daemon no longer holds the lease"
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,10 @@ class HttpTransport:
         self._timeout_s = timeout_s
         self._pool_size = pool_size
         self._session: aiohttp.ClientSession | None = None
+        # Asked again at the last moment before a request's first byte is written (_GatedBody):
+        # a pair's leader that was paused between its fence's check and aiohttp's write (which
+        # comes loop turns later, after a connection is taken) must send nothing on waking.
+        self.may_send: Callable[[], bool] = _always
 
     @property
     def host(self) -> str:
@@ -133,14 +139,17 @@ class HttpTransport:
 
     async def post(self, body: bytes, source: str) -> Reply:
         session = self._open()
-        progress = SimpleNamespace(sent=False)  # set once the request starts to go out
+        progress = SimpleNamespace(sent=False, withheld=False)  # how far the request went
+        data = _GatedBody(body, self.may_send, progress)
         try:
-            async with session.post(self.url, data=body, trace_request_ctx=progress) as response:
+            async with session.post(self.url, data=data, trace_request_ctx=progress) as response:
                 payload = without(await response.read(), self._key)  # an echo of it
                 return Reply(
                     response.status, CIMultiDictProxy(CIMultiDict(response.headers)), payload
                 )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            if progress.withheld:  # not a byte of it was written
+                raise TransportError("connection", False, NOT_ALLOWED) from None
             raise describe_failure(exc, self.host, self._timeout_s, progress.sent) from None
 
     def finish(self, source: str) -> None:
@@ -150,6 +159,27 @@ class HttpTransport:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _always() -> bool:
+    return True
+
+
+class _GatedBody(aiohttp.BytesPayload):
+    """A request's body that aiohttp writes only if `may_send` still holds when it writes it.
+    aiohttp (3.12 and later) holds the headers back to write them with the body's first
+    bytes, so a refusal here leaves the socket untouched and the connection closed."""
+
+    def __init__(self, body: bytes, may_send: Callable[[], bool], progress: Any) -> None:
+        super().__init__(body, content_type="application/json")
+        self._may_send = may_send
+        self._progress = progress
+
+    async def write_with_length(self, writer: Any, content_length: int | None) -> None:
+        if not self._may_send():
+            self._progress.withheld = True
+            raise ConnectionAbortedError(NOT_ALLOWED)
+        await super().write_with_length(writer, content_length)
 
 
 async def _note_sent(

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from .braze import Reply, Transport
+from .braze import NOT_ALLOWED, HttpTransport, Reply, Transport
 from .config import LoadedConfig
 from .errors import JournalError, TransportError
 from .lease import Lease, Role, Step, attempt_timeout_s, next_step, wait_s
@@ -165,17 +165,18 @@ class LeaseKeeper:
 
 
 class FencedTransport:
-    """A transport that sends only while the lease is held: checked before every request."""
+    """A transport that sends only while the lease is held: checked before every request, and
+    by Braze's transport again just before the request's first byte is written."""
 
     def __init__(self, inner: Transport, may_send: Callable[[], bool]) -> None:
         self.inner = inner
         self._may_send = may_send
+        if isinstance(inner, HttpTransport):
+            inner.may_send = may_send
 
     async def post(self, body: bytes, source: str) -> Reply:
         if not self._may_send():
-            raise TransportError(
-                "connection", False, "not sent: this daemon no longer holds the lease"
-            )
+            raise TransportError("connection", False, NOT_ALLOWED)
         return await self.inner.post(body, source)
 
     async def close(self) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from rpi_braze_sync.braze import Reply
+from rpi_braze_sync.braze import HttpTransport, Reply
 from rpi_braze_sync.config import LoadedConfig, load_config
 from rpi_braze_sync.errors import ConfigError, JournalError, LeaseLostError, TransportError
 from rpi_braze_sync.filestates import FileState
@@ -22,11 +22,12 @@ from rpi_braze_sync.metrics import Metrics
 from rpi_braze_sync.pair import PairState
 from rpi_braze_sync.pgjournal import PgJournal
 from rpi_braze_sync.pgschema import LATEST
+from rpi_braze_sync.secret import Secret
 from rpi_braze_sync.settlement import Settlement
 from rpi_braze_sync.statewriter import StateWriter
 from rpi_braze_sync.statewrites import StateWrites
 from tests.e2e.conftest import write_config
-from tests.fakebraze import API_KEY
+from tests.fakebraze import API_KEY, FakeBraze
 from tests.integration.test_pipeline import InProcess, daemon  # noqa: F401 - the fixture
 
 WEIRD = "Braze Append/caf\udce9.csv"  # a name that is not UTF-8 (os.fsdecode's surrogate)
@@ -289,6 +290,28 @@ async def test_the_fence_refuses_a_request_past_the_deadline_whatever_the_keeper
         await fenced.post(b"c", "f")
     assert inner.bodies == [b"a", b"b"]
     await keeper.release()
+
+
+async def test_a_lease_lost_between_the_fence_and_the_write_sends_no_byte() -> None:
+    """The fence's check comes loop turns before aiohttp writes the request (a connection is
+    taken first): a leader paused in between wakes past its deadline. Braze's transport asks
+    again just before the first byte, so the fake Braze sees no request at all."""
+    fake = FakeBraze()
+    await fake.start()
+    answers = iter([True, False, True, True])  # the fence: yes; the write: no; then both yes
+    inner = HttpTransport(fake.url, Secret(API_KEY), 5, 4)
+    fenced = FencedTransport(inner, lambda: next(answers))
+    body = b'{"attributes": [{"external_id": "u1", "first_name": "A"}]}'
+    try:
+        with pytest.raises(TransportError, match="no longer holds the lease") as refused:
+            await fenced.post(body, "f")
+        assert not refused.value.reached
+        assert fake.starts == []
+        assert (await fenced.post(body, "f")).status == 201  # the same pool sends again
+        assert fake.users() == ["u1"]
+    finally:
+        await fenced.close()
+        await fake.stop()
 
 
 async def test_a_lease_keeper_that_fails_is_logged_and_stops_the_daemon(
