@@ -24,6 +24,7 @@ from .config import LoadedConfig
 from .delivery import Sender
 from .errors import JournalError
 from .filequeue import FileQueue
+from .heaptrim import trim_forever
 from .journal import Journal
 from .lead import Shared, open_lead
 from .mapchild import tune_garbage_collector
@@ -156,6 +157,10 @@ class Daemon:
         assert self.delta is not None
         await self.delta.sweep_forever()
 
+    async def _delta_heap_trim(self) -> None:
+        await self._delta_open.wait()
+        await trim_forever()  # RocksDB's threads' freed buffers (heaptrim.py)
+
     # --- running ---------------------------------------------------------------------------
 
     async def run(self, install_signals: bool = True) -> int:
@@ -260,6 +265,7 @@ class Daemon:
             ),
         ]
         helpers.append(self._start(group, self._delta_retention(), "delta-retention"))
+        helpers.append(self._start(group, self._delta_heap_trim(), "heap-trim"))
         self.notifier.ready(f"watching {self.config.base_output_directory}")
         ends = [self._stop, self._lead_over] + ([lost] if lost is not None else [])
         waits = [asyncio.create_task(end.wait()) for end in ends]
