@@ -48,6 +48,15 @@ def new_execution_id(data: Path, target: Path) -> None:
             out.write(line.replace(",5501,", ",5502,", 1))
 
 
+def later_exports(work: Path, data: Path) -> tuple[Path, Path, int]:
+    """The rows with a new execution id, the rows with one in ten changed, and the number of
+    values changed: what delta_runs sends after its first two runs."""
+    new_id = work / "rows-new-id.txt"
+    new_execution_id(data, new_id)
+    changed = work / "rows-changed.txt"
+    return new_id, changed, change_every_tenth(data, changed)
+
+
 def change_every_tenth(data: Path, target: Path) -> int:
     """The same rows, the first name changed in one row of ten; returns the values changed."""
     changed = 0
@@ -168,10 +177,7 @@ async def big_run(work: Path, data: Path, rows: int) -> dict[str, float]:
     """The peak memory with `rows` users remembered: the same four runs as delta_runs (the
     runs after the first hold every user's record; the new execution id run rewrites each)."""
     work.mkdir(parents=True, exist_ok=True)
-    changed = work / "rows-changed.txt"
-    n_changed = change_every_tenth(data, changed)
-    new_id = work / "rows-new-id.txt"
-    new_execution_id(data, new_id)
+    new_id, changed, n_changed = later_exports(work, data)
     result = await delta_runs(work, data, new_id, changed, rows, n_changed)
     return {"rss_mb": result["rss_mb"], "store_bytes": result["store_bytes"]}
 
@@ -179,10 +185,7 @@ async def big_run(work: Path, data: Path, rows: int) -> dict[str, float]:
 async def delta_figures(
     work: Path, data: Path, rows: int, runs: int, big: Path | None, big_rows: int
 ) -> list[Figure]:
-    changed = work / "rows-changed.txt"
-    n_changed = change_every_tenth(data, changed)
-    new_id = work / "rows-new-id.txt"
-    new_execution_id(data, new_id)
+    new_id, changed, n_changed = later_exports(work, data)
     off: list[dict[str, float]] = []
     on: list[dict[str, float]] = []
     for i in range(runs):  # in turns, so the machine's noise hits both alike
