@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import gzip
-import hashlib
 import io
 import os
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from .recordcount import RecordCounter
 from .shareio import open_regular
 
 if TYPE_CHECKING:  # the mapping process imports this module, never pydantic
+    import hashlib
+
     from .settings import FormatSettings
 
 CHUNK_BYTES = 1 << 20
@@ -157,9 +158,18 @@ def _decode_and_count(
             offset += len(chunk)
 
 
+def _sha256() -> hashlib._Hash:
+    """A new sha256. hashlib is imported here, in the daemon's calls: importing it loads
+    OpenSSL's libcrypto, 3.7 MB of resident memory in the mapping process, which imports this
+    module for its reading helpers alone (issue 16's memory budget)."""
+    import hashlib
+
+    return hashlib.sha256()
+
+
 def _content_digest(raw: IO[bytes]) -> tuple[int, int, str]:
     """(size, mtime_ns, sha256) of the bytes on disk, read through the one open descriptor."""
-    digest = hashlib.sha256()
+    digest = _sha256()
     raw.seek(0)
     before = os.fstat(raw.fileno())
     while chunk := raw.read(CHUNK_BYTES):
@@ -172,7 +182,7 @@ def _content_digest(raw: IO[bytes]) -> tuple[int, int, str]:
 
 def prefix_sha256(path: Path, length: int, base: Path | None = None) -> str:
     """sha256 of the first `length` bytes: is an earlier version a prefix of this one?"""
-    digest = hashlib.sha256()
+    digest = _sha256()
     with open_regular(path, base) as f:
         left = length
         while left > 0 and (chunk := f.read(min(CHUNK_BYTES, left))):

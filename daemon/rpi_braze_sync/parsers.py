@@ -13,8 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-import pycountry
-
+from .countries import country_index
 from .errors import FieldValueError as FieldValueError  # (re-exported: the error tree owns it)
 from .phones import PhoneError, to_e164, usable_region
 
@@ -123,17 +122,7 @@ def parse_gender(value: str) -> str:
     return letter
 
 
-def _country_index() -> dict[str, str]:
-    index: dict[str, str] = {}
-    for country in pycountry.countries:
-        for attr in ("name", "official_name", "common_name", "alpha_3", "alpha_2"):
-            text = getattr(country, attr, None)
-            if text:
-                index[text.lower()] = country.alpha_2
-    return index
-
-
-_COUNTRIES = _country_index()
+_COUNTRIES = country_index()
 
 
 def parse_country(value: str) -> str:

@@ -222,9 +222,10 @@ def test_the_version_in_the_seed_names_every_library_the_mapping_uses() -> None:
     names, orjson's numbers): the raw fingerprints must change with it, or the row is skipped
     while the full comparison would send it. Every distribution the mapping process loads is
     named, with its version, in what the daemon hands it as `version` (FileRequest)."""
+    from importlib.metadata import files as distribution_files
     from importlib.metadata import version
 
-    from rpi_braze_sync import mapping_version, package_version
+    from rpi_braze_sync import countries, mapping_version, package_version
 
     code = (
         "import sys, importlib.metadata as md\n"
@@ -238,7 +239,11 @@ def test_the_version_in_the_seed_names_every_library_the_mapping_uses() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
     assert "phonenumbers" in loaded
-    assert "pycountry" in loaded
+    # pycountry's table is read as a data file, not imported (countries.py): named all the same
+    assert "pycountry" not in loaded
+    shipped = [Path(str(f.locate())).resolve() for f in distribution_files("pycountry") or []]
+    assert countries.table_path().resolve() in shipped
+    loaded.append("pycountry")
     named = mapping_version()
     assert f"rpi-braze-sync {package_version()}" in named
     for dist in loaded:
