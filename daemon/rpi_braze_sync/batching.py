@@ -33,8 +33,7 @@ class Item:
 
     @property
     def cells(self) -> list[str]:
-        packed = self.packed_cells
-        return packed.split(_SEPARATOR) if isinstance(packed, str) else packed
+        return unpack_cells(self.packed_cells)
 
 
 _SEPARATOR = "\x1f"  # ASCII unit separator
@@ -45,6 +44,11 @@ def pack_cells(cells: list[str]) -> str | list[str]:
     for Braze. Kept as a list in the rare row whose cells contain the separator."""
     packed = _SEPARATOR.join(cells)
     return packed if packed.count(_SEPARATOR) == len(cells) - 1 else cells
+
+
+def unpack_cells(packed: str | list[str]) -> list[str]:
+    """The cells pack_cells packed, exactly (a string holds no cell with the separator)."""
+    return packed.split(_SEPARATOR) if isinstance(packed, str) else packed
 
 
 def pack_rows(rows: list[list[str]]) -> list[str | list[str]]:
