@@ -160,8 +160,8 @@ def _decode_and_count(
 
 def _sha256() -> hashlib._Hash:
     """A new sha256. hashlib is imported here, in the daemon's calls: importing it loads
-    OpenSSL's libcrypto, about 3.5 MB of resident memory in the mapping process, which imports this
-    module for its reading helpers alone (issue 16's memory budget)."""
+    OpenSSL's libcrypto, about 3.5 MB of resident memory in the mapping process, which
+    imports this module for its reading helpers alone (issue 16's memory budget)."""
     import hashlib
 
     return hashlib.sha256()

@@ -27,7 +27,8 @@ def test_the_table_is_the_one_pycountry_gives() -> None:
 
 def test_the_mapping_process_imports_neither_pycountry_nor_hashlib() -> None:
     """pycountry reads every installed package's metadata (importlib.metadata, email: 3.7 MB
-    of the mapping process); hashlib loads OpenSSL (about 3.5 MB), which only the daemon's calls use."""
+    of the mapping process); hashlib loads OpenSSL (about 3.5 MB), which only the daemon's
+    calls use."""
     modules = "'pycountry', 'importlib.metadata', 'email', 'hashlib', '_hashlib'"
     code = (
         "import sys, rpi_braze_sync.mapchild\n"
