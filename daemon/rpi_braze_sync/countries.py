@@ -26,9 +26,22 @@ def table_path() -> Path:
 def country_index() -> dict[str, str]:
     """Each country's names and codes, lowercased, to its alpha-2 code."""
     index: dict[str, str] = {}
-    for country in orjson.loads(table_path().read_bytes())["3166-1"]:
+    for country in _countries():
         for attr in _NAMES:
             text = country.get(attr)
             if text:
                 index[text.lower()] = country["alpha_2"]
     return index
+
+
+def _countries() -> list[dict[str, str]]:
+    """The table's entries; through pycountry's API where its file is not where PyPI's
+    package has it (a copy patched to read a system's iso-codes, say): slower to load,
+    never wrong."""
+    try:
+        entries: list[dict[str, str]] = orjson.loads(table_path().read_bytes())["3166-1"]
+        return entries
+    except (OSError, KeyError, TypeError, orjson.JSONDecodeError):
+        import pycountry
+
+        return [dict(country) for country in pycountry.countries]

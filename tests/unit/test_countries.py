@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pycountry
+import pytest
 
+from rpi_braze_sync import countries
 from rpi_braze_sync.countries import country_index
 from rpi_braze_sync.parsers import parse_country
 
@@ -23,6 +26,15 @@ def test_the_table_is_the_one_pycountry_gives() -> None:
     assert country_index() == expected
     assert parse_country("France") == parse_country("fra") == "FR"
     assert parse_country("Bolivia, Plurinational State of") == "BO"  # (its official form)
+
+
+def test_a_pycountry_without_its_file_is_read_through_its_api(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy laid out otherwise (a distribution's, patched to read the system's iso-codes)."""
+    expected = country_index()
+    monkeypatch.setattr(countries, "table_path", lambda: tmp_path / "absent.json")
+    assert country_index() == expected
 
 
 def test_the_mapping_process_imports_neither_pycountry_nor_hashlib() -> None:
