@@ -60,19 +60,12 @@ def options(create: bool) -> rocksdict.Options:
     # -> 280 a user, 104 of them by flushes; 810 with keys in random order).
     opts.set_target_file_size_base(8 << 20)
     opts.set_level_compaction_dynamic_level_bytes(True)
-    # Level 0 compacted 32 files at a time, not 8 (4 by default): each compaction rewrites
-    # the files of the level below that its keys overlap, so fewer, larger ones rewrite
-    # less. Replaying the daemon's first-run writes in-process (1M records of 202 B, in
-    # batches of 75, paced as a first run), compaction's CPU per record written, 8 -> 32:
-    # in id order 1.1-1.4 -> 0.5-0.6 us; in random order 3.1-3.9 -> 1.4-1.7; the same 1M
-    # written twice 2.9-3.2 -> 1.0-1.5 (random order, 4.0-4.3 -> 1.4-1.8). In the daemon,
-    # first runs of 1M rows in turns, 4 each: RocksDB's threads 1.3-1.4 -> 0.9-1.1 us a row.
-    # Lookups check more level-0 files (each one's filter pinned): 1M keys read in chunks of
-    # 500 after those writes, 1.1-1.9 us a key either way in id order, random order 3.9-6.4
-    # either way. The stall triggers stay well above it: a stalled write waits on the loop.
-    opts.set_level_zero_file_num_compaction_trigger(32)
-    opts.set_level_zero_slowdown_writes_trigger(64)
-    opts.set_level_zero_stop_writes_trigger(96)
+    # Level 0 compacted 8 files at a time, not 4: each compaction rewrites the files of the
+    # level below that its keys overlap, so fewer, larger ones rewrite less (in-process, the
+    # daemon's records, 1M users in id order: compaction 2.3-2.8 -> 1.8 us CPU a user, its
+    # input 1.7-2.1 -> 1.5 records a user; 200,000: 1.4-1.7 -> 0.5-0.7, some of it left to
+    # the next writes). Lookups, a miss or a hit, no slower: each L0 file's filter is pinned.
+    opts.set_level_zero_file_num_compaction_trigger(8)
     opts.set_max_background_jobs(2)
     # A flushed memtable's WAL is kept and written over by the next one instead of a new
     # file: the writes, made on the daemon's loop, allocate no new pages or blocks (200,000
