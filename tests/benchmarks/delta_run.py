@@ -5,8 +5,9 @@ Per run, in turns: the daemon with delta off sends the file once; then a daemon 
 sends it (first run: nothing remembered), the same rows again under another name (unchanged
 run), the rows with a new ChannelExecutionID (as each real export has: the shipped mapping adds
 it to an array, so each row sends that one value), and the rows with one value changed in one
-row of ten (changed run). A big run checks the peak memory of those four runs with
---memory-rows users remembered.
+row of ten (changed run); then a first run with delta off and one with delta on at the rate
+limit the sample config ships, as a first run meets it in service. A big run checks the peak
+memory of those four runs with --memory-rows users remembered.
 
     python tests/benchmarks/delta_run.py [--rows 1000000] [--runs 3] [--memory-rows 5000000]
 """
