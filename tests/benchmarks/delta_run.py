@@ -165,11 +165,16 @@ async def delta_runs(
     }
 
 
-async def delta_off(
-    work: Path, data: Path, rows: int, braze: dict[str, Any] = FAST
+async def one_run(
+    work: Path,
+    data: Path,
+    rows: int,
+    braze: dict[str, Any] = FAST,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, float]:
-    """Delta off, timed as delta_runs times its first run (from the drop to done) too."""
-    async with Fake() as fake, Daemon(work, fake, braze, QUICK_WATCH, {}) as daemon:
+    """One daemon sends the file once (delta off, unless `extra` turns it on), timed as
+    delta_runs times its first run (from the drop to done) too."""
+    async with Fake() as fake, Daemon(work, fake, braze, QUICK_WATCH, {}, extra) as daemon:
         cpu0 = daemon.cpu_s()
         start = time.monotonic()
         daemon.drop(data, "first.txt")
@@ -181,15 +186,6 @@ async def delta_off(
         "first_s": done - start,
         "cpu_per_m": cpu / rows * 1e6,
     }
-
-
-async def first_run_limited(work: Path, data: Path, rows: int) -> float:
-    """Rows/s of a first run with delta on at the shipped rate limit (delta_off's measure)."""
-    async with Fake() as fake, Daemon(work, fake, {}, QUICK_WATCH, {}, DELTA_ON) as daemon:
-        daemon.drop(data, "first.txt")
-        stats = await wait_for_objects(fake, rows, timeout_s=900)
-        await until_done(daemon, 1)
-    return float(rows / (stats["last"] - stats["first"]))
 
 
 async def big_run(work: Path, data: Path, rows: int) -> dict[str, float]:
@@ -209,12 +205,11 @@ async def delta_figures(
     on: list[dict[str, float]] = []
     limited: list[tuple[float, float]] = []  # (delta off, delta on) at the shipped rate limit
     for i in range(runs):  # in turns, so the machine's noise hits both alike
-        off.append(await delta_off(work / f"doff{i}", data, rows))
+        off.append(await one_run(work / f"doff{i}", data, rows))
         on.append(await delta_runs(work / f"don{i}", data, new_id, changed, rows, n_changed))
-        off_limited = await delta_off(work / f"loff{i}", data, rows, braze={})
-        limited.append(
-            (off_limited["rows_s"], await first_run_limited(work / f"lon{i}", data, rows))
-        )
+        off_limited = await one_run(work / f"loff{i}", data, rows, braze={})
+        on_limited = await one_run(work / f"lon{i}", data, rows, braze={}, extra=DELTA_ON)
+        limited.append((off_limited["rows_s"], on_limited["rows_s"]))
     figures = [
         Figure("delta off: rows/s", [r["rows_s"] for r in off], "", "reference"),
         Figure("delta on, first run: rows/s", [r["rows_s"] for r in on], "", ""),
