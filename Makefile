@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.installed
 TOOLS := $(VENV)/.installed-test
 
-.PHONY: run test check lint bench clean
+.PHONY: run test test-thorough check lint bench clean
 
 $(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ run: $(RUNTIME)
 # well even on 2 cores; worksteal keeps both busy to the end.
 test: $(TOOLS)
 	$(BIN)/pytest -q -n 2 --dist worksteal
+
+# Every property-based test draws its full count of examples (the default suite, half: tests/examples.py).
+test-thorough: $(TOOLS)
+	RPI_BRAZE_SYNC_THOROUGH=1 $(BIN)/pytest -q -n 2 --dist worksteal
 
 check: $(TOOLS)
 	$(BIN)/ruff check daemon tests

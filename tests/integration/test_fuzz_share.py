@@ -23,6 +23,7 @@ from rpi_braze_sync.config import load_config
 from rpi_braze_sync.errors import ExportFileError, HeaderError
 from rpi_braze_sync.inspection import inspect_file
 from rpi_braze_sync.plan import ReadFormat
+from tests.examples import examples
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "rpi-braze-sync.yaml"
 CHANNEL = load_config(SHIPPED, dry_run=True, secrets=False).channels["Braze Onboarding and Upsert"]
@@ -75,7 +76,7 @@ def read_everything(path: Path, share: Path, fallback: str | None = None) -> tup
 
 
 @settings(
-    max_examples=150,
+    max_examples=examples(150),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                            HealthCheck.function_scoped_fixture],

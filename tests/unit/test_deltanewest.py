@@ -15,6 +15,7 @@ from rpi_braze_sync.delta import Merge, Mode, Remember, Send, build_record, comp
 from rpi_braze_sync.deltabody import arrays_only, parse, rebuild, summary
 from rpi_braze_sync.deltanewest import newest_add_body, newest_add_only, newest_add_record
 from rpi_braze_sync.deltarecord import HEADER_BYTES, STATIC_AT, header
+from tests.examples import examples
 
 T0 = 1_800_000_000
 MAX_AGE = 30 * 86400
@@ -109,7 +110,7 @@ def check(obj: dict[str, Any], record: bytes | None, latest: bytes | None) -> bo
     return None not in (fast_body, newest_add_record(row, record))
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=examples(600), deadline=None)
 @given(
     st.lists(objects(), min_size=1, max_size=4),
     st.sampled_from(["5503", "b", "a", "new", 5503, "x,y", "]}"]),

@@ -25,6 +25,7 @@ from rpi_braze_sync.identifiers import MAX_EXTERNAL_ID_BYTES
 from rpi_braze_sync.mapper import FileMapper
 from rpi_braze_sync.mapper import bind as bind_mapping
 from rpi_braze_sync.mapping import Mapped, MappingPlan, Rejection, normalise_column
+from tests.examples import examples
 from tests.oracle import map_row_oracle
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "rpi-braze-sync.yaml"
@@ -591,7 +592,7 @@ def header_and_rows(
 
 
 PROPERTY_SETTINGS = settings(
-    max_examples=200,
+    max_examples=examples(200),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -745,7 +746,7 @@ def test_every_test_mapping_has_a_column_wise_path(
 
 
 @pytest.mark.parametrize(("mapping", "columns", "required"), CASES)
-@settings(PROPERTY_SETTINGS, max_examples=50)
+@settings(PROPERTY_SETTINGS, max_examples=examples(50))
 @given(data=st.data())
 def test_map_row_rejects_every_row_of_the_wrong_width(
     mapping: MappingPlan, columns: dict[str, str], required: set[str], data: st.DataObject

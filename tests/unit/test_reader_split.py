@@ -20,6 +20,7 @@ from rpi_braze_sync.inspection import inspect_file
 from rpi_braze_sync.plan import ReadFormat
 from rpi_braze_sync.reader import ExportReader
 from rpi_braze_sync.settings import FormatSettings
+from tests.examples import examples
 
 Records = list[tuple[int, list[str]]]  # (line where the record starts, cells)
 
@@ -64,7 +65,7 @@ CELL = st.lists(
 LINE = st.lists(st.sampled_from(["a", ",", '"', " ", "é", ";", '""']), max_size=8).map("".join)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     rows=st.lists(st.lists(CELL, min_size=1, max_size=4), max_size=30),
     quoting=st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL]),

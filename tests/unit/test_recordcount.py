@@ -11,6 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from rpi_braze_sync.recordcount import RecordCounter
+from tests.examples import examples
 
 
 def csv_records(text: str, skip_lines: int = 0, quote: str = '"') -> int:
@@ -71,7 +72,7 @@ CELL = st.lists(
 ).map("".join)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     rows=st.lists(st.lists(CELL, min_size=1, max_size=4), max_size=12),
     line_end=st.sampled_from(["\n", "\r\n"]),
