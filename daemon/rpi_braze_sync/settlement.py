@@ -245,9 +245,16 @@ class Settlement:
         def report(_: object) -> None:
             self._queued -= 1
             try:
-                result.set_result(self._report(written.exception(), number if blocks else None))
+                outcome = self._report(written.exception(), number if blocks else None)
             except BaseException as exc:  # not a state write's failure: a bug, raised
+                if result.done():
+                    raise
                 result.set_exception(exc)
+                return
+            # Its waiter may be gone (write_last's task cancelled as the daemon stops, which
+            # cancels the future it awaited): the checkpoint is written all the same.
+            if not result.done():
+                result.set_result(outcome)
 
         written.add_done_callback(report)
         return result

@@ -4,11 +4,13 @@ restart skips exactly the settled rows it records, whatever their order."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,10 +18,13 @@ import pytest
 from rpi_braze_sync.delta import user_key
 from rpi_braze_sync.deltastore import DeltaStoreError
 from rpi_braze_sync.inspection import inspect_file
+from rpi_braze_sync.metrics import Metrics
 from rpi_braze_sync.pgjournal import PgJournal
 from rpi_braze_sync.settings import FormatSettings
 from rpi_braze_sync.settlement import Settlement
 from rpi_braze_sync.sqlitejournal import SqliteJournal, journal_path
+from rpi_braze_sync.statewriter import StateWriter
+from rpi_braze_sync.statewrites import StateWrites
 from tests.e2e.conftest import UPSERT, wait_until
 from tests.fakebraze import FakeBraze
 from tests.integration.test_pipeline import InProcess, daemon  # noqa: F401 - the fixture
@@ -356,3 +361,43 @@ async def test_rows_in_flight_and_acknowledged_unwritten_stay_within_the_places_
     assert (record.state, record.checkpoint) == ("done", rows)
     assert (record.points_sent is not None) == delta  # (delta counted its data points)
     assert (early > 0) == delta  # (the store's writes ran ahead of the checkpoints)
+
+
+async def test_a_checkpoint_whose_waiter_is_cancelled_is_written_without_an_error(
+    tmp_path: Path,
+) -> None:
+    """write_last's task cancelled while the state writer writes its checkpoint (the daemon
+    stopping): the checkpoint is still written, and no callback fails on the cancelled future
+    (it logged a traceback at a SIGTERM in test_hostile_share.py)."""
+    journal = SqliteJournal(tmp_path / "j.sqlite")
+    record = journal.record_complete("Braze Append/a.csv", "Braze Append", 1, 1)
+    writer, writes = StateWriter(), StateWrites()
+    settlement = Settlement(record, journal, writer, writes, Metrics(), "Braze Append")
+    settlement.open_rejects(tmp_path / "rejects", "a.csv", ["external_id"])
+    checkpoint = journal.checkpoint
+    started = threading.Event()
+
+    def slow(file_id: int, at: int, *counts: Any) -> None:
+        started.set()
+        time.sleep(0.2)
+        checkpoint(file_id, at, *counts)
+
+    setattr(journal, "checkpoint", slow)  # noqa: B010 - a spy on the real journal
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    settlement.reject(2, [""], "no id")
+    settlement.settle([0, 1])
+    assert await settlement.write_last()  # (and the loop turn's checkpoint before it)
+    started.clear()
+    settlement.reject(3, [""], "no id")  # rejects to write first: through the state writer
+    waiter = asyncio.ensure_future(settlement.write_last())
+    assert await asyncio.to_thread(started.wait, 5)
+    waiter.cancel()
+    await writer.write(lambda: None)  # the checkpoint written
+    await asyncio.sleep(0.1)  # its callback run (two loop turns after the thread's)
+    assert errors == []
+    assert journal.get(record.id).checkpoint == 2
+    await settlement.close()
+    await writer.close()
+    journal.close()
