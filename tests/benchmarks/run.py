@@ -229,6 +229,14 @@ class Daemon:
             total += int(fields[11]) + int(fields[12])  # utime, stime
         return total / os.sysconf("SC_CLK_TCK")
 
+    def loop_s(self) -> float:
+        """Seconds the daemon's main thread (its event loop) has spent running or waiting for a
+        core so far (/proc's schedstat): how busy the one thread that runs its Python is."""
+        assert self.proc is not None
+        pid = self.proc.pid
+        running_ns, waiting_ns, _ = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()
+        return (int(running_ns) + int(waiting_ns)) / 1e9
+
     def peak_rss_mb(self) -> float:
         """VmHWM, the peak resident set, of the daemon and of its children (the mapping
         process), added up."""
@@ -258,6 +266,15 @@ class Daemon:
             s.post(f"http://127.0.0.1:{self.port}{path}", json=body) as r,
         ):
             assert r.status < 300, await r.text()
+
+
+async def wait_for_first_request(fake: Fake, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (await fake.stats())["requests"]:
+            return
+        await asyncio.sleep(0.02)
+    raise RuntimeError("timed out waiting for the first request")
 
 
 async def wait_for_objects(fake: Fake, count: int, timeout_s: float) -> dict[str, Any]:
