@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import re
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 
 from rpi_braze_sync import heaptrim
 
+ROOT = Path(__file__).resolve().parents[2]
 BLOCK = 64 << 10  # under glibc's threshold for mapping a block on its own
 BLOCKS = 800  # 50 MB
 
@@ -43,9 +46,23 @@ def freed_inside_an_arena(libc: ctypes.CDLL) -> list[int]:
 
 
 def test_a_trim_gives_back_what_another_threads_arena_kept() -> None:
-    trim = heaptrim.malloc_trim()
-    if trim is None:
+    """Measured in a fresh interpreter: in a test worker, the thread may be given an arena that
+    earlier tests left with free pages, and its blocks would not grow the resident set at all
+    (seen once in CI: 213.4 MB before, 212.9 MB after 50 MB were written)."""
+    if heaptrim.malloc_trim() is None:
         pytest.skip("not glibc")
+    measured = subprocess.run(
+        [sys.executable, "-c", "from tests.integration.test_heaptrim import main; main()"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert measured.returncode == 0, measured.stderr
+    held, given_back = map(float, measured.stdout.split())
+    assert held > 30  # freed, yet resident
+    assert given_back > 30
+
+
+def main() -> None:
+    """Prints the MB a thread's freed blocks left resident, then the MB a trim gave back."""
     libc = ctypes.CDLL(None)
     libc.malloc.restype = ctypes.c_void_p
     libc.malloc.argtypes = [ctypes.c_size_t]
@@ -53,9 +70,8 @@ def test_a_trim_gives_back_what_another_threads_arena_kept() -> None:
     before = anonymous_mb()
     kept = freed_inside_an_arena(libc)
     held = anonymous_mb()
-    assert held - before > 30  # freed, yet resident
     asyncio.run(asyncio.wait_for(trim_once(), 5))
-    assert held - anonymous_mb() > 30
+    print(held - before, held - anonymous_mb())
     for block in kept:
         libc.free(block)
 
