@@ -48,7 +48,7 @@ def freed_inside_an_arena(libc: ctypes.CDLL) -> list[int]:
 def test_a_trim_gives_back_what_another_threads_arena_kept() -> None:
     """Measured in a fresh interpreter: in a test worker, the thread may be given an arena that
     earlier tests left with free pages, and its blocks would not grow the resident set at all
-    (seen once in CI: 213.4 MB before, 212.9 MB after 50 MB were written)."""
+    (seen once in a CI-like run: 213.4 MB before, 212.9 MB after 50 MB were written)."""
     if heaptrim.malloc_trim() is None:
         pytest.skip("not glibc")
     measured = subprocess.run(
