@@ -268,23 +268,25 @@ class Daemon:
             assert r.status < 300, await r.text()
 
 
-async def wait_for_first_request(fake: Fake, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if (await fake.stats())["requests"]:
-            return
-        await asyncio.sleep(0.02)
-    raise RuntimeError("timed out waiting for the first request")
-
-
-async def wait_for_objects(fake: Fake, count: int, timeout_s: float) -> dict[str, Any]:
+async def wait_for_stats(
+    fake: Fake, ready: Callable[[dict[str, Any]], bool], timeout_s: float, poll_s: float
+) -> dict[str, Any]:
+    """The fake's stats once `ready` says so (polled every `poll_s`)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         stats = await fake.stats()
-        if stats["objects"] >= count:
+        if ready(stats):
             return stats
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"timed out: {stats['objects']} of {count} objects")
+        await asyncio.sleep(poll_s)
+    raise RuntimeError(f"timed out: {stats['requests']} requests, {stats['objects']} objects")
+
+
+async def wait_for_first_request(fake: Fake, timeout_s: float) -> None:
+    await wait_for_stats(fake, lambda stats: stats["requests"] > 0, timeout_s, poll_s=0.02)
+
+
+async def wait_for_objects(fake: Fake, count: int, timeout_s: float) -> dict[str, Any]:
+    return await wait_for_stats(fake, lambda stats: stats["objects"] >= count, timeout_s, 0.1)
 
 
 # --- the cases --------------------------------------------------------------------------
